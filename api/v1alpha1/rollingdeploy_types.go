@@ -1,0 +1,352 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// FailurePolicy says what happens to the rollout when a node's new version fails its health check.
+// +kubebuilder:validation:Enum=Pause;Rollback
+type FailurePolicy string
+
+const (
+	// FailurePolicyPause stops the rollout: nodes already upgraded stay, no further node goes.
+	FailurePolicyPause FailurePolicy = "Pause"
+	// FailurePolicyRollback stops the rollout and rolls every upgraded node back, quorum-safe.
+	FailurePolicyRollback FailurePolicy = "Rollback"
+)
+
+// UnpackMode says how the agent lays an artifact out in its version directory.
+// +kubebuilder:validation:Enum=none;tar.gz
+type UnpackMode string
+
+const (
+	// UnpackNone stores the artifact as a single file named after the URL's last path element.
+	UnpackNone UnpackMode = "none"
+	// UnpackTarGz extracts a gzip-compressed tar archive into the version directory.
+	UnpackTarGz UnpackMode = "tar.gz"
+)
+
+// RollingDeploySpec is the desired state: the services to roll out, in dependency order.
+// +kubebuilder:validation:XValidation:rule="self.services.all(s, !has(s.dependsOn) || s.dependsOn.all(d, self.services.exists(o, o.name == d)))",message="every dependsOn entry must name a service of this RollingDeploy"
+// +kubebuilder:validation:XValidation:rule="self.services.all(s, !has(s.dependsOn) || !s.dependsOn.exists(d, d == s.name))",message="a service cannot depend on itself"
+type RollingDeploySpec struct {
+	// Services to roll out. Each service upgrades only after every service it depends on is complete.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	Services []ServiceSpec `json:"services"`
+
+	// Paused stops new node upgrades; upgrades already under way finish.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+
+	// FailurePolicy says what to do when a node fails its health check on the new version.
+	// +kubebuilder:default=Pause
+	// +optional
+	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+}
+
+// ServiceSpec describes one host service and the version to roll it to.
+type ServiceSpec struct {
+	// Name of the service, unique in this RollingDeploy; also its ZooKeeper node name.
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// Version to roll out.
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9._+-]*$`
+	// +kubebuilder:validation:MaxLength=128
+	Version string `json:"version"`
+
+	// Artifact is what the agents download, verify and run for this version.
+	Artifact ArtifactSpec `json:"artifact"`
+
+	// DependsOn names services of this RollingDeploy that must be complete before this one starts.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	DependsOn []string `json:"dependsOn,omitempty"`
+
+	// Quorum is how many of the service's nodes must stay online during the rollout.
+	Quorum QuorumSpec `json:"quorum"`
+
+	// NodeSelector picks the Nodes that run this service. Empty selects every node.
+	// +optional
+	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+
+	// Run says how the agent runs the host service.
+	Run RunSpec `json:"run"`
+
+	// HealthCheck decides whether a freshly started version is healthy. Without one, a process
+	// that is still running after its start counts as healthy.
+	// +optional
+	HealthCheck *HealthCheckSpec `json:"healthCheck,omitempty"`
+}
+
+// ArtifactSpec locates and verifies a version's artifact.
+type ArtifactSpec struct {
+	// URL of the artifact: http, https or file.
+	// +kubebuilder:validation:Pattern=`^(https?|file)://.+`
+	// +kubebuilder:validation:MaxLength=2048
+	URL string `json:"url"`
+
+	// SHA256 of the artifact, lowercase hex.
+	// +kubebuilder:validation:Pattern=`^[a-f0-9]{64}$`
+	SHA256 string `json:"sha256"`
+
+	// Unpack says whether the artifact is extracted (tar.gz) or kept as one file (none).
+	// +kubebuilder:default=none
+	// +optional
+	Unpack UnpackMode `json:"unpack,omitempty"`
+}
+
+// QuorumSpec is the availability floor of a service.
+type QuorumSpec struct {
+	// MinAvailable is the number (or percentage, rounded up) of the service's nodes that must
+	// stay online. A node stops its service for an upgrade only if this still holds.
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=4
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",message="minAvailable must be a non-negative integer or a percentage between 0% and 100%"
+	MinAvailable intstr.IntOrString `json:"minAvailable"`
+}
+
+// RunSpec says how the agent runs the host service. In command, args and env values,
+// $(ROLLKEEPER_ARTIFACT_DIR), $(ROLLKEEPER_VERSION), $(ROLLKEEPER_SERVICE), $(ROLLKEEPER_NODE)
+// and $(ROLLKEEPER_NODE_ADDRESS) are expanded; the same variables are in the environment.
+type RunSpec struct {
+	// Command is the executable and its leading arguments.
+	// +kubebuilder:validation:MinItems=1
+	Command []string `json:"command"`
+
+	// Args follow the command.
+	// +optional
+	Args []string `json:"args,omitempty"`
+
+	// Env adds environment variables.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Env []EnvVar `json:"env,omitempty"`
+
+	// StopGracePeriodSeconds is how long the agent waits after SIGTERM before SIGKILL.
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	StopGracePeriodSeconds int32 `json:"stopGracePeriodSeconds,omitempty"`
+}
+
+// EnvVar is one environment variable of the host service.
+type EnvVar struct {
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	Name string `json:"name"`
+	// +optional
+	Value string `json:"value,omitempty"`
+}
+
+// HealthCheckSpec probes a freshly started version. Exactly one of httpGet, tcpSocket, exec.
+// +kubebuilder:validation:XValidation:rule="(has(self.httpGet) ? 1 : 0) + (has(self.tcpSocket) ? 1 : 0) + (has(self.exec) ? 1 : 0) == 1",message="exactly one of httpGet, tcpSocket or exec must be set"
+type HealthCheckSpec struct {
+	// +optional
+	HTTPGet *HTTPGetCheck `json:"httpGet,omitempty"`
+	// +optional
+	TCPSocket *TCPSocketCheck `json:"tcpSocket,omitempty"`
+	// +optional
+	Exec *ExecCheck `json:"exec,omitempty"`
+
+	// TimeoutSeconds bounds one probe.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
+	// PeriodSeconds between probes.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	PeriodSeconds int32 `json:"periodSeconds,omitempty"`
+	// SuccessThreshold is how many probes in a row must pass.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	SuccessThreshold int32 `json:"successThreshold,omitempty"`
+	// FailureThreshold is how many probes in a row may fail before the version is declared unhealthy.
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	FailureThreshold int32 `json:"failureThreshold,omitempty"`
+}
+
+// HTTPGetCheck passes on a 2xx or 3xx answer.
+type HTTPGetCheck struct {
+	// Host defaults to the node's address.
+	// +optional
+	Host string `json:"host,omitempty"`
+	// +kubebuilder:default=/
+	// +optional
+	Path string `json:"path,omitempty"`
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+	// +kubebuilder:validation:Enum=HTTP;HTTPS
+	// +kubebuilder:default=HTTP
+	// +optional
+	Scheme string `json:"scheme,omitempty"`
+}
+
+// TCPSocketCheck passes when a TCP connection opens.
+type TCPSocketCheck struct {
+	// Host defaults to the node's address.
+	// +optional
+	Host string `json:"host,omitempty"`
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+}
+
+// ExecCheck passes when the command exits 0.
+type ExecCheck struct {
+	// +kubebuilder:validation:MinItems=1
+	Command []string `json:"command"`
+}
+
+// Condition types of a RollingDeploy (kstatus-compatible: Ready, Reconciling, Stalled).
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+	ConditionProgressing = "Progressing"
+	ConditionDegraded    = "Degraded"
+)
+
+// Condition reasons.
+const (
+	ReasonComplete           = "RolloutComplete"
+	ReasonProgressing        = "RolloutProgressing"
+	ReasonPaused             = "Paused"
+	ReasonInvalidSpec        = "InvalidSpec"
+	ReasonQuorumUnreachable  = "QuorumUnreachable"
+	ReasonServiceConflict    = "ServiceOwnedByOtherDeploy"
+	ReasonHealthCheckFailed  = "HealthCheckFailed"
+	ReasonArtifactFailed     = "ArtifactFailed"
+	ReasonRollingBack        = "RollingBack"
+	ReasonZooKeeperError     = "ZooKeeperUnavailable"
+	ReasonAsExpected         = "AsExpected"
+	ReasonWaitingForServices = "WaitingForDependencies"
+)
+
+// Phase summarises a RollingDeploy or one of its services for kubectl get.
+type Phase string
+
+const (
+	PhasePending     Phase = "Pending"
+	PhaseProgressing Phase = "Progressing"
+	PhasePaused      Phase = "Paused"
+	PhaseComplete    Phase = "Complete"
+	PhaseFailed      Phase = "Failed"
+	PhaseInvalid     Phase = "Invalid"
+	PhaseWaiting     Phase = "Waiting"
+)
+
+// RollingDeployStatus is the observed state of a RollingDeploy.
+type RollingDeployStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Phase summarises the rollout.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// Progress is "updated/total" nodes over all services, for kubectl get.
+	// +optional
+	Progress string `json:"progress,omitempty"`
+
+	// Conditions: Ready, Reconciling, Stalled, Progressing, Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Services, in deploy order.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Services []ServiceStatus `json:"services,omitempty"`
+}
+
+// ServiceStatus is the rollout state of one service.
+type ServiceStatus struct {
+	Name string `json:"name"`
+	// Position of the service in the deploy order, from 1.
+	Position int32 `json:"position"`
+	// TargetVersion is the version being rolled out.
+	TargetVersion string `json:"targetVersion"`
+	// Phase of this service's rollout.
+	Phase Phase `json:"phase"`
+	// MinAvailable is the quorum resolved to a node count.
+	MinAvailable int32 `json:"minAvailable"`
+	// Total nodes selected for the service.
+	Total int32 `json:"total"`
+	// Online nodes (registered in ZooKeeper's current/).
+	Online int32 `json:"online"`
+	// Updated nodes online on the target version.
+	Updated int32 `json:"updated"`
+	// Staged nodes that have the target downloaded, verified and queued.
+	Staged int32 `json:"staged"`
+	// Upgrading nodes that stopped the old version and are starting the new one.
+	Upgrading int32 `json:"upgrading"`
+	// Failed nodes whose target version failed its health check or artifact verification.
+	Failed int32 `json:"failed"`
+	// Unreachable nodes: selected, but neither online nor upgrading.
+	Unreachable int32 `json:"unreachable"`
+	// UnreachableNodes lists up to 20 unreachable node names.
+	// +optional
+	UnreachableNodes []string `json:"unreachableNodes,omitempty"`
+	// FailedNodes lists up to 20 node failures.
+	// +optional
+	FailedNodes []NodeFailure `json:"failedNodes,omitempty"`
+	// Message explains the phase.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// NodeFailure is a failure one node recorded in ZooKeeper.
+type NodeFailure struct {
+	Node    string `json:"node"`
+	Version string `json:"version"`
+	// Kind is HealthCheck or Artifact.
+	Kind   string `json:"kind"`
+	Reason string `json:"reason"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=rd,categories=rollkeeper
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.progress`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// RollingDeploy rolls host services to new versions across the nodes, quorum-safe, through ZooKeeper.
+type RollingDeploy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   RollingDeploySpec   `json:"spec,omitempty"`
+	Status RollingDeployStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// RollingDeployList contains a list of RollingDeploy.
+type RollingDeployList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []RollingDeploy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&RollingDeploy{}, &RollingDeployList{})
+}
