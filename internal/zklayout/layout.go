@@ -1,0 +1,167 @@
+// Package zklayout is the one definition of rollkeeper's ZooKeeper tree: every znode path and
+// every payload type. The operator and the node agent both import it; nothing else builds
+// znode paths or marshals payloads.
+//
+//	<root>/current/<svc>/<node>          ephemeral   Current      who is online, on which version
+//	<root>/staging/<svc>                 persistent  Plan         the service's target (operator)
+//	<root>/staging/<svc>/<node>-<seq>    eph. seq.   Staged       node has the target ready; queue order
+//	<root>/deploy/<svc>-<seq>            pers. seq.  DeployEntry  service deploy order (head upgrades)
+//	<root>/releases/<svc>/<version>      persistent  Release      how to fetch and run a version
+//	<root>/failures/<svc>/<node>         persistent  Failure      a node's failed upgrade or fetch
+package zklayout
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// DefaultRoot is the root znode when none is configured.
+const DefaultRoot = "/rollkeeper"
+
+// Top-level children of the root.
+const (
+	currentDir  = "current"
+	stagingDir  = "staging"
+	deployDir   = "deploy"
+	releasesDir = "releases"
+	failuresDir = "failures"
+)
+
+// seqDigits is the width of the counter ZooKeeper appends to sequential nodes.
+const seqDigits = 10
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,252}$`)
+
+// Layout builds znode paths under a root.
+type Layout struct {
+	root string
+}
+
+// New checks root (absolute, no trailing slash unless "/", no empty or dot elements).
+func New(root string) (Layout, error) {
+	if root == "" {
+		root = DefaultRoot
+	}
+	if !strings.HasPrefix(root, "/") || path.Clean(root) != root || root == "/" {
+		return Layout{}, fmt.Errorf("zookeeper root %q: must be an absolute, clean path below /", root)
+	}
+	return Layout{root: root}, nil
+}
+
+// MustNew is New for constants known to be valid (tests, defaults).
+func MustNew(root string) Layout {
+	l, err := New(root)
+	if err != nil {
+		panic(err)
+	}
+	return l
+}
+
+// ValidName reports whether s can be a znode name for a service, node or version.
+func ValidName(s string) error {
+	if !nameRE.MatchString(s) || s == "." || s == ".." {
+		return fmt.Errorf("%q is not a valid name (letters, digits, '.', '_', '+', '-'; at most 253)", s)
+	}
+	return nil
+}
+
+// Root is the root znode.
+func (l Layout) Root() string { return l.root }
+
+// Bases are the persistent directories every actor may assume exist (EnsurePath them).
+func (l Layout) Bases() []string {
+	return []string{l.Current(), l.Staging(), l.Deploy(), l.Releases(), l.Failures()}
+}
+
+// Current is the parent of every service's online set.
+func (l Layout) Current() string { return path.Join(l.root, currentDir) }
+
+// CurrentService holds one ephemeral child per online node of svc.
+func (l Layout) CurrentService(svc string) string { return path.Join(l.Current(), svc) }
+
+// CurrentNode is node's registration for svc.
+func (l Layout) CurrentNode(svc, node string) string { return path.Join(l.CurrentService(svc), node) }
+
+// Staging is the parent of every service's plan.
+func (l Layout) Staging() string { return path.Join(l.root, stagingDir) }
+
+// StagingService holds the Plan of svc; its children are the staging queue.
+func (l Layout) StagingService(svc string) string { return path.Join(l.Staging(), svc) }
+
+// StagingPrefix is the path to create (ephemeral sequential) when node joins svc's queue.
+func (l Layout) StagingPrefix(svc, node string) string {
+	return path.Join(l.StagingService(svc), node) + "-"
+}
+
+// StagingChild is the full path of a staging queue child.
+func (l Layout) StagingChild(svc, child string) string {
+	return path.Join(l.StagingService(svc), child)
+}
+
+// Deploy is the deploy order queue.
+func (l Layout) Deploy() string { return path.Join(l.root, deployDir) }
+
+// DeployPrefix is the path to create (persistent sequential) to enqueue svc.
+func (l Layout) DeployPrefix(svc string) string { return path.Join(l.Deploy(), svc) + "-" }
+
+// DeployEntry is the full path of a deploy queue child.
+func (l Layout) DeployEntry(child string) string { return path.Join(l.Deploy(), child) }
+
+// Releases is the parent of every service's known versions.
+func (l Layout) Releases() string { return path.Join(l.root, releasesDir) }
+
+// ReleaseService holds one child per known version of svc.
+func (l Layout) ReleaseService(svc string) string { return path.Join(l.Releases(), svc) }
+
+// Release describes how to fetch and run svc at version.
+func (l Layout) Release(svc, version string) string {
+	return path.Join(l.ReleaseService(svc), version)
+}
+
+// Failures is the parent of every service's recorded failures.
+func (l Layout) Failures() string { return path.Join(l.root, failuresDir) }
+
+// FailureService holds one child per node with a recorded failure for svc.
+func (l Layout) FailureService(svc string) string { return path.Join(l.Failures(), svc) }
+
+// Failure is node's recorded failure for svc.
+func (l Layout) Failure(svc, node string) string { return path.Join(l.FailureService(svc), node) }
+
+// SeqName is a parsed sequential znode name: <Name>-<Seq>.
+type SeqName struct {
+	Child string // the full child name
+	Name  string // the prefix without the trailing '-'
+	Seq   int64
+}
+
+// ParseSeq splits a sequential child name. It fails on names ZooKeeper did not make.
+func ParseSeq(child string) (SeqName, error) {
+	i := len(child) - seqDigits
+	if i < 2 || child[i-1] != '-' {
+		return SeqName{}, fmt.Errorf("znode %q is not a sequential <name>-<counter> node", child)
+	}
+	seq, err := strconv.ParseInt(child[i:], 10, 64)
+	if err != nil || seq < 0 {
+		return SeqName{}, fmt.Errorf("znode %q has no numeric counter", child)
+	}
+	return SeqName{Child: child, Name: child[:i-1], Seq: seq}, nil
+}
+
+// SortSeq parses and orders sequential children by counter (queue order). Names that do not
+// parse are returned separately so callers can report them instead of acting on them.
+func SortSeq(children []string) (ordered []SeqName, bad []string) {
+	for _, c := range children {
+		s, err := ParseSeq(c)
+		if err != nil {
+			bad = append(bad, c)
+			continue
+		}
+		ordered = append(ordered, s)
+	}
+	sort.Slice(ordered, func(i, j int) bool { return ordered[i].Seq < ordered[j].Seq })
+	return ordered, bad
+}

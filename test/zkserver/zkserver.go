@@ -1,0 +1,229 @@
+// Package zkserver runs real ZooKeeper servers (Debian's zookeeper package) on free loopback
+// ports in temporary directories, for tests and the demo. It never mocks anything.
+package zkserver
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ClassPath is where Debian's package puts the server and its dependencies.
+const ClassPath = "/usr/share/java/zookeeper.jar:/usr/share/java/*"
+
+// Server is one ZooKeeper server process.
+type Server struct {
+	ID         int
+	Dir        string
+	ClientPort int
+	cfgPath    string
+	logPath    string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+}
+
+// Ensemble is one or more servers forming a cluster.
+type Ensemble struct {
+	Servers []*Server
+}
+
+// Start launches an ensemble of n servers (1 for a standalone server) under dir and waits until
+// every server answers "imok" and a client session can be made.
+func Start(ctx context.Context, dir string, n int) (*Ensemble, error) {
+	if _, err := os.Stat("/usr/share/java/zookeeper.jar"); err != nil {
+		return nil, fmt.Errorf("zookeeper is not installed (run hack/install-deps.sh): %w", err)
+	}
+	ports, err := FreePorts(3 * n)
+	if err != nil {
+		return nil, err
+	}
+	e := &Ensemble{}
+	var peers []string
+	for i := 1; i <= n; i++ {
+		peers = append(peers, fmt.Sprintf("server.%d=127.0.0.1:%d:%d", i, ports[3*(i-1)+1], ports[3*(i-1)+2]))
+	}
+	for i := 1; i <= n; i++ {
+		s := &Server{ID: i, Dir: filepath.Join(dir, fmt.Sprintf("zk%d", i)), ClientPort: ports[3*(i-1)]}
+		if err := os.MkdirAll(filepath.Join(s.Dir, "data"), 0o755); err != nil {
+			return nil, err
+		}
+		cfg := []string{
+			"tickTime=200",
+			"initLimit=50",
+			"syncLimit=25",
+			// Sessions between 2 and 20 s, so tests can ask for short ones.
+			"minSessionTimeout=1000",
+			"maxSessionTimeout=20000",
+			"dataDir=" + filepath.Join(s.Dir, "data"),
+			"clientPortAddress=127.0.0.1",
+			"clientPort=" + strconv.Itoa(s.ClientPort),
+			"admin.enableServer=false",
+			"4lw.commands.whitelist=ruok,stat,mntr,srvr",
+			"maxClientCnxns=0",
+			"jute.maxbuffer=4194304",
+		}
+		if n > 1 {
+			cfg = append(cfg, peers...)
+			if err := os.WriteFile(filepath.Join(s.Dir, "data", "myid"), []byte(strconv.Itoa(i)+"\n"), 0o644); err != nil {
+				return nil, err
+			}
+		}
+		s.cfgPath = filepath.Join(s.Dir, "zoo.cfg")
+		s.logPath = filepath.Join(s.Dir, "server.log")
+		if err := os.WriteFile(s.cfgPath, []byte(strings.Join(cfg, "\n")+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		e.Servers = append(e.Servers, s)
+	}
+	for _, s := range e.Servers {
+		if err := s.Start(); err != nil {
+			e.Stop()
+			return nil, err
+		}
+	}
+	for _, s := range e.Servers {
+		if err := s.WaitReady(ctx, 60*time.Second); err != nil {
+			e.Stop()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// Connect is the client connect string of the whole ensemble.
+func (e *Ensemble) Connect() string {
+	var a []string
+	for _, s := range e.Servers {
+		a = append(a, s.Addr())
+	}
+	return strings.Join(a, ",")
+}
+
+// Stop kills every server.
+func (e *Ensemble) Stop() {
+	for _, s := range e.Servers {
+		s.Stop()
+	}
+}
+
+// Addr is the server's client address.
+func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.ClientPort) }
+
+// Start launches the server process (again, after Stop: the data directory is kept).
+func (s *Server) Start() error {
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+		"-Dzookeeper.log.dir="+s.Dir, "-Dzookeeper.root.logger=INFO,CONSOLE",
+		"-cp", ClassPath, "org.apache.zookeeper.server.quorum.QuorumPeerMain", s.cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The server dies with whoever started it, even on SIGKILL.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start zookeeper %d: %w", s.ID, err)
+	}
+	s.cmd = cmd
+	s.exited = make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(s.exited) }()
+	return nil
+}
+
+// Stop kills the server process and waits for it to exit.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.exited
+	s.cmd = nil
+}
+
+// WaitReady polls "ruok" until the server answers "imok" and serves requests ("srvr" shows a mode).
+func (s *Server) WaitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := FourLetter(s.Addr(), "srvr")
+		if err == nil && strings.Contains(out, "Mode: ") {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			return fmt.Errorf("zookeeper %d exited during start; log %s:\n%s", s.ID, s.logPath, tail(s.logPath))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("zookeeper %d at %s not ready after %s (last: %v); log %s:\n%s", s.ID, s.Addr(), timeout, err, s.logPath, tail(s.logPath))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// FourLetter sends a four-letter-word command and returns the answer.
+func FourLetter(addr, cmd string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte(cmd)); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		b.WriteString(sc.Text() + "\n")
+	}
+	if b.Len() == 0 {
+		return "", errors.New("empty answer")
+	}
+	return b.String(), nil
+}
+
+// FreePorts reserves n distinct free loopback TCP ports (released before return; a tiny race
+// with other processes is accepted).
+func FreePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func tail(p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
