@@ -1,0 +1,225 @@
+// Command rollkeeper-agent is the node agent: it runs on every node (DaemonSet or system
+// service), keeps the node's host services registered in ZooKeeper and rolls them forward when
+// the plan, the deploy queue and the quorum allow. Once started it needs only ZooKeeper.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent"
+	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
+	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
+	"github.com/rollkeeper/rollkeeper/nodeagent/store"
+)
+
+type options struct {
+	node, address, labels, kubeconfig string
+	zkServers, zkRoot, zkAuth         string
+	zkSessionTimeout                  time.Duration
+	stateDir, backend, healthAddr     string
+}
+
+func main() {
+	var o options
+	fs := flag.CommandLine
+	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "this node's name (the Kubernetes Node name; env NODE_NAME)")
+	fs.StringVar(&o.address, "node-address", "", "address the node's services listen on (default: the first non-loopback address)")
+	fs.StringVar(&o.labels, "node-labels", "", "node labels k=v,k2=v2, merged over the labels read from the Node object")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig to read the Node's labels (in-cluster config when empty and available); labels are cached in the state dir for when the API server is down")
+	fs.StringVar(&o.zkServers, "zk-servers", "", "ZooKeeper connect string host:port,host:port (required)")
+	fs.StringVar(&o.zkRoot, "zk-root", zklayout.DefaultRoot, "root znode of rollkeeper's tree")
+	fs.StringVar(&o.zkAuth, "zk-auth", "", "ZooKeeper digest credentials user:password")
+	fs.DurationVar(&o.zkSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rollkeeper", "directory for versions, logs and cached labels")
+	fs.StringVar(&o.backend, "backend", "exec", "host service backend: exec")
+	fs.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz (empty: off)")
+	zopts := zap.Options{Development: false}
+	zopts.BindFlags(fs)
+	flag.Parse()
+	envFlags(fs)
+	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("agent")
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	if err := run(ctx, o, log); err != nil {
+		log.Error(err, "agent failed")
+		os.Exit(1)
+	}
+}
+
+// envFlags lets every flag come from ROLLKEEPER_<FLAG> when not given on the command line.
+func envFlags(fs *flag.FlagSet) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "ROLLKEEPER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !set[f.Name] {
+			_ = fs.Set(f.Name, v)
+		}
+	})
+}
+
+func run(ctx context.Context, o options, log logr.Logger) error {
+	if o.node == "" {
+		return errors.New("--node-name (or NODE_NAME) is required")
+	}
+	if o.zkServers == "" {
+		return errors.New("--zk-servers is required")
+	}
+	if o.backend != "exec" {
+		return fmt.Errorf("--backend %q: only exec is available", o.backend)
+	}
+	layout, err := zklayout.New(o.zkRoot)
+	if err != nil {
+		return err
+	}
+	if o.address == "" {
+		if o.address, err = defaultAddress(); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(o.stateDir, 0o755); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	labels, err := nodeLabels(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	log = log.WithValues("node", o.node)
+	log.Info("starting", "address", o.address, "labels", labels, "zk", o.zkServers, "root", o.zkRoot, "stateDir", o.stateDir)
+
+	zk, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(o.zkServers),
+		SessionTimeout: o.zkSessionTimeout, Auth: o.zkAuth, Logger: log.WithName("zk")})
+	if err != nil {
+		return err
+	}
+	defer zk.Close()
+
+	be, err := backend.NewExec(filepath.Join(o.stateDir, "services"), log.WithName("exec"))
+	if err != nil {
+		return err
+	}
+	// The node's services go down with its agent; stop them before the session closes so no
+	// peer counts a stopped service as online.
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), time.Minute)
+		defer scancel()
+		zk.Close()
+		if err := be.Close(sctx); err != nil {
+			log.Error(err, "stopping host services")
+		}
+	}()
+	st, err := store.New(filepath.Join(o.stateDir, "store"), fetch.NewHTTP())
+	if err != nil {
+		return err
+	}
+	agent, err := nodeagent.New(nodeagent.Config{Node: o.node, Address: o.address, Labels: labels,
+		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log})
+	if err != nil {
+		return err
+	}
+	if o.healthAddr != "" {
+		srv := &http.Server{Addr: o.healthAddr, ReadHeaderTimeout: 5 * time.Second,
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				select {
+				case <-zk.Session().Done:
+					http.Error(w, "no zookeeper session", http.StatusServiceUnavailable)
+				default:
+					fmt.Fprintln(w, "ok")
+				}
+			})}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error(err, "health endpoint")
+			}
+		}()
+		defer srv.Close()
+	}
+	return agent.Run(ctx)
+}
+
+// nodeLabels reads the Node's labels from the API server when one is configured, caching them
+// in the state dir; when the API server is unreachable the cache is used. --node-labels wins.
+func nodeLabels(ctx context.Context, o options, log logr.Logger) (map[string]string, error) {
+	cache := filepath.Join(o.stateDir, "node-labels.json")
+	labels := map[string]string{}
+	cfg, err := kubeConfig(o.kubeconfig)
+	if err == nil && cfg != nil {
+		var cs *kubernetes.Clientset
+		if cs, err = kubernetes.NewForConfig(cfg); err == nil {
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			node, gerr := cs.CoreV1().Nodes().Get(lctx, o.node, metav1.GetOptions{})
+			cancel()
+			err = gerr
+			if gerr == nil {
+				labels = node.Labels
+				if b, merr := json.Marshal(labels); merr == nil {
+					_ = os.WriteFile(cache, b, 0o644)
+				}
+			}
+		}
+	}
+	if err != nil {
+		b, rerr := os.ReadFile(cache)
+		if rerr == nil && json.Unmarshal(b, &labels) == nil {
+			log.Info("API server unavailable; using cached node labels", "err", err.Error(), "cache", cache)
+		} else {
+			log.Info("no node labels from the API server and no cache; using --node-labels only", "err", err.Error())
+		}
+	}
+	for _, kv := range strings.Split(o.labels, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("--node-labels: %q is not key=value", kv)
+		}
+		labels[k] = v
+	}
+	return labels, nil
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		return rest.InClusterConfig()
+	}
+	return nil, nil
+}
+
+func defaultAddress() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+			return ipn.IP.String(), nil
+		}
+	}
+	return "127.0.0.1", nil
+}

@@ -1,0 +1,155 @@
+// Package nodeagent is the node agent's core: one Agent per node keeps that node's host services
+// registered in ZooKeeper and rolls them to the planned version when the deploy queue, the
+// staging queue and the quorum rule allow. It needs only ZooKeeper once started, and it is a
+// library: the backend, store and ZooKeeper client are injected, so many agents can share a
+// process (scale tests).
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
+	"github.com/rollkeeper/rollkeeper/nodeagent/store"
+)
+
+// Config is everything an Agent needs; New checks it.
+type Config struct {
+	// Node is this node's name (the Kubernetes Node name).
+	Node string
+	// Address is where this node's services listen; health checks default to it.
+	Address string
+	// Labels are the node's labels, matched against each plan's selector.
+	Labels map[string]string
+	Layout zklayout.Layout
+	ZK     *zkclient.Client
+	// Backend runs the host services.
+	Backend backend.Backend
+	// Store holds installed versions.
+	Store  *store.Store
+	Logger logr.Logger
+	// RetryInterval is the first pause after an error (doubling up to MaxRetryInterval).
+	RetryInterval    time.Duration
+	MaxRetryInterval time.Duration
+}
+
+// Agent is one node's agent.
+type Agent struct {
+	cfg Config
+	log logr.Logger
+}
+
+// New validates cfg and returns an Agent.
+func New(cfg Config) (*Agent, error) {
+	if err := zklayout.ValidName(cfg.Node); err != nil {
+		return nil, fmt.Errorf("node name: %w", err)
+	}
+	if cfg.ZK == nil || cfg.Backend == nil || cfg.Store == nil {
+		return nil, errors.New("agent needs a ZooKeeper client, a backend and a store")
+	}
+	if cfg.Layout.Root() == "" {
+		cfg.Layout = zklayout.MustNew(zklayout.DefaultRoot)
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = time.Second
+	}
+	if cfg.MaxRetryInterval <= 0 {
+		cfg.MaxRetryInterval = 30 * time.Second
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger.WithValues("node", cfg.Node)}, nil
+}
+
+// Run keeps the node's services registered and rolled until ctx ends. When the ZooKeeper
+// session expires (its ephemeral znodes are gone), it starts over in the next session; the host
+// services keep running meanwhile.
+func (a *Agent) Run(ctx context.Context) error {
+	backoff := a.cfg.RetryInterval
+	for {
+		sess := a.cfg.ZK.Session()
+		select {
+		case <-sess.Done:
+			// Closed client, or an expiry the library has not yet replaced with a new session.
+			if err := a.pause(ctx, backoff); err != nil {
+				return nil
+			}
+			continue
+		default:
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(ctx, cancel)
+		go func() {
+			select {
+			case <-sess.Done:
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+		err := a.runSession(ctx, sctx)
+		cancel()
+		stop()
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.log.Info("zookeeper session ended; starting over", "reason", fmt.Sprint(err))
+		if err := a.pause(ctx, backoff); err != nil {
+			return nil
+		}
+	}
+}
+
+func (a *Agent) pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// runSession discovers services from the staging directory and runs one worker per service
+// until the session ends. root outlives the session: host-service operations under way finish.
+func (a *Agent) runSession(root, ctx context.Context) error {
+	l := a.cfg.Layout
+	for _, p := range l.Bases() {
+		if err := a.cfg.ZK.EnsurePath(ctx, p); err != nil {
+			return fmt.Errorf("ensure %s: %w", p, err)
+		}
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	workers := map[string]bool{}
+	for {
+		children, _, watch, err := a.cfg.ZK.ChildrenW(ctx, l.Staging())
+		if err != nil {
+			return fmt.Errorf("list services: %w", err)
+		}
+		for _, svc := range children {
+			if workers[svc] {
+				continue
+			}
+			if err := zklayout.ValidName(svc); err != nil {
+				a.log.Error(err, "ignoring staging entry with an invalid service name")
+				continue
+			}
+			workers[svc] = true
+			w := newWorker(a, svc)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w.run(root, ctx)
+			}()
+		}
+		if err := watch.Wait(ctx); err != nil {
+			return err
+		}
+	}
+}

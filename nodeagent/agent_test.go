@@ -1,0 +1,316 @@
+package nodeagent_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent"
+	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
+	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
+	"github.com/rollkeeper/rollkeeper/nodeagent/store"
+	"github.com/rollkeeper/rollkeeper/test/zkserver"
+)
+
+var zkConnect string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "nodeagent-zk-")
+	if err != nil {
+		panic(err)
+	}
+	e, err := zkserver.Start(context.Background(), dir, 1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	zkConnect = e.Connect()
+	code := m.Run()
+	e.Stop()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// countingBackend wraps Memory and tracks how many nodes actually run each service, recording
+// the lowest count seen once the rollout began: the ground truth for the quorum invariant.
+type availability struct {
+	mu      sync.Mutex
+	running map[string]int
+	minSeen map[string]int
+	armed   bool
+}
+
+func newAvailability() *availability {
+	return &availability{running: map[string]int{}, minSeen: map[string]int{}}
+}
+
+func (a *availability) arm() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.armed = true
+	for s, n := range a.running {
+		a.minSeen[s] = n
+	}
+}
+
+func (a *availability) min(svc string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.minSeen[svc]
+}
+
+type countingBackend struct {
+	*backend.Memory
+	av *availability
+	// startup is how long a start takes (simulated work), so upgrades overlap.
+	startup time.Duration
+}
+
+func (c countingBackend) Start(ctx context.Context, svc string, spec backend.Spec) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(c.startup):
+	}
+	if err := c.Memory.Start(ctx, svc, spec); err != nil {
+		return err
+	}
+	c.av.mu.Lock()
+	c.av.running[svc]++
+	c.av.mu.Unlock()
+	return nil
+}
+
+func (c countingBackend) Stop(ctx context.Context, svc string) error {
+	was := c.Memory.Status(svc).Running
+	if err := c.Memory.Stop(ctx, svc); err != nil || !was {
+		return err
+	}
+	c.av.mu.Lock()
+	c.av.running[svc]--
+	if n := c.av.running[svc]; c.av.armed && n < c.av.minSeen[svc] {
+		c.av.minSeen[svc] = n
+	}
+	c.av.mu.Unlock()
+	return nil
+}
+
+type env struct {
+	t      *testing.T
+	ctx    context.Context
+	layout zklayout.Layout
+	zk     *zkclient.Client // the test's own session, standing in for the operator
+	srv    *httptest.Server
+	files  map[string][]byte
+	av     *availability
+	agents []*testAgent
+}
+
+type testAgent struct {
+	name   string
+	zk     *zkclient.Client
+	be     countingBackend
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	root := "/" + strings.NewReplacer("/", "-", "_", "-").Replace(strings.ToLower(t.Name()))
+	e := &env{t: t, ctx: ctx, layout: zklayout.MustNew(root), files: map[string][]byte{}, av: newAvailability()}
+	e.zk = dial(t, ctx, testr.New(t))
+	for _, p := range e.layout.Bases() {
+		must(t, e.zk.EnsurePath(ctx, p))
+	}
+	var mu sync.Mutex
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		b, ok := e.files[r.URL.Path]
+		mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func dial(t *testing.T, ctx context.Context, log logr.Logger) *zkclient.Client {
+	t.Helper()
+	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(zkConnect), SessionTimeout: 4 * time.Second, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publish writes what the operator writes for one service version: release, plan, deploy entry.
+func (e *env) publish(svc, version, previous string, minAvailable int, policy string, hc *zklayout.HealthCheck) {
+	t := e.t
+	body := []byte("artifact " + svc + " " + version)
+	sum := sha256.Sum256(body)
+	e.files["/"+svc+"-"+version] = body
+	rel, err := zklayout.Encode(&zklayout.Release{Service: svc, Version: version,
+		Artifact: zklayout.Artifact{URL: e.srv.URL + "/" + svc + "-" + version, SHA256: hex.EncodeToString(sum[:]), Unpack: zklayout.UnpackNone},
+		Run:      zklayout.Run{Command: []string{"/bin/true"}}, HealthCheck: hc})
+	must(t, err)
+	must(t, e.zk.EnsurePath(e.ctx, e.layout.ReleaseService(svc)))
+	if _, err := e.zk.Create(e.ctx, e.layout.Release(svc, version), rel, zkclient.Persistent); err != nil && !errors.Is(err, zkclient.ErrNodeExists) {
+		t.Fatal(err)
+	}
+	entry, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: "test", Service: svc, Version: version})
+	must(t, err)
+	_, err = e.zk.Create(e.ctx, e.layout.DeployPrefix(svc), entry, zkclient.PersistentSequential)
+	must(t, err)
+	plan, err := zklayout.Encode(&zklayout.Plan{Deploy: "test", DeployUID: "uid", Service: svc, Version: version,
+		PreviousVersion: previous, MinAvailable: minAvailable, FailurePolicy: policy})
+	must(t, err)
+	if _, err := e.zk.Set(e.ctx, e.layout.StagingService(svc), plan, -1); errors.Is(err, zkclient.ErrNoNode) {
+		_, err = e.zk.Create(e.ctx, e.layout.StagingService(svc), plan, zkclient.Persistent)
+		must(t, err)
+	} else {
+		must(t, err)
+	}
+}
+
+func (e *env) startAgents(n int) {
+	for i := 1; i <= n; i++ {
+		e.startAgent(fmt.Sprintf("node-%02d", i))
+	}
+}
+
+func (e *env) startAgent(name string) *testAgent {
+	t := e.t
+	log := logr.Discard()
+	if testing.Verbose() {
+		log = testr.New(t)
+	}
+	zk := dial(t, e.ctx, log)
+	st, err := store.New(filepath.Join(t.TempDir(), name), fetch.NewHTTP())
+	must(t, err)
+	be := countingBackend{Memory: backend.NewMemory(), av: e.av, startup: 100 * time.Millisecond}
+	a, err := nodeagent.New(nodeagent.Config{Node: name, Address: "127.0.0.1", Layout: e.layout, ZK: zk,
+		Backend: be, Store: st, Logger: log, RetryInterval: 50 * time.Millisecond, MaxRetryInterval: time.Second})
+	must(t, err)
+	ctx, cancel := context.WithCancel(e.ctx)
+	ta := &testAgent{name: name, zk: zk, be: be, cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(ta.done); _ = a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ta.done })
+	e.agents = append(e.agents, ta)
+	return ta
+}
+
+// versions maps registered nodes to versions.
+func (e *env) versions(svc string) map[string]string {
+	out := map[string]string{}
+	names, _, err := e.zk.Children(e.ctx, e.layout.CurrentService(svc))
+	if err != nil {
+		return out
+	}
+	for _, n := range names {
+		data, _, err := e.zk.Get(e.ctx, e.layout.CurrentNode(svc, n))
+		var c zklayout.Current
+		if err == nil && zklayout.Decode(data, &c) == nil {
+			out[n] = c.Version
+		}
+	}
+	return out
+}
+
+func (e *env) deployQueue() []string {
+	names, _, err := e.zk.Children(e.ctx, e.layout.Deploy())
+	must(e.t, err)
+	return names
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func (e *env) waitFor(what string, timeout time.Duration, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		select {
+		case <-e.ctx.Done():
+			e.t.Fatalf("context done waiting for %s", what)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func allOn(vs map[string]string, n int, version string) bool {
+	if len(vs) != n {
+		return false
+	}
+	for _, v := range vs {
+		if v != version {
+			return false
+		}
+	}
+	return true
+}
+
+func (e *env) watchEvents() int64 {
+	var n int64
+	for _, a := range e.agents {
+		n += a.zk.WatchesFired()
+	}
+	return n
+}
+
+// TestRaceForQuorum: 20 agents race to upgrade under a quorum of 15. The number of nodes
+// actually running the service never drops below 15, everyone ends on v2, the deploy entry is
+// removed by the agents, and the watch events stay linear in the node count (no herd).
+func TestRaceForQuorum(t *testing.T) {
+	const nodes, minAvailable = 20, 15
+	e := newEnv(t)
+	e.publish("a", "v1", "", minAvailable, zklayout.FailurePolicyPause, nil)
+	e.startAgents(nodes)
+	e.waitFor("all nodes online on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") })
+	e.waitFor("v1 deploy entry removed", time.Minute, func() bool { return len(e.deployQueue()) == 0 })
+
+	e.av.arm()
+	before := e.watchEvents()
+	e.publish("a", "v2", "v1", minAvailable, zklayout.FailurePolicyPause, nil)
+	e.waitFor("all nodes online on v2", 2*time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v2") })
+	e.waitFor("v2 deploy entry removed", time.Minute, func() bool { return len(e.deployQueue()) == 0 })
+	events := e.watchEvents() - before
+
+	if got := e.av.min("a"); got < minAvailable {
+		t.Fatalf("quorum violated: only %d nodes ran the service at one point (minAvailable %d)", got, minAvailable)
+	}
+	t.Logf("lowest number of running nodes during the rollout: %d (minAvailable %d)", e.av.min("a"), minAvailable)
+	t.Logf("watch events during the v2 rollout: %d for %d nodes (%.1f per node)", events, nodes, float64(events)/nodes)
+	// Every membership change waking every agent would cost about nodes*4 events per node.
+	if limit := int64(10 * nodes); events > limit {
+		t.Fatalf("herd effect: %d watch events for %d nodes (limit %d)", events, nodes, limit)
+	}
+}

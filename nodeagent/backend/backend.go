@@ -1,0 +1,43 @@
+// Package backend runs a node's host services. Backend is the seam between the rollout state
+// machine and the host: exec supervises child processes; a systemd backend can sit behind the
+// same interface; Memory lets many agents share one process in scale tests.
+package backend
+
+import (
+	"context"
+	"time"
+)
+
+// Spec is everything needed to start one version of a service.
+type Spec struct {
+	Version string
+	// Dir is the stable path of the version's files (the store's current link).
+	Dir     string
+	Command []string
+	Args    []string
+	// Env is KEY=VALUE pairs added to the service's environment.
+	Env []string
+	// StopGrace is the wait between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+}
+
+// Status is what the backend knows of a service.
+type Status struct {
+	Running  bool
+	Version  string
+	PID      int
+	Restarts int
+	// LastExit describes the last unexpected exit, if any.
+	LastExit string
+}
+
+// Backend starts, stops and reports host services.
+type Backend interface {
+	// Start launches svc per spec. It fails if svc is already running.
+	Start(ctx context.Context, svc string, spec Spec) error
+	// Stop stops svc (gracefully, then forcibly) and waits until it is gone. Stopping a
+	// stopped service is not an error.
+	Stop(ctx context.Context, svc string) error
+	// Status reports svc's state.
+	Status(svc string) Status
+}

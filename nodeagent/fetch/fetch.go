@@ -1,0 +1,196 @@
+// Package fetch downloads a version's artifact, verifies its sha256 and lays it out in a
+// directory. Fetcher is the seam where peer-to-peer distribution plugs in.
+package fetch
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// ErrDigestMismatch means the downloaded bytes do not match the artifact's sha256.
+var ErrDigestMismatch = errors.New("artifact failed sha256 verification")
+
+// Fetcher materialises an artifact into dest, which must not exist yet. On success dest holds
+// the verified (and, for tar.gz, extracted) artifact; on failure dest does not exist.
+type Fetcher interface {
+	Fetch(ctx context.Context, a zklayout.Artifact, dest string) error
+}
+
+// HTTP fetches from http(s) and file URLs by streaming download.
+type HTTP struct {
+	Client *http.Client
+}
+
+// NewHTTP returns a fetcher with a bounded connect/header timeout (downloads may take long).
+func NewHTTP() *HTTP {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = 30 * time.Second
+	return &HTTP{Client: &http.Client{Transport: tr}}
+}
+
+// Fetch implements Fetcher.
+func (h *HTTP) Fetch(ctx context.Context, a zklayout.Artifact, dest string) error {
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	parent := filepath.Dir(dest)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("fetch %s: %w", a.URL, err)
+	}
+	tmp, err := os.CreateTemp(parent, ".download-*")
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", a.URL, err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+
+	body, err := h.open(ctx, a.URL)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", a.URL, err)
+	}
+	sum := sha256.New()
+	_, err = io.Copy(io.MultiWriter(tmp, sum), body)
+	body.Close()
+	if err != nil {
+		return fmt.Errorf("fetch %s: download: %w", a.URL, err)
+	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != a.SHA256 {
+		return fmt.Errorf("fetch %s: %w: want sha256 %s, got %s", a.URL, ErrDigestMismatch, a.SHA256, got)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	return Install(tmp, a, dest)
+}
+
+func (h *HTTP) open(ctx context.Context, raw string) (io.ReadCloser, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme == "file" {
+		return os.Open(u.Path)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := h.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET: %s", resp.Status)
+	}
+	return resp.Body, nil
+}
+
+// Install lays out verified artifact bytes in dest atomically: it builds a sibling temp
+// directory and renames it into place, so a crash never leaves a half-written version.
+func Install(r io.Reader, a zklayout.Artifact, dest string) error {
+	work, err := os.MkdirTemp(filepath.Dir(dest), ".unpack-*")
+	if err != nil {
+		return fmt.Errorf("install %s: %w", dest, err)
+	}
+	defer os.RemoveAll(work)
+	switch a.Unpack {
+	case zklayout.UnpackTarGz:
+		if err := untar(r, work); err != nil {
+			return fmt.Errorf("install %s: unpack %s: %w", dest, a.URL, err)
+		}
+	default:
+		name := FileName(a.URL)
+		f, err := os.OpenFile(filepath.Join(work, name), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+		if err != nil {
+			return fmt.Errorf("install %s: %w", dest, err)
+		}
+		if _, err := io.Copy(f, r); err != nil {
+			f.Close()
+			return fmt.Errorf("install %s: %w", dest, err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("install %s: %w", dest, err)
+		}
+	}
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(work, dest); err != nil {
+		return fmt.Errorf("install %s: %w", dest, err)
+	}
+	return nil
+}
+
+// FileName is the name a single-file artifact gets: the URL's last path element.
+func FileName(raw string) string {
+	name := "artifact"
+	if u, err := url.Parse(raw); err == nil {
+		if b := path.Base(u.Path); b != "" && b != "/" && b != "." {
+			name = b
+		}
+	}
+	return name
+}
+
+// untar extracts regular files and directories; anything escaping dir, links and devices are refused.
+func untar(r io.Reader, dir string) error {
+	gz, err := gzip.NewReader(r)
+	if err != nil {
+		return err
+	}
+	defer gz.Close()
+	tr := tar.NewReader(gz)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean(hdr.Name)
+		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
+			return fmt.Errorf("entry %q escapes the artifact directory", hdr.Name)
+		}
+		target := filepath.Join(dir, name)
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(hdr.Mode&0o777)|0o400)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(f, tr); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("entry %q: unsupported type %c", hdr.Name, hdr.Typeflag)
+		}
+	}
+}

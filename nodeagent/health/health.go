@@ -1,0 +1,130 @@
+// Package health decides whether a freshly started version is healthy, with the probe kinds
+// and thresholds of a RollingDeploy's healthCheck (HTTP GET, TCP, exec).
+package health
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"time"
+
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// ErrUnhealthy wraps the last probe failure once FailureThreshold probes in a row failed.
+var ErrUnhealthy = errors.New("health check failed")
+
+// Prober runs one probe.
+type Prober func(ctx context.Context) error
+
+// Wait probes every period until SuccessThreshold probes pass in a row (nil) or
+// FailureThreshold fail in a row (ErrUnhealthy). alive, if set, is consulted before each probe
+// so a crashed process fails fast. A nil check passes once the process is alive.
+func Wait(ctx context.Context, hc *zklayout.HealthCheck, defaultHost string, env []string, alive func() error) error {
+	if hc == nil {
+		if alive != nil {
+			return alive()
+		}
+		return nil
+	}
+	probe := NewProber(hc, defaultHost, env)
+	period := time.Duration(hc.PeriodSeconds) * time.Second
+	// The first probe comes soon after start: most services bind within milliseconds, and a
+	// failure only costs one period.
+	timer := time.NewTimer(100 * time.Millisecond)
+	defer timer.Stop()
+	passes, fails := 0, 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+		}
+		var err error
+		if alive != nil {
+			err = alive()
+		}
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, time.Duration(hc.TimeoutSeconds)*time.Second)
+			err = probe(pctx)
+			cancel()
+		}
+		if err == nil {
+			passes, fails = passes+1, 0
+			if passes >= hc.SuccessThreshold {
+				return nil
+			}
+		} else {
+			passes, fails = 0, fails+1
+			if fails >= hc.FailureThreshold {
+				return fmt.Errorf("%w after %d probes: %v", ErrUnhealthy, fails, err)
+			}
+		}
+		timer.Reset(period)
+	}
+}
+
+// NewProber builds the probe the check describes.
+func NewProber(hc *zklayout.HealthCheck, defaultHost string, env []string) Prober {
+	host := func(h string) string {
+		if h == "" {
+			return defaultHost
+		}
+		return h
+	}
+	switch {
+	case hc.HTTPGet != nil:
+		g := hc.HTTPGet
+		scheme := "http"
+		if g.Scheme == "HTTPS" {
+			scheme = "https"
+		}
+		url := fmt.Sprintf("%s://%s%s", scheme, net.JoinHostPort(host(g.Host), strconv.Itoa(g.Port)), g.Path)
+		client := &http.Client{Transport: &http.Transport{
+			// Like kubelet's probes: HTTPS health endpoints are not verified.
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec
+			DisableKeepAlives: true,
+		}}
+		return func(ctx context.Context) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return fmt.Errorf("GET %s: %w", url, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+				return fmt.Errorf("GET %s: %s", url, resp.Status)
+			}
+			return nil
+		}
+	case hc.TCPSocket != nil:
+		addr := net.JoinHostPort(host(hc.TCPSocket.Host), strconv.Itoa(hc.TCPSocket.Port))
+		return func(ctx context.Context) error {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return fmt.Errorf("tcp %s: %w", addr, err)
+			}
+			return c.Close()
+		}
+	case hc.Exec != nil:
+		argv := hc.Exec.Command
+		return func(ctx context.Context) error {
+			cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+			cmd.Env = env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("exec %v: %w: %.200s", argv, err, out)
+			}
+			return nil
+		}
+	}
+	return func(context.Context) error { return errors.New("health check has no probe") }
+}

@@ -1,0 +1,60 @@
+// Package quorum holds the agent's pure rollout arithmetic: may a node stop under the quorum
+// rule, where does it stand in the staging queue, which version is most popular. No clients.
+package quorum
+
+import "sort"
+
+// MayStop reports whether one more node may stop: online counts the service's registered
+// (online) nodes including the caller, so the caller leaving leaves online-1.
+func MayStop(online, minAvailable int) bool {
+	return online-1 >= minAvailable
+}
+
+// Predecessor returns the child just ahead of child in the ordered staging queue ("" when child
+// heads it) and whether child is in the queue at all. Like ZooKeeper's lock recipe, a waiter
+// watches only its predecessor, so one queue change wakes one agent.
+func Predecessor(ordered []string, child string) (pred string, found bool) {
+	for i, c := range ordered {
+		if c == child {
+			if i > 0 {
+				return ordered[i-1], true
+			}
+			return "", true
+		}
+	}
+	return "", false
+}
+
+// MostPopular returns the version run by the most nodes; ties go to preferred if it is among the
+// tied, otherwise to the highest version string (deterministic). ok is false for no versions.
+func MostPopular(versions []string, preferred string) (string, bool) {
+	if len(versions) == 0 {
+		return preferred, preferred != ""
+	}
+	count := map[string]int{}
+	for _, v := range versions {
+		count[v]++
+	}
+	best := 0
+	for _, n := range count {
+		if n > best {
+			best = n
+		}
+	}
+	var tied []string
+	for v, n := range count {
+		if n == best {
+			tied = append(tied, v)
+		}
+	}
+	if len(tied) == 1 {
+		return tied[0], true
+	}
+	for _, v := range tied {
+		if v == preferred {
+			return v, true
+		}
+	}
+	sort.Strings(tied)
+	return tied[len(tied)-1], true
+}

@@ -1,0 +1,170 @@
+package nodeagent_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+func failingCheck(script string) *zklayout.HealthCheck {
+	return &zklayout.HealthCheck{Exec: &zklayout.Exec{Command: []string{"/bin/sh", "-c", script}},
+		TimeoutSeconds: 5, PeriodSeconds: 1, SuccessThreshold: 1, FailureThreshold: 1}
+}
+
+func (e *env) failures(svc string) map[string]zklayout.Failure {
+	out := map[string]zklayout.Failure{}
+	names, _, err := e.zk.Children(e.ctx, e.layout.FailureService(svc))
+	if err != nil {
+		return out
+	}
+	for _, n := range names {
+		data, _, err := e.zk.Get(e.ctx, e.layout.Failure(svc, n))
+		var f zklayout.Failure
+		if err == nil && zklayout.Decode(data, &f) == nil {
+			out[n] = f
+		}
+	}
+	return out
+}
+
+func count(vs map[string]string, version string) int {
+	n := 0
+	for _, v := range vs {
+		if v == version {
+			n++
+		}
+	}
+	return n
+}
+
+// A version that fails its health check on the first node to try it: that node rolls back and
+// records the failure, nobody else upgrades, and the deploy entry stays (the rollout is halted).
+func TestHealthFailureHaltsRollout(t *testing.T) {
+	const nodes = 4
+	e := newEnv(t)
+	e.publish("a", "v1", "", nodes-1, zklayout.FailurePolicyPause, nil)
+	e.startAgents(nodes)
+	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") && len(e.deployQueue()) == 0 })
+
+	e.publish("a", "v2", "v1", nodes-1, zklayout.FailurePolicyPause, failingCheck("exit 1"))
+	e.waitFor("a failure record", time.Minute, func() bool { return len(e.failures("a")) == 1 })
+	e.waitFor("the failed node back online on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") })
+	// Every other node stays staged and never goes: its queue predecessor left, it re-read
+	// the failures, and it waits for a new plan.
+	e.waitFor("no node still queued", time.Minute, func() bool {
+		names, _, err := e.zk.Children(e.ctx, e.layout.StagingService("a"))
+		return err == nil && len(names) == 0
+	})
+	if got := count(e.versions("a"), "v2"); got != 0 {
+		t.Fatalf("%d nodes on v2 after the failure", got)
+	}
+	for n, f := range e.failures("a") {
+		if f.Kind != zklayout.FailureHealthCheck || f.Version != "v2" || f.Node != n {
+			t.Fatalf("failure record %s = %+v", n, f)
+		}
+	}
+	if q := e.deployQueue(); len(q) != 1 {
+		t.Fatalf("deploy queue = %v, want the halted entry kept", q)
+	}
+}
+
+// With the Rollback policy, nodes already on the new version go back to the previous one,
+// quorum-safe, once any node records a health failure.
+func TestRollbackPolicy(t *testing.T) {
+	const nodes = 5
+	e := newEnv(t)
+	e.publish("a", "v1", "", 3, zklayout.FailurePolicyRollback, nil)
+	e.startAgents(nodes)
+	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") && len(e.deployQueue()) == 0 })
+
+	e.av.arm()
+	// Healthy everywhere but on the last node to try it: by then the others run v2.
+	marker := t.TempDir() + "/upgraded"
+	e.publish("a", "v2", "v1", 3, zklayout.FailurePolicyRollback,
+		failingCheck(`n=$(ls `+marker+`* 2>/dev/null | wc -l); touch `+marker+`-$ROLLKEEPER_NODE; test "$n" -lt 2`))
+	e.waitFor("a failure record", time.Minute, func() bool { return len(e.failures("a")) >= 1 })
+	e.waitFor("every node back on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") })
+	if got := e.av.min("a"); got < 3 {
+		t.Fatalf("quorum violated during rollback: %d running", got)
+	}
+}
+
+// Paused plans stage but do not upgrade; unpausing resumes.
+func TestPaused(t *testing.T) {
+	const nodes = 3
+	e := newEnv(t)
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.startAgents(nodes)
+	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") && len(e.deployQueue()) == 0 })
+
+	e.publish("a", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
+	setPaused := func(paused bool) {
+		data, st, err := e.zk.Get(e.ctx, e.layout.StagingService("a"))
+		must(t, err)
+		var p zklayout.Plan
+		must(t, zklayout.Decode(data, &p))
+		p.Paused = paused
+		b, err := zklayout.Encode(&p)
+		must(t, err)
+		_, err = e.zk.Set(e.ctx, e.layout.StagingService("a"), b, st.Version)
+		must(t, err)
+	}
+	// Race the agents: pause right after publishing. Whatever went before the pause landed,
+	// and every node must end staged or upgraded.
+	setPaused(true)
+	e.waitFor("every node staged or on v2", time.Minute, func() bool {
+		names, _, err := e.zk.Children(e.ctx, e.layout.StagingService("a"))
+		return err == nil && len(names)+count(e.versions("a"), "v2") == nodes
+	})
+	onV2 := count(e.versions("a"), "v2")
+	setPaused(false)
+	e.waitFor("all on v2", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v2") && len(e.deployQueue()) == 0 })
+	t.Logf("%d of %d nodes had upgraded before the pause took effect", onV2, nodes)
+}
+
+// A malformed plan is never acted on: nodes keep running what they run.
+func TestMalformedPlanIgnored(t *testing.T) {
+	const nodes = 2
+	e := newEnv(t)
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.startAgents(nodes)
+	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") && len(e.deployQueue()) == 0 })
+	_, err := e.zk.Set(e.ctx, e.layout.StagingService("a"), []byte(`{"schema":99,"version":"v2"}`), -1)
+	must(t, err)
+	_, err = e.zk.Create(e.ctx, e.layout.DeployPrefix("a"), []byte(`not json`), zkclient.PersistentSequential)
+	must(t, err)
+	// Give the agents a real chance to (wrongly) act: a fresh node joins and must still come up on v1.
+	late := e.startAgent("node-late")
+	e.waitFor("the late node online", time.Minute, func() bool { return len(e.versions("a")) == nodes+1 })
+	if vs := e.versions("a"); !allOn(vs, nodes+1, "v1") {
+		t.Fatalf("versions after a malformed plan: %v", vs)
+	}
+	_ = late
+}
+
+// A node whose machine was down comes back on the most popular version among its peers.
+func TestReturningNodeStartsMostPopular(t *testing.T) {
+	const nodes = 3
+	e := newEnv(t)
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.startAgents(nodes)
+	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") && len(e.deployQueue()) == 0 })
+	// Publish v2 but keep it from rolling: the plan is paused.
+	e.publish("a", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
+	data, st, err := e.zk.Get(e.ctx, e.layout.StagingService("a"))
+	must(t, err)
+	var p zklayout.Plan
+	must(t, zklayout.Decode(data, &p))
+	p.Paused = true
+	b, _ := zklayout.Encode(&p)
+	_, err = e.zk.Set(e.ctx, e.layout.StagingService("a"), b, st.Version)
+	must(t, err)
+	// A fresh machine (empty backend) starts v1, the most popular, not the plan's v2.
+	e.startAgent("node-new")
+	e.waitFor("new node online", time.Minute, func() bool { return len(e.versions("a")) == nodes+1 })
+	if v := e.versions("a")["node-new"]; v != "v1" && count(e.versions("a"), "v2") == 0 {
+		t.Fatalf("returning node started %s, want the most popular v1", v)
+	}
+}

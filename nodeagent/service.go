@@ -1,0 +1,783 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
+	"github.com/rollkeeper/rollkeeper/nodeagent/health"
+	"github.com/rollkeeper/rollkeeper/nodeagent/quorum"
+)
+
+// errWait means the step armed watches and has nothing to do until one fires.
+var errWait = errors.New("waiting for a change")
+
+// worker drives one service on one node. Each step reads ZooKeeper afresh and does at most one
+// thing (level-triggered), so a crash or session loss at any point is repaired by the next step.
+type worker struct {
+	a   *Agent
+	svc string
+	log logr.Logger
+	zk  *zkclient.Client
+	l   zklayout.Layout
+
+	// armed holds the one-shot watches still pending, keyed by kind and path, so a path is never
+	// watched twice and every pending watch can wake the worker.
+	armed map[string]zkclient.Watch
+	// retryAt, if set, wakes the worker even without a watch event (fetch retries).
+	retryAt time.Time
+	// lastWait remembers why the worker last waited, to log transitions only.
+	lastWait string
+}
+
+func newWorker(a *Agent, svc string) *worker {
+	return &worker{a: a, svc: svc, log: a.log.WithValues("service", svc), zk: a.cfg.ZK, l: a.cfg.Layout,
+		armed: map[string]zkclient.Watch{}}
+}
+
+func (w *worker) run(root, ctx context.Context) {
+	backoff := w.a.cfg.RetryInterval
+	// Child watches need their parent to exist; a missing parent would silently watch nothing.
+	for _, p := range []string{w.l.CurrentService(w.svc), w.l.FailureService(w.svc)} {
+		for ctx.Err() == nil {
+			err := w.zk.EnsurePath(ctx, p)
+			if err == nil {
+				break
+			}
+			w.log.Error(err, "ensure znode", "path", p)
+			_ = w.a.pause(ctx, backoff)
+		}
+	}
+	for ctx.Err() == nil {
+		err := w.step(root, ctx)
+		switch {
+		case err == nil:
+			backoff = w.a.cfg.RetryInterval
+		case errors.Is(err, errWait):
+			backoff = w.a.cfg.RetryInterval
+			w.waitAny(ctx)
+		case ctx.Err() != nil:
+			return
+		default:
+			w.log.Error(err, "rollout step failed; retrying", "after", backoff)
+			_ = w.a.pause(ctx, backoff)
+			backoff = min(2*backoff, w.a.cfg.MaxRetryInterval)
+		}
+	}
+}
+
+// waiting logs why the worker waits (once per reason) and returns errWait.
+func (w *worker) waiting(reason string, kv ...any) error {
+	if reason != w.lastWait {
+		w.log.Info("waiting: "+reason, kv...)
+		w.lastWait = reason
+	}
+	return errWait
+}
+
+// waitAny blocks until an armed watch fires, retryAt passes, or ctx ends.
+func (w *worker) waitAny(ctx context.Context) {
+	keys := make([]string, 0, len(w.armed))
+	cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}}
+	for k, wt := range w.armed {
+		keys = append(keys, k)
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(wt.C())})
+	}
+	if !w.retryAt.IsZero() {
+		t := time.NewTimer(time.Until(w.retryAt))
+		defer t.Stop()
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(t.C)})
+	}
+	i, _, _ := reflect.Select(cases)
+	switch {
+	case i == 0:
+	case i <= len(keys):
+		w.armed[keys[i-1]].Fired()
+		delete(w.armed, keys[i-1])
+	default:
+		w.retryAt = time.Time{}
+	}
+}
+
+// get reads p and keeps a data watch on it (an exists watch when p is missing).
+func (w *worker) get(ctx context.Context, p string) ([]byte, zkclient.Stat, error) {
+	if _, ok := w.armed["get:"+p]; ok {
+		return w.zk.Get(ctx, p)
+	}
+	data, st, wt, err := w.zk.GetW(ctx, p)
+	if errors.Is(err, zkclient.ErrNoNode) {
+		if _, ok := w.armed["exists:"+p]; !ok {
+			exists, _, ewt, eerr := w.zk.ExistsW(ctx, p)
+			if eerr != nil {
+				return nil, zkclient.Stat{}, eerr
+			}
+			w.armed["exists:"+p] = ewt
+			if exists { // created in between: read again next step
+				return nil, zkclient.Stat{}, fmt.Errorf("%s appeared while reading", p)
+			}
+		}
+		return nil, zkclient.Stat{}, err
+	}
+	if err == nil {
+		w.armed["get:"+p] = wt
+	}
+	return data, st, err
+}
+
+// children lists p's children and keeps a child watch on it.
+func (w *worker) children(ctx context.Context, p string) ([]string, error) {
+	if _, ok := w.armed["children:"+p]; ok {
+		c, _, err := w.zk.Children(ctx, p)
+		return c, err
+	}
+	c, _, wt, err := w.zk.ChildrenW(ctx, p)
+	if err == nil {
+		w.armed["children:"+p] = wt
+	}
+	return c, err
+}
+
+// step does the next thing this node's service needs, or arms watches and returns errWait.
+func (w *worker) step(root, ctx context.Context) error {
+	plan, err := w.readPlan(ctx)
+	if err != nil {
+		return err
+	}
+	if plan != nil {
+		sel, err := labels.Parse(plan.Selector)
+		if err != nil {
+			return w.waiting("plan has an unparsable selector; not acting on it", "selector", plan.Selector, "err", err.Error())
+		}
+		if !sel.Matches(labels.Set(w.a.cfg.Labels)) {
+			return w.waiting("this node is not selected for the service", "selector", plan.Selector)
+		}
+	}
+	st := w.a.cfg.Backend.Status(w.svc)
+	if !st.Running {
+		return w.start(root, ctx, plan)
+	}
+	if err := w.register(ctx, st.Version); err != nil {
+		return err
+	}
+	if plan == nil {
+		if err := w.leaveQueue(ctx, ""); err != nil {
+			return err
+		}
+		return w.waiting("no plan for the service", "running", st.Version)
+	}
+
+	target, halted, err := w.target(ctx, plan)
+	if err != nil {
+		return err
+	}
+	if st.Version == target || halted {
+		if err := w.leaveQueue(ctx, ""); err != nil {
+			return err
+		}
+		if halted {
+			return w.waiting("rollout halted by a failed health check", "version", plan.Version, "running", st.Version)
+		}
+		if target == plan.Version {
+			if err := w.completeIfDone(ctx, plan); err != nil {
+				return err
+			}
+		}
+		return w.waiting("up to date", "version", st.Version)
+	}
+
+	rel, err := w.release(ctx, target)
+	if err != nil {
+		return err
+	}
+	if err := w.a.cfg.Store.Ensure(ctx, w.svc, target, rel.Artifact); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		w.recordFailure(ctx, target, zklayout.FailureArtifact, err)
+		w.retryAt = time.Now().Add(w.a.cfg.MaxRetryInterval)
+		return w.waiting("artifact fetch failed; retrying later or on a new plan", "version", target, "err", err.Error())
+	}
+	w.clearArtifactFailure(ctx)
+
+	child, err := w.ensureStaged(ctx, target)
+	if err != nil {
+		return err
+	}
+	if plan.Paused {
+		return w.waiting("rollout paused", "staged", target)
+	}
+	turn, err := w.myTurn(ctx, child)
+	if err != nil {
+		return err
+	}
+	if !turn {
+		return errWait
+	}
+	// Read failures after the queue: a failing node records its failure before leaving the
+	// queue, so having seen it leave, this read sees the failure.
+	if t, halted, err := w.target(ctx, plan); err != nil {
+		return err
+	} else if halted || t != target {
+		return nil
+	}
+	ok, online, err := w.quorumAllows(ctx, plan)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return w.waiting("quorum does not allow another node down", "online", online, "minAvailable", plan.MinAvailable)
+	}
+	if err := w.decide(ctx, child, target); err != nil {
+		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
+			w.log.Info("lost the turn before stopping; re-evaluating", "err", err.Error())
+			return nil
+		}
+		return err
+	}
+	return w.upgrade(root, ctx, rel, st.Version, child)
+}
+
+// readPlan returns the service's plan, nil if there is none. A malformed plan is reported and
+// waited out, never acted on.
+func (w *worker) readPlan(ctx context.Context) (*zklayout.Plan, error) {
+	data, _, err := w.get(ctx, w.l.StagingService(w.svc))
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var p zklayout.Plan
+	if err := zklayout.Decode(data, &p); err != nil {
+		// Treated as no plan: the node keeps (or brings) its service up as it is, and the data
+		// watch armed above wakes it when the plan is rewritten.
+		w.log.Error(err, "plan is malformed; not acting on it")
+		return nil, nil
+	}
+	return &p, nil
+}
+
+// target is the version this node should run: the plan's, or with the Rollback policy after a
+// health failure, the previous one. halted means the rollout stopped on a failure (Pause).
+func (w *worker) target(ctx context.Context, plan *zklayout.Plan) (string, bool, error) {
+	var names []string
+	var err error
+	if plan.FailurePolicy == zklayout.FailurePolicyRollback {
+		// Nodes already upgraded must hear of a failure to roll back; failures are rare, so
+		// this watch wakes nobody during a healthy rollout.
+		names, err = w.children(ctx, w.l.FailureService(w.svc))
+	} else {
+		names, _, err = w.zk.Children(ctx, w.l.FailureService(w.svc))
+	}
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return plan.Version, false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	for _, n := range names {
+		data, _, err := w.zk.Get(ctx, w.l.Failure(w.svc, n))
+		if errors.Is(err, zkclient.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return "", false, err
+		}
+		var f zklayout.Failure
+		if err := zklayout.Decode(data, &f); err != nil {
+			w.log.Error(err, "ignoring malformed failure record", "znode", n)
+			continue
+		}
+		if f.Kind == zklayout.FailureHealthCheck && f.Version == plan.Version {
+			if plan.FailurePolicy == zklayout.FailurePolicyRollback && plan.PreviousVersion != "" {
+				return plan.PreviousVersion, false, nil
+			}
+			return plan.Version, true, nil
+		}
+	}
+	return plan.Version, false, nil
+}
+
+func (w *worker) release(ctx context.Context, version string) (*zklayout.Release, error) {
+	data, _, err := w.zk.Get(ctx, w.l.Release(w.svc, version))
+	if err != nil {
+		return nil, fmt.Errorf("release %s/%s: %w", w.svc, version, err)
+	}
+	var r zklayout.Release
+	if err := zklayout.Decode(data, &r); err != nil {
+		return nil, fmt.Errorf("release %s/%s: %w", w.svc, version, err)
+	}
+	return &r, nil
+}
+
+// start brings a stopped service up on the most popular version among online peers (ties: the
+// plan's target). Starting never lowers availability, so it needs no turn.
+func (w *worker) start(root, ctx context.Context, plan *zklayout.Plan) error {
+	preferred := ""
+	if plan != nil {
+		t, _, err := w.target(ctx, plan)
+		if err != nil {
+			return err
+		}
+		preferred = t
+	}
+	peers, err := w.onlineVersions(ctx)
+	if err != nil {
+		return err
+	}
+	delete(peers, w.a.cfg.Node)
+	var versions []string
+	for _, v := range peers {
+		versions = append(versions, v)
+	}
+	v, ok := quorum.MostPopular(versions, preferred)
+	if !ok {
+		if v = w.a.cfg.Store.Current(w.svc); v == "" {
+			return w.waiting("nothing to start: no plan, no online peer, no installed version")
+		}
+	}
+	rel, err := w.release(ctx, v)
+	if err != nil {
+		return err
+	}
+	if err := w.a.cfg.Store.Ensure(ctx, w.svc, v, rel.Artifact); err != nil {
+		w.recordFailure(ctx, v, zklayout.FailureArtifact, err)
+		w.retryAt = time.Now().Add(w.a.cfg.MaxRetryInterval)
+		return w.waiting("cannot fetch the version to start; retrying later", "version", v, "err", err.Error())
+	}
+	if err := w.a.cfg.Store.Switch(w.svc, v); err != nil {
+		return err
+	}
+	w.log.Info("starting service", "version", v, "peers", len(versions))
+	if err := w.runAndCheck(root, rel); err != nil {
+		_ = w.a.cfg.Backend.Stop(root, w.svc)
+		w.retryAt = time.Now().Add(w.a.cfg.MaxRetryInterval)
+		return w.waiting("service did not come up healthy; retrying later", "version", v, "err", err.Error())
+	}
+	return w.register(ctx, v)
+}
+
+// runAndCheck starts rel from the current link and waits for its health check.
+func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
+	cfg := w.a.cfg
+	dir := cfg.Store.CurrentLink(w.svc)
+	vars := map[string]string{
+		"ROLLKEEPER_ARTIFACT_DIR": dir,
+		"ROLLKEEPER_VERSION":      rel.Version,
+		"ROLLKEEPER_SERVICE":      w.svc,
+		"ROLLKEEPER_NODE":         cfg.Node,
+		"ROLLKEEPER_NODE_ADDRESS": cfg.Address,
+	}
+	env := make([]string, 0, len(vars)+len(rel.Run.Env))
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	for _, e := range rel.Run.Env {
+		env = append(env, e.Name+"="+expand(e.Value, vars))
+	}
+	spec := backend.Spec{
+		Version:   rel.Version,
+		Dir:       dir,
+		Command:   expandAll(rel.Run.Command, vars),
+		Args:      expandAll(rel.Run.Args, vars),
+		Env:       env,
+		StopGrace: time.Duration(rel.Run.StopGracePeriodSeconds) * time.Second,
+	}
+	if err := cfg.Backend.Start(ctx, w.svc, spec); err != nil {
+		return err
+	}
+	restarts := cfg.Backend.Status(w.svc).Restarts
+	alive := func() error {
+		s := cfg.Backend.Status(w.svc)
+		if !s.Running || s.Restarts > restarts {
+			return fmt.Errorf("process exited: %s", s.LastExit)
+		}
+		return nil
+	}
+	return health.Wait(ctx, rel.HealthCheck, cfg.Address, append(os.Environ(), env...), alive)
+}
+
+// register makes sure current/<svc>/<node> exists in this session with version. A registration
+// left by a previous session of this node (crash, expiry) is replaced.
+func (w *worker) register(ctx context.Context, version string) error {
+	p := w.l.CurrentNode(w.svc, w.a.cfg.Node)
+	data, err := zklayout.Encode(&zklayout.Current{Node: w.a.cfg.Node, Version: version,
+		Address: w.a.cfg.Address, Health: zklayout.HealthHealthy, Since: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	if err := w.zk.EnsurePath(ctx, w.l.CurrentService(w.svc)); err != nil {
+		return err
+	}
+	old, st, err := w.zk.Get(ctx, p)
+	switch {
+	case errors.Is(err, zkclient.ErrNoNode):
+		_, err = w.zk.Create(ctx, p, data, zkclient.Ephemeral)
+		if err == nil {
+			w.log.Info("registered online", "version", version)
+		}
+		return err
+	case err != nil:
+		return err
+	}
+	var cur zklayout.Current
+	if st.EphemeralOwner == w.zk.Session().ID && zklayout.Decode(old, &cur) == nil && cur.Version == version {
+		return nil
+	}
+	w.log.Info("replacing a stale registration", "owner", st.EphemeralOwner)
+	return w.zk.Multi(ctx, zkclient.DeleteOp(p, st.Version), zkclient.CreateOp(p, data, zkclient.Ephemeral))
+}
+
+// onlineVersions maps each registered node of the service to its version.
+func (w *worker) onlineVersions(ctx context.Context) (map[string]string, error) {
+	names, _, err := w.zk.Children(ctx, w.l.CurrentService(w.svc))
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(names))
+	for _, n := range names {
+		data, _, err := w.zk.Get(ctx, w.l.CurrentNode(w.svc, n))
+		if errors.Is(err, zkclient.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var c zklayout.Current
+		if err := zklayout.Decode(data, &c); err != nil {
+			w.log.Error(err, "ignoring malformed registration", "znode", n)
+			continue
+		}
+		out[n] = c.Version
+	}
+	return out, nil
+}
+
+// queue returns the service's staging queue in order and this node's own children.
+func (w *worker) queue(ctx context.Context) (ordered []string, mine []zklayout.SeqName, err error) {
+	names, _, err := w.zk.Children(ctx, w.l.StagingService(w.svc))
+	if err != nil {
+		return nil, nil, err
+	}
+	seqs, bad := zklayout.SortSeq(names)
+	for _, b := range bad {
+		w.log.Error(zklayout.ErrMalformed, "ignoring staging child that is not <node>-<counter>", "znode", b)
+	}
+	for _, s := range seqs {
+		ordered = append(ordered, s.Child)
+		if s.Name == w.a.cfg.Node {
+			mine = append(mine, s)
+		}
+	}
+	return ordered, mine, nil
+}
+
+// leaveQueue deletes this node's staging children except keep.
+func (w *worker) leaveQueue(ctx context.Context, keep string) error {
+	_, mine, err := w.queue(ctx)
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, m := range mine {
+		if m.Child == keep {
+			continue
+		}
+		if err := w.zk.Delete(ctx, w.l.StagingChild(w.svc, m.Child), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureStaged makes sure this node has exactly one staging child, of this session, ready for
+// target, and returns its name. Children of dead sessions or other versions are removed.
+func (w *worker) ensureStaged(ctx context.Context, target string) (string, error) {
+	_, mine, err := w.queue(ctx)
+	if err != nil {
+		return "", err
+	}
+	sid := w.zk.Session().ID
+	keep := ""
+	for _, m := range mine {
+		data, st, err := w.zk.Get(ctx, w.l.StagingChild(w.svc, m.Child))
+		if errors.Is(err, zkclient.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		var s zklayout.Staged
+		if keep == "" && st.EphemeralOwner == sid && zklayout.Decode(data, &s) == nil && s.Version == target && s.State == zklayout.StagedReady {
+			keep = m.Child
+		}
+	}
+	if err := w.leaveQueue(ctx, keep); err != nil {
+		return "", err
+	}
+	if keep != "" {
+		return keep, nil
+	}
+	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: target, State: zklayout.StagedReady, Since: time.Now().UTC()})
+	if err != nil {
+		return "", err
+	}
+	created, err := w.zk.Create(ctx, w.l.StagingPrefix(w.svc, w.a.cfg.Node), data, zkclient.EphemeralSequential)
+	if err != nil {
+		return "", fmt.Errorf("stage %s/%s: %w", w.svc, target, err)
+	}
+	w.log.Info("staged: ready to roll", "version", target, "znode", created)
+	return created[strings.LastIndex(created, "/")+1:], nil
+}
+
+// myTurn reports whether the service heads the deploy queue and this node is the first waiter
+// of the staging queue. Otherwise it arms exactly the watch that can change the answer.
+func (w *worker) myTurn(ctx context.Context, child string) (bool, error) {
+	entries, err := w.children(ctx, w.l.Deploy())
+	if err != nil {
+		return false, err
+	}
+	ordered, _ := zklayout.SortSeq(entries)
+	if len(ordered) == 0 {
+		return false, w.waiting("deploy queue is empty")
+	}
+	data, _, err := w.zk.Get(ctx, w.l.DeployEntry(ordered[0].Child))
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var head zklayout.DeployEntry
+	if err := zklayout.Decode(data, &head); err != nil {
+		return false, w.waiting("deploy queue head is malformed; not acting on it", "znode", ordered[0].Child, "err", err.Error())
+	}
+	if head.Service != w.svc {
+		return false, w.waiting("another service heads the deploy queue", "head", head.Service)
+	}
+	queue, _, err := w.queue(ctx)
+	if err != nil {
+		return false, err
+	}
+	pred, found := quorum.Predecessor(queue, child)
+	if !found {
+		return false, fmt.Errorf("own staging child %s vanished", child)
+	}
+	if pred == "" {
+		return true, nil
+	}
+	// Upgrading members form a prefix of the queue, so an upgrading predecessor means every
+	// member ahead is upgrading: this node is the first waiter.
+	pdata, _, err := w.get(ctx, w.l.StagingChild(w.svc, pred))
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var ps zklayout.Staged
+	if err := zklayout.Decode(pdata, &ps); err != nil {
+		return false, w.waiting("predecessor in the staging queue is malformed; waiting for it to go", "znode", pred)
+	}
+	if ps.State == zklayout.StagedUpgrading {
+		return true, nil
+	}
+	return false, w.waiting("queued behind "+ps.Node, "predecessor", pred)
+}
+
+// quorumAllows applies the quorum rule: this node may stop only if the other online nodes
+// still meet minAvailable. While it does not, the first waiter watches the online set.
+func (w *worker) quorumAllows(ctx context.Context, plan *zklayout.Plan) (bool, int, error) {
+	names, err := w.children(ctx, w.l.CurrentService(w.svc))
+	if err != nil {
+		return false, 0, err
+	}
+	return quorum.MayStop(len(names), plan.MinAvailable), len(names), nil
+}
+
+// decide takes this node offline and marks it upgrading in one transaction. It fails if the
+// staging child changed or vanished (lost turn, expired session): nothing is stopped then.
+// Two deciders never both pass on a stale view: a node decides only as first waiter, which it
+// becomes only after seeing its predecessor's upgrading mark, written in the same transaction
+// as the predecessor's removal from current/, so its count of online nodes includes that removal.
+func (w *worker) decide(ctx context.Context, child, target string) error {
+	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: target, State: zklayout.StagedUpgrading, Since: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	return w.zk.Multi(ctx,
+		zkclient.SetOp(w.l.StagingChild(w.svc, child), data, 0),
+		zkclient.DeleteOp(w.l.CurrentNode(w.svc, w.a.cfg.Node), -1))
+}
+
+// upgrade stops the old version, switches, starts the new one and checks it. On success the
+// node re-registers on the new version and leaves the queue; on failure it rolls back, records
+// the failure (halting the rollout), re-registers on the old version and leaves the queue.
+func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from, child string) error {
+	cfg := w.a.cfg
+	to := rel.Version
+	w.log.Info("upgrading: stopping service", "from", from, "to", to)
+	if err := cfg.Backend.Stop(root, w.svc); err != nil {
+		return fmt.Errorf("upgrade %s %s->%s: stop: %w", w.svc, from, to, err)
+	}
+	if err := cfg.Store.Switch(w.svc, to); err != nil {
+		return fmt.Errorf("upgrade %s %s->%s: %w", w.svc, from, to, err)
+	}
+	herr := w.runAndCheck(root, rel)
+	if herr == nil {
+		if err := w.finish(root, child, to); err != nil {
+			return err
+		}
+		w.log.Info("upgraded", "version", to)
+		if err := cfg.Store.Prune(w.svc); err != nil {
+			w.log.Error(err, "prune old versions")
+		}
+		return nil
+	}
+	w.log.Error(herr, "new version unhealthy; rolling back", "from", from, "to", to)
+	_ = cfg.Backend.Stop(root, w.svc)
+	w.recordFailure(root, to, zklayout.FailureHealthCheck, herr)
+	if err := cfg.Store.Switch(w.svc, from); err != nil {
+		return fmt.Errorf("rollback %s to %s: %w", w.svc, from, err)
+	}
+	prev, err := w.release(root, from)
+	if err != nil {
+		return fmt.Errorf("rollback %s to %s: %w", w.svc, from, err)
+	}
+	if err := w.runAndCheck(root, prev); err != nil {
+		w.log.Error(err, "previous version is unhealthy too after rollback", "version", from)
+	}
+	return w.finish(root, child, from)
+}
+
+// finish re-registers on version and leaves the staging queue in one transaction.
+func (w *worker) finish(ctx context.Context, child, version string) error {
+	data, err := zklayout.Encode(&zklayout.Current{Node: w.a.cfg.Node, Version: version,
+		Address: w.a.cfg.Address, Health: zklayout.HealthHealthy, Since: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	err = w.zk.Multi(ctx,
+		zkclient.CreateOp(w.l.CurrentNode(w.svc, w.a.cfg.Node), data, zkclient.Ephemeral),
+		zkclient.DeleteOp(w.l.StagingChild(w.svc, child), -1))
+	if err != nil {
+		// The session ended mid-upgrade: the next step registers the running version.
+		return fmt.Errorf("re-register %s on %s: %w", w.svc, version, err)
+	}
+	return nil
+}
+
+// recordFailure writes failures/<svc>/<node>. Best effort: the log has it either way.
+func (w *worker) recordFailure(ctx context.Context, version, kind string, cause error) {
+	reason := cause.Error()
+	if len(reason) > 1024 {
+		reason = reason[:1024]
+	}
+	data, err := zklayout.Encode(&zklayout.Failure{Node: w.a.cfg.Node, Version: version, Kind: kind, Reason: reason, Time: time.Now().UTC()})
+	if err == nil {
+		err = w.zk.EnsurePath(ctx, w.l.FailureService(w.svc))
+	}
+	if err == nil {
+		p := w.l.Failure(w.svc, w.a.cfg.Node)
+		if _, err = w.zk.Set(ctx, p, data, -1); errors.Is(err, zkclient.ErrNoNode) {
+			_, err = w.zk.Create(ctx, p, data, zkclient.Persistent)
+		}
+	}
+	if err != nil {
+		w.log.Error(err, "could not record failure in ZooKeeper", "kind", kind, "version", version, "cause", reason)
+	}
+}
+
+// clearArtifactFailure removes this node's artifact failure once a fetch succeeded.
+func (w *worker) clearArtifactFailure(ctx context.Context) {
+	p := w.l.Failure(w.svc, w.a.cfg.Node)
+	data, st, err := w.zk.Get(ctx, p)
+	if err != nil {
+		return
+	}
+	var f zklayout.Failure
+	if zklayout.Decode(data, &f) == nil && f.Kind == zklayout.FailureArtifact {
+		_ = w.zk.Delete(ctx, p, st.Version)
+	}
+}
+
+// completeIfDone removes the service's deploy entries once every online node runs the plan's
+// version and nobody is staged or upgrading, so the next service's rollout can begin even when
+// the operator is down.
+func (w *worker) completeIfDone(ctx context.Context, plan *zklayout.Plan) error {
+	entries, _, err := w.zk.Children(ctx, w.l.Deploy())
+	if err != nil {
+		return err
+	}
+	var ours []string
+	for _, e := range entries {
+		s, err := zklayout.ParseSeq(e)
+		if err == nil && s.Name == w.svc {
+			ours = append(ours, e)
+		}
+	}
+	if len(ours) == 0 {
+		return nil
+	}
+	queue, _, err := w.queue(ctx)
+	if err != nil || len(queue) > 0 {
+		return err
+	}
+	online, err := w.onlineVersions(ctx)
+	if err != nil {
+		return err
+	}
+	for _, v := range online {
+		if v != plan.Version {
+			return nil
+		}
+	}
+	for _, e := range ours {
+		data, st, err := w.zk.Get(ctx, w.l.DeployEntry(e))
+		if err != nil {
+			continue
+		}
+		var d zklayout.DeployEntry
+		if zklayout.Decode(data, &d) != nil || d.Version != plan.Version {
+			continue
+		}
+		if err := w.zk.Delete(ctx, w.l.DeployEntry(e), st.Version); err == nil {
+			w.log.Info("service rollout complete; removed its deploy queue entry", "version", plan.Version, "entry", e)
+		}
+	}
+	return nil
+}
+
+// expand replaces $(NAME) references to known variables; unknown references stay as written.
+func expand(s string, vars map[string]string) string {
+	if !strings.Contains(s, "$(") {
+		return s
+	}
+	for k, v := range vars {
+		s = strings.ReplaceAll(s, "$("+k+")", v)
+	}
+	return s
+}
+
+func expandAll(in []string, vars map[string]string) []string {
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = expand(s, vars)
+	}
+	return out
+}
