@@ -1,0 +1,205 @@
+// Command rollkeeper-manager is the rollkeeper operator: it reconciles RollingDeploy objects into
+// ZooKeeper, where the node agents pick up their plans, and reports the rollout in status.
+//
+// Every flag can also be set from the environment as ROLLKEEPER_<FLAG> (upper case, dashes as
+// underscores: --zk-servers is ROLLKEEPER_ZK_SERVERS); a flag on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/controllers"
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// EnvPrefix prefixes the environment variable of every flag.
+const EnvPrefix = "ROLLKEEPER_"
+
+// LeaderElectionID names the Lease the manager replicas compete for.
+const LeaderElectionID = "rollkeeper-manager.rollkeeper.io"
+
+// config is everything the flags set.
+type config struct {
+	ZKServers               string
+	ZKRoot                  string
+	ZKSessionTimeout        time.Duration
+	MetricsAddr             string
+	ProbeAddr               string
+	LeaderElect             bool
+	LeaderElectionNamespace string
+}
+
+// bindFlags registers the manager's flags on fs (controller-runtime registers --kubeconfig on
+// the default FlagSet itself).
+func bindFlags(fs *flag.FlagSet, c *config) {
+	fs.StringVar(&c.ZKServers, "zk-servers", "", "ZooKeeper ensemble, comma-separated host:port list (required).")
+	fs.StringVar(&c.ZKRoot, "zk-root", zklayout.DefaultRoot, "Root znode of rollkeeper's tree.")
+	fs.DurationVar(&c.ZKSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout.")
+	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" turns it off.")
+	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
+	fs.BoolVar(&c.LeaderElect, "leader-elect", false, "Elect a leader among manager replicas; only the leader reconciles.")
+	fs.StringVar(&c.LeaderElectionNamespace, "leader-election-namespace", "",
+		"Namespace of the leader election Lease (default: the pod's namespace when in a cluster).")
+}
+
+// envName is the environment variable of a flag.
+func envName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// applyEnv sets every flag of fs that has a ROLLKEEPER_* variable in the environment. Call it
+// before fs.Parse, so the command line overrides the environment.
+func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := envName(f.Name)
+		if v, ok := lookup(name); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("environment %s=%q: %w", name, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// validate checks the flags and returns the znode layout.
+func (c *config) validate() (zklayout.Layout, []string, error) {
+	servers := zkclient.ParseServers(c.ZKServers)
+	if len(servers) == 0 {
+		return zklayout.Layout{}, nil, errors.New("--zk-servers (or " + envName("zk-servers") + ") is required: the ZooKeeper ensemble as host:port[,host:port...]")
+	}
+	layout, err := zklayout.New(c.ZKRoot)
+	if err != nil {
+		return zklayout.Layout{}, nil, fmt.Errorf("--zk-root: %w", err)
+	}
+	if c.ZKSessionTimeout <= 0 {
+		return zklayout.Layout{}, nil, errors.New("--zk-session-timeout must be positive")
+	}
+	return layout, servers, nil
+}
+
+func main() {
+	var cfg config
+	bindFlags(flag.CommandLine, &cfg)
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	if err := applyEnv(flag.CommandLine, os.LookupEnv); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	if err := run(ctrl.SetupSignalHandler(), cfg); err != nil {
+		log.Error(err, "rollkeeper-manager failed")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg config) error {
+	log := ctrl.Log.WithName("setup")
+	layout, servers, err := cfg.validate()
+	if err != nil {
+		return err
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("register Kubernetes types: %w", err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("register rollkeeper types: %w", err)
+	}
+	restCfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("load kubeconfig (--kubeconfig, KUBECONFIG or in-cluster): %w", err)
+	}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		HealthProbeBindAddress:        cfg.ProbeAddr,
+		LeaderElection:                cfg.LeaderElect,
+		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionNamespace:       cfg.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+
+	log.Info("connecting to ZooKeeper", "servers", servers, "root", layout.Root(), "sessionTimeout", cfg.ZKSessionTimeout)
+	zk, err := zkclient.Dial(ctx, zkclient.Config{
+		Servers:        servers,
+		SessionTimeout: cfg.ZKSessionTimeout,
+		Logger:         ctrl.Log.WithName("zookeeper"),
+	})
+	if err != nil {
+		return fmt.Errorf("connect to ZooKeeper %s (--zk-servers): %w", strings.Join(servers, ","), err)
+	}
+	defer zk.Close()
+
+	r := &controllers.RollingDeployReconciler{
+		Client:   mgr.GetClient(),
+		Scheme:   mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("rollkeeper-manager"),
+		ZK:       zk,
+		Layout:   layout,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up RollingDeploy controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("add healthz check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("add readyz check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("zookeeper", zkCheck(zk, layout)); err != nil {
+		return fmt.Errorf("add zookeeper readyz check: %w", err)
+	}
+
+	log.Info("starting manager", "leaderElect", cfg.LeaderElect, "leaderElectionID", LeaderElectionID)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+// zkCheck is a readiness check: ZooKeeper answers within two seconds.
+func zkCheck(zk *zkclient.Client, layout zklayout.Layout) healthz.Checker {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			_, err := zk.Exists(ctx, layout.Root())
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("zookeeper: %w", err)
+			}
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("zookeeper did not answer: %w", ctx.Err())
+		}
+	}
+}

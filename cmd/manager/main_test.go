@@ -1,0 +1,76 @@
+package main
+
+import (
+	"flag"
+	"testing"
+	"time"
+)
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    config
+		wantErr bool
+	}{
+		{
+			name: "defaults",
+			want: config{ZKRoot: "/rollkeeper", ZKSessionTimeout: 10 * time.Second, MetricsAddr: ":8080", ProbeAddr: ":8081"},
+		},
+		{
+			name: "environment",
+			env: map[string]string{"ROLLKEEPER_ZK_SERVERS": "a:1,b:2", "ROLLKEEPER_ZK_SESSION_TIMEOUT": "4s",
+				"ROLLKEEPER_LEADER_ELECT": "true", "ROLLKEEPER_METRICS_BIND_ADDRESS": "0"},
+			want: config{ZKServers: "a:1,b:2", ZKRoot: "/rollkeeper", ZKSessionTimeout: 4 * time.Second, MetricsAddr: "0",
+				ProbeAddr: ":8081", LeaderElect: true},
+		},
+		{
+			name: "command line wins",
+			env:  map[string]string{"ROLLKEEPER_ZK_ROOT": "/env"},
+			args: []string{"--zk-root=/flag"},
+			want: config{ZKRoot: "/flag", ZKSessionTimeout: 10 * time.Second, MetricsAddr: ":8080", ProbeAddr: ":8081"},
+		},
+		{name: "bad value", env: map[string]string{"ROLLKEEPER_ZK_SESSION_TIMEOUT": "soon"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			var c config
+			bindFlags(fs, &c)
+			err := applyEnv(fs, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if tt.wantErr {
+				if err == nil {
+					t.Fatal("applyEnv() succeeded, want an error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			if c != tt.want {
+				t.Fatalf("config = %+v, want %+v", c, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	c := config{ZKRoot: "/rollkeeper", ZKSessionTimeout: time.Second}
+	if _, _, err := c.validate(); err == nil {
+		t.Fatal("validate() without servers succeeded")
+	}
+	c.ZKServers = "127.0.0.1:2181"
+	c.ZKRoot = "relative"
+	if _, _, err := c.validate(); err == nil {
+		t.Fatal("validate() with a relative root succeeded")
+	}
+	c.ZKRoot = "/rk"
+	l, servers, err := c.validate()
+	if err != nil || l.Root() != "/rk" || len(servers) != 1 {
+		t.Fatalf("validate() = %v %v %v", l.Root(), servers, err)
+	}
+}

@@ -1,0 +1,635 @@
+// Package controllers holds the RollingDeploy reconciler: it publishes each RollingDeploy as
+// releases, plans and deploy-queue entries in ZooKeeper and reports the rollout the node agents
+// carry out. The rollout logic itself lives in internal/plan; this package only orchestrates.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/plan"
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// Finalizer keeps a RollingDeploy until its znodes are cleaned up.
+const Finalizer = "rollkeeper.io/zookeeper-cleanup"
+
+// DefaultResync is the slow requeue while a rollout is incomplete; ZooKeeper watches do the
+// real work, this only bounds how stale status can get if an event is lost.
+const DefaultResync = 30 * time.Second
+
+// RollingDeployReconciler reconciles RollingDeploy objects into ZooKeeper.
+type RollingDeployReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder events.EventRecorder
+	ZK       *zkclient.Client
+	Layout   zklayout.Layout
+	// Resync is the requeue interval while a rollout is incomplete (0: DefaultResync).
+	Resync time.Duration
+
+	watcher *zkWatcher
+}
+
+// scope carries one pass's state between its phases.
+type scope struct {
+	rd *v1alpha1.RollingDeploy
+	// order is the deploy order (set by the validation phase); specs the services by name.
+	order []string
+	specs map[string]v1alpha1.ServiceSpec
+	// selected are the Node names per service and minAvailable the resolved quorums (node phase).
+	selected     map[string][]string
+	minAvailable map[string]int
+	// state is what ZooKeeper holds per service (read phase).
+	state map[string]*serviceState
+	// queue is the decoded deploy queue and queueMalformed its unreadable entries (read phase).
+	queue          []deployEntry
+	queueMalformed []string
+	// sum is what status is computed from (every phase may set it).
+	sum summary
+}
+
+// +kubebuilder:rbac:groups=rollkeeper.io,resources=rollingdeploys,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=rollkeeper.io,resources=rollingdeploys/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=rollkeeper.io,resources=rollingdeploys/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// Reconcile publishes one RollingDeploy and reports its rollout.
+func (r *RollingDeployReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+	log := logf.FromContext(ctx)
+	rd := &v1alpha1.RollingDeploy{}
+	if err := r.Get(ctx, req.NamespacedName, rd); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.watcher.Forget(req.Name)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("get RollingDeploy %s: %w", req.Name, err)
+	}
+	if !rd.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, rd)
+	}
+	if !controllerutil.ContainsFinalizer(rd, Finalizer) {
+		base := rd.DeepCopy()
+		controllerutil.AddFinalizer(rd, Finalizer)
+		if err := r.Patch(ctx, rd, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer to RollingDeploy %s: %w", rd.Name, err)
+		}
+	}
+
+	before := rd.DeepCopy()
+	s := &scope{rd: rd}
+	defer func() {
+		// observedGeneration moves only when the whole pass succeeded.
+		if reterr == nil {
+			rd.Status.ObservedGeneration = rd.Generation
+		}
+		if apiequality.Semantic.DeepEqual(before.Status, rd.Status) {
+			return
+		}
+		if err := r.Status().Patch(ctx, rd, client.MergeFrom(before)); err != nil {
+			if !apierrors.IsNotFound(err) {
+				reterr = kerrors.NewAggregate([]error{reterr, fmt.Errorf("patch status of RollingDeploy %s: %w", rd.Name, err)})
+			}
+			return
+		}
+		emitTransitions(r.Recorder, rd, &before.Status, &rd.Status)
+	}()
+
+	res, err := r.reconcileNormal(ctx, s)
+	if err != nil && zkDown(err) {
+		// Returning the error requeues with the controller's exponential backoff.
+		applySummary(&rd.Status, rd.Generation, summary{outcome: outcomeZooKeeper, reason: v1alpha1.ReasonZooKeeperError,
+			message: fmt.Sprintf("cannot reach ZooKeeper, status may be stale: %v", err)})
+		return ctrl.Result{}, err
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	applySummary(&rd.Status, rd.Generation, s.sum)
+	logMalformed(log, &before.Status, &rd.Status)
+	return res, nil
+}
+
+// logMalformed logs unreadable znodes when the report about them changes (not on every pass).
+func logMalformed(log logr.Logger, prev, cur *v1alpha1.RollingDeployStatus) {
+	c := meta.FindStatusCondition(cur.Conditions, v1alpha1.ConditionDegraded)
+	if c == nil || c.Reason != ReasonMalformedZnode {
+		return
+	}
+	if p := meta.FindStatusCondition(prev.Conditions, v1alpha1.ConditionDegraded); p != nil && p.Message == c.Message {
+		return
+	}
+	log.Info("ignoring znodes with malformed payloads", "detail", c.Message)
+}
+
+func (r *RollingDeployReconciler) resync() time.Duration {
+	if r.Resync > 0 {
+		return r.Resync
+	}
+	return DefaultResync
+}
+
+// reconcileNormal runs the phases of a live RollingDeploy. A phase that ends the pass early
+// (invalid spec, waiting for another RollingDeploy, a blocking znode) sets s.sum and returns.
+func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result, error) {
+	if done := r.validate(ctx, s); done {
+		return ctrl.Result{}, nil
+	}
+	if done, err := r.resolveNodes(ctx, s); done || err != nil {
+		return ctrl.Result{}, err
+	}
+	r.watcher.Track(s.rd.Name, s.order)
+	if err := r.read(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	if done := r.checkPlans(ctx, s); done {
+		r.digest(s)
+		return ctrl.Result{RequeueAfter: r.resync()}, nil
+	}
+	if done, err := r.claim(ctx, s); done || err != nil {
+		r.digest(s)
+		return ctrl.Result{RequeueAfter: r.resync()}, err
+	}
+	if done, err := r.publishReleases(ctx, s); done || err != nil {
+		r.digest(s)
+		return ctrl.Result{RequeueAfter: r.resync()}, err
+	}
+	if err := r.publishPlans(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.prune(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.digest(s)
+	for _, d := range s.sum.services {
+		if !d.Complete {
+			return ctrl.Result{RequeueAfter: r.resync()}, nil
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// validate checks the spec (plan.Validate) and sets the deploy order.
+func (r *RollingDeployReconciler) validate(ctx context.Context, s *scope) bool {
+	if err := plan.Validate(s.rd.Spec); err != nil {
+		logf.FromContext(ctx).Info("invalid spec; nothing is written to ZooKeeper", "problem", err.Error())
+		s.sum = summary{outcome: outcomeInvalid, reason: v1alpha1.ReasonInvalidSpec,
+			message: err.Error() + "; nothing was written to ZooKeeper"}
+		return true
+	}
+	order, _ := plan.TopoOrder(s.rd.Spec.Services) // Validate already rejected cycles
+	s.order = order
+	s.specs = map[string]v1alpha1.ServiceSpec{}
+	for _, svc := range s.rd.Spec.Services {
+		s.specs[svc.Name] = svc
+	}
+	return false
+}
+
+// resolveNodes matches each service's nodeSelector against the Nodes and resolves its quorum.
+func (r *RollingDeployReconciler) resolveNodes(ctx context.Context, s *scope) (bool, error) {
+	nodes := &metav1.PartialObjectMetadataList{}
+	nodes.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
+	if err := r.List(ctx, nodes); err != nil {
+		return false, fmt.Errorf("list nodes: %w", err)
+	}
+	s.selected = map[string][]string{}
+	s.minAvailable = map[string]int{}
+	var problems []string
+	for _, name := range s.order {
+		spec := s.specs[name]
+		sel := labels.Everything()
+		if spec.NodeSelector != nil {
+			var err error
+			if sel, err = metav1.LabelSelectorAsSelector(spec.NodeSelector); err != nil {
+				return false, fmt.Errorf("service %s nodeSelector: %w", name, err) // Validate checked it
+			}
+		}
+		var picked []string
+		for _, n := range nodes.Items {
+			if sel.Matches(labels.Set(n.Labels)) {
+				picked = append(picked, n.Name)
+			}
+		}
+		sort.Strings(picked)
+		s.selected[name] = picked
+		quorum, err := plan.ResolveQuorum(spec.Quorum.MinAvailable, len(picked))
+		if err != nil {
+			selStr, _ := plan.SelectorString(spec.NodeSelector)
+			if selStr == "" {
+				selStr = "<every node>"
+			}
+			problems = append(problems, fmt.Sprintf("service %q (nodeSelector %s): %v", name, selStr, err))
+		}
+		s.minAvailable[name] = quorum
+	}
+	if len(problems) > 0 {
+		s.sum = summary{outcome: outcomeInvalid, reason: v1alpha1.ReasonQuorumUnreachable,
+			message: strings.Join(problems, "; ") + "; nothing was written to ZooKeeper"}
+		return true, nil
+	}
+	return false, nil
+}
+
+// read makes sure the base znodes exist and reads every service's state and the deploy queue.
+func (r *RollingDeployReconciler) read(ctx context.Context, s *scope) error {
+	for _, p := range r.Layout.Bases() {
+		if err := r.ZK.EnsurePath(ctx, p); err != nil {
+			return fmt.Errorf("ensure %s: %w", p, err)
+		}
+	}
+	s.state = map[string]*serviceState{}
+	for _, name := range s.order {
+		st, err := r.readService(ctx, name)
+		if err != nil {
+			return fmt.Errorf("read service %s: %w", name, err)
+		}
+		s.state[name] = st
+	}
+	q, bad, err := r.readDeployQueue(ctx)
+	if err != nil {
+		return fmt.Errorf("read deploy queue: %w", err)
+	}
+	s.queue, s.queueMalformed = q, bad
+	return nil
+}
+
+// checkPlans stops the pass when a service's plan cannot be read: nobody can tell who owns it.
+func (r *RollingDeployReconciler) checkPlans(ctx context.Context, s *scope) bool {
+	var bad []string
+	for _, name := range s.order {
+		if err := s.state[name].planMalformed; err != nil {
+			bad = append(bad, err.Error())
+		}
+	}
+	if len(bad) == 0 {
+		return false
+	}
+	logf.FromContext(ctx).Info("malformed plan znode; not acting on it", "problem", bad)
+	s.sum = summary{outcome: outcomeStalled, reason: ReasonMalformedZnode,
+		message: strings.Join(bad, "; ") + "; the operator does not act on it: delete the znode and it is rewritten"}
+	return true
+}
+
+// claimant describes a RollingDeploy for plan.Claim.
+func claimant(rd *v1alpha1.RollingDeploy) plan.Claimant {
+	return plan.Claimant{Name: rd.Name, UID: string(rd.UID), Created: rd.CreationTimestamp.Time}
+}
+
+// claim makes sure no other RollingDeploy owns one of the services; if one does, this one waits.
+func (r *RollingDeployReconciler) claim(ctx context.Context, s *scope) (bool, error) {
+	all := &v1alpha1.RollingDeployList{}
+	if err := r.List(ctx, all); err != nil {
+		return false, fmt.Errorf("list RollingDeploys: %w", err)
+	}
+	self := claimant(s.rd)
+	var waits []string
+	for _, name := range s.order {
+		st := s.state[name]
+		var holder *plan.Claimant
+		holderDone := false
+		var rivals []plan.Claimant
+		for i := range all.Items {
+			o := &all.Items[i]
+			if o.UID == s.rd.UID {
+				continue
+			}
+			if st.plan != nil && string(o.UID) == st.plan.DeployUID {
+				c := claimant(o)
+				holder = &c
+				holderDone = plan.Complete(st.plan.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged)
+				continue
+			}
+			if !o.DeletionTimestamp.IsZero() || o.Status.Phase == v1alpha1.PhaseInvalid {
+				continue
+			}
+			if _, ok := plan.ServiceByName(o.Spec, name); ok {
+				rivals = append(rivals, claimant(o))
+			}
+		}
+		if st.plan != nil && st.plan.DeployUID == string(s.rd.UID) {
+			holder = &self
+		}
+		if d := plan.Claim(name, self, holder, holderDone, rivals); !d.Granted {
+			waits = append(waits, d.Message)
+		}
+	}
+	if len(waits) == 0 {
+		return false, nil
+	}
+	s.sum = summary{outcome: outcomeWaiting, message: strings.Join(waits, "; ")}
+	return true, nil
+}
+
+// publishReleases writes the release of every service's version.
+func (r *RollingDeployReconciler) publishReleases(ctx context.Context, s *scope) (bool, error) {
+	now := time.Now()
+	var conflicts []string
+	for _, name := range s.order {
+		c, err := r.ensureRelease(ctx, s.specs[name], now)
+		if err != nil {
+			return false, fmt.Errorf("publish release of %s: %w", name, err)
+		}
+		if c != "" {
+			conflicts = append(conflicts, c)
+		}
+	}
+	if len(conflicts) == 0 {
+		return false, nil
+	}
+	reason := ReasonReleaseConflict
+	for _, c := range conflicts {
+		if strings.Contains(c, zklayout.ErrMalformed.Error()) {
+			reason = ReasonMalformedZnode
+		}
+	}
+	s.sum = summary{outcome: outcomeStalled, reason: reason, message: strings.Join(conflicts, "; ")}
+	return true, nil
+}
+
+// publishPlans writes every service's plan. When a plan's version changes, the service's old
+// failures go and this RollingDeploy's deploy entries are recreated in deploy order first; the
+// plans are written last, in one transaction, so a pass that dies half-way is redone in full.
+func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) error {
+	rd := s.rd
+	now := time.Now()
+	owner := plan.Owner{Name: rd.Name, UID: string(rd.UID), Generation: rd.Generation}
+	opts := plan.Options{Paused: rd.Spec.Paused, FailurePolicy: rd.Spec.FailurePolicy}
+	var ops []zkclient.Op
+	var newVersion, updated []zklayout.Plan
+	for _, name := range s.order {
+		st, spec := s.state[name], s.specs[name]
+		prev := plan.PreviousVersion(st.plan, spec.Version, st.obs.Current)
+		want, err := plan.Plan(owner, spec, opts, s.minAvailable[name], prev, now)
+		if err != nil {
+			return err
+		}
+		if st.plan != nil && plan.SamePlan(*st.plan, want) {
+			continue
+		}
+		data, err := zklayout.Encode(&want)
+		if err != nil {
+			return fmt.Errorf("encode plan of %s: %w", name, err)
+		}
+		if st.planExists {
+			ops = append(ops, zkclient.SetOp(r.Layout.StagingService(name), data, st.planVersion))
+		} else {
+			ops = append(ops, zkclient.CreateOp(r.Layout.StagingService(name), data, zkclient.Persistent))
+		}
+		if st.plan == nil || st.plan.Version != want.Version {
+			newVersion = append(newVersion, want)
+		} else {
+			updated = append(updated, want)
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	if len(newVersion) > 0 {
+		for _, p := range newVersion {
+			if err := r.clearFailures(ctx, p.Service); err != nil {
+				return err
+			}
+			s.state[p.Service].obs.Failures = nil
+		}
+		if err := r.deleteEntries(ctx, s.queue, rd.Name, func(zklayout.DeployEntry) bool { return true }); err != nil {
+			return err
+		}
+		s.queue = nil
+		for _, name := range s.order {
+			st, spec := s.state[name], s.specs[name]
+			if plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged) {
+				continue
+			}
+			if err := r.createEntry(ctx, rd, spec); err != nil {
+				return err
+			}
+		}
+	}
+	// The commit point: agents act on plans only.
+	if err := r.ZK.Multi(ctx, ops...); err != nil {
+		return fmt.Errorf("write plans: %w", err)
+	}
+	log := logf.FromContext(ctx)
+	for _, p := range newVersion {
+		log.Info("plan published", "service", p.Service, "version", p.Version, "previousVersion", p.PreviousVersion, "minAvailable", p.MinAvailable)
+		r.event(rd, corev1.EventTypeNormal, EventPlanPublished, "published %s %s (previous %s, minAvailable %d, selector %q)",
+			p.Service, p.Version, orNone(p.PreviousVersion), p.MinAvailable, p.Selector)
+	}
+	for _, p := range updated {
+		log.Info("plan updated", "service", p.Service, "version", p.Version, "paused", p.Paused, "failurePolicy", p.FailurePolicy, "minAvailable", p.MinAvailable)
+		r.event(rd, corev1.EventTypeNormal, EventPlanUpdated, "updated plan of %s %s (paused %t, failurePolicy %s, minAvailable %d)",
+			p.Service, p.Version, p.Paused, p.FailurePolicy, p.MinAvailable)
+	}
+	if len(newVersion) > 0 {
+		// Re-read the queue so prune sees the entries just made.
+		q, bad, err := r.readDeployQueue(ctx)
+		if err != nil {
+			return fmt.Errorf("read deploy queue: %w", err)
+		}
+		s.queue, s.queueMalformed = q, bad
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// prune deletes this RollingDeploy's deploy entries that are done or stale, and gives up the
+// services it held that are no longer in its spec.
+func (r *RollingDeployReconciler) prune(ctx context.Context, s *scope) error {
+	rd := s.rd
+	err := r.deleteEntries(ctx, s.queue, rd.Name, func(e zklayout.DeployEntry) bool {
+		spec, ok := s.specs[e.Service]
+		if !ok || e.Version != spec.Version {
+			return true
+		}
+		st := s.state[e.Service]
+		return plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged)
+	})
+	if err != nil {
+		return err
+	}
+	owned, err := r.ownedPlans(ctx, string(rd.UID))
+	if err != nil {
+		return fmt.Errorf("find plans of RollingDeploy %s: %w", rd.Name, err)
+	}
+	for svc, p := range owned {
+		if _, ok := s.specs[svc]; ok {
+			continue
+		}
+		if err := r.releaseService(ctx, svc, p); err != nil {
+			return err
+		}
+		r.event(rd, corev1.EventTypeNormal, EventServiceReleased, "service %s left the spec: removed its plan, queue and failures", svc)
+	}
+	return nil
+}
+
+// digest turns what was read into per-service statuses, in deploy order.
+func (r *RollingDeployReconciler) digest(s *scope) {
+	var ds []plan.Digest
+	var incomplete []string
+	for i, name := range s.order {
+		spec, st := s.specs[name], s.state[name]
+		o := st.obs
+		o.Service, o.Target, o.Artifact = name, spec.Version, spec.Artifact
+		o.MinAvailable, o.Selected = s.minAvailable[name], s.selected[name]
+		d := plan.DigestService(o)
+		d.Status.Position = int32(i + 1)
+		plan.Phase(&d, plan.PhaseInput{Paused: s.rd.Spec.Paused, WaitingFor: append([]string(nil), incomplete...)})
+		if !d.Complete {
+			incomplete = append(incomplete, name)
+		}
+		ds = append(ds, d)
+	}
+	s.sum.services = ds
+	s.sum.paused = s.rd.Spec.Paused
+	s.sum.rollback = s.rd.Spec.FailurePolicy == v1alpha1.FailurePolicyRollback
+	s.sum.malformed = s.queueMalformed
+}
+
+// reconcileDelete removes what the RollingDeploy owns in ZooKeeper (its plans and their queues,
+// its failures and deploy entries; never current/), then the finalizer.
+func (r *RollingDeployReconciler) reconcileDelete(ctx context.Context, rd *v1alpha1.RollingDeploy) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(rd, Finalizer) {
+		r.watcher.Forget(rd.Name)
+		return ctrl.Result{}, nil
+	}
+	log := logf.FromContext(ctx)
+	owned, err := r.ownedPlans(ctx, string(rd.UID))
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("clean up RollingDeploy %s: find its plans: %w", rd.Name, err)
+	}
+	svcs := make([]string, 0, len(owned))
+	for svc := range owned {
+		svcs = append(svcs, svc)
+	}
+	sort.Strings(svcs)
+	for _, svc := range svcs {
+		if err := r.releaseService(ctx, svc, owned[svc]); err != nil {
+			return ctrl.Result{}, fmt.Errorf("clean up RollingDeploy %s: %w", rd.Name, err)
+		}
+	}
+	queue, _, err := r.readDeployQueue(ctx)
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("clean up RollingDeploy %s: read deploy queue: %w", rd.Name, err)
+	}
+	if err := r.deleteEntries(ctx, queue, rd.Name, func(zklayout.DeployEntry) bool { return true }); err != nil {
+		return ctrl.Result{}, fmt.Errorf("clean up RollingDeploy %s: %w", rd.Name, err)
+	}
+	log.Info("removed the RollingDeploy's znodes", "services", svcs)
+	base := rd.DeepCopy()
+	controllerutil.RemoveFinalizer(rd, Finalizer)
+	if err := r.Patch(ctx, rd, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("remove finalizer from RollingDeploy %s: %w", rd.Name, err)
+	}
+	r.watcher.Forget(rd.Name)
+	return ctrl.Result{}, nil
+}
+
+func (r *RollingDeployReconciler) event(rd *v1alpha1.RollingDeploy, typ, reason, format string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(rd, nil, typ, reason, "Rollout", format, args...)
+	}
+}
+
+// SetupWithManager registers the controller and its ZooKeeper watcher with mgr.
+func (r *RollingDeployReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.ZK == nil {
+		return errors.New("RollingDeployReconciler needs a ZooKeeper client")
+	}
+	if r.Layout.Root() == "" {
+		return errors.New("RollingDeployReconciler needs a ZooKeeper layout")
+	}
+	r.watcher = newZKWatcher(r.ZK, r.Layout, mgr.GetLogger().WithName("zkwatch"))
+	if err := mgr.Add(r.watcher); err != nil {
+		return fmt.Errorf("add ZooKeeper watcher: %w", err)
+	}
+	allDeploys := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+		return r.allRequests(ctx)
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("rollingdeploy").
+		For(&v1alpha1.RollingDeploy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Another RollingDeploy's spec change or deletion can hand a service over.
+		Watches(&v1alpha1.RollingDeploy{}, handler.EnqueueRequestsFromMapFunc(r.sharingServices),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Node labels and membership decide which nodes a service has.
+		WatchesMetadata(&corev1.Node{}, allDeploys, builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		WatchesRawSource(source.Channel(r.watcher.events, &handler.EnqueueRequestForObject{})).
+		Complete(r)
+}
+
+// allRequests enqueues every RollingDeploy.
+func (r *RollingDeployReconciler) allRequests(ctx context.Context) []reconcile.Request {
+	all := &v1alpha1.RollingDeployList{}
+	if err := r.List(ctx, all); err != nil {
+		logf.FromContext(ctx).Error(err, "list RollingDeploys")
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(all.Items))
+	for _, rd := range all.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: rd.Name}})
+	}
+	return out
+}
+
+// sharingServices enqueues the other RollingDeploys that name one of obj's services.
+func (r *RollingDeployReconciler) sharingServices(ctx context.Context, obj client.Object) []reconcile.Request {
+	changed, ok := obj.(*v1alpha1.RollingDeploy)
+	if !ok {
+		return nil
+	}
+	all := &v1alpha1.RollingDeployList{}
+	if err := r.List(ctx, all); err != nil {
+		logf.FromContext(ctx).Error(err, "list RollingDeploys")
+		return nil
+	}
+	var out []reconcile.Request
+	for _, rd := range all.Items {
+		if rd.Name == changed.Name {
+			continue
+		}
+		for _, svc := range changed.Spec.Services {
+			if _, ok := plan.ServiceByName(rd.Spec, svc.Name); ok {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: rd.Name}})
+				break
+			}
+		}
+	}
+	return out
+}

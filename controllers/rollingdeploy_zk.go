@@ -1,0 +1,310 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/plan"
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// serviceState is what one pass read from ZooKeeper about one service.
+type serviceState struct {
+	// plan is the decoded staging/<svc> payload; nil when there is none or it is malformed.
+	plan *zklayout.Plan
+	// planExists says staging/<svc> exists (possibly empty or malformed); planVersion is its
+	// znode version, for compare-and-set.
+	planExists  bool
+	planVersion int32
+	// planMalformed is set when staging/<svc> holds a payload that does not decode.
+	planMalformed error
+	// obs holds the decoded current/, staging/ and failures/ children (Service, Target,
+	// Selected and MinAvailable are filled in later).
+	obs plan.Observation
+}
+
+// zkDown reports whether err means ZooKeeper cannot be reached right now.
+func zkDown(err error) bool {
+	return errors.Is(err, zkclient.ErrUnavailable) || errors.Is(err, zkclient.ErrSessionExpired) ||
+		errors.Is(err, zkclient.ErrClosed)
+}
+
+// children lists p's children; a missing p has none.
+func (r *RollingDeployReconciler) children(ctx context.Context, p string) ([]string, error) {
+	c, _, err := r.ZK.Children(ctx, p)
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return nil, nil
+	}
+	return c, err
+}
+
+// readPayload reads and decodes p. found is false when p does not exist; a payload that does
+// not decode gives found=true and a malformed error (wrapping zklayout.ErrMalformed) the caller
+// reports and never acts on.
+func (r *RollingDeployReconciler) readPayload(ctx context.Context, p string, into zklayout.Payload) (found bool, version int32, malformed, err error) {
+	data, st, err := r.ZK.Get(ctx, p)
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return false, 0, nil, nil
+	}
+	if err != nil {
+		return false, 0, nil, err
+	}
+	if derr := zklayout.Decode(data, into); derr != nil {
+		return true, st.Version, fmt.Errorf("znode %s: %w", p, derr), nil
+	}
+	return true, st.Version, nil, nil
+}
+
+// readService reads a service's plan and its current/, staging/ and failures/ children.
+func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (*serviceState, error) {
+	st := &serviceState{}
+	p := r.Layout.StagingService(svc)
+	data, stat, err := r.ZK.Get(ctx, p)
+	switch {
+	case errors.Is(err, zkclient.ErrNoNode):
+	case err != nil:
+		return nil, err
+	default:
+		st.planExists, st.planVersion = true, stat.Version
+		// An empty staging/<svc> (someone made the path) is a missing plan, not a bad one.
+		if len(bytes.TrimSpace(data)) > 0 {
+			var pl zklayout.Plan
+			if derr := zklayout.Decode(data, &pl); derr != nil {
+				st.planMalformed = fmt.Errorf("znode %s: %w", p, derr)
+			} else {
+				st.plan = &pl
+			}
+		}
+	}
+
+	names, err := r.children(ctx, r.Layout.CurrentService(svc))
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		var c zklayout.Current
+		found, _, bad, err := r.readPayload(ctx, r.Layout.CurrentNode(svc, n), &c)
+		switch {
+		case err != nil:
+			return nil, err
+		case !found:
+		case bad != nil:
+			st.obs.CurrentUnreadable = append(st.obs.CurrentUnreadable, n)
+			st.obs.Malformed = append(st.obs.Malformed, bad.Error())
+		default:
+			st.obs.Current = append(st.obs.Current, c)
+		}
+	}
+
+	names, err = r.children(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		var s zklayout.Staged
+		found, _, bad, err := r.readPayload(ctx, r.Layout.StagingChild(svc, n), &s)
+		switch {
+		case err != nil:
+			return nil, err
+		case !found:
+		case bad != nil:
+			st.obs.Malformed = append(st.obs.Malformed, bad.Error())
+		default:
+			st.obs.Staged = append(st.obs.Staged, s)
+		}
+	}
+
+	names, err = r.children(ctx, r.Layout.FailureService(svc))
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		var f zklayout.Failure
+		found, _, bad, err := r.readPayload(ctx, r.Layout.Failure(svc, n), &f)
+		switch {
+		case err != nil:
+			return nil, err
+		case !found:
+		case bad != nil:
+			st.obs.Malformed = append(st.obs.Malformed, bad.Error())
+		default:
+			st.obs.Failures = append(st.obs.Failures, f)
+		}
+	}
+	return st, nil
+}
+
+// ensureRelease writes releases/<svc>/<version> if it is missing. An existing release with a
+// different artifact, or one that does not decode, is a conflict: the returned message says what
+// to do, and nothing is written. Run and health check changes of an existing version are applied.
+func (r *RollingDeployReconciler) ensureRelease(ctx context.Context, spec v1alpha1.ServiceSpec, now time.Time) (conflict string, err error) {
+	want := plan.Release(spec, now)
+	p := r.Layout.Release(spec.Name, spec.Version)
+	var have zklayout.Release
+	found, version, bad, err := r.readPayload(ctx, p, &have)
+	if err != nil {
+		return "", err
+	}
+	if bad != nil {
+		return fmt.Sprintf("%v; delete that znode so the operator can rewrite it", bad), nil
+	}
+	if found {
+		if err := plan.ReleaseConflict(have, want); err != nil {
+			return err.Error(), nil
+		}
+		want.CreatedAt = have.CreatedAt
+		haveData, _ := zklayout.Encode(&have)
+		wantData, err := zklayout.Encode(&want)
+		if err != nil {
+			return "", fmt.Errorf("encode release %s/%s: %w", spec.Name, spec.Version, err)
+		}
+		if !bytes.Equal(haveData, wantData) {
+			if _, err := r.ZK.Set(ctx, p, wantData, version); err != nil {
+				return "", fmt.Errorf("update release %s/%s: %w", spec.Name, spec.Version, err)
+			}
+		}
+		return "", nil
+	}
+	data, err := zklayout.Encode(&want)
+	if err != nil {
+		return "", fmt.Errorf("encode release %s/%s: %w", spec.Name, spec.Version, err)
+	}
+	if err := r.ZK.EnsurePath(ctx, r.Layout.ReleaseService(spec.Name)); err != nil {
+		return "", err
+	}
+	if _, err := r.ZK.Create(ctx, p, data, zkclient.Persistent); err != nil {
+		return "", fmt.Errorf("create release %s/%s: %w", spec.Name, spec.Version, err)
+	}
+	return "", nil
+}
+
+// clearFailures deletes every failures/<svc> child.
+func (r *RollingDeployReconciler) clearFailures(ctx context.Context, svc string) error {
+	names, err := r.children(ctx, r.Layout.FailureService(svc))
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := r.ZK.Delete(ctx, r.Layout.Failure(svc, n), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
+			return fmt.Errorf("clear failures of %s: %w", svc, err)
+		}
+	}
+	return nil
+}
+
+// deployEntry is a decoded deploy/ child.
+type deployEntry struct {
+	child string
+	entry zklayout.DeployEntry
+}
+
+// readDeployQueue decodes the deploy/ children in queue order. Entries that do not parse are
+// returned as messages and never acted on.
+func (r *RollingDeployReconciler) readDeployQueue(ctx context.Context) ([]deployEntry, []string, error) {
+	names, err := r.children(ctx, r.Layout.Deploy())
+	if err != nil {
+		return nil, nil, err
+	}
+	ordered, badNames := zklayout.SortSeq(names)
+	var malformed []string
+	for _, b := range badNames {
+		malformed = append(malformed, fmt.Sprintf("znode %s is not a sequential deploy entry", r.Layout.DeployEntry(b)))
+	}
+	var out []deployEntry
+	for _, s := range ordered {
+		var e zklayout.DeployEntry
+		found, _, bad, err := r.readPayload(ctx, r.Layout.DeployEntry(s.Child), &e)
+		switch {
+		case err != nil:
+			return nil, nil, err
+		case !found:
+		case bad != nil:
+			malformed = append(malformed, bad.Error())
+		default:
+			out = append(out, deployEntry{child: s.Child, entry: e})
+		}
+	}
+	return out, malformed, nil
+}
+
+// deleteEntries deletes the deploy entries of RollingDeploy rd for which drop returns true.
+func (r *RollingDeployReconciler) deleteEntries(ctx context.Context, queue []deployEntry, rd string, drop func(zklayout.DeployEntry) bool) error {
+	for _, e := range queue {
+		if e.entry.Deploy != rd || !drop(e.entry) {
+			continue
+		}
+		if err := r.ZK.Delete(ctx, r.Layout.DeployEntry(e.child), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
+			return fmt.Errorf("delete deploy entry %s: %w", e.child, err)
+		}
+	}
+	return nil
+}
+
+// createEntry appends a deploy entry for one service of rd.
+func (r *RollingDeployReconciler) createEntry(ctx context.Context, rd *v1alpha1.RollingDeploy, spec v1alpha1.ServiceSpec) error {
+	data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: rd.Name, Service: spec.Name, Version: spec.Version, Generation: rd.Generation})
+	if err != nil {
+		return fmt.Errorf("encode deploy entry for %s: %w", spec.Name, err)
+	}
+	if _, err := r.ZK.Create(ctx, r.Layout.DeployPrefix(spec.Name), data, zkclient.PersistentSequential); err != nil {
+		return fmt.Errorf("create deploy entry for %s: %w", spec.Name, err)
+	}
+	return nil
+}
+
+// ownedPlans scans staging/ for the plans RollingDeploy uid holds, by service.
+func (r *RollingDeployReconciler) ownedPlans(ctx context.Context, uid string) (map[string]zklayout.Plan, error) {
+	names, err := r.children(ctx, r.Layout.Staging())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]zklayout.Plan{}
+	for _, svc := range names {
+		var p zklayout.Plan
+		_, _, bad, err := r.readPayload(ctx, r.Layout.StagingService(svc), &p)
+		if err != nil {
+			return nil, err
+		}
+		if bad == nil && p.DeployUID == uid {
+			out[svc] = p
+		}
+	}
+	return out, nil
+}
+
+// releaseService gives up a service rd held: its staging/<svc> tree (plan and queue) and its
+// failures go; current/ stays. The release of the plan's version goes too when no online node
+// runs it (so a corrected artifact can reuse the version); releases still running stay.
+func (r *RollingDeployReconciler) releaseService(ctx context.Context, svc string, p zklayout.Plan) error {
+	st, err := r.readService(ctx, svc)
+	if err != nil {
+		return err
+	}
+	// Keep the release if anything might run it: an online node, a node in the middle of its
+	// upgrade, or a node whose registration cannot be read.
+	keep := len(st.obs.CurrentUnreadable) > 0
+	for _, c := range st.obs.Current {
+		keep = keep || c.Version == p.Version
+	}
+	for _, s := range st.obs.Staged {
+		keep = keep || s.State == zklayout.StagedUpgrading
+	}
+	if err := r.ZK.DeleteTree(ctx, r.Layout.StagingService(svc)); err != nil {
+		return fmt.Errorf("delete plan of %s: %w", svc, err)
+	}
+	if err := r.clearFailures(ctx, svc); err != nil {
+		return err
+	}
+	if keep {
+		return nil
+	}
+	if err := r.ZK.Delete(ctx, r.Layout.Release(svc, p.Version), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
+		return fmt.Errorf("delete unused release %s/%s: %w", svc, p.Version, err)
+	}
+	return nil
+}

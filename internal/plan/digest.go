@@ -1,0 +1,209 @@
+package plan
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// MaxListedNodes caps the node names a status lists.
+const MaxListedNodes = 20
+
+// Observation is what the operator read about one service.
+type Observation struct {
+	Service string
+	// Target is the version the plan rolls out, and Artifact its artifact.
+	Target   string
+	Artifact v1alpha1.ArtifactSpec
+	// MinAvailable is the resolved quorum.
+	MinAvailable int
+	// Selected are the names of the Nodes the service's nodeSelector matches.
+	Selected []string
+	// Current are the decoded current/<svc> registrations.
+	Current []zklayout.Current
+	// CurrentUnreadable are current/<svc> children whose payload could not be decoded: the
+	// nodes are online, but nobody knows on which version.
+	CurrentUnreadable []string
+	// Staged are the decoded staging/<svc> queue children.
+	Staged []zklayout.Staged
+	// Failures are the decoded failures/<svc> children.
+	Failures []zklayout.Failure
+	// Malformed describes every znode of the service whose payload could not be read.
+	Malformed []string
+}
+
+// Digest is the rollout state of one service derived from an Observation.
+type Digest struct {
+	Status v1alpha1.ServiceStatus
+	// Complete: every online node runs the target and none is upgrading.
+	Complete bool
+	// HealthFailures and ArtifactFailures are the failures recorded for the target version.
+	HealthFailures   []zklayout.Failure
+	ArtifactFailures []zklayout.Failure
+	// Artifact is the target's artifact (for failure messages).
+	Artifact v1alpha1.ArtifactSpec
+	// Malformed describes the service's unreadable znodes (reported, never acted on).
+	Malformed []string
+}
+
+// Complete reports whether a service's rollout to target is done: every current/<svc> child runs
+// target (an unreadable one does not count as running it) and no staging child is upgrading.
+func Complete(target string, current []zklayout.Current, unreadable int, staged []zklayout.Staged) bool {
+	if unreadable > 0 {
+		return false
+	}
+	for _, c := range current {
+		if c.Version != target {
+			return false
+		}
+	}
+	for _, s := range staged {
+		if s.State == zklayout.StagedUpgrading {
+			return false
+		}
+	}
+	return true
+}
+
+// DigestService counts an Observation into a ServiceStatus (counts only; Position, Phase and
+// Message are left for Phase) and collects the failures recorded for the target version.
+func DigestService(o Observation) Digest {
+	st := v1alpha1.ServiceStatus{
+		Name:          o.Service,
+		TargetVersion: o.Target,
+		MinAvailable:  int32(o.MinAvailable),
+		Total:         int32(len(o.Selected)),
+		Online:        int32(len(o.Current) + len(o.CurrentUnreadable)),
+	}
+	online := map[string]bool{}
+	for _, c := range o.Current {
+		online[c.Node] = true
+		if c.Version == o.Target {
+			st.Updated++
+		}
+	}
+	for _, n := range o.CurrentUnreadable {
+		online[n] = true
+	}
+	upgrading := map[string]bool{}
+	for _, s := range o.Staged {
+		if s.Version == o.Target {
+			st.Staged++
+		}
+		if s.State == zklayout.StagedUpgrading {
+			st.Upgrading++
+			upgrading[s.Node] = true
+		}
+	}
+	selected := append([]string(nil), o.Selected...)
+	sort.Strings(selected)
+	for _, n := range selected {
+		if online[n] || upgrading[n] {
+			continue
+		}
+		st.Unreachable++
+		if len(st.UnreachableNodes) < MaxListedNodes {
+			st.UnreachableNodes = append(st.UnreachableNodes, n)
+		}
+	}
+	d := Digest{Artifact: o.Artifact, Malformed: o.Malformed, Complete: Complete(o.Target, o.Current, len(o.CurrentUnreadable), o.Staged)}
+	failures := append([]zklayout.Failure(nil), o.Failures...)
+	sort.Slice(failures, func(i, j int) bool { return failures[i].Node < failures[j].Node })
+	for _, f := range failures {
+		if f.Version != o.Target {
+			continue // left over from an older plan; cleared when the plan changed
+		}
+		st.Failed++
+		if len(st.FailedNodes) < MaxListedNodes {
+			st.FailedNodes = append(st.FailedNodes, v1alpha1.NodeFailure{Node: f.Node, Version: f.Version, Kind: f.Kind, Reason: f.Reason})
+		}
+		if f.Kind == zklayout.FailureArtifact {
+			d.ArtifactFailures = append(d.ArtifactFailures, f)
+		} else {
+			d.HealthFailures = append(d.HealthFailures, f)
+		}
+	}
+	d.Status = st
+	return d
+}
+
+// PhaseInput is the RollingDeploy-wide context of a service's phase.
+type PhaseInput struct {
+	Paused bool
+	// WaitingFor are the incomplete services ahead of this one in the deploy order.
+	WaitingFor []string
+}
+
+// Phase sets the service's phase and message from its digest.
+func Phase(d *Digest, in PhaseInput) {
+	st := &d.Status
+	var msg []string
+	switch {
+	case d.Complete:
+		st.Phase = v1alpha1.PhaseComplete
+		msg = append(msg, fmt.Sprintf("all %d online node(s) run %s", st.Online, st.TargetVersion))
+	case len(d.HealthFailures) > 0:
+		st.Phase = v1alpha1.PhaseFailed
+		msg = append(msg, HealthFailureMessage(st.Name, d.HealthFailures)+"; the rollout of "+st.Name+" is halted")
+	case len(d.ArtifactFailures) > 0:
+		st.Phase = v1alpha1.PhaseFailed
+		msg = append(msg, ArtifactFailureMessage(st.Name, d.Artifact, d.ArtifactFailures))
+	case in.Paused:
+		st.Phase = v1alpha1.PhasePaused
+		msg = append(msg, fmt.Sprintf("paused with %d/%d node(s) on %s", st.Updated, st.Total, st.TargetVersion))
+	case len(in.WaitingFor) > 0:
+		st.Phase = v1alpha1.PhasePending
+		msg = append(msg, fmt.Sprintf("waiting for %s to complete", strings.Join(in.WaitingFor, ", ")))
+	default:
+		st.Phase = v1alpha1.PhaseProgressing
+		msg = append(msg, fmt.Sprintf("%d/%d node(s) on %s, %d staged, %d upgrading",
+			st.Updated, st.Total, st.TargetVersion, st.Staged, st.Upgrading))
+		if st.Total > 0 && st.MinAvailable >= st.Total {
+			msg = append(msg, fmt.Sprintf("minAvailable %d equals the node count, so no node can stop for an upgrade", st.MinAvailable))
+		} else if st.Online > 0 && st.Online <= st.MinAvailable && st.Upgrading == 0 {
+			msg = append(msg, fmt.Sprintf("only %d node(s) online and minAvailable is %d: waiting for nodes to come back", st.Online, st.MinAvailable))
+		}
+	}
+	if st.Unreachable > 0 {
+		msg = append(msg, fmt.Sprintf("%d node(s) unreachable: %s", st.Unreachable, strings.Join(st.UnreachableNodes, ", ")))
+	}
+	msg = append(msg, d.Malformed...)
+	st.Message = strings.Join(msg, "; ")
+}
+
+// ArtifactFailureMessage says which artifact (URL and sha256) failed on which nodes and why.
+func ArtifactFailureMessage(svc string, a v1alpha1.ArtifactSpec, failures []zklayout.Failure) string {
+	if len(failures) == 0 {
+		return ""
+	}
+	f := failures[0]
+	return fmt.Sprintf("artifact %s (sha256 %s) of %s %s failed on %s: %s; fix the artifact of service %s and give it a new version",
+		a.URL, a.SHA256, svc, f.Version, nodeList(failures), f.Reason, svc)
+}
+
+// HealthFailureMessage says which nodes failed the health check of a service's target.
+func HealthFailureMessage(svc string, failures []zklayout.Failure) string {
+	if len(failures) == 0 {
+		return ""
+	}
+	f := failures[0]
+	return fmt.Sprintf("%s %s failed its health check on %s: %s", svc, f.Version, nodeList(failures), f.Reason)
+}
+
+func nodeList(fs []zklayout.Failure) string {
+	names := make([]string, 0, len(fs))
+	for i, f := range fs {
+		if i == MaxListedNodes {
+			names = append(names, fmt.Sprintf("and %d more", len(fs)-i))
+			break
+		}
+		names = append(names, f.Node)
+	}
+	if len(fs) == 1 {
+		return "node " + names[0]
+	}
+	return "nodes " + strings.Join(names, ", ")
+}
