@@ -326,7 +326,8 @@ func (r *RollingDeployReconciler) claim(ctx context.Context, s *scope) (bool, er
 			if st.plan != nil && string(o.UID) == st.plan.DeployUID {
 				c := claimant(o)
 				holder = &c
-				holderDone = plan.Complete(st.plan.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged)
+				holderDone = plan.Complete(st.plan.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
+					plan.NeedOnline(st.plan.MinAvailable, len(s.selected[name])))
 				continue
 			}
 			if !o.DeletionTimestamp.IsZero() || o.Status.Phase == v1alpha1.PhaseInvalid {
@@ -427,7 +428,8 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 		s.queue = nil
 		for _, name := range s.order {
 			st, spec := s.state[name], s.specs[name]
-			if plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged) {
+			if plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
+				plan.NeedOnline(s.minAvailable[name], len(s.selected[name]))) {
 				continue
 			}
 			if err := r.createEntry(ctx, rd, spec); err != nil {
@@ -478,7 +480,8 @@ func (r *RollingDeployReconciler) prune(ctx context.Context, s *scope) error {
 			return true
 		}
 		st := s.state[e.Service]
-		return plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged)
+		return plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
+			plan.NeedOnline(s.minAvailable[e.Service], len(s.selected[e.Service])))
 	})
 	if err != nil {
 		return err

@@ -742,6 +742,10 @@ func (w *worker) completeIfDone(ctx context.Context, plan *zklayout.Plan) error 
 	if err != nil {
 		return err
 	}
+	// Same rule as the operator's (plan.Complete): the quorum, at least one, must be online on it.
+	if len(online) < max(1, plan.MinAvailable) {
+		return nil
+	}
 	for _, v := range online {
 		if v != plan.Version {
 			return nil

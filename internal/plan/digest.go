@@ -49,10 +49,21 @@ type Digest struct {
 	Malformed []string
 }
 
-// Complete reports whether a service's rollout to target is done: every current/<svc> child runs
-// target (an unreadable one does not count as running it) and no staging child is upgrading.
-func Complete(target string, current []zklayout.Current, unreadable int, staged []zklayout.Staged) bool {
-	if unreadable > 0 {
+// NeedOnline is how many nodes must be online on the target before a service counts as
+// complete: its quorum, and at least one when any node is selected, so a service whose nodes
+// have not registered yet is never reported done.
+func NeedOnline(minAvailable, selected int) int {
+	if selected == 0 {
+		return 0
+	}
+	return max(1, minAvailable)
+}
+
+// Complete reports whether a service's rollout to target is done: at least need nodes online,
+// every online node on target, none unreadable, none upgrading. Unreachable nodes do not block
+// it (they start the most popular version when they come back).
+func Complete(target string, current []zklayout.Current, unreadable int, staged []zklayout.Staged, need int) bool {
+	if unreadable > 0 || len(current) < need {
 		return false
 	}
 	for _, c := range current {
@@ -109,7 +120,7 @@ func DigestService(o Observation) Digest {
 			st.UnreachableNodes = append(st.UnreachableNodes, n)
 		}
 	}
-	d := Digest{Artifact: o.Artifact, Malformed: o.Malformed, Complete: Complete(o.Target, o.Current, len(o.CurrentUnreadable), o.Staged)}
+	d := Digest{Artifact: o.Artifact, Malformed: o.Malformed, Complete: Complete(o.Target, o.Current, len(o.CurrentUnreadable), o.Staged, NeedOnline(o.MinAvailable, len(o.Selected)))}
 	failures := append([]zklayout.Failure(nil), o.Failures...)
 	sort.Slice(failures, func(i, j int) bool { return failures[i].Node < failures[j].Node })
 	for _, f := range failures {

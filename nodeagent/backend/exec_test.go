@@ -78,7 +78,13 @@ func TestExecKillsAfterGrace(t *testing.T) {
 	t.Cleanup(func() { _ = e.Close(context.Background()) })
 	waitUntil(t, "shell traps TERM", func() bool {
 		b, _ := os.ReadFile("/proc/" + itoa(e.Status("stubborn").PID) + "/status")
-		return strings.Contains(string(b), "SigIgn:\t0000000000004000")
+		for _, line := range strings.Split(string(b), "\n") {
+			if hex, ok := strings.CutPrefix(line, "SigIgn:\t"); ok {
+				mask, _ := strconv.ParseUint(hex, 16, 64)
+				return mask&(1<<(syscall.SIGTERM-1)) != 0
+			}
+		}
+		return false
 	})
 	start := time.Now()
 	if err := e.Stop(context.Background(), "stubborn"); err != nil {
