@@ -1,0 +1,42 @@
+{{/* Chart name. */}}
+{{- define "rollkeeper.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name. */}}
+{{- define "rollkeeper.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "rollkeeper.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "rollkeeper.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels of a component (manager or agent): pass (list $ "manager"). */}}
+{{- define "rollkeeper.selectorLabels" -}}
+{{- $root := index . 0 }}
+app.kubernetes.io/name: {{ include "rollkeeper.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "rollkeeper.managerName" -}}
+{{ include "rollkeeper.fullname" . }}-manager
+{{- end }}
+
+{{- define "rollkeeper.agentName" -}}
+{{ include "rollkeeper.fullname" . }}-agent
+{{- end }}
+
+{{- define "rollkeeper.zkServers" -}}
+{{- required "zookeeper.servers is required (comma-separated host:port list)" .Values.zookeeper.servers }}
+{{- end }}

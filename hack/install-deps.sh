@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# install-deps.sh installs and builds everything rollkeeper's tests and demo need, idempotently,
+# on a fresh Debian machine (as root, or with sudo for the apt step):
+#
+#   zookeeper       Debian's package (/usr/share/java/zookeeper.jar), if missing
+#   kube-apiserver  bin/kube-apiserver, built from the Go module proxy via hack/k8s
+#   etcd            bin/etcd, built from the Go module proxy via hack/etcd
+#   controller-gen  bin/controller-gen, pinned below
+#   kubectl         bin/kubectl via hack/k8s/kubectl (only when asked for: `make kubectl`)
+#
+# Usage: hack/install-deps.sh [component...]   (default: all of them)
+#
+# The control-plane binaries are rebuilt only when missing or when their build module changed
+# (go.mod, go.sum, sources or version stamp), tracked by a stamp file next to the binary.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LOCALBIN=${LOCALBIN:-$ROOT/bin}
+CONTROLLER_GEN_VERSION=${CONTROLLER_GEN_VERSION:-v0.23.0}
+ZOOKEEPER_JAR=/usr/share/java/zookeeper.jar
+
+mkdir -p "$LOCALBIN"
+
+log() { printf '[install-deps] %s\n' "$*"; }
+die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# timed NAME CMD... runs CMD and reports how long it took.
+timed() {
+	local name=$1 start=$SECONDS
+	shift
+	"$@"
+	log "$name: done in $((SECONDS - start))s"
+}
+
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then
+		"$@"
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo "$@"
+	else
+		die "need root (or sudo) to run: $*"
+	fi
+}
+
+# stamp_of FILE... prints a digest of the given files plus any extra words in $STAMP_EXTRA.
+stamp_of() {
+	{
+		cat "$@"
+		printf '%s\n' "${STAMP_EXTRA:-}"
+	} | sha256sum | cut -d' ' -f1
+}
+
+install_zookeeper() {
+	if [ -f "$ZOOKEEPER_JAR" ]; then
+		log "zookeeper: present ($ZOOKEEPER_JAR)"
+		return
+	fi
+	command -v apt-get >/dev/null 2>&1 || die "zookeeper missing and apt-get not found: install ZooKeeper so that $ZOOKEEPER_JAR exists"
+	local pkgs=(zookeeper)
+	command -v java >/dev/null 2>&1 || pkgs+=(default-jre-headless)
+	log "zookeeper: installing Debian packages: ${pkgs[*]}"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}"
+	[ -f "$ZOOKEEPER_JAR" ] || die "zookeeper installed but $ZOOKEEPER_JAR is missing"
+}
+
+# module_version DIR MODULE prints MODULE's required version from DIR/go.mod.
+module_version() {
+	awk -v m="$2" '($1 == m || ($1 == "require" && $2 == m)) { for (i = 1; i <= NF; i++) if ($i ~ /^v[0-9]/) { print $i; exit } }' "$1/go.mod"
+}
+
+# build_binary NAME DIR PKG VERSION_CHECK LDFLAGS [VERSION_ARGS]
+# Builds bin/NAME from package PKG of the module in DIR unless bin/NAME is current. A binary
+# without a stamp is adopted when "NAME VERSION_ARGS" (default --version) mentions VERSION_CHECK.
+build_binary() {
+	local name=$1 dir=$2 pkg=$3 want=$4 ldflags=$5 vargs=${6:---version}
+	local bin=$LOCALBIN/$name stampfile=$LOCALBIN/.$name.stamp
+	local stamp
+	stamp=$(STAMP_EXTRA="$pkg $ldflags" stamp_of "$dir"/go.mod "$dir"/go.sum "$dir"/*.go)
+	if [ -x "$bin" ]; then
+		if [ -f "$stampfile" ] && [ "$(cat "$stampfile")" = "$stamp" ]; then
+			log "$name: up to date ($bin)"
+			return
+		fi
+		if [ ! -f "$stampfile" ] && "$bin" $vargs 2>/dev/null | grep -qF "$want"; then
+			log "$name: adopting existing $bin (reports $want)"
+			echo "$stamp" >"$stampfile"
+			return
+		fi
+		log "$name: $dir changed since the last build; rebuilding"
+	fi
+	log "$name: building $pkg $want from the Go module proxy (first time takes minutes)"
+	rm -f "$stampfile"
+	(cd "$dir" && CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$bin.tmp" "$pkg")
+	"$bin.tmp" $vargs 2>/dev/null | grep -qF "$want" || die "$name built but does not report $want"
+	mv -f "$bin.tmp" "$bin"
+	echo "$stamp" >"$stampfile"
+}
+
+install_kube_apiserver() {
+	local v major minor
+	v=$(module_version hack/k8s k8s.io/kubernetes)
+	[ -n "$v" ] || die "cannot read the k8s.io/kubernetes version from hack/k8s/go.mod"
+	major=${v#v}
+	major=${major%%.*}
+	minor=${v#v*.}
+	minor=${minor%%.*}
+	# Without the version stamp the server reports v0.0.0-master+$Format:%H$, which kubectl and
+	# helm refuse to parse.
+	local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+	build_binary kube-apiserver hack/k8s k8s.io/kubernetes/cmd/kube-apiserver "Kubernetes $v" "$ldflags"
+}
+
+install_etcd() {
+	local v
+	v=$(module_version hack/etcd go.etcd.io/etcd/server/v3)
+	[ -n "$v" ] || die "cannot read the etcd version from hack/etcd/go.mod"
+	build_binary etcd hack/etcd . "etcd Version: ${v#v}" "-s -w"
+}
+
+# kubectl is optional (not in the default set): the demo and the docs use it to poke the stack,
+# and machines without one can build it with `make kubectl`.
+install_kubectl() {
+	local v major minor
+	v=$(module_version hack/k8s/kubectl k8s.io/kubernetes)
+	[ -n "$v" ] || die "cannot read the k8s.io/kubernetes version from hack/k8s/kubectl/go.mod"
+	major=${v#v}
+	major=${major%%.*}
+	minor=${v#v*.}
+	minor=${minor%%.*}
+	local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+	build_binary kubectl hack/k8s/kubectl k8s.io/kubernetes/cmd/kubectl "Client Version: $v" "$ldflags" "version --client"
+}
+
+install_controller_gen() {
+	local bin=$LOCALBIN/controller-gen
+	if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qF "$CONTROLLER_GEN_VERSION"; then
+		log "controller-gen: up to date ($bin $CONTROLLER_GEN_VERSION)"
+		return
+	fi
+	log "controller-gen: installing $CONTROLLER_GEN_VERSION into $LOCALBIN"
+	GOBIN=$LOCALBIN CGO_ENABLED=0 go install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
+}
+
+command -v go >/dev/null 2>&1 || die "go is not installed"
+
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen)
+total=$SECONDS
+for c in "${components[@]}"; do
+	case $c in
+	zookeeper) timed zookeeper install_zookeeper ;;
+	kube-apiserver) timed kube-apiserver install_kube_apiserver ;;
+	etcd) timed etcd install_etcd ;;
+	controller-gen) timed controller-gen install_controller_gen ;;
+	kubectl) timed kubectl install_kubectl ;;
+	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, kubectl)" ;;
+	esac
+done
+log "all done in $((SECONDS - total))s"
