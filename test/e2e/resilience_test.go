@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	rkv1alpha1 "github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/test/harness"
+	"github.com/rollkeeper/rollkeeper/test/zkserver"
+)
+
+// slowStart makes every start of the version take about d, so a rollout lasts long enough to
+// be interfered with.
+func slowStart(d string) harness.ServiceOption {
+	return harness.Mutate(func(sp *rkv1alpha1.ServiceSpec) {
+		sp.Run.Args = append(sp.Run.Args, "--startup-delay="+d)
+		sp.HealthCheck.FailureThreshold = 15
+	})
+}
+
+// planVersion reads the version of staging/<svc> straight from ZooKeeper.
+func planVersion(ctx context.Context, s *harness.Stack, svc string) (string, error) {
+	zk, err := s.ZK(ctx)
+	if err != nil {
+		return "", err
+	}
+	data, _, err := zk.Get(ctx, s.Layout.StagingService(svc))
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var p zklayout.Plan
+	if err := zklayout.Decode(data, &p); err != nil {
+		return "", err
+	}
+	return p.Version, nil
+}
+
+func deployQueue(ctx context.Context, s *harness.Stack) ([]string, error) {
+	zk, err := s.ZK(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q, _, err := zk.Children(ctx, s.Layout.Deploy())
+	return q, err
+}
+
+// Once the plan is in ZooKeeper the agents finish the rollout, dependencies and quorum
+// included, with the operator and the Kubernetes API server both gone.
+func TestAgentsFinishWithoutOperatorOrAPIServer(t *testing.T) {
+	s, ctx := start(t, harness.Config{RecordServices: []string{"a", "b"}})
+	deployV1(t, s, ctx, "ab",
+		service(t, s, "a", "v1", harness.MinAvailable(3)),
+		service(t, s, "b", "v1", harness.DependsOn("a"), harness.MinAvailable(3)))
+
+	since := time.Now()
+	setServices(t, s, ctx, "ab",
+		service(t, s, "a", "v2", harness.MinAvailable(3), slowStart("1s")),
+		service(t, s, "b", "v2", harness.DependsOn("a"), harness.MinAvailable(3)))
+	must(t, harness.WaitFor(ctx, time.Minute, "v2 plans in ZooKeeper", func(ctx context.Context) (bool, error) {
+		va, err := planVersion(ctx, s, "a")
+		if err != nil {
+			return false, err
+		}
+		vb, err := planVersion(ctx, s, "b")
+		return va == "v2" && vb == "v2", err
+	}))
+	must(t, s.Operator.Stop(10*time.Second))
+	must(t, s.ControlPlane.Stop())
+	t.Log("operator and API server stopped; the agents are on their own")
+
+	must(t, s.WaitForServiceVersions(ctx, "a", "v2", rolloutTime))
+	must(t, s.WaitForServiceVersions(ctx, "b", "v2", rolloutTime))
+	must(t, harness.WaitFor(ctx, time.Minute, "deploy queue emptied by the agents", func(ctx context.Context) (bool, error) {
+		q, err := deployQueue(ctx, s)
+		return len(q) == 0, err
+	}))
+	assertQuorum(t, s, "a", since, 3)
+	assertQuorum(t, s, "b", since, 3)
+}
+
+// A ZooKeeper server of a 3-server ensemble dies mid-rollout: the agents fail over to the
+// others and the rollout completes with the quorum kept.
+func TestZooKeeperServerFailover(t *testing.T) {
+	s, ctx := start(t, harness.Config{ZooKeeperServers: 3, RecordServices: []string{"a"}})
+	deployV1(t, s, ctx, "a", service(t, s, "a", "v1", harness.MinAvailable(3)))
+
+	since := time.Now()
+	setServices(t, s, ctx, "a", service(t, s, "a", "v2", harness.MinAvailable(3), slowStart("1s")))
+	must(t, s.Recorder.WaitStaging(ctx, "a", rolloutTime, "a node upgrading", func(m map[string]string) bool {
+		for _, st := range m {
+			if strings.HasPrefix(st, "upgrading") {
+				return true
+			}
+		}
+		return false
+	}))
+	for _, srv := range s.ZooKeeper.Servers {
+		if out, err := zkFourLetter(srv.Addr()); err == nil && strings.Contains(out, "Mode: leader") {
+			t.Logf("stopping the ZooKeeper leader %s mid-rollout", srv.Addr())
+			srv.Stop()
+			break
+		}
+	}
+	_, err := s.WaitForReady(ctx, "a", rolloutTime)
+	must(t, err)
+	must(t, s.WaitForServiceVersions(ctx, "a", "v2", time.Minute))
+	assertQuorum(t, s, "a", since, 3)
+}
+
+// A new version while the previous rollout is under way supersedes it cleanly: every node ends
+// on the newest version and the quorum holds throughout.
+func TestNewVersionSupersedesRollout(t *testing.T) {
+	s, ctx := start(t, harness.Config{RecordServices: []string{"a"}})
+	deployV1(t, s, ctx, "a", service(t, s, "a", "v1", harness.MinAvailable(3)))
+
+	since := time.Now()
+	setServices(t, s, ctx, "a", service(t, s, "a", "v2", harness.MinAvailable(3), slowStart("1s")))
+	must(t, s.Recorder.WaitOnline(ctx, "a", rolloutTime, "a first node on v2", func(m map[string]string) bool {
+		for _, v := range m {
+			if v == "v2" {
+				return true
+			}
+		}
+		return false
+	}))
+	setServices(t, s, ctx, "a", service(t, s, "a", "v3", harness.MinAvailable(3)))
+	rd, err := s.WaitForReady(ctx, "a", rolloutTime)
+	must(t, err)
+	must(t, s.WaitForServiceVersions(ctx, "a", "v3", time.Minute))
+	if st := harness.ServiceStatus(rd, "a"); st == nil || st.TargetVersion != "v3" || st.Updated != nodes {
+		t.Fatalf("status: %s", harness.DescribeStatus(rd))
+	}
+	assertQuorum(t, s, "a", since, 3)
+}
+
+func zkFourLetter(addr string) (string, error) { return zkserver.FourLetter(addr, "srvr") }
