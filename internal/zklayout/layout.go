@@ -8,6 +8,10 @@
 //	<root>/deploy/<svc>-<seq>            pers. seq.  DeployEntry  service deploy order (head upgrades)
 //	<root>/releases/<svc>/<version>      persistent  Release      how to fetch and run a version
 //	<root>/failures/<svc>/<node>         persistent  Failure      a node's failed upgrade or fetch
+//	<root>/torrents/<svc>/<version>      persistent  Torrent      a version's BitTorrent metainfo summary
+//	<root>/torrents/<svc>/<version>/<i>  persistent  raw bytes    the bencoded metainfo, in chunks
+//	<root>/peers/<infohash>/<node>       ephemeral   Peer         a node serving or fetching a torrent
+//	<root>/progress/<svc>/<node>         ephemeral   Progress     a node's download progress
 package zklayout
 
 import (
@@ -29,7 +33,13 @@ const (
 	deployDir   = "deploy"
 	releasesDir = "releases"
 	failuresDir = "failures"
+	torrentsDir = "torrents"
+	peersDir    = "peers"
+	progressDir = "progress"
 )
+
+// MetaChunkSize bounds each metainfo chunk well below ZooKeeper's default 1 MiB znode limit.
+const MetaChunkSize = 512 << 10
 
 // seqDigits is the width of the counter ZooKeeper appends to sequential nodes.
 const seqDigits = 10
@@ -74,7 +84,8 @@ func (l Layout) Root() string { return l.root }
 
 // Bases are the persistent directories every actor may assume exist (EnsurePath them).
 func (l Layout) Bases() []string {
-	return []string{l.Current(), l.Staging(), l.Deploy(), l.Releases(), l.Failures()}
+	return []string{l.Current(), l.Staging(), l.Deploy(), l.Releases(), l.Failures(),
+		l.Torrents(), l.Peers(), l.Progress()}
 }
 
 // Current is the parent of every service's online set.
@@ -130,6 +141,42 @@ func (l Layout) FailureService(svc string) string { return path.Join(l.Failures(
 
 // Failure is node's recorded failure for svc.
 func (l Layout) Failure(svc, node string) string { return path.Join(l.FailureService(svc), node) }
+
+// Torrents is the parent of every service's published torrents.
+func (l Layout) Torrents() string { return path.Join(l.root, torrentsDir) }
+
+// TorrentService holds one child per published version of svc.
+func (l Layout) TorrentService(svc string) string { return path.Join(l.Torrents(), svc) }
+
+// Torrent describes the torrent of svc at version; its children hold the metainfo.
+func (l Layout) Torrent(svc, version string) string {
+	return path.Join(l.TorrentService(svc), version)
+}
+
+// TorrentChunk is the i-th metainfo chunk of svc at version.
+func (l Layout) TorrentChunk(svc, version string, i int) string {
+	return path.Join(l.Torrent(svc, version), fmt.Sprintf("%04d", i))
+}
+
+// Peers is the parent of every torrent's peer set (ZooKeeper is the tracker).
+func (l Layout) Peers() string { return path.Join(l.root, peersDir) }
+
+// PeerSet holds one ephemeral child per node serving or fetching infoHash.
+func (l Layout) PeerSet(infoHash string) string { return path.Join(l.Peers(), infoHash) }
+
+// Peer is node's entry in infoHash's peer set.
+func (l Layout) Peer(infoHash, node string) string { return path.Join(l.PeerSet(infoHash), node) }
+
+// Progress is the parent of every service's download progress.
+func (l Layout) Progress() string { return path.Join(l.root, progressDir) }
+
+// ProgressService holds one ephemeral child per node downloading svc.
+func (l Layout) ProgressService(svc string) string { return path.Join(l.Progress(), svc) }
+
+// ProgressNode is node's download progress for svc.
+func (l Layout) ProgressNode(svc, node string) string {
+	return path.Join(l.ProgressService(svc), node)
+}
 
 // SeqName is a parsed sequential znode name: <Name>-<Seq>.
 type SeqName struct {

@@ -262,6 +262,69 @@ func (f *Failure) validate() error {
 	return firstErr(nonEmpty("node", f.Node), nonEmpty("version", f.Version))
 }
 
+// Torrent summarises a version's BitTorrent metainfo: torrents/<svc>/<version>. The bencoded
+// metainfo itself is in Chunks children of MetaChunkSize bytes (znodes are limited to 1 MiB).
+type Torrent struct {
+	header
+	Service     string `json:"service"`
+	Version     string `json:"version"`
+	InfoHash    string `json:"infoHash"`
+	Size        int64  `json:"size"`
+	PieceLength int64  `json:"pieceLength"`
+	Chunks      int    `json:"chunks"`
+	// MetaSize is the metainfo's length in bytes, to check the reassembled chunks.
+	MetaSize int `json:"metaSize"`
+}
+
+func (t *Torrent) validate() error {
+	if b, err := hex.DecodeString(t.InfoHash); err != nil || len(b) != 20 {
+		return fmt.Errorf("infoHash %q is not 40 hex digits", t.InfoHash)
+	}
+	if t.Size < 0 || t.PieceLength <= 0 || t.Chunks < 1 || t.MetaSize < 1 || t.MetaSize > t.Chunks*MetaChunkSize {
+		return fmt.Errorf("torrent size %d, piece length %d, %d chunks for %d metainfo bytes do not add up", t.Size, t.PieceLength, t.Chunks, t.MetaSize)
+	}
+	return firstErr(ValidName(t.Service), ValidName(t.Version))
+}
+
+// Peer is a node in a torrent's swarm: peers/<infohash>/<node> (ephemeral). Agents prefer
+// peers in their own rack, then zone.
+type Peer struct {
+	header
+	Node     string `json:"node"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Zone     string `json:"zone,omitempty"`
+	Rack     string `json:"rack,omitempty"`
+	Complete bool   `json:"complete,omitempty"`
+}
+
+func (p *Peer) validate() error {
+	if p.Port <= 0 || p.Port > 65535 {
+		return fmt.Errorf("peer port %d out of range", p.Port)
+	}
+	return firstErr(nonEmpty("node", p.Node), nonEmpty("host", p.Host))
+}
+
+// Progress is a node's download of a version: progress/<svc>/<node> (ephemeral, updated about
+// once a second while downloading).
+type Progress struct {
+	header
+	Node    string    `json:"node"`
+	Version string    `json:"version"`
+	Done    int64     `json:"done"`
+	Total   int64     `json:"total"`
+	Peers   int       `json:"peers"`
+	Rate    int64     `json:"rate"` // bytes/s
+	Updated time.Time `json:"updated"`
+}
+
+func (p *Progress) validate() error {
+	if p.Done < 0 || p.Total < 0 || p.Done > p.Total {
+		return fmt.Errorf("progress %d/%d is impossible", p.Done, p.Total)
+	}
+	return firstErr(nonEmpty("node", p.Node), nonEmpty("version", p.Version))
+}
+
 // Encode stamps the schema version, validates and marshals p.
 func Encode(p Payload) ([]byte, error) {
 	p.setSchema()

@@ -69,7 +69,6 @@ func Start(ctx context.Context, dir string, n int) (*Ensemble, error) {
 			"admin.enableServer=false",
 			"4lw.commands.whitelist=ruok,stat,mntr,srvr",
 			"maxClientCnxns=0",
-			"jute.maxbuffer=4194304",
 		}
 		if n > 1 {
 			cfg = append(cfg, peers...)

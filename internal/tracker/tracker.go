@@ -1,0 +1,201 @@
+// Package tracker makes ZooKeeper the BitTorrent tracker of rollkeeper: it publishes a version's
+// metainfo (chunked under torrents/<svc>/<version>), registers peers (ephemeral
+// peers/<infohash>/<node>) and follows a peer set. The operator's seeder and the agents' fetcher
+// both use it; nothing else touches those znodes.
+package tracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// ErrNotPublished means the version has no torrent (yet).
+var ErrNotPublished = errors.New("torrent not published")
+
+// Tracker reads and writes torrent znodes.
+type Tracker struct {
+	ZK     *zkclient.Client
+	Layout zklayout.Layout
+}
+
+// Publish writes the torrent summary and its metainfo chunks, the summary last, so a reader
+// that sees the summary finds every chunk.
+// Publishing the same torrent again is a no-op; another infohash for the same version is an error.
+func (t Tracker) Publish(ctx context.Context, tor zklayout.Torrent, meta []byte) error {
+	tor.Chunks = (len(meta) + zklayout.MetaChunkSize - 1) / zklayout.MetaChunkSize
+	tor.MetaSize = len(meta)
+	if existing, _, err := t.Read(ctx, tor.Service, tor.Version); err == nil {
+		if existing.InfoHash != tor.InfoHash {
+			return fmt.Errorf("publish torrent %s/%s: already published with infohash %s, not %s", tor.Service, tor.Version, existing.InfoHash, tor.InfoHash)
+		}
+		return nil
+	} else if !errors.Is(err, ErrNotPublished) {
+		return err
+	}
+	data, err := zklayout.Encode(&tor)
+	if err != nil {
+		return err
+	}
+	if err := t.ZK.EnsurePath(ctx, t.Layout.TorrentService(tor.Service)); err != nil {
+		return err
+	}
+	p := t.Layout.Torrent(tor.Service, tor.Version)
+	// A half-written earlier attempt (no summary) is replaced.
+	if err := t.ZK.DeleteTree(ctx, p); err != nil {
+		return err
+	}
+	// One write per chunk (a transaction must stay under ZooKeeper's 1 MiB packet limit); the
+	// summary is written last, and readers treat an empty summary as not published yet.
+	if _, err := t.ZK.Create(ctx, p, nil, zkclient.Persistent); err != nil {
+		return fmt.Errorf("publish torrent %s/%s: %w", tor.Service, tor.Version, err)
+	}
+	for i := 0; i < tor.Chunks; i++ {
+		end := min(len(meta), (i+1)*zklayout.MetaChunkSize)
+		if _, err := t.ZK.Create(ctx, t.Layout.TorrentChunk(tor.Service, tor.Version, i), meta[i*zklayout.MetaChunkSize:end], zkclient.Persistent); err != nil {
+			return fmt.Errorf("publish torrent %s/%s chunk %d: %w", tor.Service, tor.Version, i, err)
+		}
+	}
+	if _, err := t.ZK.Set(ctx, p, data, 0); err != nil {
+		return fmt.Errorf("publish torrent %s/%s: %w", tor.Service, tor.Version, err)
+	}
+	return nil
+}
+
+// Read returns the torrent of svc at version and its metainfo. ErrNotPublished if there is none;
+// a malformed summary or a metainfo that does not reassemble wraps zklayout.ErrMalformed.
+func (t Tracker) Read(ctx context.Context, svc, version string) (zklayout.Torrent, []byte, error) {
+	var tor zklayout.Torrent
+	data, _, err := t.ZK.Get(ctx, t.Layout.Torrent(svc, version))
+	if errors.Is(err, zkclient.ErrNoNode) || (err == nil && len(data) == 0) {
+		return tor, nil, fmt.Errorf("torrent %s/%s: %w", svc, version, ErrNotPublished)
+	}
+	if err != nil {
+		return tor, nil, err
+	}
+	if err := zklayout.Decode(data, &tor); err != nil {
+		return tor, nil, fmt.Errorf("torrent %s/%s: %w", svc, version, err)
+	}
+	meta := make([]byte, 0, tor.MetaSize)
+	for i := 0; i < tor.Chunks; i++ {
+		chunk, _, err := t.ZK.Get(ctx, t.Layout.TorrentChunk(svc, version, i))
+		if err != nil {
+			return tor, nil, fmt.Errorf("torrent %s/%s chunk %d: %w", svc, version, i, err)
+		}
+		meta = append(meta, chunk...)
+	}
+	if len(meta) != tor.MetaSize {
+		return tor, nil, fmt.Errorf("torrent %s/%s: %w: metainfo is %d bytes, summary says %d", svc, version, zklayout.ErrMalformed, len(meta), tor.MetaSize)
+	}
+	return tor, meta, nil
+}
+
+// Register adds node to infoHash's peer set for as long as the session lives (or until the
+// returned func removes it). A stale entry of an earlier session of the same node is replaced.
+func (t Tracker) Register(ctx context.Context, infoHash string, p zklayout.Peer) (func(context.Context) error, error) {
+	data, err := zklayout.Encode(&p)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.ZK.EnsurePath(ctx, t.Layout.PeerSet(infoHash)); err != nil {
+		return nil, err
+	}
+	path := t.Layout.Peer(infoHash, p.Node)
+	_, err = t.ZK.Create(ctx, path, data, zkclient.Ephemeral)
+	if errors.Is(err, zkclient.ErrNodeExists) {
+		err = t.ZK.Multi(ctx, zkclient.DeleteOp(path, -1), zkclient.CreateOp(path, data, zkclient.Ephemeral))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("register peer %s for %s: %w", p.Node, infoHash, err)
+	}
+	return func(ctx context.Context) error {
+		if err := t.ZK.Delete(ctx, path, -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
+			return err
+		}
+		return nil
+	}, nil
+}
+
+// Follow calls add with every peer of infoHash other than self, once per peer, now and
+// whenever one joins, until ctx ends. Each join costs one children read and one read of the
+// new entry: no agent re-reads the whole set on every change.
+func (t Tracker) Follow(ctx context.Context, infoHash, self string, add func([]zklayout.Peer)) error {
+	seen := map[string]bool{self: true}
+	if err := t.ZK.EnsurePath(ctx, t.Layout.PeerSet(infoHash)); err != nil {
+		return err
+	}
+	for {
+		names, _, w, err := t.ZK.ChildrenW(ctx, t.Layout.PeerSet(infoHash))
+		if err != nil {
+			return err
+		}
+		var fresh []zklayout.Peer
+		for _, n := range names {
+			if seen[n] {
+				continue
+			}
+			data, _, err := t.ZK.Get(ctx, t.Layout.Peer(infoHash, n))
+			if errors.Is(err, zkclient.ErrNoNode) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var p zklayout.Peer
+			if err := zklayout.Decode(data, &p); err != nil {
+				seen[n] = true // reported once, never acted on
+				continue
+			}
+			seen[n] = true
+			fresh = append(fresh, p)
+		}
+		// Names that left may come back (restarts): let them be read again then.
+		present := map[string]bool{}
+		for _, n := range names {
+			present[n] = true
+		}
+		for n := range seen {
+			if !present[n] && n != self {
+				delete(seen, n)
+			}
+		}
+		if len(fresh) > 0 {
+			add(fresh)
+		}
+		if err := w.Wait(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// Topology is where a node sits, for peer preference.
+type Topology struct {
+	Zone, Rack string
+}
+
+// Order sorts peers: same rack first, then same zone, then the rest (each by node name, so
+// the order is deterministic).
+func Order(self Topology, peers []zklayout.Peer) []zklayout.Peer {
+	rank := func(p zklayout.Peer) int {
+		switch {
+		case self.Rack != "" && p.Rack == self.Rack && p.Zone == self.Zone:
+			return 0
+		case self.Zone != "" && p.Zone == self.Zone:
+			return 1
+		}
+		return 2
+	}
+	out := append([]zklayout.Peer(nil), peers...)
+	sort.SliceStable(out, func(i, j int) bool {
+		ri, rj := rank(out[i]), rank(out[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return out[i].Node < out[j].Node
+	})
+	return out
+}

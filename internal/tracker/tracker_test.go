@@ -1,0 +1,128 @@
+package tracker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/test/zkserver"
+)
+
+func setup(t *testing.T) (Tracker, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	e, err := zkserver.Start(ctx, t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(e.Connect()), Logger: testr.New(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}, ctx
+}
+
+func TestPublishAndReadChunkedMetainfo(t *testing.T) {
+	tr, ctx := setup(t)
+	if _, _, err := tr.Read(ctx, "a", "v1"); !errors.Is(err, ErrNotPublished) {
+		t.Fatalf("read before publish: %v", err)
+	}
+	meta := bytes.Repeat([]byte("0123456789abcdef"), 90_000) // 1.4 MiB: three chunks
+	tor := zklayout.Torrent{Service: "a", Version: "v1", InfoHash: strings.Repeat("ab", 20), Size: 1 << 30, PieceLength: 1 << 20}
+	if err := tr.Publish(ctx, tor, meta); err != nil {
+		t.Fatal(err)
+	}
+	got, gotMeta, err := tr.Read(ctx, "a", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Chunks != 3 || !bytes.Equal(gotMeta, meta) {
+		t.Fatalf("read back %d chunks, %d bytes", got.Chunks, len(gotMeta))
+	}
+	if err := tr.Publish(ctx, tor, meta); err != nil {
+		t.Fatalf("republishing the same torrent: %v", err)
+	}
+	other := tor
+	other.InfoHash = strings.Repeat("cd", 20)
+	if err := tr.Publish(ctx, other, meta); err == nil {
+		t.Fatal("a second infohash for the same version was accepted")
+	}
+	// A chunk gone missing is a clear error, not a short metainfo.
+	if err := tr.ZK.Delete(ctx, tr.Layout.TorrentChunk("a", "v1", 2), -1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tr.Read(ctx, "a", "v1"); err == nil {
+		t.Fatal("read with a missing chunk succeeded")
+	}
+}
+
+func TestRegisterAndFollow(t *testing.T) {
+	tr, ctx := setup(t)
+	ih := strings.Repeat("ef", 20)
+	var mu sync.Mutex
+	got := map[string]zklayout.Peer{}
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- tr.Follow(fctx, ih, "self", func(ps []zklayout.Peer) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range ps {
+				got[p.Node] = p
+			}
+		})
+	}()
+	for _, n := range []string{"self", "n1", "n2"} {
+		if _, err := tr.Register(ctx, ih, zklayout.Peer{Node: n, Host: "127.0.0.1", Port: 7000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		_, selfSeen := got["self"]
+		mu.Unlock()
+		if selfSeen {
+			t.Fatal("Follow reported the node itself")
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("followed peers: %v", got)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Follow ended with %v", err)
+	}
+}
+
+func TestOrderPrefersRackThenZone(t *testing.T) {
+	peers := []zklayout.Peer{
+		{Node: "far", Zone: "z2", Rack: "r9"},
+		{Node: "zone", Zone: "z1", Rack: "r2"},
+		{Node: "rack", Zone: "z1", Rack: "r1"},
+		{Node: "unknown"},
+	}
+	var names []string
+	for _, p := range Order(Topology{Zone: "z1", Rack: "r1"}, peers) {
+		names = append(names, p.Node)
+	}
+	if strings.Join(names, ",") != "rack,zone,far,unknown" {
+		t.Fatalf("order = %v", names)
+	}
+}
