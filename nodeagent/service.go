@@ -199,7 +199,7 @@ func (w *worker) step(root, ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := w.a.cfg.Store.Ensure(ctx, w.svc, target, rel.Artifact); err != nil {
+	if err := w.a.cfg.Store.Ensure(ctx, rel); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -350,7 +350,7 @@ func (w *worker) start(root, ctx context.Context, plan *zklayout.Plan) error {
 	if err != nil {
 		return err
 	}
-	if err := w.a.cfg.Store.Ensure(ctx, w.svc, v, rel.Artifact); err != nil {
+	if err := w.a.cfg.Store.Ensure(ctx, rel); err != nil {
 		w.recordFailure(ctx, v, zklayout.FailureArtifact, err)
 		w.retryAt = time.Now().Add(w.a.cfg.MaxRetryInterval)
 		return w.waiting("cannot fetch the version to start; retrying later", "version", v, "err", err.Error())

@@ -25,10 +25,10 @@ import (
 // ErrDigestMismatch means the downloaded bytes do not match the artifact's sha256.
 var ErrDigestMismatch = errors.New("artifact failed sha256 verification")
 
-// Fetcher materialises an artifact into dest, which must not exist yet. On success dest holds
-// the verified (and, for tar.gz, extracted) artifact; on failure dest does not exist.
+// Fetcher materialises a release's artifact into dest, which must not exist yet. On success
+// dest holds the verified (and, for tar.gz, extracted) artifact; on failure dest does not exist.
 type Fetcher interface {
-	Fetch(ctx context.Context, a zklayout.Artifact, dest string) error
+	Fetch(ctx context.Context, rel *zklayout.Release, dest string) error
 }
 
 // HTTP fetches from http(s) and file URLs by streaming download.
@@ -44,7 +44,8 @@ func NewHTTP() *HTTP {
 }
 
 // Fetch implements Fetcher.
-func (h *HTTP) Fetch(ctx context.Context, a zklayout.Artifact, dest string) error {
+func (h *HTTP) Fetch(ctx context.Context, rel *zklayout.Release, dest string) error {
+	a := rel.Artifact
 	if err := a.Validate(); err != nil {
 		return err
 	}

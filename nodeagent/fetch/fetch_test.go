@@ -53,7 +53,7 @@ func TestFetchTarGz(t *testing.T) {
 	body := tgz(t, map[string]string{"bin/svc": "#!/bin/sh\n", "VERSION": "v2"})
 	url := serve(t, body)
 	dest := filepath.Join(t.TempDir(), "versions", "v2")
-	err := NewHTTP().Fetch(context.Background(), zklayout.Artifact{URL: url + "/a.tgz", SHA256: digest(body), Unpack: zklayout.UnpackTarGz}, dest)
+	err := NewHTTP().Fetch(context.Background(), &zklayout.Release{Artifact: zklayout.Artifact{URL: url + "/a.tgz", SHA256: digest(body), Unpack: zklayout.UnpackTarGz}}, dest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestFetchSingleFileFromFileURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(t.TempDir(), "v1")
-	if err := NewHTTP().Fetch(context.Background(), zklayout.Artifact{URL: "file://" + src, SHA256: digest([]byte("bits")), Unpack: zklayout.UnpackNone}, dest); err != nil {
+	if err := NewHTTP().Fetch(context.Background(), &zklayout.Release{Artifact: zklayout.Artifact{URL: "file://" + src, SHA256: digest([]byte("bits")), Unpack: zklayout.UnpackNone}}, dest); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dest, "tool")); string(b) != "bits" {
@@ -99,7 +99,7 @@ func TestFetchFailuresLeaveNothing(t *testing.T) {
 				a = zklayout.Artifact{URL: serve(t, plain) + "/a", SHA256: digest(plain), Unpack: zklayout.UnpackTarGz}
 			}
 			parent := t.TempDir()
-			err := NewHTTP().Fetch(context.Background(), a, filepath.Join(parent, "v"))
+			err := NewHTTP().Fetch(context.Background(), &zklayout.Release{Artifact: a}, filepath.Join(parent, "v"))
 			if err == nil {
 				t.Fatal("fetch succeeded")
 			}

@@ -49,8 +49,9 @@ func (s *Store) Has(svc, v string) bool {
 	return err == nil && st.IsDir()
 }
 
-// Ensure installs v from a unless it is already there.
-func (s *Store) Ensure(ctx context.Context, svc, v string, a zklayout.Artifact) error {
+// Ensure installs rel unless it is already there.
+func (s *Store) Ensure(ctx context.Context, rel *zklayout.Release) error {
+	svc, v := rel.Service, rel.Version
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.Has(svc, v) {
@@ -59,7 +60,7 @@ func (s *Store) Ensure(ctx context.Context, svc, v string, a zklayout.Artifact) 
 	if err := os.MkdirAll(filepath.Dir(s.versionDir(svc, v)), 0o755); err != nil {
 		return fmt.Errorf("install %s/%s: %w", svc, v, err)
 	}
-	if err := s.fetcher.Fetch(ctx, a, s.versionDir(svc, v)); err != nil {
+	if err := s.fetcher.Fetch(ctx, rel, s.versionDir(svc, v)); err != nil {
 		return fmt.Errorf("install %s/%s: %w", svc, v, err)
 	}
 	return nil

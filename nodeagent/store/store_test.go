@@ -11,12 +11,12 @@ import (
 
 type dirFetcher struct{ calls int }
 
-func (d *dirFetcher) Fetch(_ context.Context, a zklayout.Artifact, dest string) error {
+func (d *dirFetcher) Fetch(_ context.Context, rel *zklayout.Release, dest string) error {
 	d.calls++
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dest, "VERSION"), []byte(a.URL), 0o644)
+	return os.WriteFile(filepath.Join(dest, "VERSION"), []byte(rel.Version), 0o644)
 }
 
 func TestSwitchKeepsPreviousAndPrunes(t *testing.T) {
@@ -27,10 +27,11 @@ func TestSwitchKeepsPreviousAndPrunes(t *testing.T) {
 	}
 	ctx := context.Background()
 	for _, v := range []string{"v1", "v2", "v3"} {
-		if err := s.Ensure(ctx, "a", v, zklayout.Artifact{URL: v}); err != nil {
+		rel := &zklayout.Release{Service: "a", Version: v}
+		if err := s.Ensure(ctx, rel); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Ensure(ctx, "a", v, zklayout.Artifact{URL: v}); err != nil {
+		if err := s.Ensure(ctx, rel); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Switch("a", v); err != nil {
