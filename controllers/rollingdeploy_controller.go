@@ -66,6 +66,8 @@ type scope struct {
 	// selected are the Node names per service and minAvailable the resolved quorums (node phase).
 	selected     map[string][]string
 	minAvailable map[string]int
+	// minStaged is the resolved distribution gate (nil: every online node).
+	minStaged map[string]*int
 	// state is what ZooKeeper holds per service (read phase).
 	state map[string]*serviceState
 	// queue is the decoded deploy queue and queueMalformed its unreadable entries (read phase).
@@ -191,12 +193,22 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 	}
 	r.digest(s)
 	for _, d := range s.sum.services {
+		// Download progress changes the data of progress znodes, which child watches do not
+		// see: refresh the status a few times a minute while nodes download.
+		if d.Status.Downloading > 0 {
+			return ctrl.Result{RequeueAfter: min(r.resync(), progressRefresh)}, nil
+		}
+	}
+	for _, d := range s.sum.services {
 		if !d.Complete {
 			return ctrl.Result{RequeueAfter: r.resync()}, nil
 		}
 	}
 	return ctrl.Result{}, nil
 }
+
+// progressRefresh is how often status follows downloads under way.
+const progressRefresh = 5 * time.Second
 
 // validate checks the spec (plan.Validate) and sets the deploy order.
 func (r *RollingDeployReconciler) validate(ctx context.Context, s *scope) bool {
@@ -224,6 +236,7 @@ func (r *RollingDeployReconciler) resolveNodes(ctx context.Context, s *scope) (b
 	}
 	s.selected = map[string][]string{}
 	s.minAvailable = map[string]int{}
+	s.minStaged = map[string]*int{}
 	var problems []string
 	for _, name := range s.order {
 		spec := s.specs[name]
@@ -251,6 +264,13 @@ func (r *RollingDeployReconciler) resolveNodes(ctx context.Context, s *scope) (b
 			problems = append(problems, fmt.Sprintf("service %q (nodeSelector %s): %v", name, selStr, err))
 		}
 		s.minAvailable[name] = quorum
+		if d := spec.Distribution; d != nil && d.MinStaged != nil {
+			staged, err := plan.ResolveQuorum(*d.MinStaged, len(picked))
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("service %q distribution.minStaged: %v", name, err))
+			}
+			s.minStaged[name] = &staged
+		}
 	}
 	if len(problems) > 0 {
 		s.sum = summary{outcome: outcomeInvalid, reason: v1alpha1.ReasonQuorumUnreachable,
@@ -390,7 +410,7 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 	for _, name := range s.order {
 		st, spec := s.state[name], s.specs[name]
 		prev := plan.PreviousVersion(st.plan, spec.Version, st.obs.Current)
-		want, err := plan.Plan(owner, spec, opts, s.minAvailable[name], prev, now)
+		want, err := plan.Plan(owner, spec, opts, s.minAvailable[name], s.minStaged[name], prev, now)
 		if err != nil {
 			return err
 		}
@@ -510,7 +530,7 @@ func (r *RollingDeployReconciler) digest(s *scope) {
 		spec, st := s.specs[name], s.state[name]
 		o := st.obs
 		o.Service, o.Target, o.Artifact = name, spec.Version, spec.Artifact
-		o.MinAvailable, o.Selected = s.minAvailable[name], s.selected[name]
+		o.MinAvailable, o.Selected, o.MinStaged = s.minAvailable[name], s.selected[name], s.minStaged[name]
 		d := plan.DigestService(o)
 		d.Status.Position = int32(i + 1)
 		plan.Phase(&d, plan.PhaseInput{Paused: s.rd.Spec.Paused, WaitingFor: append([]string(nil), incomplete...)})

@@ -119,6 +119,24 @@ func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (
 		}
 	}
 
+	names, err = r.children(ctx, r.Layout.ProgressService(svc))
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		var p zklayout.Progress
+		found, _, bad, err := r.readPayload(ctx, r.Layout.ProgressNode(svc, n), &p)
+		switch {
+		case err != nil:
+			return nil, err
+		case !found:
+		case bad != nil:
+			st.obs.Malformed = append(st.obs.Malformed, bad.Error())
+		default:
+			st.obs.Progress = append(st.obs.Progress, p)
+		}
+	}
+
 	names, err = r.children(ctx, r.Layout.FailureService(svc))
 	if err != nil {
 		return nil, err

@@ -120,6 +120,7 @@ func (w *zkWatcher) syncLocked() {
 			want[w.layout.CurrentService(svc)] = svc
 			want[w.layout.StagingService(svc)] = svc
 			want[w.layout.FailureService(svc)] = svc
+			want[w.layout.ProgressService(svc)] = svc
 		}
 	}
 	if len(want) > 0 {

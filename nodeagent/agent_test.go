@@ -119,6 +119,9 @@ type env struct {
 	files  map[string][]byte
 	av     *availability
 	agents []*testAgent
+	// fetcherFor picks a node's fetcher (default: HTTP); minStaged goes into published plans.
+	fetcherFor func(node string) fetch.Fetcher
+	minStaged  *int
 }
 
 type testAgent struct {
@@ -190,7 +193,7 @@ func (e *env) publish(svc, version, previous string, minAvailable int, policy st
 	_, err = e.zk.Create(e.ctx, e.layout.DeployPrefix(svc), entry, zkclient.PersistentSequential)
 	must(t, err)
 	plan, err := zklayout.Encode(&zklayout.Plan{Deploy: "test", DeployUID: "uid", Service: svc, Version: version,
-		PreviousVersion: previous, MinAvailable: minAvailable, FailurePolicy: policy})
+		PreviousVersion: previous, MinAvailable: minAvailable, MinStaged: e.minStaged, FailurePolicy: policy})
 	must(t, err)
 	if _, err := e.zk.Set(e.ctx, e.layout.StagingService(svc), plan, -1); errors.Is(err, zkclient.ErrNoNode) {
 		_, err = e.zk.Create(e.ctx, e.layout.StagingService(svc), plan, zkclient.Persistent)
@@ -213,7 +216,11 @@ func (e *env) startAgent(name string) *testAgent {
 		log = testr.New(t)
 	}
 	zk := dial(t, e.ctx, log)
-	st, err := store.New(filepath.Join(t.TempDir(), name), fetch.NewHTTP())
+	var f fetch.Fetcher = fetch.NewHTTP()
+	if e.fetcherFor != nil {
+		f = e.fetcherFor(name)
+	}
+	st, err := store.New(filepath.Join(t.TempDir(), name), f)
 	must(t, err)
 	be := countingBackend{Memory: backend.NewMemory(), av: e.av, startup: 100 * time.Millisecond}
 	a, err := nodeagent.New(nodeagent.Config{Node: name, Address: "127.0.0.1", Layout: e.layout, ZK: zk,

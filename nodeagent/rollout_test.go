@@ -1,11 +1,15 @@
 package nodeagent_test
 
 import (
+	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
 )
 
 func failingCheck(script string) *zklayout.HealthCheck {
@@ -167,4 +171,51 @@ func TestReturningNodeStartsMostPopular(t *testing.T) {
 	if v := e.versions("a")["node-new"]; v != "v1" && count(e.versions("a"), "v2") == 0 {
 		t.Fatalf("returning node started %s, want the most popular v1", v)
 	}
+}
+
+// gatedFetcher fails until opened: a node that cannot get the artifact yet.
+type gatedFetcher struct {
+	open atomic.Bool
+	next fetch.Fetcher
+}
+
+func (g *gatedFetcher) Fetch(ctx context.Context, rel *zklayout.Release, dest string) error {
+	if rel.Version != "v1" && !g.open.Load() {
+		return errors.New("origin unreachable from this node")
+	}
+	return g.next.Fetch(ctx, rel, dest)
+}
+
+// The distribution gate: with minStaged 3 of 3 and one node unable to fetch the version, the
+// two that have it staged do not stop for it; once the third fetches it, the rollout proceeds.
+func TestDistributionGate(t *testing.T) {
+	e := newEnv(t)
+	gate := &gatedFetcher{next: fetch.NewHTTP()}
+	e.fetcherFor = func(name string) fetch.Fetcher {
+		if name == "node-03" {
+			return gate
+		}
+		return fetch.NewHTTP()
+	}
+	three := 3
+	e.minStaged = &three
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.startAgents(3)
+	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), 3, "v1") && len(e.deployQueue()) == 0 })
+
+	e.publish("a", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
+	e.waitFor("two nodes staged and node-03's fetch failure recorded", time.Minute, func() bool {
+		names, _, err := e.zk.Children(e.ctx, e.layout.StagingService("a"))
+		return err == nil && len(names) == 2 && len(e.failures("a")) == 1
+	})
+	// A negative assertion needs a window: for 2 s, nobody may stop for v2.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if vs := e.versions("a"); len(vs) != 3 || count(vs, "v2") != 0 {
+			t.Fatalf("a node stopped before the version was distributed: %v", vs)
+		}
+		time.Sleep(50 * time.Millisecond) // observation interval
+	}
+	gate.open.Store(true)
+	e.waitFor("all on v2", 2*time.Minute, func() bool { return allOn(e.versions("a"), 3, "v2") && len(e.deployQueue()) == 0 })
 }

@@ -230,6 +230,15 @@ func (w *worker) step(root, ctx context.Context) error {
 	} else if halted || t != target {
 		return nil
 	}
+	if target == plan.Version {
+		ok, have, need, err := w.distributed(ctx, plan)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return w.waiting("distribution gate: not enough nodes have the version staged", "staged", have, "required", need)
+		}
+	}
 	ok, online, err := w.quorumAllows(ctx, plan)
 	if err != nil {
 		return err
@@ -598,6 +607,40 @@ func (w *worker) myTurn(ctx context.Context, child string) (bool, error) {
 		return true, nil
 	}
 	return false, w.waiting("queued behind "+ps.Node, "predecessor", pred)
+}
+
+// distributed applies the distribution gate: enough nodes must have the plan's version staged
+// (or already run it) before any node stops for it; by default every online node. While it
+// does not hold, the first waiter (the only one asking) watches the staging queue.
+func (w *worker) distributed(ctx context.Context, plan *zklayout.Plan) (ok bool, have, need int, err error) {
+	names, err := w.children(ctx, w.l.StagingService(w.svc))
+	if err != nil {
+		return false, 0, 0, err
+	}
+	ready := map[string]bool{}
+	seqs, _ := zklayout.SortSeq(names)
+	for _, s := range seqs {
+		ready[s.Name] = true
+	}
+	online, err := w.onlineVersions(ctx)
+	if err != nil {
+		return false, 0, 0, err
+	}
+	for n, v := range online {
+		if v == plan.Version {
+			ready[n] = true
+		}
+	}
+	if plan.MinStaged != nil {
+		return len(ready) >= *plan.MinStaged, len(ready), *plan.MinStaged, nil
+	}
+	// Default: every online node has it staged or runs it.
+	for n := range online {
+		if ready[n] {
+			have++
+		}
+	}
+	return have == len(online), have, len(online), nil
 }
 
 // quorumAllows applies the quorum rule: this node may stop only if the other online nodes

@@ -79,10 +79,27 @@ type ServiceSpec struct {
 	// Run says how the agent runs the host service.
 	Run RunSpec `json:"run"`
 
+	// Distribution gates disruption on distribution: no node stops for the new version until
+	// enough nodes have it staged.
+	// +optional
+	Distribution *DistributionSpec `json:"distribution,omitempty"`
+
 	// HealthCheck decides whether a freshly started version is healthy. Without one, a process
 	// that is still running after its start counts as healthy.
 	// +optional
 	HealthCheck *HealthCheckSpec `json:"healthCheck,omitempty"`
+}
+
+// DistributionSpec says how widely a version must be distributed before nodes restart on it.
+type DistributionSpec struct {
+	// MinStaged is how many of the service's nodes (a number, or a percentage of the selected
+	// nodes, rounded up) must have the new version downloaded and verified before any node stops
+	// for it. Unset: every online node.
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=4
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",message="minStaged must be a non-negative integer or a percentage between 0% and 100%"
+	// +optional
+	MinStaged *intstr.IntOrString `json:"minStaged,omitempty"`
 }
 
 // ArtifactSpec locates and verifies a version's artifact.
@@ -298,6 +315,17 @@ type ServiceStatus struct {
 	Upgrading int32 `json:"upgrading"`
 	// Failed nodes whose target version failed its health check or artifact verification.
 	Failed int32 `json:"failed"`
+	// StagedRequired is how many nodes must be staged (or already updated) before any node
+	// stops for the target: the distribution gate.
+	// +optional
+	StagedRequired int32 `json:"stagedRequired,omitempty"`
+	// Downloading nodes report download progress; DownloadedBytes of DownloadTotalBytes are done.
+	// +optional
+	Downloading int32 `json:"downloading,omitempty"`
+	// +optional
+	DownloadedBytes int64 `json:"downloadedBytes,omitempty"`
+	// +optional
+	DownloadTotalBytes int64 `json:"downloadTotalBytes,omitempty"`
 	// Unreachable nodes: selected, but neither online nor upgrading.
 	Unreachable int32 `json:"unreachable"`
 	// UnreachableNodes lists up to 20 unreachable node names.

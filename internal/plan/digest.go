@@ -22,6 +22,10 @@ type Observation struct {
 	MinAvailable int
 	// Selected are the names of the Nodes the service's nodeSelector matches.
 	Selected []string
+	// MinStaged is the resolved distribution gate; nil means every online node.
+	MinStaged *int
+	// Progress are the decoded progress/<svc> children (nodes downloading).
+	Progress []zklayout.Progress
 	// Current are the decoded current/<svc> registrations.
 	Current []zklayout.Current
 	// CurrentUnreadable are current/<svc> children whose payload could not be decoded: the
@@ -121,6 +125,17 @@ func DigestService(o Observation) Digest {
 		}
 	}
 	d := Digest{Artifact: o.Artifact, Malformed: o.Malformed, Complete: Complete(o.Target, o.Current, len(o.CurrentUnreadable), o.Staged, NeedOnline(o.MinAvailable, len(o.Selected)))}
+	st.StagedRequired = int32(len(o.Current) + len(o.CurrentUnreadable))
+	if o.MinStaged != nil {
+		st.StagedRequired = int32(*o.MinStaged)
+	}
+	for _, p := range o.Progress {
+		if p.Version == o.Target && p.Done < p.Total {
+			st.Downloading++
+			st.DownloadedBytes += p.Done
+			st.DownloadTotalBytes += p.Total
+		}
+	}
 	failures := append([]zklayout.Failure(nil), o.Failures...)
 	sort.Slice(failures, func(i, j int) bool { return failures[i].Node < failures[j].Node })
 	for _, f := range failures {

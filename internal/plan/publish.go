@@ -97,7 +97,7 @@ type Options struct {
 
 // Plan is the staging/<svc> payload for a service spec: minAvailable is the resolved quorum,
 // previous the version the service ran before (see PreviousVersion).
-func Plan(owner Owner, s v1alpha1.ServiceSpec, opts Options, minAvailable int, previous string, now time.Time) (zklayout.Plan, error) {
+func Plan(owner Owner, s v1alpha1.ServiceSpec, opts Options, minAvailable int, minStaged *int, previous string, now time.Time) (zklayout.Plan, error) {
 	sel, err := SelectorString(s.NodeSelector)
 	if err != nil {
 		return zklayout.Plan{}, fmt.Errorf("service %q: %w", s.Name, err)
@@ -116,6 +116,7 @@ func Plan(owner Owner, s v1alpha1.ServiceSpec, opts Options, minAvailable int, p
 		Version:         s.Version,
 		PreviousVersion: previous,
 		MinAvailable:    minAvailable,
+		MinStaged:       minStaged,
 		Selector:        sel,
 		DependsOn:       deps,
 		Paused:          opts.Paused,
@@ -130,8 +131,10 @@ func SamePlan(a, b zklayout.Plan) bool {
 	return a.Deploy == b.Deploy && a.DeployUID == b.DeployUID && a.Service == b.Service &&
 		a.Version == b.Version && a.PreviousVersion == b.PreviousVersion && a.MinAvailable == b.MinAvailable &&
 		a.Selector == b.Selector && slices.Equal(a.DependsOn, b.DependsOn) && a.Paused == b.Paused &&
-		a.FailurePolicy == b.FailurePolicy
+		a.FailurePolicy == b.FailurePolicy && ptrEqual(a.MinStaged, b.MinStaged)
 }
+
+func ptrEqual(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
 // PreviousVersion is the version a new plan for target replaces: the old plan's version when
 // there was one (its own PreviousVersion when the version did not change); otherwise the most

@@ -87,7 +87,10 @@ type Plan struct {
 	// MinAvailable is the quorum resolved to a node count.
 	MinAvailable int `json:"minAvailable"`
 	// Selector is a label selector in kubectl's string form; empty selects every node.
-	Selector      string    `json:"selector,omitempty"`
+	Selector string `json:"selector,omitempty"`
+	// MinStaged is how many nodes must have the version staged (or run it) before any node stops
+	// for it; nil means every online node.
+	MinStaged     *int      `json:"minStaged,omitempty"`
 	DependsOn     []string  `json:"dependsOn,omitempty"`
 	Paused        bool      `json:"paused,omitempty"`
 	FailurePolicy string    `json:"failurePolicy"`
