@@ -78,9 +78,9 @@ func (w *worker) run(root, ctx context.Context) {
 
 // waiting logs why the worker waits (once per reason) and returns errWait.
 func (w *worker) waiting(reason string, kv ...any) error {
-	if reason != w.lastWait {
+	if key := reason + fmt.Sprint(kv...); key != w.lastWait {
 		w.log.Info("waiting: "+reason, kv...)
-		w.lastWait = reason
+		w.lastWait = key
 	}
 	return errWait
 }
@@ -128,6 +128,19 @@ func (w *worker) get(ctx context.Context, p string) ([]byte, zkclient.Stat, erro
 		}
 		return nil, zkclient.Stat{}, err
 	}
+	if err == nil {
+		w.armed["get:"+p] = wt
+	}
+	return data, st, err
+}
+
+// getExisting reads p and keeps a data watch on it; a missing p arms nothing (it is not coming
+// back: sequential staging children are never re-created).
+func (w *worker) getExisting(ctx context.Context, p string) ([]byte, zkclient.Stat, error) {
+	if _, ok := w.armed["get:"+p]; ok {
+		return w.zk.Get(ctx, p)
+	}
+	data, st, wt, err := w.zk.GetW(ctx, p)
 	if err == nil {
 		w.armed["get:"+p] = wt
 	}
@@ -221,7 +234,9 @@ func (w *worker) step(root, ctx context.Context) error {
 		return err
 	}
 	if !turn {
-		return errWait
+		// Every waiting case armed a watch and returned errWait; false without an error means
+		// the queue changed under the read: look again at once.
+		return nil
 	}
 	// Read failures after the queue: a failing node records its failure before leaving the
 	// queue, so having seen it leave, this read sees the failure.
@@ -592,7 +607,7 @@ func (w *worker) myTurn(ctx context.Context, child string) (bool, error) {
 	}
 	// Upgrading members form a prefix of the queue, so an upgrading predecessor means every
 	// member ahead is upgrading: this node is the first waiter.
-	pdata, _, err := w.get(ctx, w.l.StagingChild(w.svc, pred))
+	pdata, _, err := w.getExisting(ctx, w.l.StagingChild(w.svc, pred))
 	if errors.Is(err, zkclient.ErrNoNode) {
 		return false, nil
 	}
