@@ -17,6 +17,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
+	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
 	"github.com/rollkeeper/rollkeeper/nodeagent/store"
 )
 
@@ -35,6 +36,10 @@ type Config struct {
 	// Store holds installed versions.
 	Store  *store.Store
 	Logger logr.Logger
+	// Pinner, if set, keeps the live version in the page cache while a new one downloads, and
+	// the new version pinned from staging until it has been healthy for PinHold.
+	Pinner  *pagecache.Pinner
+	PinHold time.Duration
 	// RetryInterval is the first pause after an error (doubling up to MaxRetryInterval).
 	RetryInterval    time.Duration
 	MaxRetryInterval time.Duration

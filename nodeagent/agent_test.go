@@ -23,6 +23,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/nodeagent"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
+	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
 	"github.com/rollkeeper/rollkeeper/nodeagent/store"
 	"github.com/rollkeeper/rollkeeper/test/zkserver"
 )
@@ -122,6 +123,12 @@ type env struct {
 	// fetcherFor picks a node's fetcher (default: HTTP); minStaged goes into published plans.
 	fetcherFor func(node string) fetch.Fetcher
 	minStaged  *int
+	// pinner is shared by the agents (one machine); bodies overrides artifact contents by
+	// "<svc>-<version>"; paused publishes paused plans; stateDirs are the agents' stores.
+	pinner    *pagecache.Pinner
+	bodies    map[string][]byte
+	paused    bool
+	stateDirs map[string]string
 }
 
 type testAgent struct {
@@ -137,7 +144,8 @@ func newEnv(t *testing.T) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	root := "/" + strings.NewReplacer("/", "-", "_", "-").Replace(strings.ToLower(t.Name()))
-	e := &env{t: t, ctx: ctx, layout: zklayout.MustNew(root), files: map[string][]byte{}, av: newAvailability()}
+	e := &env{t: t, ctx: ctx, layout: zklayout.MustNew(root), files: map[string][]byte{}, av: newAvailability(),
+		bodies: map[string][]byte{}, stateDirs: map[string]string{}}
 	e.zk = dial(t, ctx, testr.New(t))
 	for _, p := range e.layout.Bases() {
 		must(t, e.zk.EnsurePath(ctx, p))
@@ -177,7 +185,10 @@ func must(t *testing.T, err error) {
 // publish writes what the operator writes for one service version: release, plan, deploy entry.
 func (e *env) publish(svc, version, previous string, minAvailable int, policy string, hc *zklayout.HealthCheck) {
 	t := e.t
-	body := []byte("artifact " + svc + " " + version)
+	body, ok := e.bodies[svc+"-"+version]
+	if !ok {
+		body = []byte("artifact " + svc + " " + version)
+	}
 	sum := sha256.Sum256(body)
 	e.files["/"+svc+"-"+version] = body
 	rel, err := zklayout.Encode(&zklayout.Release{Service: svc, Version: version,
@@ -193,7 +204,7 @@ func (e *env) publish(svc, version, previous string, minAvailable int, policy st
 	_, err = e.zk.Create(e.ctx, e.layout.DeployPrefix(svc), entry, zkclient.PersistentSequential)
 	must(t, err)
 	plan, err := zklayout.Encode(&zklayout.Plan{Deploy: "test", DeployUID: "uid", Service: svc, Version: version,
-		PreviousVersion: previous, MinAvailable: minAvailable, MinStaged: e.minStaged, FailurePolicy: policy})
+		PreviousVersion: previous, MinAvailable: minAvailable, MinStaged: e.minStaged, Paused: e.paused, FailurePolicy: policy})
 	must(t, err)
 	if _, err := e.zk.Set(e.ctx, e.layout.StagingService(svc), plan, -1); errors.Is(err, zkclient.ErrNoNode) {
 		_, err = e.zk.Create(e.ctx, e.layout.StagingService(svc), plan, zkclient.Persistent)
@@ -220,11 +231,12 @@ func (e *env) startAgent(name string) *testAgent {
 	if e.fetcherFor != nil {
 		f = e.fetcherFor(name)
 	}
-	st, err := store.New(filepath.Join(t.TempDir(), name), f)
+	e.stateDirs[name] = filepath.Join(t.TempDir(), name)
+	st, err := store.New(e.stateDirs[name], f)
 	must(t, err)
 	be := countingBackend{Memory: backend.NewMemory(), av: e.av, startup: 100 * time.Millisecond}
 	a, err := nodeagent.New(nodeagent.Config{Node: name, Address: "127.0.0.1", Layout: e.layout, ZK: zk,
-		Backend: be, Store: st, Logger: log, RetryInterval: 50 * time.Millisecond, MaxRetryInterval: time.Second})
+		Backend: be, Store: st, Logger: log, Pinner: e.pinner, PinHold: time.Minute, RetryInterval: 50 * time.Millisecond, MaxRetryInterval: time.Second})
 	must(t, err)
 	ctx, cancel := context.WithCancel(e.ctx)
 	ta := &testAgent{name: name, zk: zk, be: be, cancel: cancel, done: make(chan struct{})}

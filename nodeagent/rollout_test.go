@@ -1,15 +1,20 @@
 package nodeagent_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
+
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
+	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
 )
 
 func failingCheck(script string) *zklayout.HealthCheck {
@@ -218,4 +223,47 @@ func TestDistributionGate(t *testing.T) {
 	}
 	gate.open.Store(true)
 	e.waitFor("all on v2", 2*time.Minute, func() bool { return allOn(e.versions("a"), 3, "v2") && len(e.deployQueue()) == 0 })
+}
+
+// The staged version is pre-warmed and pinned: fully resident (mincore) and still resident
+// after the kernel is asked to drop it, with the pinned bytes reported in the staging entry.
+func TestStagedVersionPinnedInPageCache(t *testing.T) {
+	e := newEnv(t)
+	e.pinner = pagecache.New(64<<20, testr.New(t))
+	t.Cleanup(func() { _ = e.pinner.Close() })
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.startAgents(2)
+	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), 2, "v1") && len(e.deployQueue()) == 0 })
+
+	// A 4 MiB v2 that stays staged: the plan is paused.
+	e.bodies["a-v2"] = bytes.Repeat([]byte("rollkeeper page cache "), 4<<20/22)
+	e.paused = true
+	e.publish("a", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
+	var staged zklayout.Staged
+	e.waitFor("both nodes staged with pinned bytes", time.Minute, func() bool {
+		names, _, err := e.zk.Children(e.ctx, e.layout.StagingService("a"))
+		if err != nil || len(names) != 2 {
+			return false
+		}
+		for _, n := range names {
+			data, _, err := e.zk.Get(e.ctx, e.layout.StagingChild("a", n))
+			if err != nil || zklayout.Decode(data, &staged) != nil || staged.PinnedBytes == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	files, _ := filepath.Glob(filepath.Join(e.stateDirs["node-01"], "a", "versions", "v2", "*"))
+	if len(files) != 1 {
+		t.Fatalf("staged files: %v", files)
+	}
+	if err := pagecache.Drop(files[0]); err != nil {
+		t.Fatal(err)
+	}
+	resident, total, err := pagecache.Resident(files[0])
+	must(t, err)
+	t.Logf("staged v2: %d of %d bytes resident after DONTNEED; %d bytes pinned on the node", resident, total, staged.PinnedBytes)
+	if resident != total {
+		t.Fatalf("pinned staged version was evicted: %d of %d bytes resident", resident, total)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/health"
+	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
 	"github.com/rollkeeper/rollkeeper/nodeagent/quorum"
 )
 
@@ -38,6 +39,12 @@ type worker struct {
 	retryAt time.Time
 	// lastWait remembers why the worker last waited, to log transitions only.
 	lastWait string
+	// warm is the staged version pre-warmed and pinned in the page cache (zero: none).
+	warm pagecache.Pinned
+	// warmVersion is the version warm holds.
+	warmVersion string
+	// lockWarned is set once the node said it cannot lock memory.
+	lockWarned bool
 }
 
 func newWorker(a *Agent, svc string) *worker {
@@ -212,7 +219,16 @@ func (w *worker) step(root, ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := w.a.cfg.Store.Ensure(ctx, rel); err != nil {
+	if w.warmVersion != "" && w.warmVersion != target {
+		w.unwarm()
+	}
+	if !w.a.cfg.Store.Has(w.svc, target) {
+		// Keep the live version's pages while the download streams through the page cache.
+		live := w.pin(ctx, w.a.cfg.Store.CurrentLink(w.svc))
+		err = w.a.cfg.Store.Ensure(ctx, rel)
+		w.unpin(live)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -222,6 +238,7 @@ func (w *worker) step(root, ctx context.Context) error {
 	}
 	w.clearArtifactFailure(ctx)
 
+	w.prewarm(ctx, target)
 	child, err := w.ensureStaged(ctx, target)
 	if err != nil {
 		return err
@@ -557,7 +574,8 @@ func (w *worker) ensureStaged(ctx context.Context, target string) (string, error
 	if keep != "" {
 		return keep, nil
 	}
-	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: target, State: zklayout.StagedReady, Since: time.Now().UTC()})
+	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: target, State: zklayout.StagedReady,
+		PinnedBytes: w.warm.Bytes, Since: time.Now().UTC()})
 	if err != nil {
 		return "", err
 	}
@@ -702,12 +720,14 @@ func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from,
 			return err
 		}
 		w.log.Info("upgraded", "version", to)
+		w.holdWarm(root, to)
 		if err := cfg.Store.Prune(w.svc); err != nil {
 			w.log.Error(err, "prune old versions")
 		}
 		return nil
 	}
 	w.log.Error(herr, "new version unhealthy; rolling back", "from", from, "to", to)
+	w.unwarm()
 	_ = cfg.Backend.Stop(root, w.svc)
 	w.recordFailure(root, to, zklayout.FailureHealthCheck, herr)
 	if err := cfg.Store.Switch(w.svc, from); err != nil {
@@ -823,6 +843,63 @@ func (w *worker) completeIfDone(ctx context.Context, plan *zklayout.Plan) error 
 		}
 	}
 	return nil
+}
+
+// pin locks dir's files in the page cache within the node's budget; the zero Pinned when
+// pinning is off or impossible (said once: the node goes on unpinned).
+func (w *worker) pin(ctx context.Context, dir string) pagecache.Pinned {
+	p := w.a.cfg.Pinner
+	if p == nil {
+		return pagecache.Pinned{}
+	}
+	pinned, err := p.Pin(ctx, dir)
+	switch {
+	case errors.Is(err, pagecache.ErrNoLockCapability):
+		if !w.lockWarned {
+			w.log.Info("cannot lock memory (needs CAP_IPC_LOCK); going on without pinning the page cache", "err", err.Error())
+			w.lockWarned = true
+		}
+	case err != nil:
+		w.log.Error(err, "pin page cache", "dir", dir)
+	}
+	return pinned
+}
+
+func (w *worker) unpin(p pagecache.Pinned) {
+	if w.a.cfg.Pinner != nil {
+		w.a.cfg.Pinner.Unpin(p)
+	}
+}
+
+// prewarm reads the staged version into the page cache and pins it, once per version, so it
+// starts hot after the switch.
+func (w *worker) prewarm(ctx context.Context, version string) {
+	if w.a.cfg.Pinner == nil || w.warmVersion == version {
+		return
+	}
+	w.unwarm()
+	dir := w.a.cfg.Store.VersionDir(w.svc, version)
+	if _, err := pagecache.Prewarm(ctx, dir, pagecache.DefaultPrewarmChunk); err != nil {
+		w.log.Error(err, "prewarm staged version", "version", version)
+	}
+	w.warm, w.warmVersion = w.pin(ctx, dir), version
+	w.log.V(1).Info("staged version pre-warmed", "version", version, "pinnedBytes", w.warm.Bytes)
+}
+
+func (w *worker) unwarm() {
+	w.unpin(w.warm)
+	w.warm, w.warmVersion = pagecache.Pinned{}, ""
+}
+
+// holdWarm keeps the new version pinned until it has been healthy for PinHold, then lets the
+// page cache manage it again. The hold ends early with the agent (ctx).
+func (w *worker) holdWarm(ctx context.Context, version string) {
+	if w.a.cfg.Pinner == nil || w.warmVersion != version {
+		return
+	}
+	pinned, pinner, hold := w.warm, w.a.cfg.Pinner, w.a.cfg.PinHold
+	w.warm, w.warmVersion = pagecache.Pinned{}, ""
+	go func() { _ = pinner.HoldFor(ctx, pinned, hold) }()
 }
 
 // expand replaces $(NAME) references to known variables; unknown references stay as written.

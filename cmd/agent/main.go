@@ -30,6 +30,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/nodeagent"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
+	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
 	"github.com/rollkeeper/rollkeeper/nodeagent/store"
 )
 
@@ -38,6 +39,8 @@ type options struct {
 	zkServers, zkRoot, zkAuth         string
 	zkSessionTimeout                  time.Duration
 	stateDir, backend, healthAddr     string
+	pinBudget                         int64
+	pinHold                           time.Duration
 }
 
 func main() {
@@ -54,6 +57,8 @@ func main() {
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rollkeeper", "directory for versions, logs and cached labels")
 	fs.StringVar(&o.backend, "backend", "exec", "host service backend: exec")
 	fs.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz (empty: off)")
+	fs.Int64Var(&o.pinBudget, "pin-budget", 512<<20, "bytes of page cache the agent may lock (live version during downloads, staged version until healthy); 0: off")
+	fs.DurationVar(&o.pinHold, "pin-hold", 5*time.Minute, "how long a new version stays pinned after it became healthy")
 	zopts := zap.Options{Development: false}
 	zopts.BindFlags(fs)
 	flag.Parse()
@@ -134,8 +139,10 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	pinner := pagecache.New(o.pinBudget, log.WithName("pagecache"))
+	defer pinner.Close()
 	agent, err := nodeagent.New(nodeagent.Config{Node: o.node, Address: o.address, Labels: labels,
-		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log})
+		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold})
 	if err != nil {
 		return err
 	}

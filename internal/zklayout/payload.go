@@ -114,6 +114,8 @@ type Staged struct {
 	Version string    `json:"version"`
 	State   string    `json:"state"`
 	Since   time.Time `json:"since"`
+	// PinnedBytes is how much of the staged version the node holds locked in its page cache.
+	PinnedBytes int64 `json:"pinnedBytes,omitempty"`
 }
 
 func (s *Staged) validate() error {

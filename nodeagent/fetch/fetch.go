@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
 )
 
 // ErrDigestMismatch means the downloaded bytes do not match the artifact's sha256.
@@ -64,9 +65,19 @@ func (h *HTTP) Fetch(ctx context.Context, rel *zklayout.Release, dest string) er
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", a.URL, err)
 	}
+	// Drop the download from the page cache as it lands, so it does not evict the live
+	// version's hot pages.
+	out, err := pagecache.DropBehind(tmp)
+	if err != nil {
+		body.Close()
+		return fmt.Errorf("fetch %s: %w", a.URL, err)
+	}
 	sum := sha256.New()
-	_, err = io.Copy(io.MultiWriter(tmp, sum), body)
+	_, err = io.Copy(io.MultiWriter(out, sum), body)
 	body.Close()
+	if err == nil {
+		err = out.Flush()
+	}
 	if err != nil {
 		return fmt.Errorf("fetch %s: download: %w", a.URL, err)
 	}

@@ -39,6 +39,9 @@ func (s *Store) ServiceDir(svc string) string { return filepath.Join(s.dir, svc)
 // CurrentLink is the stable path of the running version's directory.
 func (s *Store) CurrentLink(svc string) string { return filepath.Join(s.ServiceDir(svc), "current") }
 
+// VersionDir is where version v of svc is (or would be) installed.
+func (s *Store) VersionDir(svc, v string) string { return s.versionDir(svc, v) }
+
 func (s *Store) versionDir(svc, v string) string {
 	return filepath.Join(s.ServiceDir(svc), "versions", v)
 }
