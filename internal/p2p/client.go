@@ -1,0 +1,377 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	g "github.com/anacrolix/generics"
+	alog "github.com/anacrolix/log"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/mse"
+	"github.com/anacrolix/torrent/storage"
+	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
+
+	"github.com/rollkeeper/rollkeeper/internal/p2p/classicio"
+)
+
+// Config configures a Client. The zero value of every field is usable except DataDir.
+type Config struct {
+	// DataDir holds the client's piece-completion database (CompletionDBName). Only one Client
+	// at a time may use a DataDir.
+	DataDir string
+	// ListenHost is the IP address to listen on for peer connections ("" = all IPv4
+	// addresses). When it is a specific IP, outgoing peer connections are bound to it too, so
+	// peers see one address per client (the library bans misbehaving peers by IP).
+	ListenHost string
+	// ListenPort is the TCP port; 0 picks a free one (see Client.ListenPort).
+	ListenPort int
+	// UploadRate and DownloadRate limit peer traffic in bytes/s; 0 means unlimited.
+	UploadRate, DownloadRate int64
+	// Logger receives this package's and the library's messages (see LibraryErrorV).
+	Logger logr.Logger
+}
+
+// CompletionDBName is the bolt database in Config.DataDir recording verified pieces per info
+// hash.
+const CompletionDBName = ".torrent.bolt.db"
+
+// Errors.
+var (
+	ErrMismatch   = errors.New("local file does not match the metainfo")
+	ErrDuplicate  = errors.New("torrent already added to this client")
+	ErrDropped    = errors.New("torrent dropped")
+	ErrMmapFileIO = errors.New(classicio.EnvVar + "=mmap is set: torrent data would be mmapped (RSS ≈ file size)")
+)
+
+// FileIO reports the file I/O the torrent library uses in this process: "classic" unless the
+// environment explicitly asked for "mmap" (see package classicio).
+func FileIO() string { return classicio.Effective }
+
+// EnsureClassicFileIO returns nil when the library uses classic file I/O, as it does unless
+// TORRENT_STORAGE_DEFAULT_FILE_IO=mmap was set explicitly in the environment, in which case it
+// returns ErrMmapFileIO. No re-exec is needed: importing this package sets the variable before
+// the library reads it (package classicio). A main can call it first thing to refuse mmap.
+func EnsureClassicFileIO() error {
+	if FileIO() != "classic" {
+		return ErrMmapFileIO
+	}
+	return nil
+}
+
+// Client is one BitTorrent client (one listening port, one completion database). Create one per
+// process with New and Close it when done.
+type Client struct {
+	cl         *torrent.Client
+	completion storage.PieceCompletion
+	slogger    *slog.Logger
+	log        logr.Logger
+	listenHost string
+
+	mu       sync.Mutex
+	torrents map[string]*Torrent // by info hash hex
+}
+
+// limiter returns a rate limiter for bytesPerSec (nil when 0 = unlimited). Burst 0 lets the
+// library pick one that fits a chunk (upload) or read buffer (download, at least 1 MiB).
+//
+// Unlimited must be nil, not rate.Inf: v1.61.0 turns a zero burst on an Inf download limiter
+// into int(float64(MaxInt)), which overflows to a negative burst; Tokens() is then negative and
+// the client refuses every connection ("don't want conns right now").
+func limiter(bytesPerSec int64) *rate.Limiter {
+	if bytesPerSec <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(bytesPerSec), 0)
+}
+
+// New starts a Client: TCP only on ListenHost:ListenPort, no DHT, trackers, PEX, uTP, UPnP,
+// WebTorrent or IPv6 (unless ListenHost is IPv6); peers come only from Torrent.AddPeers and the
+// metainfo's web seeds.
+func New(cfg Config) (*Client, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("p2p: Config.DataDir is required")
+	}
+	if cfg.ListenPort < 0 || cfg.ListenPort > 65535 {
+		return nil, fmt.Errorf("p2p: listen port %d out of range", cfg.ListenPort)
+	}
+	var listenIP netip.Addr
+	if cfg.ListenHost != "" {
+		var err error
+		if listenIP, err = netip.ParseAddr(cfg.ListenHost); err != nil {
+			return nil, fmt.Errorf("p2p: listen host must be an IP address: %w", err)
+		}
+	}
+	ipv6 := listenIP.IsValid() && listenIP.Is6() && !listenIP.Is4In6()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("p2p: %w", err)
+	}
+	bolt, err := storage.NewBoltPieceCompletion(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: opening %s in %s (in use by another client?): %w", CompletionDBName, cfg.DataDir, err)
+	}
+	completion := completionStore{bolt}
+	logger := cfg.Logger.WithName("p2p")
+	slogger := slog.New(newLevelHandler(logger.WithName("torrent")))
+
+	tc := torrent.NewDefaultClientConfig()
+	// Storage: per-torrent file storage is passed to AddTorrentOpt; this default is never used
+	// by our torrents but keeps the library from opening its own completion database.
+	tc.DataDir = cfg.DataDir
+	tc.DefaultStorage = storage.NewFileOpts(storage.NewFileClientOpts{
+		ClientBaseDir:   cfg.DataDir,
+		PieceCompletion: completion,
+		UsePartFiles:    g.Some(false),
+		Logger:          slogger,
+	})
+	// Listening and dialing: TCP only, explicit address.
+	host := cfg.ListenHost
+	tc.ListenHost = func(string) string { return host }
+	tc.ListenPort = cfg.ListenPort
+	tc.DisableTCP = false
+	tc.DisableUTP = true
+	tc.DisableIPv6 = !ipv6
+	tc.DisableIPv4 = ipv6
+	tc.DisableIPv4Peers = ipv6
+	tc.AcceptPeerConnections = true
+	// With a specific listen IP we add our own dialer bound to it (below).
+	tc.DialForPeerConns = !listenIP.IsValid() || listenIP.IsUnspecified()
+	tc.DisableAcceptRateLimiting = true
+	tc.PublicIp4, tc.PublicIp6 = nil, nil
+	// Peer discovery: only what the caller adds.
+	tc.NoDHT = true
+	tc.PeriodicallyAnnounceTorrentsToDht = false
+	tc.DhtStartingNodes = nil
+	tc.DisableTrackers = true
+	tc.DisablePEX = true
+	tc.NoDefaultPortForwarding = true
+	tc.DisableWebtorrent = true
+	tc.DisableWebseeds = false
+	// Uploading: seed completed torrents to anyone who asks.
+	tc.Seed = true
+	tc.NoUpload = false
+	tc.DropMutuallyCompletePeers = true
+	tc.UploadRateLimiter = limiter(cfg.UploadRate)
+	if tc.UploadRateLimiter == nil {
+		// The library dereferences the upload limiter; Inf is safe there (burst 0 becomes
+		// MaxAllocPeerRequestDataPerConn).
+		tc.UploadRateLimiter = rate.NewLimiter(rate.Inf, 0)
+	}
+	tc.DownloadRateLimiter = limiter(cfg.DownloadRate)
+	// Trusted network: plaintext handshakes (no RC4 cost), obfuscated ones still accepted.
+	tc.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: false}
+	tc.CryptoProvides = mse.AllSupportedCrypto
+	// Web seeds: the library's own transport, proxies from the environment.
+	tc.WebTransport = nil
+	tc.HTTPProxy = http.ProxyFromEnvironment
+	tc.HTTPUserAgent = "rollkeeper"
+	// Logging.
+	tc.Debug = false
+	tc.Slogger = slogger
+	tc.Logger = alog.Logger{} // zero: the library points it at Slogger
+
+	cl, err := torrent.NewClient(tc)
+	if err != nil {
+		completion.Close()
+		return nil, fmt.Errorf("p2p: starting torrent client: %w", err)
+	}
+	if !tc.DialForPeerConns {
+		network := "tcp4"
+		if ipv6 {
+			network = "tcp6"
+		}
+		cl.AddDialer(torrent.NetworkDialer{
+			Network: network,
+			Dialer: &net.Dialer{
+				LocalAddr: &net.TCPAddr{IP: listenIP.AsSlice()},
+				// BitTorrent connections manage their own keep-alives.
+				KeepAlive: -1,
+			},
+		})
+	}
+	c := &Client{
+		cl:         cl,
+		completion: completion,
+		slogger:    slogger,
+		log:        logger,
+		listenHost: host,
+		torrents:   map[string]*Torrent{},
+	}
+	logger.V(1).Info("torrent client started", "addr", c.Addr(), "dataDir", cfg.DataDir, "fileIO", FileIO(),
+		"uploadRate", cfg.UploadRate, "downloadRate", cfg.DownloadRate)
+	return c, nil
+}
+
+// Close drops every torrent, stops the client and closes the completion database.
+func (c *Client) Close() error {
+	errs := c.cl.Close()
+	errs = append(errs, c.completion.Close())
+	return errors.Join(errs...)
+}
+
+// ListenPort is the TCP port the client accepts peers on.
+func (c *Client) ListenPort() int { return c.cl.LocalPort() }
+
+// Addr is the host:port peers should dial (ListenHost, or 127.0.0.1 if it was unspecified).
+func (c *Client) Addr() string {
+	host := c.listenHost
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(c.ListenPort()))
+}
+
+// Seed serves a complete local file. All pieces are hashed first; if the file does not match
+// mi, the torrent is dropped and the error wraps ErrMismatch.
+func (c *Client) Seed(ctx context.Context, mi MetaInfo, file string) (*Torrent, error) {
+	if err := mi.valid(); err != nil {
+		return nil, err
+	}
+	file, err := filepath.Abs(file)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("seed %s: %w", mi.Name, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() != mi.Size {
+		return nil, fmt.Errorf("seed %s: %s has %d bytes, want %d: %w", mi.Name, file, fi.Size(), mi.Size, ErrMismatch)
+	}
+	// In-memory completion: every piece starts unknown, so the library hashes all of them.
+	st := c.fileStorage(filepath.Dir(file), filepath.Base(file), storage.NewMapPieceCompletion())
+	t, err := c.add(mi, st, file, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.waitVerified(ctx); err != nil {
+		t.Drop()
+		return nil, fmt.Errorf("seed %s: %w", mi.Name, err)
+	}
+	c.log.V(1).Info("seeding", "name", mi.Name, "infoHash", mi.InfoHash, "file", file)
+	return t, nil
+}
+
+// Download fetches mi into dir/mi.Name (see Torrent.Path) from the peers given to
+// Torrent.AddPeers and from mi's web seeds; Torrent.Wait returns when every piece is verified.
+// Pieces verified earlier by any Client with the same DataDir are kept (resume) as long as the
+// file is still there; pieces of unknown state found in the file are hashed. After completion the
+// torrent keeps seeding until dropped. ctx bounds this call only; stop a download with Drop.
+func (c *Client) Download(ctx context.Context, mi MetaInfo, dir string) (*Torrent, error) {
+	if err := mi.valid(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("download %s: %w", mi.Name, err)
+	}
+	path := filepath.Join(dir, mi.Name)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		// Completion records without their data (file removed): forget them, or the library
+		// would trust them until its size check.
+		if err := c.forget(mi); err != nil {
+			return nil, fmt.Errorf("download %s: %w", mi.Name, err)
+		}
+	}
+	t, err := c.add(mi, c.fileStorage(dir, mi.Name, c.completion), path, true)
+	if err != nil {
+		return nil, err
+	}
+	t.t.DownloadAll()
+	c.log.V(1).Info("downloading", "name", mi.Name, "infoHash", mi.InfoHash, "file", path)
+	return t, nil
+}
+
+// Forget deletes what the completion database knows about mi's pieces, so that the next
+// Download hashes whatever data it finds instead of trusting earlier verification. Use it when
+// a finished file fails its end-to-end check (e.g. sha256), before downloading again. mi must
+// not be in the client.
+func (c *Client) Forget(mi MetaInfo) error {
+	if err := mi.valid(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	_, busy := c.torrents[mi.InfoHash]
+	c.mu.Unlock()
+	if busy {
+		return fmt.Errorf("forget %s: %w", mi.Name, ErrDuplicate)
+	}
+	return c.forget(mi)
+}
+
+func (c *Client) forget(mi MetaInfo) error {
+	for i := range mi.NumPieces {
+		if err := c.completion.Set(metainfo.PieceKey{InfoHash: mi.hash, Index: i}, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fileStorage stores the torrent's single file at dir/name, written in place (no .part file,
+// so resume relies on the completion store).
+func (c *Client) fileStorage(dir, name string, pc storage.PieceCompletion) storage.ClientImpl {
+	return fixShortWrite{storage.NewFileOpts(storage.NewFileClientOpts{
+		ClientBaseDir: dir,
+		TorrentDirMaker: func(baseDir string, _ *metainfo.Info, _ metainfo.Hash) string {
+			return baseDir
+		},
+		FilePathMaker: func(storage.FilePathMakerOpts) string {
+			return name
+		},
+		PieceCompletion: pc,
+		UsePartFiles:    g.Some(false),
+		Logger:          c.slogger,
+	})}
+}
+
+func (c *Client) add(mi MetaInfo, st storage.ClientImpl, path string, download bool) (*Torrent, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.torrents[mi.InfoHash]; ok {
+		return nil, fmt.Errorf("%s (%s): %w", mi.Name, mi.InfoHash, ErrDuplicate)
+	}
+	tt, isNew := c.cl.AddTorrentOpt(torrent.AddTorrentOpts{
+		InfoHash:  mi.hash,
+		Storage:   st,
+		InfoBytes: mi.rawInfo,
+	})
+	if !isNew {
+		return nil, fmt.Errorf("%s (%s): %w", mi.Name, mi.InfoHash, ErrDuplicate)
+	}
+	t := newTorrent(c, tt, mi, path, download)
+	if len(mi.WebSeeds) > 0 {
+		tt.AddWebSeeds(mi.WebSeeds)
+	}
+	c.torrents[mi.InfoHash] = t
+	return t, nil
+}
+
+func (c *Client) remove(t *Torrent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.torrents[t.mi.InfoHash] == t {
+		delete(c.torrents, t.mi.InfoHash)
+	}
+}
+
+// pollInterval bounds how stale a wait's view of library state can get when the library offers
+// no signal for the condition.
+const pollInterval = 50 * time.Millisecond

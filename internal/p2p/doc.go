@@ -1,0 +1,65 @@
+// Package p2p distributes artifacts peer to peer with BitTorrent (github.com/anacrolix/torrent
+// v1.61.0, TCP only). It knows nothing about ZooKeeper: callers publish the metainfo bytes and
+// peer addresses themselves (the agent uses ZooKeeper as the tracker).
+//
+// # API
+//
+//	BuildMetaInfo(ctx, path, name, webSeeds) (MetaInfo, error)  // hash a file; piece length from PieceLength(size)
+//	ParseMetaInfo(b []byte) (MetaInfo, error)                    // validate received .torrent bytes
+//	New(Config) (*Client, error); (*Client).Close() error         // one client per process
+//	(*Client).ListenPort() int; (*Client).Addr() string
+//	(*Client).Seed(ctx, mi, file) (*Torrent, error)              // hash-check a complete local file, then serve it
+//	(*Client).Download(ctx, mi, dir) (*Torrent, error)           // fetch into dir/mi.Name, resuming
+//	(*Client).Forget(mi) error                                   // discard recorded piece completion
+//	(*Torrent).AddPeers([]Peer) error; (*Torrent).Wait(ctx) error; (*Torrent).Drop()
+//	(*Torrent).Path() string; (*Torrent).Progress() Progress; (*Torrent).Stats() Stats
+//	FileIO() string; EnsureClassicFileIO() error
+//
+// MetaInfo describes one file (BitTorrent v1, single file, deterministic bytes, optional BEP 19
+// web seeds such as the origin URL). Piece lengths are powers of two from 16 KiB to 16 MiB,
+// chosen for at most TargetMaxPieces (2048) pieces.
+//
+// # Client configuration
+//
+// New starts from torrent.NewDefaultClientConfig and sets every relevant field: listen on
+// Config.ListenHost:ListenPort, TCP only (no uTP), IPv6 only if ListenHost is IPv6; no DHT, no
+// trackers, no PEX, no UPnP/NAT-PMP, no WebTorrent; web seeds on; plaintext handshakes
+// preferred; Seed on (completed torrents upload to anyone); upload and download rate limits
+// (0 = unlimited). Peers come only from Torrent.AddPeers and the web seeds. When ListenHost is a
+// specific IP, outgoing connections are bound to it as well: the library bans misbehaving peers
+// by IP, so several clients on one machine need distinct IPs (127.0.0.N on loopback) or one bad
+// client gets all of them banned.
+//
+// # Storage, completion and resume
+//
+// Data is written in place with the library's file storage (no .part files): a download goes to
+// dir/mi.Name, a seed reads the given file. Which pieces are verified is recorded per info hash
+// in a bolt database, Config.DataDir/.torrent.bolt.db (pure Go; the library's default, sqlite,
+// needs cgo). A new Client on the same DataDir resumes a download in the same dir: recorded
+// pieces are trusted if the file is long enough, pieces of unknown state are hashed, only the
+// rest is fetched. If the file is gone, Download forgets the records first. Only one Client may
+// open a DataDir at a time. Seeding uses in-memory completion and hashes the whole file before
+// Seed returns. The library fsyncs nothing per piece here (see completionStore); Wait fsyncs the
+// finished file once. Callers should still check the finished file's sha256 and call Forget
+// before retrying if it does not match.
+//
+// # Classic file I/O
+//
+// The library mmaps data files unless TORRENT_STORAGE_DEFAULT_FILE_IO=classic is in the
+// environment when its storage package initialises (storage/file-io-mmap.go, init). Importing
+// this package sets it (package classicio, initialised before the library by Go's package
+// initialisation order), unless the environment explicitly says "mmap". FileIO reports the mode;
+// EnsureClassicFileIO returns ErrMmapFileIO for "mmap" so a main can refuse to start.
+//
+// # Logging
+//
+// The library logs through log/slog into Config.Logger, at V(LibraryErrorV=2) for its errors up
+// to V(LibraryDebugV=6) for debug messages: quiet at the default verbosity. This package logs
+// client start, seeding and downloading at V(1). Errors that matter are returned: Wait returns
+// chunk write errors (e.g. ENOSPC) and ErrDropped.
+//
+// # Concurrency
+//
+// Every wait selects on its ctx. The package starts no goroutines of its own; the library's stop
+// on Torrent.Drop and Client.Close.
+package p2p
