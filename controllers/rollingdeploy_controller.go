@@ -33,6 +33,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/internal/plan"
+	"github.com/rollkeeper/rollkeeper/internal/seeder"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
@@ -53,6 +54,9 @@ type RollingDeployReconciler struct {
 	Layout   zklayout.Layout
 	// Resync is the requeue interval while a rollout is incomplete (0: DefaultResync).
 	Resync time.Duration
+	// Seeder, if set, publishes each target version as a torrent and seeds it until the
+	// service's rollout is complete (peer-to-peer distribution).
+	Seeder *seeder.Seeder
 
 	watcher *zkWatcher
 }
@@ -185,6 +189,7 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 		r.digest(s)
 		return ctrl.Result{RequeueAfter: r.resync()}, err
 	}
+	r.seed(s)
 	if err := r.publishPlans(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -543,6 +548,38 @@ func (r *RollingDeployReconciler) digest(s *scope) {
 	s.sum.paused = s.rd.Spec.Paused
 	s.sum.rollback = s.rd.Spec.FailurePolicy == v1alpha1.FailurePolicyRollback
 	s.sum.malformed = s.queueMalformed
+}
+
+// seed asks the seeder to publish every service's target version, and to stop seeding the
+// ones whose rollout is complete. A failure at the origin (unreachable, sha256 mismatch) is
+// reported like a node's artifact failure, from the node "origin".
+func (r *RollingDeployReconciler) seed(s *scope) {
+	if r.Seeder == nil {
+		return
+	}
+	for _, name := range s.order {
+		spec, st := s.specs[name], s.state[name]
+		if plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
+			plan.NeedOnline(s.minAvailable[name], len(s.selected[name]))) {
+			r.Seeder.Stop(name, spec.Version)
+			continue
+		}
+		rel := plan.Release(spec, time.Time{})
+		if _, err := r.Seeder.Ensure(&rel); err != nil && !errors.Is(err, seeder.ErrNotStarted) {
+			st.obs.Failures = append(st.obs.Failures, zklayout.Failure{Node: OriginNode, Version: spec.Version,
+				Kind: zklayout.FailureArtifact, Reason: err.Error()})
+		}
+	}
+}
+
+// OriginNode names the seeder in failure reports.
+const OriginNode = "origin"
+
+// ServiceChanged enqueues the RollingDeploys naming svc (the seeder's OnChange).
+func (r *RollingDeployReconciler) ServiceChanged(svc string) {
+	if r.watcher != nil {
+		r.watcher.Notify(svc)
+	}
 }
 
 // reconcileDelete removes what the RollingDeploy owns in ZooKeeper (its plans and their queues,

@@ -230,3 +230,14 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// Notify enqueues the RollingDeploys naming svc, from outside the watcher (the seeder). It does
+// nothing before Start or after it returned.
+func (w *zkWatcher) Notify(svc string) {
+	w.mu.Lock()
+	ctx := w.ctx
+	w.mu.Unlock()
+	if ctx != nil {
+		w.notify(ctx, svc)
+	}
+}

@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/rollkeeper/rollkeeper/internal/p2p"
+	"github.com/rollkeeper/rollkeeper/internal/tracker"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/nodeagent"
@@ -41,6 +43,10 @@ type options struct {
 	stateDir, backend, healthAddr     string
 	pinBudget                         int64
 	pinHold                           time.Duration
+	fetcher                           string
+	p2pPort                           int
+	uploadRate, downloadRate          int64
+	zoneLabel, rackLabel              string
 }
 
 func main() {
@@ -57,6 +63,12 @@ func main() {
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rollkeeper", "directory for versions, logs and cached labels")
 	fs.StringVar(&o.backend, "backend", "exec", "host service backend: exec")
 	fs.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz (empty: off)")
+	fs.StringVar(&o.fetcher, "fetcher", "p2p", "how artifacts are fetched: p2p (BitTorrent, ZooKeeper as tracker, origin as web seed) or http (straight from the origin)")
+	fs.IntVar(&o.p2pPort, "p2p-port", 6881, "TCP port for peer connections, on --node-address; 0 picks a free one")
+	fs.Int64Var(&o.uploadRate, "p2p-upload-rate", 0, "peer upload limit in bytes/s; 0: unlimited")
+	fs.Int64Var(&o.downloadRate, "p2p-download-rate", 0, "peer download limit in bytes/s; 0: unlimited")
+	fs.StringVar(&o.zoneLabel, "zone-label", "topology.kubernetes.io/zone", "node label naming the zone (peers in the same zone are preferred)")
+	fs.StringVar(&o.rackLabel, "rack-label", "topology.rollkeeper.io/rack", "node label naming the rack (peers in the same rack are preferred first)")
 	fs.Int64Var(&o.pinBudget, "pin-budget", 512<<20, "bytes of page cache the agent may lock (live version during downloads, staged version until healthy); 0: off")
 	fs.DurationVar(&o.pinHold, "pin-hold", 5*time.Minute, "how long a new version stays pinned after it became healthy")
 	zopts := zap.Options{Development: false}
@@ -135,7 +147,25 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 			log.Error(err, "stopping host services")
 		}
 	}()
-	st, err := store.New(filepath.Join(o.stateDir, "store"), fetch.NewHTTP())
+	var fetcher fetch.Fetcher = fetch.NewHTTP()
+	switch o.fetcher {
+	case "http":
+	case "p2p":
+		cl, err := p2p.New(p2p.Config{DataDir: filepath.Join(o.stateDir, "torrent"), ListenHost: o.address, ListenPort: o.p2pPort,
+			UploadRate: o.uploadRate, DownloadRate: o.downloadRate, Logger: log.WithName("p2p")})
+		if err != nil {
+			return fmt.Errorf("torrent client on %s:%d (--node-address, --p2p-port): %w", o.address, o.p2pPort, err)
+		}
+		defer cl.Close()
+		pf := fetch.NewP2P(fetch.P2PConfig{Client: cl, Tracker: tracker.Tracker{ZK: zk, Layout: layout},
+			Node: o.node, Host: o.address, Topology: tracker.Topology{Zone: labels[o.zoneLabel], Rack: labels[o.rackLabel]},
+			DataDir: filepath.Join(o.stateDir, "torrent", "data"), Logger: log.WithName("p2p")})
+		defer pf.Close()
+		fetcher = pf
+	default:
+		return fmt.Errorf("--fetcher %q: p2p or http", o.fetcher)
+	}
+	st, err := store.New(filepath.Join(o.stateDir, "store"), fetcher)
 	if err != nil {
 		return err
 	}

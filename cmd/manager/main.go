@@ -43,6 +43,12 @@ type config struct {
 	ProbeAddr               string
 	LeaderElect             bool
 	LeaderElectionNamespace string
+	// Seeder (peer-to-peer distribution).
+	P2P        bool
+	P2PHost    string
+	P2PPort    int
+	UploadRate int64
+	SeederDir  string
 }
 
 // bindFlags registers the manager's flags on fs (controller-runtime registers --kubeconfig on
@@ -56,6 +62,11 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.BoolVar(&c.LeaderElect, "leader-elect", false, "Elect a leader among manager replicas; only the leader reconciles.")
 	fs.StringVar(&c.LeaderElectionNamespace, "leader-election-namespace", "",
 		"Namespace of the leader election Lease (default: the pod's namespace when in a cluster).")
+	fs.BoolVar(&c.P2P, "p2p", true, "Publish every target version as a torrent and seed it (the nodes fetch peer to peer).")
+	fs.StringVar(&c.P2PHost, "p2p-host", os.Getenv("POD_IP"), "Address the nodes reach the seeder on (default $POD_IP, else the first non-loopback address).")
+	fs.IntVar(&c.P2PPort, "p2p-port", 6881, "TCP port the seeder listens on; 0 picks a free one.")
+	fs.Int64Var(&c.UploadRate, "p2p-upload-rate", 0, "Seeder upload limit in bytes/s; 0: unlimited.")
+	fs.StringVar(&c.SeederDir, "seeder-dir", "/var/lib/rollkeeper-seeder", "Directory for the artifacts read from the origins (an emptyDir in the chart).")
 }
 
 // envName is the environment variable of a flag.
@@ -161,6 +172,17 @@ func run(ctx context.Context, cfg config) error {
 		Recorder: mgr.GetEventRecorder("rollkeeper-manager"),
 		ZK:       zk,
 		Layout:   layout,
+	}
+	if cfg.P2P {
+		sd, err := newSeeder(cfg, zk, layout, r.ServiceChanged)
+		if err != nil {
+			return err
+		}
+		defer sd.close()
+		r.Seeder = sd.Seeder
+		if err := mgr.Add(sd.Seeder); err != nil {
+			return fmt.Errorf("add seeder: %w", err)
+		}
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up RollingDeploy controller: %w", err)

@@ -206,8 +206,12 @@ func ArtifactFailureMessage(svc string, a v1alpha1.ArtifactSpec, failures []zkla
 		return ""
 	}
 	f := failures[0]
-	return fmt.Sprintf("artifact %s (sha256 %s) of %s %s failed on %s: %s; fix the artifact of service %s and give it a new version",
-		a.URL, a.SHA256, svc, f.Version, nodeList(failures), f.Reason, svc)
+	advice := "the node retries; fix the node (disk, network) or the origin"
+	if strings.Contains(f.Reason, "sha256") {
+		advice = fmt.Sprintf("fix the artifact of service %s and give it a new version", svc)
+	}
+	return fmt.Sprintf("artifact %s (sha256 %s) of %s %s failed on %s: %s; %s",
+		a.URL, a.SHA256, svc, f.Version, nodeList(failures), f.Reason, advice)
 }
 
 // HealthFailureMessage says which nodes failed the health check of a service's target.

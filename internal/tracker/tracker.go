@@ -199,3 +199,58 @@ func Order(self Topology, peers []zklayout.Peer) []zklayout.Peer {
 	})
 	return out
 }
+
+// WaitPublished blocks until the torrent of svc at version is published (watching its znode,
+// not polling) and returns it, or ctx ends.
+func (t Tracker) WaitPublished(ctx context.Context, svc, version string) (zklayout.Torrent, []byte, error) {
+	p := t.Layout.Torrent(svc, version)
+	for {
+		tor, meta, err := t.Read(ctx, svc, version)
+		if !errors.Is(err, ErrNotPublished) {
+			return tor, meta, err
+		}
+		exists, _, w, err := t.ZK.ExistsW(ctx, p)
+		if err != nil {
+			return tor, nil, err
+		}
+		if exists {
+			// Created but the summary is not written yet: wait for its data.
+			var data []byte
+			data, _, w, err = t.ZK.GetW(ctx, p)
+			if errors.Is(err, zkclient.ErrNoNode) || (err == nil && len(data) > 0) {
+				continue
+			}
+			if err != nil {
+				return tor, nil, err
+			}
+		}
+		if err := w.Wait(ctx); err != nil {
+			return tor, nil, err
+		}
+	}
+}
+
+// ReportProgress creates or updates node's ephemeral progress znode for svc.
+func (t Tracker) ReportProgress(ctx context.Context, svc string, p zklayout.Progress) error {
+	data, err := zklayout.Encode(&p)
+	if err != nil {
+		return err
+	}
+	path := t.Layout.ProgressNode(svc, p.Node)
+	if _, err := t.ZK.Set(ctx, path, data, -1); !errors.Is(err, zkclient.ErrNoNode) {
+		return err
+	}
+	if err := t.ZK.EnsurePath(ctx, t.Layout.ProgressService(svc)); err != nil {
+		return err
+	}
+	_, err = t.ZK.Create(ctx, path, data, zkclient.Ephemeral)
+	return err
+}
+
+// ClearProgress removes node's progress znode for svc.
+func (t Tracker) ClearProgress(ctx context.Context, svc, node string) error {
+	if err := t.ZK.Delete(ctx, t.Layout.ProgressNode(svc, node), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
+		return err
+	}
+	return nil
+}

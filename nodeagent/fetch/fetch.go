@@ -60,34 +60,57 @@ func (h *HTTP) Fetch(ctx context.Context, rel *zklayout.Release, dest string) er
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-
-	body, err := h.open(ctx, a.URL)
-	if err != nil {
-		return fmt.Errorf("fetch %s: %w", a.URL, err)
-	}
-	// Drop the download from the page cache as it lands, so it does not evict the live
-	// version's hot pages.
-	out, err := pagecache.DropBehind(tmp)
-	if err != nil {
-		body.Close()
-		return fmt.Errorf("fetch %s: %w", a.URL, err)
-	}
-	sum := sha256.New()
-	_, err = io.Copy(io.MultiWriter(out, sum), body)
-	body.Close()
-	if err == nil {
-		err = out.Flush()
-	}
-	if err != nil {
-		return fmt.Errorf("fetch %s: download: %w", a.URL, err)
-	}
-	if got := hex.EncodeToString(sum.Sum(nil)); got != a.SHA256 {
-		return fmt.Errorf("fetch %s: %w: want sha256 %s, got %s", a.URL, ErrDigestMismatch, a.SHA256, got)
+	if err := h.Download(ctx, a, tmp); err != nil {
+		return err
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
 	return Install(tmp, a, dest)
+}
+
+// Download streams a's bytes from its URL into out and checks their sha256 (ErrDigestMismatch).
+// The written bytes are dropped from the page cache as they land, so a download does not evict
+// the live version's hot pages.
+func (h *HTTP) Download(ctx context.Context, a zklayout.Artifact, out *os.File) error {
+	body, err := h.open(ctx, a.URL)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", a.URL, err)
+	}
+	defer body.Close()
+	w, err := pagecache.DropBehind(out)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", a.URL, err)
+	}
+	sum := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(w, sum), body); err != nil {
+		return fmt.Errorf("fetch %s: download: %w", a.URL, err)
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("fetch %s: %w", a.URL, err)
+	}
+	return checkDigest(a, hex.EncodeToString(sum.Sum(nil)))
+}
+
+func checkDigest(a zklayout.Artifact, got string) error {
+	if got != a.SHA256 {
+		return fmt.Errorf("fetch %s: %w: want sha256 %s, got %s", a.URL, ErrDigestMismatch, a.SHA256, got)
+	}
+	return nil
+}
+
+// FileDigest is the hex sha256 of the file at path.
+func FileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func (h *HTTP) open(ctx context.Context, raw string) (io.ReadCloser, error) {

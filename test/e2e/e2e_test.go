@@ -132,6 +132,9 @@ func TestRolloutFollowsDependenciesAndQuorum(t *testing.T) {
 			t.Fatalf("status of %s: %+v", svc, st)
 		}
 	}
+	for _, name := range []string{"a-v2.tar.gz", "b-v2.tar.gz"} {
+		t.Logf("origin requests for %s: %d", name, s.Artifacts.Requests(name))
+	}
 	if rd.Status.Phase != rkv1alpha1.PhaseComplete || rd.Status.Progress != "10/10" {
 		t.Fatalf("phase %s progress %s", rd.Status.Phase, rd.Status.Progress)
 	}

@@ -259,6 +259,8 @@ func (s *Stack) agentArgs(n *Node) []string {
 		"--zk-root=" + s.Layout.Root(),
 		"--zk-session-timeout=" + s.Config.ZKSessionTimeout.String(),
 		"--kubeconfig=" + s.Kubeconfig,
+		// Free ports: stacks of parallel test packages share the loopback addresses.
+		"--p2p-port=0",
 	}
 	return append(args, s.Config.AgentArgs...)
 }
@@ -271,6 +273,9 @@ func (s *Stack) managerArgs() []string {
 		"--kubeconfig=" + s.Kubeconfig,
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address=0",
+		"--p2p-host=127.0.0.1",
+		"--p2p-port=0",
+		"--seeder-dir=" + filepath.Join(s.Dir, "seeder"),
 	}
 	return append(args, s.Config.ManagerArgs...)
 }

@@ -1,0 +1,241 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
+
+	"github.com/rollkeeper/rollkeeper/internal/p2p"
+	"github.com/rollkeeper/rollkeeper/internal/tracker"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
+)
+
+// P2PConfig configures the peer-to-peer fetcher.
+type P2PConfig struct {
+	// Client is the agent's one BitTorrent client.
+	Client  *p2p.Client
+	Tracker tracker.Tracker
+	// Node is this node's name; Host the address peers reach its Client on.
+	Node, Host string
+	// Topology orders peers: same rack first, then same zone.
+	Topology tracker.Topology
+	// DataDir keeps each torrent's data (DataDir/<infohash>/), so a restarted download resumes.
+	DataDir string
+	// ProgressEvery is how often download progress goes to ZooKeeper (default 1s).
+	ProgressEvery time.Duration
+	Logger        logr.Logger
+}
+
+// P2P fetches artifacts over BitTorrent with ZooKeeper as the tracker: it waits for the
+// version's torrent to be published, joins its swarm (registering itself as a peer and adding
+// the others, nearest first), downloads with the origin's URL as web seed, checks the sha256,
+// installs, and keeps seeding for the peers still downloading or coming back later.
+type P2P struct {
+	cfg P2PConfig
+	log logr.Logger
+
+	mu     sync.Mutex
+	swarms map[string]*swarm // by infohash
+	wg     sync.WaitGroup
+	closed bool
+}
+
+type swarm struct {
+	t      *p2p.Torrent
+	cancel context.CancelFunc // ends the peer-set follower
+	// unregister removes the peer entry; complete marks it complete.
+	self zklayout.Peer
+}
+
+// NewP2P returns a fetcher; Close stops its swarms.
+func NewP2P(cfg P2PConfig) *P2P {
+	if cfg.ProgressEvery <= 0 {
+		cfg.ProgressEvery = time.Second
+	}
+	return &P2P{cfg: cfg, log: cfg.Logger, swarms: map[string]*swarm{}}
+}
+
+// Fetch implements Fetcher.
+func (f *P2P) Fetch(ctx context.Context, rel *zklayout.Release, dest string) error {
+	a := rel.Artifact
+	tor, meta, err := f.cfg.Tracker.WaitPublished(ctx, rel.Service, rel.Version)
+	if err != nil {
+		return fmt.Errorf("fetch %s/%s: torrent: %w", rel.Service, rel.Version, err)
+	}
+	mi, err := p2p.ParseMetaInfo(meta)
+	if err != nil {
+		return fmt.Errorf("fetch %s/%s: %w: %v", rel.Service, rel.Version, zklayout.ErrMalformed, err)
+	}
+	if mi.InfoHash != tor.InfoHash {
+		return fmt.Errorf("fetch %s/%s: %w: metainfo infohash %s, summary says %s", rel.Service, rel.Version, zklayout.ErrMalformed, mi.InfoHash, tor.InfoHash)
+	}
+	if err := checkSpace(f.cfg.DataDir, dest, mi.Size, a.Unpack); err != nil {
+		return fmt.Errorf("fetch %s/%s: %w", rel.Service, rel.Version, err)
+	}
+	sw, err := f.join(mi)
+	if err != nil {
+		return fmt.Errorf("fetch %s/%s: %w", rel.Service, rel.Version, err)
+	}
+	if err := f.wait(ctx, rel, sw); err != nil {
+		return fmt.Errorf("fetch %s/%s: %w", rel.Service, rel.Version, err)
+	}
+	_ = f.cfg.Tracker.ClearProgress(context.WithoutCancel(ctx), rel.Service, f.cfg.Node)
+	path := sw.t.Path()
+	got, err := FileDigest(path)
+	if err != nil {
+		return err
+	}
+	if err := checkDigest(a, got); err != nil {
+		return err
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return err
+	}
+	if err := Install(file, a, dest); err != nil {
+		return err
+	}
+	_ = pagecache.Drop(path)
+	f.markComplete(ctx, sw)
+	return nil
+}
+
+// checkSpace fails early, and clearly, when the disk cannot hold the download and its unpacked
+// copy (the torrent library would otherwise retry its writes forever).
+func checkSpace(dataDir, dest string, size int64, unpack string) error {
+	for _, dir := range []string{dataDir, filepath.Dir(dest)} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dataDir, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", dataDir, err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	// The torrent's file plus the installed copy; a compressed archive unpacks to more (an
+	// estimate: three times its size).
+	need := 2 * size
+	if unpack == zklayout.UnpackTarGz {
+		need = 4 * size
+	}
+	if free < need {
+		return fmt.Errorf("%w: %s has %d bytes free, the version needs about %d", unix.ENOSPC, dataDir, free, need)
+	}
+	return nil
+}
+
+// wait blocks until the download is complete, reporting progress and dropping downloaded data
+// from the page cache as it goes.
+func (f *P2P) wait(ctx context.Context, rel *zklayout.Release, sw *swarm) error {
+	done := make(chan error, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { done <- sw.t.Wait(wctx) }()
+	tick := time.NewTicker(f.cfg.ProgressEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			p := sw.t.Progress()
+			if err := f.cfg.Tracker.ReportProgress(ctx, rel.Service, zklayout.Progress{Node: f.cfg.Node, Version: rel.Version,
+				Done: p.Done, Total: p.Total, Peers: p.Peers, Rate: int64(p.Rate), Updated: time.Now().UTC()}); err != nil {
+				f.log.V(1).Info("report progress", "err", err.Error())
+			}
+			_ = pagecache.Drop(sw.t.Path())
+		}
+	}
+}
+
+// join starts (or reuses) the swarm of mi: download into DataDir/<infohash>, register as a peer
+// and add every other peer as it appears, nearest first.
+func (f *P2P) join(mi p2p.MetaInfo) (*swarm, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, errors.New("fetcher closed")
+	}
+	if sw := f.swarms[mi.InfoHash]; sw != nil {
+		return sw, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t, err := f.cfg.Client.Download(ctx, mi, filepath.Join(f.cfg.DataDir, mi.InfoHash))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	self := zklayout.Peer{Node: f.cfg.Node, Host: f.cfg.Host, Port: f.cfg.Client.ListenPort(),
+		Zone: f.cfg.Topology.Zone, Rack: f.cfg.Topology.Rack}
+	if _, err := f.cfg.Tracker.Register(ctx, mi.InfoHash, self); err != nil {
+		cancel()
+		t.Drop()
+		return nil, err
+	}
+	sw := &swarm{t: t, cancel: cancel, self: self}
+	f.swarms[mi.InfoHash] = sw
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		err := f.cfg.Tracker.Follow(ctx, mi.InfoHash, f.cfg.Node, func(peers []zklayout.Peer) {
+			var addrs []p2p.Peer
+			for _, p := range tracker.Order(f.cfg.Topology, peers) {
+				addrs = append(addrs, p2p.Peer{Addr: fmt.Sprintf("%s:%d", p.Host, p.Port)})
+			}
+			if err := t.AddPeers(addrs); err != nil {
+				f.log.Info("some peers could not be added", "err", err.Error())
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			// Session loss: the swarm is rebuilt by the next Fetch of this version.
+			f.log.Info("stopped following peers", "infohash", mi.InfoHash, "err", err.Error())
+			f.leave(mi.InfoHash, sw)
+		}
+	}()
+	return sw, nil
+}
+
+// markComplete re-registers the node as a complete peer (a seeder).
+func (f *P2P) markComplete(ctx context.Context, sw *swarm) {
+	sw.self.Complete = true
+	if _, err := f.cfg.Tracker.Register(ctx, sw.t.MetaInfo().InfoHash, sw.self); err != nil {
+		f.log.V(1).Info("mark peer complete", "err", err.Error())
+	}
+}
+
+func (f *P2P) leave(infoHash string, sw *swarm) {
+	f.mu.Lock()
+	if f.swarms[infoHash] == sw {
+		delete(f.swarms, infoHash)
+	}
+	f.mu.Unlock()
+	sw.cancel()
+	sw.t.Drop()
+}
+
+// Close leaves every swarm.
+func (f *P2P) Close() {
+	f.mu.Lock()
+	f.closed = true
+	swarms := f.swarms
+	f.swarms = map[string]*swarm{}
+	f.mu.Unlock()
+	for _, sw := range swarms {
+		sw.cancel()
+		sw.t.Drop()
+	}
+	f.wg.Wait()
+}
