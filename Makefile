@@ -101,6 +101,24 @@ test-e2e: deps build ## Run the e2e tests (test/e2e) against real ZooKeeper, API
 	ROLLKEEPER_BIN_DIR=$(LOCALBIN) RACE_PKGS= TEST_TIMEOUT=$(TEST_TIMEOUT) \
 		hack/run-tests.sh $(GO_TEST_FLAGS) ./test/e2e/...
 
+##@ Benchmarks (figures printed, never pass/fail)
+
+DIST_FLAGS ?=
+PAGECACHE_FLAGS ?=
+
+.PHONY: bench
+bench: bench-distribution bench-pagecache ## Run every benchmark.
+
+.PHONY: bench-distribution
+bench-distribution: deps ## P2P vs HTTP distribution to N nodes under per-link rate limits (DIST_FLAGS='-n 8 -size 32MiB -rate 4MiB').
+	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/bench-distribution ./cmd/bench-distribution
+	$(LOCALBIN)/bench-distribution $(DIST_FLAGS)
+
+.PHONY: bench-pagecache
+bench-pagecache: ## Read time of a version right after the switch, pre-warmed and pinned vs cold (as root).
+	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/bench-pagecache ./cmd/bench-pagecache
+	$(LOCALBIN)/bench-pagecache $(PAGECACHE_FLAGS)
+
 ##@ Demo
 
 .PHONY: demo

@@ -326,6 +326,10 @@ type ServiceStatus struct {
 	DownloadedBytes int64 `json:"downloadedBytes,omitempty"`
 	// +optional
 	DownloadTotalBytes int64 `json:"downloadTotalBytes,omitempty"`
+	// PinnedBytes is how much of the staged target the nodes hold locked in their page caches
+	// (pre-warmed for a fast restart).
+	// +optional
+	PinnedBytes int64 `json:"pinnedBytes,omitempty"`
 	// Unreachable nodes: selected, but neither online nor upgrading.
 	Unreachable int32 `json:"unreachable"`
 	// UnreachableNodes lists up to 20 unreachable node names.

@@ -129,6 +129,11 @@ func DigestService(o Observation) Digest {
 	if o.MinStaged != nil {
 		st.StagedRequired = int32(*o.MinStaged)
 	}
+	for _, s := range o.Staged {
+		if s.Version == o.Target {
+			st.PinnedBytes += s.PinnedBytes
+		}
+	}
 	for _, p := range o.Progress {
 		if p.Version == o.Target && p.Done < p.Total {
 			st.Downloading++

@@ -32,6 +32,12 @@ type Fetcher interface {
 	Fetch(ctx context.Context, rel *zklayout.Release, dest string) error
 }
 
+// Forgetter is implemented by fetchers that keep data per version beyond the install (the
+// peer-to-peer fetcher seeds it): the store calls Forget when it prunes a version.
+type Forgetter interface {
+	Forget(svc, version string)
+}
+
 // HTTP fetches from http(s) and file URLs by streaming download.
 type HTTP struct {
 	Client *http.Client

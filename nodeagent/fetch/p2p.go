@@ -44,6 +44,7 @@ type P2P struct {
 
 	mu     sync.Mutex
 	swarms map[string]*swarm // by infohash
+	byVer  map[string]string // "<svc>/<version>" -> infohash, for Forget
 	wg     sync.WaitGroup
 	closed bool
 }
@@ -60,7 +61,7 @@ func NewP2P(cfg P2PConfig) *P2P {
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = time.Second
 	}
-	return &P2P{cfg: cfg, log: cfg.Logger, swarms: map[string]*swarm{}}
+	return &P2P{cfg: cfg, log: cfg.Logger, swarms: map[string]*swarm{}, byVer: map[string]string{}}
 }
 
 // Fetch implements Fetcher.
@@ -80,6 +81,9 @@ func (f *P2P) Fetch(ctx context.Context, rel *zklayout.Release, dest string) err
 	if err := checkSpace(f.cfg.DataDir, dest, mi.Size, a.Unpack); err != nil {
 		return fmt.Errorf("fetch %s/%s: %w", rel.Service, rel.Version, err)
 	}
+	f.mu.Lock()
+	f.byVer[rel.Service+"/"+rel.Version] = mi.InfoHash
+	f.mu.Unlock()
 	sw, err := f.join(mi)
 	if err != nil {
 		return fmt.Errorf("fetch %s/%s: %w", rel.Service, rel.Version, err)
@@ -224,6 +228,25 @@ func (f *P2P) leave(infoHash string, sw *swarm) {
 	f.mu.Unlock()
 	sw.cancel()
 	sw.t.Drop()
+}
+
+// Forget implements Forgetter: stop seeding svc at version and delete its torrent data.
+func (f *P2P) Forget(svc, version string) {
+	f.mu.Lock()
+	ih, ok := f.byVer[svc+"/"+version]
+	delete(f.byVer, svc+"/"+version)
+	sw := f.swarms[ih]
+	f.mu.Unlock()
+	if !ok {
+		return
+	}
+	if sw != nil {
+		f.leave(ih, sw)
+		_ = f.cfg.Client.Forget(sw.t.MetaInfo())
+	}
+	if err := os.RemoveAll(filepath.Join(f.cfg.DataDir, ih)); err != nil {
+		f.log.Error(err, "remove torrent data", "service", svc, "version", version)
+	}
 }
 
 // Close leaves every swarm.

@@ -133,6 +133,9 @@ func (s *Store) Prune(svc string, keep ...string) error {
 			if err := os.RemoveAll(filepath.Join(s.ServiceDir(svc), "versions", e.Name())); err != nil {
 				return err
 			}
+			if f, ok := s.fetcher.(fetch.Forgetter); ok {
+				f.Forget(svc, e.Name())
+			}
 		}
 	}
 	return nil

@@ -9,7 +9,13 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
 
-type dirFetcher struct{ calls int }
+type dirFetcher struct {
+	calls     int
+	forgotten []string
+}
+
+// Forget records what the store pruned (a peer-to-peer fetcher stops seeding it).
+func (d *dirFetcher) Forget(svc, version string) { d.forgotten = append(d.forgotten, svc+"/"+version) }
 
 func (d *dirFetcher) Fetch(_ context.Context, rel *zklayout.Release, dest string) error {
 	d.calls++
@@ -52,6 +58,9 @@ func TestSwitchKeepsPreviousAndPrunes(t *testing.T) {
 	}
 	if s.Has("a", "v1") || !s.Has("a", "v2") || !s.Has("a", "v3") {
 		t.Fatal("prune must keep current and previous only")
+	}
+	if len(f.forgotten) != 1 || f.forgotten[0] != "a/v1" {
+		t.Fatalf("fetcher told to forget %v, want [a/v1]", f.forgotten)
 	}
 	if err := s.Switch("a", "v9"); err == nil {
 		t.Fatal("switch to a version that is not installed succeeded")
