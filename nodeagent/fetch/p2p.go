@@ -249,6 +249,17 @@ func (f *P2P) Forget(svc, version string) {
 	}
 }
 
+// Stats reports the transfer counters of the torrent with infoHash, if the fetcher has it.
+func (f *P2P) Stats(infoHash string) (p2p.Stats, bool) {
+	f.mu.Lock()
+	sw := f.swarms[infoHash]
+	f.mu.Unlock()
+	if sw == nil {
+		return p2p.Stats{}, false
+	}
+	return sw.t.Stats(), true
+}
+
 // Close leaves every swarm.
 func (f *P2P) Close() {
 	f.mu.Lock()

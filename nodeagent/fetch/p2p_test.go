@@ -1,0 +1,128 @@
+package fetch
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+
+	"github.com/rollkeeper/rollkeeper/internal/p2p"
+	"github.com/rollkeeper/rollkeeper/internal/tracker"
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/test/zkserver"
+)
+
+// An agent stopped mid-download (its context cancelled, its client closed) resumes on restart
+// from the same state dir without fetching its verified pieces again.
+func TestP2PFetchResumesAfterRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	zk, err := zkserver.Start(ctx, t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zk.Stop()
+	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(zk.Connect()), Logger: testr.New(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tr := tracker.Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}
+
+	// The origin: a seeder limited to 2 MiB/s, so the download can be interrupted.
+	dir := t.TempDir()
+	file := filepath.Join(dir, "artifact.bin")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(f, rand.Reader, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	sum, err := FileDigest(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := p2p.New(p2p.Config{DataDir: filepath.Join(dir, "seeder"), ListenHost: "127.0.0.1", UploadRate: 2 << 20, Logger: testr.New(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Close()
+	mi, err := p2p.BuildMetaInfo(ctx, file, "artifact.bin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish(ctx, zklayout.Torrent{Service: "a", Version: "v2", InfoHash: mi.InfoHash, Size: mi.Size, PieceLength: mi.PieceLength}, mi.Bytes); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed.Seed(ctx, mi, file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Register(ctx, mi.InfoHash, zklayout.Peer{Node: "origin", Host: "127.0.0.1", Port: seed.ListenPort(), Complete: true}); err != nil {
+		t.Fatal(err)
+	}
+	rel := &zklayout.Release{Service: "a", Version: "v2", Artifact: zklayout.Artifact{URL: "http://origin.invalid/artifact.bin", SHA256: sum, Unpack: zklayout.UnpackNone}}
+	state := t.TempDir()
+	newFetcher := func() (*P2P, *p2p.Client) {
+		cl, err := p2p.New(p2p.Config{DataDir: filepath.Join(state, "torrent"), ListenHost: "127.0.0.2", Logger: testr.New(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewP2P(P2PConfig{Client: cl, Tracker: tr, Node: "node-1", Host: "127.0.0.2",
+			DataDir: filepath.Join(state, "torrent", "data"), ProgressEvery: 100 * time.Millisecond, Logger: testr.New(t)}), cl
+	}
+
+	// First run: stop once a quarter is verified.
+	f1, cl1 := newFetcher()
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f1.Fetch(fctx, rel, filepath.Join(state, "v2")) }()
+	var before int64
+	deadline := time.Now().Add(time.Minute)
+	for before < mi.Size/4 {
+		data, _, err := c.Get(ctx, tr.Layout.ProgressNode("a", "node-1"))
+		var p zklayout.Progress
+		if err == nil && zklayout.Decode(data, &p) == nil {
+			before = p.Done
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress reported: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted fetch returned %v", err)
+	}
+	f1.Close()
+	if err := cl1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Second run, same state dir: completes, fetching only what was missing.
+	f2, cl2 := newFetcher()
+	defer cl2.Close()
+	defer f2.Close()
+	if err := f2.Fetch(ctx, rel, filepath.Join(state, "v2")); err != nil {
+		t.Fatal(err)
+	}
+	st, ok := f2.Stats(mi.InfoHash)
+	if !ok {
+		t.Fatal("no stats for the torrent")
+	}
+	t.Logf("verified before the restart: %d of %d bytes; fetched after it: %d", before, mi.Size, st.BytesReadUsefulData)
+	if limit := mi.Size - before + mi.PieceLength; st.BytesReadUsefulData > limit {
+		t.Fatalf("fetched %d bytes after the restart, more than the %d missing (+1 piece)", st.BytesReadUsefulData, mi.Size-before)
+	}
+	if got, err := FileDigest(filepath.Join(state, "v2", "artifact.bin")); err != nil || got != sum {
+		t.Fatalf("installed artifact sha256 %s, %v; want %s", got, err, sum)
+	}
+}
