@@ -256,7 +256,13 @@ func (w *worker) step(root, ctx context.Context) error {
 		return nil
 	}
 	// Read failures after the queue: a failing node records its failure before leaving the
-	// queue, so having seen it leave, this read sees the failure.
+	// queue, so having seen it leave, this read sees the failure. A failure recorded by a node
+	// upgrading at the same time, after this read, bumps the version of failures/<svc>, which
+	// the decision checks: then nothing is stopped and the step starts over.
+	_, fst, err := w.zk.Get(ctx, w.l.FailureService(w.svc))
+	if err != nil {
+		return err
+	}
 	if t, halted, err := w.target(ctx, plan); err != nil {
 		return err
 	} else if halted || t != target {
@@ -278,7 +284,7 @@ func (w *worker) step(root, ctx context.Context) error {
 	if !ok {
 		return w.waiting("quorum does not allow another node down", "online", online, "minAvailable", plan.MinAvailable)
 	}
-	if err := w.decide(ctx, child, target); err != nil {
+	if err := w.decide(ctx, child, target, fst.Version); err != nil {
 		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
 			w.log.Info("lost the turn before stopping; re-evaluating", "err", err.Error())
 			return nil
@@ -691,12 +697,13 @@ func (w *worker) quorumAllows(ctx context.Context, plan *zklayout.Plan) (bool, i
 // Two deciders never both pass on a stale view: a node decides only as first waiter, which it
 // becomes only after seeing its predecessor's upgrading mark, written in the same transaction
 // as the predecessor's removal from current/, so its count of online nodes includes that removal.
-func (w *worker) decide(ctx context.Context, child, target string) error {
+func (w *worker) decide(ctx context.Context, child, target string, failuresVersion int32) error {
 	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: target, State: zklayout.StagedUpgrading, Since: time.Now().UTC()})
 	if err != nil {
 		return err
 	}
 	return w.zk.Multi(ctx,
+		zkclient.CheckOp(w.l.FailureService(w.svc), failuresVersion),
 		zkclient.SetOp(w.l.StagingChild(w.svc, child), data, 0),
 		zkclient.DeleteOp(w.l.CurrentNode(w.svc, w.a.cfg.Node), -1))
 }
@@ -771,9 +778,17 @@ func (w *worker) recordFailure(ctx context.Context, version, kind string, cause 
 		err = w.zk.EnsurePath(ctx, w.l.FailureService(w.svc))
 	}
 	if err == nil {
+		// Bumping failures/<svc>'s version in the same transaction makes concurrent decisions
+		// (which check that version) fail: nobody stops after a failure is recorded.
 		p := w.l.Failure(w.svc, w.a.cfg.Node)
-		if _, err = w.zk.Set(ctx, p, data, -1); errors.Is(err, zkclient.ErrNoNode) {
-			_, err = w.zk.Create(ctx, p, data, zkclient.Persistent)
+		bump := zkclient.SetOp(w.l.FailureService(w.svc), nil, -1)
+		var exists bool
+		if exists, err = w.zk.Exists(ctx, p); err == nil {
+			if exists {
+				err = w.zk.Multi(ctx, bump, zkclient.SetOp(p, data, -1))
+			} else {
+				err = w.zk.Multi(ctx, bump, zkclient.CreateOp(p, data, zkclient.Persistent))
+			}
 		}
 	}
 	if err != nil {

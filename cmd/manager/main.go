@@ -63,7 +63,7 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.LeaderElectionNamespace, "leader-election-namespace", "",
 		"Namespace of the leader election Lease (default: the pod's namespace when in a cluster).")
 	fs.BoolVar(&c.P2P, "p2p", true, "Publish every target version as a torrent and seed it (the nodes fetch peer to peer).")
-	fs.StringVar(&c.P2PHost, "p2p-host", os.Getenv("POD_IP"), "Address the nodes reach the seeder on (default $POD_IP, else the first non-loopback address).")
+	fs.StringVar(&c.P2PHost, "p2p-host", "", "Address the nodes reach the seeder on (default $POD_IP, else the first non-loopback address).")
 	fs.IntVar(&c.P2PPort, "p2p-port", 6881, "TCP port the seeder listens on; 0 picks a free one.")
 	fs.Int64Var(&c.UploadRate, "p2p-upload-rate", 0, "Seeder upload limit in bytes/s; 0: unlimited.")
 	fs.StringVar(&c.SeederDir, "seeder-dir", "/var/lib/rollkeeper-seeder", "Directory for the artifacts read from the origins (an emptyDir in the chart).")

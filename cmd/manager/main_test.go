@@ -6,6 +6,12 @@ import (
 	"time"
 )
 
+// withDefaults fills in the flags a case does not set.
+func withDefaults(c config) config {
+	c.P2P, c.P2PPort, c.SeederDir = true, 6881, "/var/lib/rollkeeper-seeder"
+	return c
+}
+
 func TestFlagsFromEnvironment(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -16,20 +22,20 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	}{
 		{
 			name: "defaults",
-			want: config{ZKRoot: "/rollkeeper", ZKSessionTimeout: 10 * time.Second, MetricsAddr: ":8080", ProbeAddr: ":8081"},
+			want: withDefaults(config{ZKRoot: "/rollkeeper", ZKSessionTimeout: 10 * time.Second, MetricsAddr: ":8080", ProbeAddr: ":8081"}),
 		},
 		{
 			name: "environment",
 			env: map[string]string{"ROLLKEEPER_ZK_SERVERS": "a:1,b:2", "ROLLKEEPER_ZK_SESSION_TIMEOUT": "4s",
 				"ROLLKEEPER_LEADER_ELECT": "true", "ROLLKEEPER_METRICS_BIND_ADDRESS": "0"},
-			want: config{ZKServers: "a:1,b:2", ZKRoot: "/rollkeeper", ZKSessionTimeout: 4 * time.Second, MetricsAddr: "0",
-				ProbeAddr: ":8081", LeaderElect: true},
+			want: withDefaults(config{ZKServers: "a:1,b:2", ZKRoot: "/rollkeeper", ZKSessionTimeout: 4 * time.Second, MetricsAddr: "0",
+				ProbeAddr: ":8081", LeaderElect: true}),
 		},
 		{
 			name: "command line wins",
 			env:  map[string]string{"ROLLKEEPER_ZK_ROOT": "/env"},
 			args: []string{"--zk-root=/flag"},
-			want: config{ZKRoot: "/flag", ZKSessionTimeout: 10 * time.Second, MetricsAddr: ":8080", ProbeAddr: ":8081"},
+			want: withDefaults(config{ZKRoot: "/flag", ZKSessionTimeout: 10 * time.Second, MetricsAddr: ":8080", ProbeAddr: ":8081"}),
 		},
 		{name: "bad value", env: map[string]string{"ROLLKEEPER_ZK_SESSION_TIMEOUT": "soon"}, wantErr: true},
 	}

@@ -26,6 +26,9 @@ func (s seederParts) close() { _ = s.client.Close() }
 func newSeeder(cfg config, zk *zkclient.Client, layout zklayout.Layout, onChange func(string)) (seederParts, error) {
 	host := cfg.P2PHost
 	if host == "" {
+		host = os.Getenv("POD_IP")
+	}
+	if host == "" {
 		host = firstAddress()
 	}
 	if err := os.MkdirAll(cfg.SeederDir, 0o755); err != nil {

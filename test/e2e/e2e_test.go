@@ -105,6 +105,11 @@ func TestRolloutFollowsDependenciesAndQuorum(t *testing.T) {
 	must(t, s.WaitForServiceVersions(ctx, "a", "v2", time.Minute))
 	must(t, s.WaitForServiceVersions(ctx, "b", "v2", time.Minute))
 
+	for _, svc := range []string{"a", "b"} {
+		must(t, s.Recorder.WaitOnline(ctx, svc, time.Minute, "watcher sees every node on v2", func(m map[string]string) bool {
+			return count(m, "v2") == nodes
+		}))
+	}
 	assertQuorum(t, s, "a", since, 3)
 	assertQuorum(t, s, "b", since, 3)
 
@@ -162,6 +167,9 @@ func TestUnreachableNodeRejoinsOnMostPopularVersion(t *testing.T) {
 
 	must(t, down.Start())
 	must(t, s.WaitForServiceVersions(ctx, "a", "v2", time.Minute))
+	must(t, s.Recorder.WaitOnline(ctx, "a", time.Minute, "watcher sees node-5 back", func(m map[string]string) bool {
+		return m["node-5"] != ""
+	}))
 	// Back on v2 directly: its first registration after the stop is v2.
 	for _, c := range s.Recorder.History("a", "node-5") {
 		if c.Time.After(stoppedAt) && c.Version != "" {
@@ -198,6 +206,10 @@ func TestHealthCheckFailureRollsBackAndHalts(t *testing.T) {
 		t.Fatalf("Degraded message %q does not name %s", cond.Message, failed)
 	}
 	must(t, s.WaitForServiceVersions(ctx, "a", "v1", time.Minute))
+	// The independent watcher must have seen the failed nodes come back before we read its history.
+	must(t, s.Recorder.WaitOnline(ctx, "a", time.Minute, "every node online on v1", func(m map[string]string) bool {
+		return len(m) == nodes && count(m, "v1") == nodes
+	}))
 
 	// Nodes that went down after the failed node's failure: none. With quorum 3 of 5 two
 	// nodes may have been upgrading at the same moment; they both fail on this version.
@@ -209,6 +221,9 @@ func TestHealthCheckFailureRollsBackAndHalts(t *testing.T) {
 				failedAt = c.Time // back online on v1 after its failure
 			}
 		}
+	}
+	if failedAt.IsZero() {
+		t.Fatalf("the watcher never saw a failed node come back on v1\n%s", s.Recorder.Report("a"))
 	}
 	for _, n := range s.Nodes {
 		for _, c := range s.Recorder.History("a", n.Name) {
@@ -363,4 +378,14 @@ func findCondition(rd *rkv1alpha1.RollingDeploy, typ string) metav1.Condition {
 		}
 	}
 	return metav1.Condition{}
+}
+
+func count(m map[string]string, version string) int {
+	n := 0
+	for _, v := range m {
+		if v == version {
+			n++
+		}
+	}
+	return n
 }
