@@ -60,7 +60,7 @@ func (r *RollingDeployReconciler) readPayload(ctx context.Context, p string, int
 	return true, st.Version, nil, nil
 }
 
-// readService reads a service's plan and its current/, staging/ and failures/ children.
+// readService reads a service's plan and its current/, staging/, progress/ and failures/ children.
 func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (*serviceState, error) {
 	st := &serviceState{}
 	p := r.Layout.StagingService(svc)
@@ -82,79 +82,56 @@ func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (
 		}
 	}
 
-	names, err := r.children(ctx, r.Layout.CurrentService(svc))
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range names {
-		var c zklayout.Current
-		found, _, bad, err := r.readPayload(ctx, r.Layout.CurrentNode(svc, n), &c)
-		switch {
-		case err != nil:
-			return nil, err
-		case !found:
-		case bad != nil:
+	malformed := func(_ string, err error) { st.obs.Malformed = append(st.obs.Malformed, err.Error()) }
+	if st.obs.Current, err = readChildren[zklayout.Current](ctx, r, r.Layout.CurrentService(svc),
+		func(n string) string { return r.Layout.CurrentNode(svc, n) },
+		func(n string, err error) {
+			// Online, but nobody knows on which version.
 			st.obs.CurrentUnreadable = append(st.obs.CurrentUnreadable, n)
-			st.obs.Malformed = append(st.obs.Malformed, bad.Error())
-		default:
-			st.obs.Current = append(st.obs.Current, c)
-		}
-	}
-
-	names, err = r.children(ctx, p)
-	if err != nil {
+			malformed(n, err)
+		}); err != nil {
 		return nil, err
 	}
-	for _, n := range names {
-		var s zklayout.Staged
-		found, _, bad, err := r.readPayload(ctx, r.Layout.StagingChild(svc, n), &s)
-		switch {
-		case err != nil:
-			return nil, err
-		case !found:
-		case bad != nil:
-			st.obs.Malformed = append(st.obs.Malformed, bad.Error())
-		default:
-			st.obs.Staged = append(st.obs.Staged, s)
-		}
-	}
-
-	names, err = r.children(ctx, r.Layout.ProgressService(svc))
-	if err != nil {
+	if st.obs.Staged, err = readChildren[zklayout.Staged](ctx, r, p,
+		func(n string) string { return r.Layout.StagingChild(svc, n) }, malformed); err != nil {
 		return nil, err
 	}
-	for _, n := range names {
-		var p zklayout.Progress
-		found, _, bad, err := r.readPayload(ctx, r.Layout.ProgressNode(svc, n), &p)
-		switch {
-		case err != nil:
-			return nil, err
-		case !found:
-		case bad != nil:
-			st.obs.Malformed = append(st.obs.Malformed, bad.Error())
-		default:
-			st.obs.Progress = append(st.obs.Progress, p)
-		}
-	}
-
-	names, err = r.children(ctx, r.Layout.FailureService(svc))
-	if err != nil {
+	if st.obs.Progress, err = readChildren[zklayout.Progress](ctx, r, r.Layout.ProgressService(svc),
+		func(n string) string { return r.Layout.ProgressNode(svc, n) }, malformed); err != nil {
 		return nil, err
 	}
-	for _, n := range names {
-		var f zklayout.Failure
-		found, _, bad, err := r.readPayload(ctx, r.Layout.Failure(svc, n), &f)
-		switch {
-		case err != nil:
-			return nil, err
-		case !found:
-		case bad != nil:
-			st.obs.Malformed = append(st.obs.Malformed, bad.Error())
-		default:
-			st.obs.Failures = append(st.obs.Failures, f)
-		}
+	if st.obs.Failures, err = readChildren[zklayout.Failure](ctx, r, r.Layout.FailureService(svc),
+		func(n string) string { return r.Layout.Failure(svc, n) }, malformed); err != nil {
+		return nil, err
 	}
 	return st, nil
+}
+
+// readChildren decodes every child of parent (child builds its path) into a T. Children that
+// vanish are skipped; unreadable ones go to bad and are never acted on.
+func readChildren[T any, P interface {
+	*T
+	zklayout.Payload
+}](ctx context.Context, r *RollingDeployReconciler, parent string, child func(string) string, bad func(string, error)) ([]T, error) {
+	names, err := r.children(ctx, parent)
+	if err != nil {
+		return nil, err
+	}
+	var out []T
+	for _, n := range names {
+		var v T
+		found, _, malformed, err := r.readPayload(ctx, child(n), P(&v))
+		switch {
+		case err != nil:
+			return nil, err
+		case !found:
+		case malformed != nil:
+			bad(n, malformed)
+		default:
+			out = append(out, v)
+		}
+	}
+	return out, nil
 }
 
 // ensureRelease writes releases/<svc>/<version> if it is missing. An existing release with a
