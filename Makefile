@@ -32,7 +32,7 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: deps
-deps: ## Install ZooKeeper (Debian) and build kube-apiserver, etcd and controller-gen into bin/ (idempotent).
+deps: ## Install ZooKeeper (Debian) and build kube-apiserver, etcd, controller-gen and helm into bin/ (idempotent).
 	hack/install-deps.sh
 
 $(CONTROLLER_GEN):
@@ -129,15 +129,33 @@ demo: deps build ## Bring up API server, ZooKeeper, operator and 5 nodes, and ro
 ##@ Chart
 
 HELM ?= $(LOCALBIN)/helm
-HELM_VERSION ?= v3.22.0
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(LOCALBIN)/kubectl)
+CHART_ARGS ?= --kube-version 1.37.2 --set zookeeper.servers=zk:2181
 
 $(HELM):
-	GOBIN=$(LOCALBIN) CGO_ENABLED=0 $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	hack/install-deps.sh helm
+
+.PHONY: helm
+helm: ## Install helm into bin/ (pinned in hack/install-deps.sh).
+	hack/install-deps.sh helm
 
 .PHONY: helm-lint
-helm-lint: $(HELM) ## Lint and render the chart (installs helm into bin/ on first use).
-	$(HELM) lint charts/rollkeeper --kube-version 1.37.2 --set zookeeper.servers=zk:2181
-	$(HELM) template rollkeeper charts/rollkeeper --kube-version 1.37.2 --set zookeeper.servers=zk:2181 >/dev/null
+helm-lint: $(HELM) ## Lint and render the chart (the full checks against an API server are in test/chart).
+	$(HELM) lint charts/rollkeeper $(CHART_ARGS)
+	$(HELM) template rollkeeper charts/rollkeeper $(CHART_ARGS) >/dev/null
+
+.PHONY: helm-template
+helm-template: $(HELM) ## Print the chart rendered with CHART_ARGS (default: zookeeper.servers=zk:2181).
+	$(HELM) template rollkeeper charts/rollkeeper -n rollkeeper-system $(CHART_ARGS)
+
+.PHONY: kustomize-build
+kustomize-build: ## Print config/default rendered by kubectl kustomize.
+	$(KUBECTL) kustomize config/default
+
+.PHONY: test-chart
+test-chart: deps build ## Run the chart, kustomize and RBAC tests (test/chart) against a real API server.
+	ROLLKEEPER_BIN_DIR=$(LOCALBIN) RACE_PKGS= TEST_TIMEOUT=$(TEST_TIMEOUT) \
+		hack/run-tests.sh $(GO_TEST_FLAGS) ./test/chart/...
 
 ##@ Cleanup
 

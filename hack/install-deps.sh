@@ -6,6 +6,7 @@
 #   kube-apiserver  bin/kube-apiserver, built from the Go module proxy via hack/k8s
 #   etcd            bin/etcd, built from the Go module proxy via hack/etcd
 #   controller-gen  bin/controller-gen, pinned below
+#   helm            bin/helm, pinned below (the chart tests in test/chart run it)
 #   kubectl         bin/kubectl via hack/k8s/kubectl (only when asked for: `make kubectl`)
 #
 # Usage: hack/install-deps.sh [component...]   (default: all of them)
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOCALBIN=${LOCALBIN:-$ROOT/bin}
 CONTROLLER_GEN_VERSION=${CONTROLLER_GEN_VERSION:-v0.23.0}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
 ZOOKEEPER_JAR=/usr/share/java/zookeeper.jar
 
 mkdir -p "$LOCALBIN"
@@ -143,10 +145,22 @@ install_controller_gen() {
 	GOBIN=$LOCALBIN CGO_ENABLED=0 go install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
 }
 
+# helm built with `go install` reports its version without the patch level (v3.22 for v3.22.0),
+# so the module version recorded in the binary is checked instead.
+install_helm() {
+	local bin=$LOCALBIN/helm
+	if [ -x "$bin" ] && [ "$(go version -m "$bin" 2>/dev/null | awk '$1 == "mod" { print $3 }')" = "$HELM_VERSION" ]; then
+		log "helm: up to date ($bin $HELM_VERSION)"
+		return
+	fi
+	log "helm: installing $HELM_VERSION into $LOCALBIN"
+	GOBIN=$LOCALBIN CGO_ENABLED=0 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
 command -v go >/dev/null 2>&1 || die "go is not installed"
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen)
+[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen helm)
 total=$SECONDS
 for c in "${components[@]}"; do
 	case $c in
@@ -154,8 +168,9 @@ for c in "${components[@]}"; do
 	kube-apiserver) timed kube-apiserver install_kube_apiserver ;;
 	etcd) timed etcd install_etcd ;;
 	controller-gen) timed controller-gen install_controller_gen ;;
+	helm) timed helm install_helm ;;
 	kubectl) timed kubectl install_kubectl ;;
-	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, kubectl)" ;;
+	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, helm, kubectl)" ;;
 	esac
 done
 log "all done in $((SECONDS - total))s"

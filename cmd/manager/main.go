@@ -39,6 +39,7 @@ type config struct {
 	ZKServers               string
 	ZKRoot                  string
 	ZKSessionTimeout        time.Duration
+	ZKAuth                  string
 	MetricsAddr             string
 	ProbeAddr               string
 	LeaderElect             bool
@@ -57,6 +58,7 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.ZKServers, "zk-servers", "", "ZooKeeper ensemble, comma-separated host:port list (required).")
 	fs.StringVar(&c.ZKRoot, "zk-root", zklayout.DefaultRoot, "Root znode of rollkeeper's tree.")
 	fs.DurationVar(&c.ZKSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout.")
+	fs.StringVar(&c.ZKAuth, "zk-auth", "", "ZooKeeper digest credentials user:password.")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" turns it off.")
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", false, "Elect a leader among manager replicas; only the leader reconciles.")
@@ -159,6 +161,7 @@ func run(ctx context.Context, cfg config) error {
 	zk, err := zkclient.Dial(ctx, zkclient.Config{
 		Servers:        servers,
 		SessionTimeout: cfg.ZKSessionTimeout,
+		Auth:           cfg.ZKAuth,
 		Logger:         ctrl.Log.WithName("zookeeper"),
 	})
 	if err != nil {

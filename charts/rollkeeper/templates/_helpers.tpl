@@ -23,7 +23,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Selector labels of a component (manager or agent): pass (list $ "manager"). */}}
 {{- define "rollkeeper.selectorLabels" -}}
-{{- $root := index . 0 }}
+{{- $root := index . 0 -}}
 app.kubernetes.io/name: {{ include "rollkeeper.name" $root }}
 app.kubernetes.io/instance: {{ $root.Release.Name }}
 app.kubernetes.io/component: {{ index . 1 }}
@@ -39,4 +39,20 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{- define "rollkeeper.zkServers" -}}
 {{- required "zookeeper.servers is required (comma-separated host:port list)" .Values.zookeeper.servers }}
+{{- end }}
+
+{{- define "rollkeeper.managerServiceAccount" -}}
+{{- .Values.serviceAccount.managerName | default (include "rollkeeper.managerName" .) }}
+{{- end }}
+
+{{- define "rollkeeper.agentServiceAccount" -}}
+{{- .Values.serviceAccount.agentName | default (include "rollkeeper.agentName" .) }}
+{{- end }}
+
+{{- define "rollkeeper.managerImage" -}}
+{{ .Values.image.manager.repository }}:{{ .Values.image.manager.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "rollkeeper.agentImage" -}}
+{{ .Values.image.agent.repository }}:{{ .Values.image.agent.tag | default .Chart.AppVersion }}
 {{- end }}

@@ -1,0 +1,657 @@
+// Package chart tests how rollkeeper is installed: the Helm chart (charts/rollkeeper) and the
+// kustomize tree (config/). It runs the real helm (bin/helm, installed by hack/install-deps.sh)
+// and applies what it renders to a real kube-apiserver (envtest); the RBAC test runs the real
+// operator and agents as the chart's ServiceAccounts (impersonated), so a missing permission
+// fails a rollout.
+package chart
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/rollkeeper/rollkeeper/test/harness"
+)
+
+func TestMain(m *testing.M) {
+	code := harness.Main(m)
+	stopSharedControlPlane()
+	os.Exit(code)
+}
+
+// kubeVersion is what helm renders for (the chart requires >= 1.30; helm's default is 1.20).
+const kubeVersion = "1.37.2"
+
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// helmBin is bin/helm. A missing helm fails the test: make test installs it (hack/install-deps.sh).
+func helmBin(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(repoRoot(t), "bin", "helm")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("helm is missing (%v): run hack/install-deps.sh helm (make deps does)", err)
+	}
+	return p
+}
+
+// runHelm runs helm in the repository root with its own config and cache directories.
+func runHelm(t testing.TB, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	home := t.TempDir()
+	cmd := exec.Command(helmBin(t), args...)
+	cmd.Dir = repoRoot(t)
+	cmd.Env = append(os.Environ(),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
+		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+		"HELM_DATA_HOME="+filepath.Join(home, "data"))
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+// release is one way of rendering the chart.
+type release struct {
+	name, namespace string
+	valuesFiles     []string // relative to test/chart
+	set             []string
+}
+
+var (
+	defaultRelease = release{name: "rk", namespace: "rk-default", set: []string{"zookeeper.servers=zk:2181"}}
+	customRelease  = release{name: "custom", namespace: "rk-custom", valuesFiles: []string{"testdata/custom-values.yaml"}}
+)
+
+func (r release) helmArgs(t testing.TB) []string {
+	var args []string
+	for _, f := range r.valuesFiles {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-f", abs)
+	}
+	for _, s := range r.set {
+		args = append(args, "--set", s)
+	}
+	return append(args, "--kube-version", kubeVersion)
+}
+
+// render runs helm template (CRDs included) and returns the objects.
+func render(t testing.TB, r release) []*unstructured.Unstructured {
+	t.Helper()
+	args := append([]string{"template", r.name, "charts/rollkeeper", "--namespace", r.namespace, "--include-crds"}, r.helmArgs(t)...)
+	out, stderr, err := runHelm(t, args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	objs, err := decodeObjects([]byte(out))
+	if err != nil {
+		t.Fatalf("helm template output: %v\n%s", err, out)
+	}
+	return objs
+}
+
+// decodeObjects splits a multi-document YAML stream into objects.
+func decodeObjects(b []byte) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, err
+		}
+		if len(m) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: m}
+		if u.GetKind() == "" || u.GetAPIVersion() == "" || u.GetName() == "" {
+			return nil, fmt.Errorf("object without kind, apiVersion or name: %v", m)
+		}
+		objs = append(objs, u)
+	}
+}
+
+func byKind(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// one returns the only object of kind whose name ends with suffix.
+func one(t testing.TB, objs []*unstructured.Unstructured, kind, suffix string) *unstructured.Unstructured {
+	t.Helper()
+	var found []*unstructured.Unstructured
+	for _, o := range byKind(objs, kind) {
+		if strings.HasSuffix(o.GetName(), suffix) {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("want one %s named *%s, found %d", kind, suffix, len(found))
+	}
+	return found[0]
+}
+
+// convert turns u into the typed object out.
+func convert(t testing.TB, u *unstructured.Unstructured, out any) {
+	t.Helper()
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, out, true); err != nil {
+		t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+	}
+}
+
+// generatedManagerRules are the rules of config/rbac/role.yaml (controller-gen's output).
+func generatedManagerRules(t testing.TB) []rbacv1.PolicyRule {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(bytes.TrimPrefix(b, []byte("---\n")), &role); err != nil {
+		t.Fatalf("config/rbac/role.yaml: %v", err)
+	}
+	if len(role.Rules) == 0 {
+		t.Fatal("config/rbac/role.yaml has no rules")
+	}
+	return role.Rules
+}
+
+// rulesOf returns the rules of a ClusterRole or Role.
+func rulesOf(t testing.TB, u *unstructured.Unstructured) []rbacv1.PolicyRule {
+	t.Helper()
+	var r rbacv1.ClusterRole // a Role has the same rules field
+	convert(t, u, &r)
+	return r.Rules
+}
+
+// checkNoWildcards fails on any "*" verb, resource or API group in the RBAC objects.
+func checkNoWildcards(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	n := 0
+	for _, o := range objs {
+		if o.GetKind() != "ClusterRole" && o.GetKind() != "Role" {
+			continue
+		}
+		n++
+		for i, r := range rulesOf(t, o) {
+			for _, list := range [][]string{r.Verbs, r.Resources, r.APIGroups, r.ResourceNames, r.NonResourceURLs} {
+				for _, v := range list {
+					if strings.Contains(v, "*") {
+						t.Errorf("%s %s rule %d has a wildcard %q: %+v", o.GetKind(), o.GetName(), i, v, r)
+					}
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no ClusterRole or Role rendered")
+	}
+}
+
+func TestHelmLint(t *testing.T) {
+	for _, r := range []release{defaultRelease, customRelease} {
+		t.Run(r.name, func(t *testing.T) {
+			args := append([]string{"lint", "charts/rollkeeper", "--strict", "--namespace", r.namespace}, r.helmArgs(t)...)
+			out, stderr, err := runHelm(t, args...)
+			if err != nil {
+				t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr)
+			}
+		})
+	}
+}
+
+// The defaults render what the chart promises.
+func TestTemplateDefaults(t *testing.T) {
+	objs := render(t, defaultRelease)
+	checkNoWildcards(t, objs)
+	if got := byKind(objs, "ServiceMonitor"); len(got) != 0 {
+		t.Errorf("ServiceMonitor rendered by default: %v", got)
+	}
+	if len(byKind(objs, "CustomResourceDefinition")) != 1 {
+		t.Errorf("want the RollingDeploy CRD with --include-crds")
+	}
+	one(t, objs, "Service", "-manager-metrics")
+
+	var dep appsv1.Deployment
+	convert(t, one(t, objs, "Deployment", "-manager"), &dep)
+	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 2 {
+		t.Errorf("operator replicas %v, want 2", dep.Spec.Replicas)
+	}
+	pod := dep.Spec.Template.Spec
+	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
+		t.Error("operator pod is not runAsNonRoot")
+	}
+	c := pod.Containers[0]
+	for _, a := range []string{"--leader-elect", "--zk-servers=zk:2181", "--leader-election-namespace=rk-default",
+		"--health-probe-bind-address=:8081", "--p2p-host=$(POD_IP)", "--p2p-port=6881", "--seeder-dir=/var/lib/rollkeeper-seeder"} {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("operator args %v lack %s", c.Args, a)
+		}
+	}
+	if c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
+		t.Error("operator root filesystem is not read-only")
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Errorf("operator probes: liveness %+v readiness %+v", c.LivenessProbe, c.ReadinessProbe)
+	}
+	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
+		t.Errorf("operator resources: %+v", c.Resources)
+	}
+	if !hasEnvField(c.Env, "POD_IP", "status.podIP") {
+		t.Errorf("operator env lacks POD_IP from status.podIP: %+v", c.Env)
+	}
+	if !hasPort(c.Ports, 6881) || !hasPort(c.Ports, 8080) || !hasPort(c.Ports, 8081) {
+		t.Errorf("operator ports: %+v", c.Ports)
+	}
+	if !mountsEmptyDir(pod, c, "/var/lib/rollkeeper-seeder") {
+		t.Error("seeder dir is not an emptyDir")
+	}
+
+	var ds appsv1.DaemonSet
+	convert(t, one(t, objs, "DaemonSet", "-agent"), &ds)
+	apod := ds.Spec.Template.Spec
+	if !apod.HostNetwork || !apod.HostPID {
+		t.Error("agent is not in the host's network and PID namespaces")
+	}
+	if apod.PriorityClassName != "system-node-critical" {
+		t.Errorf("agent priorityClassName %q", apod.PriorityClassName)
+	}
+	if len(apod.Tolerations) != 1 || apod.Tolerations[0].Operator != corev1.TolerationOpExists || apod.Tolerations[0].Key != "" {
+		t.Errorf("agent does not tolerate every taint: %+v", apod.Tolerations)
+	}
+	ac := apod.Containers[0]
+	if ac.SecurityContext == nil || ac.SecurityContext.Privileged == nil || !*ac.SecurityContext.Privileged {
+		t.Error("agent is not privileged")
+	}
+	if !hasEnvField(ac.Env, "NODE_NAME", "spec.nodeName") || !hasEnvField(ac.Env, "NODE_ADDRESS", "status.hostIP") {
+		t.Errorf("agent env: %+v", ac.Env)
+	}
+	for _, a := range []string{"--node-name=$(NODE_NAME)", "--node-address=$(NODE_ADDRESS)", "--state-dir=/var/lib/rollkeeper", "--zk-root=/rollkeeper"} {
+		if !slices.Contains(ac.Args, a) {
+			t.Errorf("agent args %v lack %s", ac.Args, a)
+		}
+	}
+	if len(apod.Volumes) != 1 || apod.Volumes[0].HostPath == nil || apod.Volumes[0].HostPath.Path != "/var/lib/rollkeeper" {
+		t.Errorf("agent state dir is not a hostPath: %+v", apod.Volumes)
+	}
+	if ac.Resources.Limits.Memory() != nil && !ac.Resources.Limits.Memory().IsZero() {
+		t.Errorf("agent has a memory limit by default (its host services share its cgroup): %+v", ac.Resources)
+	}
+	for _, e := range ac.Env {
+		if e.Name == "ROLLKEEPER_ZK_AUTH" {
+			t.Error("ROLLKEEPER_ZK_AUTH set without zookeeper.auth.existingSecret")
+		}
+	}
+	checkServiceAccounts(t, objs, dep, ds)
+}
+
+// Non-default values reach the objects.
+func TestTemplateCustomValues(t *testing.T) {
+	objs := render(t, customRelease)
+	checkNoWildcards(t, objs)
+	sm := one(t, objs, "ServiceMonitor", "-manager")
+	if sm.GetLabels()["release"] != "prometheus" {
+		t.Errorf("ServiceMonitor labels %v", sm.GetLabels())
+	}
+	svc := one(t, objs, "Service", "-manager-metrics")
+	if ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports"); len(ports) != 1 || fmt.Sprint(ports[0].(map[string]any)["port"]) != "9090" {
+		t.Errorf("metrics Service ports %v", ports)
+	}
+
+	var dep appsv1.Deployment
+	convert(t, one(t, objs, "Deployment", "-manager"), &dep)
+	if *dep.Spec.Replicas != 3 {
+		t.Errorf("operator replicas %d, want 3", *dep.Spec.Replicas)
+	}
+	pod := dep.Spec.Template.Spec
+	c := pod.Containers[0]
+	if c.Image != "registry.example/rollkeeper/manager:1.2.3" || c.ImagePullPolicy != corev1.PullNever {
+		t.Errorf("operator image %s %s", c.Image, c.ImagePullPolicy)
+	}
+	for _, a := range []string{"--zk-servers=zk-0.zk:2181,zk-1.zk:2181,zk-2.zk:2181", "--zk-root=/prod/rollkeeper",
+		"--zk-session-timeout=20s", "--zap-log-level=debug", "--p2p-port=7881", "--p2p-upload-rate=10485760"} {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("operator args %v lack %s", c.Args, a)
+		}
+	}
+	if pod.ServiceAccountName != "rk-operator" || len(pod.ImagePullSecrets) != 1 || len(pod.Tolerations) != 1 || len(pod.NodeSelector) != 1 {
+		t.Errorf("operator pod spec: sa %s pull secrets %v tolerations %v node selector %v", pod.ServiceAccountName, pod.ImagePullSecrets, pod.Tolerations, pod.NodeSelector)
+	}
+
+	var ds appsv1.DaemonSet
+	convert(t, one(t, objs, "DaemonSet", "-agent"), &ds)
+	apod := ds.Spec.Template.Spec
+	ac := apod.Containers[0]
+	for _, a := range []string{"--state-dir=/data/rollkeeper", "--fetcher=http", "--p2p-port=7882", "--zap-log-level=debug", "--pin-budget=0", "--zk-root=/prod/rollkeeper"} {
+		if !slices.Contains(ac.Args, a) {
+			t.Errorf("agent args %v lack %s", ac.Args, a)
+		}
+	}
+	for _, a := range ac.Args {
+		if strings.HasPrefix(a, "--health-addr") {
+			t.Errorf("agent has %s with healthPort 0", a)
+		}
+	}
+	if ac.ReadinessProbe != nil {
+		t.Error("agent has a probe with healthPort 0")
+	}
+	if apod.Volumes[0].HostPath.Path != "/data/rollkeeper" || ac.VolumeMounts[0].MountPath != "/data/rollkeeper" {
+		t.Errorf("agent state dir: %+v %+v", apod.Volumes, ac.VolumeMounts)
+	}
+	if apod.PriorityClassName != "" || apod.NodeSelector["rollkeeper.io/node"] != "true" || len(apod.Tolerations) != 1 || apod.Tolerations[0].Key != "dedicated" {
+		t.Errorf("agent scheduling: priority %q selector %v tolerations %v", apod.PriorityClassName, apod.NodeSelector, apod.Tolerations)
+	}
+	var auth *corev1.EnvVar
+	for i := range ac.Env {
+		if ac.Env[i].Name == "ROLLKEEPER_ZK_AUTH" {
+			auth = &ac.Env[i]
+		}
+	}
+	if auth == nil || auth.ValueFrom == nil || auth.ValueFrom.SecretKeyRef == nil ||
+		auth.ValueFrom.SecretKeyRef.Name != "zk-digest" || auth.ValueFrom.SecretKeyRef.Key != "credentials" {
+		t.Errorf("agent ROLLKEEPER_ZK_AUTH: %+v", auth)
+	}
+	checkServiceAccounts(t, objs, dep, ds)
+}
+
+// checkServiceAccounts: the workloads run as the rendered ServiceAccounts, which the bindings name.
+func checkServiceAccounts(t *testing.T, objs []*unstructured.Unstructured, dep appsv1.Deployment, ds appsv1.DaemonSet) {
+	t.Helper()
+	sas := map[string]bool{}
+	for _, o := range byKind(objs, "ServiceAccount") {
+		sas[o.GetName()] = true
+	}
+	for _, sa := range []string{dep.Spec.Template.Spec.ServiceAccountName, ds.Spec.Template.Spec.ServiceAccountName} {
+		if !sas[sa] {
+			t.Errorf("ServiceAccount %s is not rendered (have %v)", sa, sas)
+		}
+	}
+	bound := map[string]int{}
+	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+		for _, o := range byKind(objs, kind) {
+			var b rbacv1.RoleBinding
+			convert(t, o, &b)
+			for _, s := range b.Subjects {
+				if s.Kind == "ServiceAccount" {
+					bound[s.Name]++
+				}
+			}
+		}
+	}
+	if bound[dep.Spec.Template.Spec.ServiceAccountName] != 2 || bound[ds.Spec.Template.Spec.ServiceAccountName] != 1 {
+		t.Errorf("bindings per ServiceAccount %v: want the operator in 2 (cluster + leader election), the agent in 1", bound)
+	}
+}
+
+func hasEnvField(env []corev1.EnvVar, name, field string) bool {
+	for _, e := range env {
+		if e.Name == name && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == field {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPort(ports []corev1.ContainerPort, p int32) bool {
+	for _, cp := range ports {
+		if cp.ContainerPort == p {
+			return true
+		}
+	}
+	return false
+}
+
+func mountsEmptyDir(pod corev1.PodSpec, c corev1.Container, path string) bool {
+	for _, m := range c.VolumeMounts {
+		if m.MountPath != path {
+			continue
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.EmptyDir != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// A values file that violates values.schema.json is rejected, naming the field.
+func TestSchemaRejectsInvalidValues(t *testing.T) {
+	cases := []struct{ file, want string }{
+		{"testdata/missing-servers.yaml", "/zookeeper/servers"},
+		{"testdata/bad-servers.yaml", "/zookeeper/servers"},
+		{"testdata/bad-type.yaml", "/operator/replicas': got string, want integer"},
+		{"testdata/unknown-key.yaml", "additional properties 'statedir' not allowed"},
+		{"testdata/bad-pull-policy.yaml", "/image/pullPolicy"},
+	}
+	for _, tc := range cases {
+		t.Run(filepath.Base(tc.file), func(t *testing.T) {
+			r := release{name: "bad", namespace: "bad", valuesFiles: []string{tc.file}}
+			args := append([]string{"template", r.name, "charts/rollkeeper"}, r.helmArgs(t)...)
+			_, stderr, err := runHelm(t, args...)
+			if err == nil {
+				t.Fatalf("helm template accepted %s", tc.file)
+			}
+			if !strings.Contains(stderr, "values don't meet the specifications of the schema") || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("helm template rejected %s without naming %q:\n%s", tc.file, tc.want, stderr)
+			}
+			t.Logf("rejected: %s", strings.TrimSpace(stderr))
+		})
+	}
+}
+
+// The operator's ClusterRole in the chart is exactly controller-gen's config/rbac/role.yaml, and
+// the agent may only get Nodes.
+func TestChartRBACMatchesGenerated(t *testing.T) {
+	want := generatedManagerRules(t)
+	for _, r := range []release{defaultRelease, customRelease} {
+		objs := render(t, r)
+		if got := rulesOf(t, one(t, objs, "ClusterRole", "-manager")); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: operator ClusterRole rules differ from config/rbac/role.yaml (run make manifests):\n got %+v\nwant %+v", r.name, got, want)
+		}
+		agent := rulesOf(t, one(t, objs, "ClusterRole", "-agent"))
+		wantAgent := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}}}
+		if !reflect.DeepEqual(agent, wantAgent) {
+			t.Errorf("%s: agent ClusterRole rules %+v, want only get on nodes", r.name, agent)
+		}
+	}
+}
+
+// kustomizeDefault renders config/default with kustomize as a library (what kubectl kustomize
+// runs).
+func kustomizeDefault(t testing.TB) []*unstructured.Unstructured {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	m, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(repoRoot(t), "config", "default"))
+	if err != nil {
+		t.Fatalf("kustomize config/default: %v", err)
+	}
+	b, err := m.AsYaml()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := decodeObjects(b)
+	if err != nil {
+		t.Fatalf("kustomize output: %v", err)
+	}
+	return objs
+}
+
+// config/ (kustomize) installs the same kinds of objects as the chart, with the same RBAC.
+func TestKustomizeInSyncWithChart(t *testing.T) {
+	kobjs := kustomizeDefault(t)
+	cobjs := render(t, defaultRelease)
+	checkNoWildcards(t, kobjs)
+
+	kinds := func(objs []*unstructured.Unstructured) map[string]int {
+		m := map[string]int{}
+		for _, o := range objs {
+			if o.GetKind() != "Namespace" { // helm installs into an existing (or --create-namespace) namespace
+				m[o.GetKind()]++
+			}
+		}
+		return m
+	}
+	if k, c := kinds(kobjs), kinds(cobjs); !reflect.DeepEqual(k, c) {
+		t.Errorf("config/default renders %v, the chart %v", k, c)
+	}
+	if got := rulesOf(t, one(t, kobjs, "ClusterRole", "-manager-role")); !reflect.DeepEqual(got, generatedManagerRules(t)) {
+		t.Errorf("config/default operator rules differ from role.yaml: %+v", got)
+	}
+	if k, c := rulesOf(t, one(t, kobjs, "ClusterRole", "-agent-role")), rulesOf(t, one(t, cobjs, "ClusterRole", "-agent")); !reflect.DeepEqual(k, c) {
+		t.Errorf("agent rules: config %+v, chart %+v", k, c)
+	}
+	if k, c := rulesOf(t, one(t, kobjs, "Role", "-leader-election-role")), rulesOf(t, one(t, cobjs, "Role", "-leader-election")); !reflect.DeepEqual(k, c) {
+		t.Errorf("leader election rules: config %+v, chart %+v", k, c)
+	}
+
+	// The workloads' security-relevant settings agree.
+	var kdep, cdep appsv1.Deployment
+	convert(t, one(t, kobjs, "Deployment", "-manager"), &kdep)
+	convert(t, one(t, cobjs, "Deployment", "-manager"), &cdep)
+	if !reflect.DeepEqual(kdep.Spec.Template.Spec.Containers[0].SecurityContext, cdep.Spec.Template.Spec.Containers[0].SecurityContext) ||
+		*kdep.Spec.Replicas != *cdep.Spec.Replicas || !mountsEmptyDir(kdep.Spec.Template.Spec, kdep.Spec.Template.Spec.Containers[0], "/var/lib/rollkeeper-seeder") ||
+		!hasEnvField(kdep.Spec.Template.Spec.Containers[0].Env, "POD_IP", "status.podIP") {
+		t.Errorf("operator Deployment differs between config/ and the chart:\nconfig %+v\nchart  %+v", kdep.Spec, cdep.Spec)
+	}
+	var kds, cds appsv1.DaemonSet
+	convert(t, one(t, kobjs, "DaemonSet", "-agent"), &kds)
+	convert(t, one(t, cobjs, "DaemonSet", "-agent"), &cds)
+	kp, cp := kds.Spec.Template.Spec, cds.Spec.Template.Spec
+	if kp.HostNetwork != cp.HostNetwork || kp.HostPID != cp.HostPID || kp.PriorityClassName != cp.PriorityClassName ||
+		!reflect.DeepEqual(kp.Tolerations, cp.Tolerations) || !reflect.DeepEqual(kp.Volumes, cp.Volumes) ||
+		!reflect.DeepEqual(kp.Containers[0].SecurityContext, cp.Containers[0].SecurityContext) ||
+		!reflect.DeepEqual(kp.Containers[0].Env[:2], cp.Containers[0].Env[:2]) {
+		t.Errorf("agent DaemonSet differs between config/ and the chart:\nconfig %+v\nchart  %+v", kp, cp)
+	}
+}
+
+// Shared control plane for the apply tests (the RBAC test has its own stack).
+var (
+	cpOnce sync.Once
+	cpErr  error
+	cp     *harness.ControlPlane
+	cpDir  string
+)
+
+func controlPlane(t testing.TB) *harness.ControlPlane {
+	t.Helper()
+	cpOnce.Do(func() {
+		if cpDir, cpErr = os.MkdirTemp("", "rollkeeper-chart-test-"); cpErr != nil {
+			return
+		}
+		cp, cpErr = harness.StartControlPlane(cpDir)
+	})
+	if cpErr != nil {
+		t.Fatal(cpErr)
+	}
+	return cp
+}
+
+func stopSharedControlPlane() {
+	if cp != nil {
+		_ = cp.Stop()
+	}
+	if cpDir != "" {
+		_ = os.RemoveAll(cpDir)
+	}
+}
+
+const fieldOwner = client.FieldOwner("rollkeeper-chart-test")
+
+// apply server-side-applies objs (CRDs and Namespaces first) and reads each back. Objects of
+// kinds in skip are left out.
+func apply(t *testing.T, ctx context.Context, c client.Client, namespace string, objs []*unstructured.Unstructured, skip ...string) {
+	t.Helper()
+	if namespace != "" {
+		ns := &corev1.Namespace{}
+		ns.Name = namespace
+		if err := c.Create(ctx, ns); err != nil {
+			t.Fatalf("create namespace %s: %v", namespace, err)
+		}
+	}
+	order := func(o *unstructured.Unstructured) int {
+		switch o.GetKind() {
+		case "CustomResourceDefinition":
+			return 0
+		case "Namespace":
+			return 1
+		}
+		return 2
+	}
+	sorted := slices.Clone(objs)
+	slices.SortStableFunc(sorted, func(a, b *unstructured.Unstructured) int { return order(a) - order(b) })
+	for _, o := range sorted {
+		if slices.Contains(skip, o.GetKind()) {
+			t.Logf("not applied: %s %s", o.GetKind(), o.GetName())
+			continue
+		}
+		o = o.DeepCopy()
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), fieldOwner, client.ForceOwnership); err != nil {
+			t.Errorf("apply %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+			continue
+		}
+		got := &unstructured.Unstructured{}
+		got.SetGroupVersionKind(o.GroupVersionKind())
+		if err := c.Get(ctx, client.ObjectKeyFromObject(o), got); err != nil {
+			t.Errorf("read back %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+		}
+	}
+}
+
+// Every object the chart renders (default and custom values) and config/default are accepted
+// by the API server.
+func TestRenderedObjectsApply(t *testing.T) {
+	c := controlPlane(t).Client
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	t.Run("chart-defaults", func(t *testing.T) {
+		apply(t, ctx, c, defaultRelease.namespace, render(t, defaultRelease))
+	})
+	t.Run("chart-custom-values", func(t *testing.T) {
+		// The ServiceMonitor needs prometheus-operator's CRD, which the test API server lacks.
+		apply(t, ctx, c, customRelease.namespace, render(t, customRelease), "ServiceMonitor")
+	})
+	t.Run("kustomize-config-default", func(t *testing.T) {
+		apply(t, ctx, c, "", kustomizeDefault(t))
+	})
+}

@@ -1,0 +1,56 @@
+package chart
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// helm install and helm uninstall against the test API server: the release installs (NOTES
+// included), its objects exist, and uninstall leaves none behind but the CRD (helm never
+// deletes crds/). Nothing runs the pods: the test API server has no kubelet.
+func TestHelmInstallUninstall(t *testing.T) {
+	cp := controlPlane(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const ns, rel = "rk-helm", "helmrel"
+	kc := "--kubeconfig=" + cp.Kubeconfig
+
+	out, stderr, err := runHelm(t, "install", rel, "charts/rollkeeper", "--namespace", ns, "--create-namespace",
+		"--set", "zookeeper.servers=zk-0.zk:2181", kc)
+	if err != nil {
+		t.Fatalf("helm install: %v\n%s%s", err, out, stderr)
+	}
+	for _, want := range []string{"NOTES:", "Next steps", "rollout status deployment/" + rel + "-rollkeeper-manager", "kubectl get rd -w"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("helm install output lacks %q:\n%s", want, out)
+		}
+	}
+	objects := []client.Object{
+		&appsv1.Deployment{}, &appsv1.DaemonSet{}, &rbacv1.ClusterRole{}, &rbacv1.ClusterRole{},
+	}
+	keys := []client.ObjectKey{
+		{Namespace: ns, Name: rel + "-rollkeeper-manager"}, {Namespace: ns, Name: rel + "-rollkeeper-agent"},
+		{Name: rel + "-rollkeeper-manager"}, {Name: rel + "-rollkeeper-agent"},
+	}
+	for i, o := range objects {
+		if err := cp.Client.Get(ctx, keys[i], o); err != nil {
+			t.Errorf("after install: %T %s: %v", o, keys[i], err)
+		}
+	}
+
+	if out, stderr, err := runHelm(t, "uninstall", rel, "--namespace", ns, kc); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s%s", err, out, stderr)
+	}
+	for i, o := range objects {
+		if err := cp.Client.Get(ctx, keys[i], o); !apierrors.IsNotFound(err) {
+			t.Errorf("after uninstall: %T %s still there (err %v)", o, keys[i], err)
+		}
+	}
+}
