@@ -77,7 +77,7 @@ if grep -qE '^panic: |build failed|\[setup failed\]' "$LOG"; then
 	grep -E '^panic: |build failed|\[setup failed\]' "$LOG" | sed 's/^/  /' | head -20
 fi
 echo "full log: $LOG"
-echo "Tests: $passed passed, $failed failed, $skipped skipped"
+echo "Tests: $passed passed, $failed failed, $skipped skipped" | tee "${LOG%.log}-summary.txt"
 if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
 	echo "go test failed without a failing test (build error, panic or timeout): see above"
 fi
