@@ -86,6 +86,28 @@ func openRegular(path string) (*os.File, unix.Stat_t, error) {
 
 type fileID struct{ dev, ino uint64 }
 
+// eachFile calls fn once per distinct non-empty regular file under dir (see walkFiles), with the
+// file open. Files that cannot be opened are collected in skipped; fn's error stops the walk and
+// is returned.
+func eachFile(dir string, fn func(path string, f *os.File, size int64) error) (skipped []error, err error) {
+	seen := map[fileID]bool{}
+	err = walkFiles(dir, func(path string) error {
+		f, st, err := openRegular(path)
+		if err != nil {
+			skipped = append(skipped, err)
+			return nil
+		}
+		defer f.Close()
+		id := fileID{uint64(st.Dev), st.Ino}
+		if seen[id] || st.Size == 0 {
+			return nil
+		}
+		seen[id] = true
+		return fn(path, f, st.Size)
+	})
+	return skipped, err
+}
+
 // Resident reports how many bytes of the file at path are in the page cache (resident) and
 // the file's size (total), using mmap and mincore. The last, partial page counts as its
 // bytes only. It needs read access and, to see pages it has not mapped itself, ownership of

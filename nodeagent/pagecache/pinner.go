@@ -95,7 +95,6 @@ func (p *Pinner) Pin(ctx context.Context, dir string) (Pinned, error) {
 	var (
 		errs []error
 		stop error // ends the walk: capability missing or ctx done
-		seen = map[fileID]bool{}
 	)
 	release := func() {
 		p.mu.Lock()
@@ -103,23 +102,11 @@ func (p *Pinner) Pin(ctx context.Context, dir string) (Pinned, error) {
 		p.mu.Unlock()
 		p.unmapAll(set.maps)
 	}
-	werr := walkFiles(dir, func(path string) error {
+	skipped, werr := eachFile(dir, func(path string, f *os.File, size int64) error {
 		if err := ctx.Err(); err != nil {
 			stop = err
 			return err
 		}
-		f, st, err := openRegular(path)
-		if err != nil {
-			errs = append(errs, err)
-			return nil
-		}
-		defer f.Close()
-		id := fileID{uint64(st.Dev), st.Ino}
-		if seen[id] || st.Size == 0 {
-			return nil
-		}
-		seen[id] = true
-
 		// Reserve budget for this file, or the part of it that fits.
 		p.mu.Lock()
 		if p.closed {
@@ -128,11 +115,11 @@ func (p *Pinner) Pin(ctx context.Context, dir string) (Pinned, error) {
 			return stop
 		}
 		free := (p.budget - p.reserved) &^ (pageSize - 1)
-		want := min(pageRoundUp(st.Size), free)
+		want := min(pageRoundUp(size), free)
 		p.reserved += want
 		p.mu.Unlock()
-		length := min(st.Size, want)
-		res.Skipped += st.Size - length
+		length := min(size, want)
+		res.Skipped += size - length
 		if length <= 0 {
 			return nil // budget used up; keep walking to count Skipped
 		}
@@ -159,13 +146,14 @@ func (p *Pinner) Pin(ctx context.Context, dir string) (Pinned, error) {
 		}
 		set.maps = append(set.maps, m)
 		set.bytes += want
-		res.Files = append(res.Files, PinnedFile{Path: path, Bytes: length, Size: st.Size})
+		res.Files = append(res.Files, PinnedFile{Path: path, Bytes: length, Size: size})
 		return nil
 	})
 	if stop != nil && ctx.Err() != nil {
 		release()
 		return Pinned{Dir: dir}, ctx.Err()
 	}
+	errs = append(errs, skipped...)
 	if werr != nil && werr != stop {
 		errs = append(errs, werr)
 	}

@@ -31,28 +31,16 @@ func Prewarm(ctx context.Context, dir string, chunk int64) (int64, error) {
 	var (
 		warmed int64
 		errs   []error
-		seen   = map[fileID]bool{}
 		buf    []byte
 	)
-	err := walkFiles(dir, func(path string) error {
+	skipped, err := eachFile(dir, func(path string, f *os.File, size int64) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		f, st, err := openRegular(path)
-		if err != nil {
-			errs = append(errs, err)
-			return nil
-		}
-		defer f.Close()
-		id := fileID{uint64(st.Dev), st.Ino}
-		if seen[id] || st.Size == 0 {
-			return nil
-		}
-		seen[id] = true
 		if buf == nil {
 			buf = make([]byte, 1<<20)
 		}
-		n, err := prewarmFile(ctx, f, st.Size, chunk, buf)
+		n, err := prewarmFile(ctx, f, size, chunk, buf)
 		warmed += n
 		if err != nil {
 			if ctx.Err() != nil {
@@ -62,6 +50,7 @@ func Prewarm(ctx context.Context, dir string, chunk int64) (int64, error) {
 		}
 		return nil
 	})
+	errs = append(errs, skipped...)
 	if err != nil {
 		errs = append(errs, err)
 	}
