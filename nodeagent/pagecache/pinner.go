@@ -288,9 +288,6 @@ func (p *Pinner) PinnedBytes() int64 {
 	return p.pinned
 }
 
-// Budget returns the Pinner's budget in bytes.
-func (p *Pinner) Budget() int64 { return p.budget }
-
 // Close unpins everything; Pin fails with ErrClosed afterwards (a Pin in progress releases
 // what it locked).
 func (p *Pinner) Close() error {

@@ -113,17 +113,6 @@ func (a *ArtifactServer) Requests(name string) int {
 	return a.counts["/"+name]
 }
 
-// TotalRequests is how many requests the server answered.
-func (a *ArtifactServer) TotalRequests() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	n := 0
-	for _, c := range a.counts {
-		n += c
-	}
-	return n
-}
-
 // Fail makes requests for name answer with the HTTP status code (0 serves the file again).
 func (a *ArtifactServer) Fail(name string, code int) {
 	a.mu.Lock()

@@ -110,15 +110,6 @@ func Build(ctx context.Context, names ...string) (map[string]string, error) {
 	return out, nil
 }
 
-// BuildAll returns the manager, agent and fixture binaries (see Build).
-func BuildAll(ctx context.Context) (Binaries, error) {
-	m, err := Build(ctx, ManagerBinary, AgentBinary, FixtureBinary)
-	if err != nil {
-		return Binaries{}, err
-	}
-	return Binaries{Manager: m[ManagerBinary], Agent: m[AgentBinary], Fixture: m[FixtureBinary]}, nil
-}
-
 // CleanupBinaries removes the binaries Build made in this process (prebuilt ones stay).
 func CleanupBinaries() {
 	buildMu.Lock()

@@ -216,14 +216,6 @@ func (s *Stack) WaitForCondition(ctx context.Context, name, condType string, sta
 	})
 }
 
-// WaitForPhase waits until the RollingDeploy's status describes its current generation and
-// is in phase.
-func (s *Stack) WaitForPhase(ctx context.Context, name string, phase rkv1alpha1.Phase, timeout time.Duration) (*rkv1alpha1.RollingDeploy, error) {
-	return s.WaitForRD(ctx, name, timeout, "phase "+string(phase), func(rd *rkv1alpha1.RollingDeploy) bool {
-		return Observed(rd) && rd.Status.Phase == phase
-	})
-}
-
 // WaitForReady waits until the RollingDeploy is Ready=True for its current generation.
 func (s *Stack) WaitForReady(ctx context.Context, name string, timeout time.Duration) (*rkv1alpha1.RollingDeploy, error) {
 	return s.WaitForCondition(ctx, name, rkv1alpha1.ConditionReady, metav1.ConditionTrue, "", timeout)

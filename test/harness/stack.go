@@ -488,26 +488,13 @@ func (n *Node) Start() error {
 	return n.Agent.Start()
 }
 
-// Stop stops the agent gracefully (SIGTERM; SIGKILL after DefaultStopGrace). Host services it
-// leaves running keep running.
+// Stop stops the agent gracefully (SIGTERM; SIGKILL after DefaultStopGrace). The exec backend
+// stops the node's host services with it: the node goes down.
 func (n *Node) Stop() error { return n.Agent.Stop(0) }
 
-// Kill crashes the agent (SIGKILL). Its host services keep running, as on a real machine
-// whose agent crashed; its ZooKeeper session expires after the session timeout.
+// Kill crashes the agent (SIGKILL). The exec backend's host services die with it (parent-death
+// signal), as on a machine that crashed; its ZooKeeper session expires after the session timeout.
 func (n *Node) Kill() error { return n.Agent.Kill() }
-
-// Crash simulates the machine going down: SIGKILL to the agent and every process started
-// from its state directory (the host services).
-func (n *Node) Crash() error {
-	err := n.Agent.Kill()
-	n.Agent.KillGroup()
-	KillUnder(n.StateDir)
-	return err
-}
-
-// HostServices lists the processes running from the node's state directory: the host
-// services its agent started (they outlive a killed agent).
-func (n *Node) HostServices() []HostProcess { return ProcessesUnder(n.StateDir) }
 
 // Restart stops the agent gracefully and starts it again.
 func (n *Node) Restart() error { return n.Agent.Restart(0) }
