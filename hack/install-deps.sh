@@ -7,6 +7,9 @@
 #   etcd            bin/etcd, built from the Go module proxy via hack/etcd
 #   controller-gen  bin/controller-gen, pinned below
 #   helm            bin/helm, pinned below (the chart tests in test/chart run it)
+#   kubelet, kube-controller-manager, kube-scheduler
+#                   bin/, built like kube-apiserver, for the real-cluster e2e (test/cluster)
+#   node-runtime    containerd, runc and the CNI plugins, Debian's packages, if missing
 #   kubectl         bin/kubectl via hack/k8s/kubectl (only when asked for: `make kubectl`)
 #
 # Usage: hack/install-deps.sh [component...]   (default: all of them)
@@ -100,8 +103,9 @@ build_binary() {
 	echo "$stamp" >"$stampfile"
 }
 
-install_kube_apiserver() {
-	local v major minor
+# install_kube NAME builds bin/NAME from k8s.io/kubernetes/cmd/NAME in hack/k8s.
+install_kube() {
+	local name=$1 v major minor
 	v=$(module_version hack/k8s k8s.io/kubernetes)
 	[ -n "$v" ] || die "cannot read the k8s.io/kubernetes version from hack/k8s/go.mod"
 	major=${v#v}
@@ -111,7 +115,29 @@ install_kube_apiserver() {
 	# Without the version stamp the server reports v0.0.0-master+$Format:%H$, which kubectl and
 	# helm refuse to parse.
 	local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-	build_binary kube-apiserver hack/k8s k8s.io/kubernetes/cmd/kube-apiserver "Kubernetes $v" "$ldflags"
+	build_binary "$name" hack/k8s "k8s.io/kubernetes/cmd/$name" "Kubernetes $v" "$ldflags"
+}
+
+# The node runtime of the real-cluster e2e (test/cluster): containerd 1.6, runc and the CNI
+# plugins, all from Debian. kubelet only needs a CNI configuration to report the network ready;
+# the chart's pods use the host network.
+install_node_runtime() {
+	local missing=()
+	command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+	command -v runc >/dev/null 2>&1 || missing+=(runc)
+	[ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
+	if [ ${#missing[@]} -eq 0 ]; then
+		log "node runtime: present ($(containerd --version | awk '{print $3}'), runc, CNI plugins)"
+		return
+	fi
+	command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and apt-get not found"
+	log "node runtime: installing Debian packages: ${missing[*]}"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+	# The package's own service must not run: the tests start containerd with their own config.
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		as_root systemctl disable --now containerd >/dev/null 2>&1 || true
+	fi
 }
 
 install_etcd() {
@@ -160,17 +186,18 @@ install_helm() {
 command -v go >/dev/null 2>&1 || die "go is not installed"
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen helm)
+[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen helm node-runtime kubelet kube-controller-manager kube-scheduler)
 total=$SECONDS
 for c in "${components[@]}"; do
 	case $c in
 	zookeeper) timed zookeeper install_zookeeper ;;
-	kube-apiserver) timed kube-apiserver install_kube_apiserver ;;
+	kube-apiserver | kubelet | kube-controller-manager | kube-scheduler) timed "$c" install_kube "$c" ;;
+	node-runtime) timed node-runtime install_node_runtime ;;
 	etcd) timed etcd install_etcd ;;
 	controller-gen) timed controller-gen install_controller_gen ;;
 	helm) timed helm install_helm ;;
 	kubectl) timed kubectl install_kubectl ;;
-	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, helm, kubectl)" ;;
+	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, helm, kubectl, kubelet, kube-controller-manager, kube-scheduler, node-runtime)" ;;
 	esac
 done
 log "all done in $((SECONDS - total))s"
