@@ -1,8 +1,11 @@
 # syntax=docker/dockerfile:1
 # rollkeeper images, built from one Dockerfile:
-#   docker build --target manager -t rollkeeper-manager .   (the operator; distroless, nonroot)
-#   docker build --target agent   -t rollkeeper-agent .     (the node agent; runs host services)
-# `make docker-build` builds both. Every binary is static (CGO_ENABLED=0).
+#   docker build --target manager -t rollkeeper-manager .   (the operator; nonroot)
+#   docker build --target agent   -t rollkeeper-agent .     (the node agent; root)
+# `make docker-build` builds both with Docker. `make images` builds the same images without a
+# Docker engine (hack/ocibuild reads the final stages below), so keep those stages to what it
+# understands: FROM scratch, COPY, USER, WORKDIR, ENV, LABEL, ENTRYPOINT/CMD in exec form.
+# Every binary is static (CGO_ENABLED=0).
 
 FROM golang:1.26 AS builder
 WORKDIR /src
@@ -11,24 +14,28 @@ RUN go mod download
 COPY . .
 ARG TARGETOS=linux
 ARG TARGETARCH=amd64
-RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags "-s -w" -o /out/rollkeeper-manager ./cmd/manager && \
-    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags "-s -w" -o /out/rollkeeper-agent ./cmd/agent
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags "-s -w" -o /out/manager ./cmd/manager && \
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags "-s -w" -o /out/agent ./cmd/agent
 
-# The node agent supervises host services as its own child processes, fetches artifacts and
-# runs exec health checks, so it needs a real userland (sh, tar for exec checks and scripts,
-# CA certificates for https artifacts, nsenter for a backend that enters the host's
-# namespaces). The chart runs it privileged with hostNetwork and hostPID, as root, with its
-# state directory on a hostPath.
-FROM debian:bookworm-slim AS agent
-RUN apt-get update && \
-    apt-get install -y --no-install-recommends ca-certificates util-linux procps && \
-    rm -rf /var/lib/apt/lists/*
-COPY --from=builder /out/rollkeeper-agent /usr/local/bin/rollkeeper-agent
-ENTRYPOINT ["/usr/local/bin/rollkeeper-agent"]
-
-# The operator: talks to the API server and ZooKeeper only.
-FROM gcr.io/distroless/static:nonroot AS manager
-WORKDIR /
-COPY --from=builder /out/rollkeeper-manager /manager
+# The operator: talks to the API server and ZooKeeper only. A distroless-style root: users and
+# groups (hack/image/rootfs), CA certificates for https origins, the binary.
+FROM scratch AS manager
+COPY hack/image/rootfs/ /
+COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=builder /out/manager /manager
 USER 65532:65532
+WORKDIR /
 ENTRYPOINT ["/manager"]
+
+# The node agent runs as root: it starts and stops host services, pins pages (CAP_IPC_LOCK)
+# and owns its state directory on the host. The host services it runs come from their
+# artifacts (static binaries or whatever the artifact unpacks), not from this image, so the
+# image holds nothing but the agent; exec health checks run commands from the artifact or the
+# host paths the pod mounts.
+FROM scratch AS agent
+COPY hack/image/rootfs/ /
+COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=builder /out/agent /agent
+USER 0:0
+WORKDIR /
+ENTRYPOINT ["/agent"]
