@@ -249,9 +249,14 @@ func TestTemplateDefaults(t *testing.T) {
 		t.Errorf("want the RollingDeploy CRD with --include-crds")
 	}
 	one(t, objs, "Service", "-manager-metrics")
+	// The leader-election Lease belongs to the release, so helm uninstall removes it.
+	one(t, objs, "Lease", "rollkeeper-manager.rollkeeper.io")
 
 	var dep appsv1.Deployment
 	convert(t, one(t, objs, "Deployment", "-manager"), &dep)
+	if dep.Spec.Template.Spec.HostNetwork {
+		t.Error("operator on the host network by default")
+	}
 	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 2 {
 		t.Errorf("operator replicas %v, want 2", dep.Spec.Replicas)
 	}
@@ -352,6 +357,11 @@ func TestTemplateCustomValues(t *testing.T) {
 			t.Errorf("operator args %v lack %s", c.Args, a)
 		}
 	}
+	if !pod.HostNetwork || pod.DNSPolicy != corev1.DNSClusterFirstWithHostNet || !hasPort(c.Ports, 9080) || !hasPort(c.Ports, 9081) ||
+		!slices.Contains(c.Args, "--metrics-bind-address=:9080") || !slices.Contains(c.Args, "--health-probe-bind-address=:9081") ||
+		!slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "KUBERNETES_SERVICE_HOST" && e.Value == "10.1.2.3" }) {
+		t.Errorf("operator host network %v (dns %s), ports %v, args %v, env %v", pod.HostNetwork, pod.DNSPolicy, c.Ports, c.Args, c.Env)
+	}
 	if pod.ServiceAccountName != "rk-operator" || len(pod.ImagePullSecrets) != 1 || len(pod.Tolerations) != 1 || len(pod.NodeSelector) != 1 {
 		t.Errorf("operator pod spec: sa %s pull secrets %v tolerations %v node selector %v", pod.ServiceAccountName, pod.ImagePullSecrets, pod.Tolerations, pod.NodeSelector)
 	}
@@ -378,6 +388,9 @@ func TestTemplateCustomValues(t *testing.T) {
 	}
 	if apod.PriorityClassName != "" || apod.NodeSelector["rollkeeper.io/node"] != "true" || len(apod.Tolerations) != 1 || apod.Tolerations[0].Key != "dedicated" {
 		t.Errorf("agent scheduling: priority %q selector %v tolerations %v", apod.PriorityClassName, apod.NodeSelector, apod.Tolerations)
+	}
+	if !slices.ContainsFunc(ac.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" && e.Value == "2" }) {
+		t.Errorf("agent env lacks extraEnv: %v", ac.Env)
 	}
 	var auth *corev1.EnvVar
 	for i := range ac.Env {
