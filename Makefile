@@ -17,6 +17,10 @@ GO_TEST_FLAGS ?=
 
 IMG_MANAGER ?= rollkeeper-manager:dev
 IMG_AGENT ?= rollkeeper-agent:dev
+# make images writes OCI archives here (for `ctr images import`, `skopeo copy oci-archive:`...).
+IMAGES_DIR ?= $(LOCALBIN)/images
+# Fully qualified names, as containerd records them.
+qualify = $(if $(findstring /,$(firstword $(subst :, ,$(1)))),$(1),docker.io/library/$(1))
 
 export KUBEBUILDER_ASSETS := $(LOCALBIN)
 
@@ -79,6 +83,28 @@ build: ## Build the static binaries bin/rollkeeper-{manager,agent,fixture}.
 	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/rollkeeper-agent ./cmd/agent
 	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/rollkeeper-fixture ./cmd/fixture
 
+# The same flags as the Dockerfile's builder stage: the archives carry the binaries the
+# Dockerfile would.
+GO_IMAGE_BUILD = CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags "-s -w"
+
+.PHONY: images
+images: ## Build the manager and agent images (and the test cluster's pause image) as OCI archives in bin/images, without Docker, from the Dockerfile's stages.
+	mkdir -p $(LOCALBIN)/image $(IMAGES_DIR)
+	$(GO_IMAGE_BUILD) -o $(LOCALBIN)/image/manager ./cmd/manager
+	$(GO_IMAGE_BUILD) -o $(LOCALBIN)/image/agent ./cmd/agent
+	$(GO_IMAGE_BUILD) -o $(LOCALBIN)/image/pause ./hack/pause
+	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/ocibuild ./hack/ocibuild
+	$(LOCALBIN)/ocibuild -dockerfile Dockerfile -target manager -map /out=$(LOCALBIN)/image \
+		-name $(call qualify,$(IMG_MANAGER)) -o $(IMAGES_DIR)/rollkeeper-manager.tar
+	$(LOCALBIN)/ocibuild -dockerfile Dockerfile -target agent -map /out=$(LOCALBIN)/image \
+		-name $(call qualify,$(IMG_AGENT)) -o $(IMAGES_DIR)/rollkeeper-agent.tar
+	$(LOCALBIN)/ocibuild -dockerfile hack/pause/Dockerfile -target pause -map /out=$(LOCALBIN)/image \
+		-name registry.k8s.io/pause:rollkeeper -o $(IMAGES_DIR)/pause.tar
+
+.PHONY: cluster
+cluster: deps images ## Run a local single-node cluster (kubelet + containerd, as root) in the foreground; Ctrl-C tears it down.
+	$(GO) run ./test/cluster/localcluster -images $(IMAGES_DIR)
+
 .PHONY: docker-build
 docker-build: ## Build the manager and agent images (needs a Docker engine; none in CI).
 	docker build --target manager -t $(IMG_MANAGER) .
@@ -87,7 +113,7 @@ docker-build: ## Build the manager and agent images (needs a Docker engine; none
 ##@ Test
 
 .PHONY: test
-test: deps verify-generated fmt-check vet build ## Everything CI runs: generation check, gofmt, vet, unit and e2e tests.
+test: deps verify-generated fmt-check vet build images ## Everything CI runs: generation check, gofmt, vet, unit and e2e tests.
 	ROLLKEEPER_BIN_DIR=$(LOCALBIN) RACE_PKGS="$(RACE_PKGS)" TEST_TIMEOUT=$(TEST_TIMEOUT) \
 		hack/run-tests.sh $(GO_TEST_FLAGS) ./...
 
@@ -97,7 +123,7 @@ test-unit: ## Run every test but the e2e ones (test/e2e).
 		hack/run-tests.sh $(GO_TEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e)
 
 .PHONY: test-e2e
-test-e2e: deps build ## Run the e2e tests (test/e2e) against real ZooKeeper, API server and agent processes.
+test-e2e: deps build images ## Run the e2e tests (test/e2e) against real ZooKeeper, API server and agent processes.
 	ROLLKEEPER_BIN_DIR=$(LOCALBIN) RACE_PKGS= TEST_TIMEOUT=$(TEST_TIMEOUT) \
 		hack/run-tests.sh $(GO_TEST_FLAGS) ./test/e2e/...
 

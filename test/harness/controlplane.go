@@ -65,6 +65,20 @@ func crdDir(root string) string {
 // StartControlPlane starts kube-apiserver and etcd from AssetsDir, installs the CRDs from
 // <repo>/config/crd/bases ($ROLLKEEPER_CRD_DIR) and writes an admin kubeconfig to dir/kubeconfig.
 func StartControlPlane(dir string) (*ControlPlane, error) {
+	return StartControlPlaneWith(dir, ControlPlaneOptions{})
+}
+
+// ControlPlaneOptions adjusts StartControlPlaneWith.
+type ControlPlaneOptions struct {
+	// NoCRDs leaves the CRDs out (a helm install brings them).
+	NoCRDs bool
+	// ConfigureAPIServer changes kube-apiserver's flags before it starts (envtest's defaults
+	// suit an API server without nodes; a real node needs more).
+	ConfigureAPIServer func(*envtest.APIServer)
+}
+
+// StartControlPlaneWith is StartControlPlane with options.
+func StartControlPlaneWith(dir string, opts ControlPlaneOptions) (*ControlPlane, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
@@ -90,6 +104,12 @@ func StartControlPlane(dir string) (*ControlPlane, error) {
 		CRDDirectoryPaths:     []string{crdDir(root)},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
+	}
+	if opts.NoCRDs {
+		env.CRDDirectoryPaths, env.ErrorIfCRDPathMissing = nil, false
+	}
+	if opts.ConfigureAPIServer != nil {
+		opts.ConfigureAPIServer(env.ControlPlane.GetAPIServer())
 	}
 	if _, err := env.Start(); err != nil {
 		// Start may fail after launching the processes (for example on an invalid CRD).
