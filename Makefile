@@ -118,9 +118,14 @@ test: deps verify-generated fmt-check vet build images ## Everything CI runs: ge
 		hack/run-tests.sh $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit
-test-unit: ## Run every test but the e2e ones (test/e2e).
+test-unit: ## Run every test but the e2e ones (test/e2e, test/cluster).
 	ROLLKEEPER_BIN_DIR=$(LOCALBIN) RACE_PKGS="$(RACE_PKGS)" TEST_TIMEOUT=$(TEST_TIMEOUT) \
-		hack/run-tests.sh $(GO_TEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e)
+		hack/run-tests.sh $(GO_TEST_FLAGS) $$($(GO) list ./... | grep -v -e /test/e2e -e /test/cluster)
+
+.PHONY: test-cluster
+test-cluster: deps images ## Run the real-cluster e2e (test/cluster, as root): helm install on a kubelet node, a host service upgraded.
+	ROLLKEEPER_BIN_DIR=$(LOCALBIN) RACE_PKGS= TEST_TIMEOUT=$(TEST_TIMEOUT) \
+		hack/run-tests.sh $(GO_TEST_FLAGS) ./test/cluster/...
 
 .PHONY: test-e2e
 test-e2e: deps build images ## Run the e2e tests (test/e2e) against real ZooKeeper, API server and agent processes.
