@@ -99,33 +99,37 @@ func removeKubeChains(pre map[string][]string) error {
 			errs = append(errs, err)
 			continue
 		}
-		table := ""
 		added := map[string]map[string]bool{}
-		var jumps [][]string
-		sc := bufio.NewScanner(strings.NewReader(dump))
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case strings.HasPrefix(line, "*"):
-				table = line[1:]
-			case strings.HasPrefix(line, ":"):
-				f := strings.Fields(line[1:])
-				if len(f) > 0 && strings.HasPrefix(f[0], "KUBE-") && !contains(pre[fam+"/"+table], f[0]) {
+		for table, chains := range parseChains(dump) {
+			for _, ch := range chains {
+				if strings.HasPrefix(ch, "KUBE-") && !contains(pre[fam+"/"+table], ch) {
 					if added[table] == nil {
 						added[table] = map[string]bool{}
 					}
-					added[table][f[0]] = true
+					added[table][ch] = true
 				}
-			case strings.HasPrefix(line, "-A "):
-				args := splitRule(line)
-				if len(args) < 2 || added[table][args[1]] {
-					continue // a rule inside a chain that goes anyway
-				}
-				for i := 0; i+1 < len(args); i++ {
-					if (args[i] == "-j" || args[i] == "-g") && added[table][args[i+1]] {
-						jumps = append(jumps, append([]string{"-t", table, "-D"}, args[1:]...))
-						break
-					}
+			}
+		}
+		var jumps [][]string
+		table := ""
+		sc := bufio.NewScanner(strings.NewReader(dump))
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, "*") {
+				table = line[1:]
+				continue
+			}
+			if !strings.HasPrefix(line, "-A ") {
+				continue
+			}
+			args := splitRule(line)
+			if len(args) < 2 || added[table][args[1]] {
+				continue // a rule inside a chain that goes anyway
+			}
+			for i := 0; i+1 < len(args); i++ {
+				if (args[i] == "-j" || args[i] == "-g") && added[table][args[i+1]] {
+					jumps = append(jumps, append([]string{"-t", table, "-D"}, args[1:]...))
+					break
 				}
 			}
 		}

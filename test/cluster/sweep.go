@@ -229,27 +229,48 @@ func descendants(procs map[int]procInfo, root int) []int {
 	return out
 }
 
-// mountsUnder lists the mount points at or below dir, deepest first.
-func mountsUnder(dir string) ([]string, error) {
+type mount struct{ point, fstype string }
+
+// mounts reads this process's mount table.
+func mounts() ([]mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	defer f.Close()
-	var out []string
+	var out []mount
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
+		// id parent major:minor root point options [optional...] - fstype source super
+		line := sc.Text()
+		fields := strings.Fields(line)
+		i := strings.Index(line, " - ")
+		if len(fields) < 5 || i < 0 {
 			continue
 		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
+		m := mount{point: unescapeMount(fields[4])}
+		if f := strings.Fields(line[i+3:]); len(f) > 0 {
+			m.fstype = f[0]
+		}
+		out = append(out, m)
+	}
+	return out, sc.Err()
+}
+
+// mountsUnder lists the mount points at or below dir, deepest first.
+func mountsUnder(dir string) ([]string, error) {
+	ms, err := mounts()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range ms {
+		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
+			out = append(out, m.point)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out, sc.Err()
+	return out, nil
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space).
@@ -299,25 +320,17 @@ func listNetns() map[string]bool {
 
 // cgroupRoots lists the mount points of the cgroup hierarchies (v1 controllers and v2).
 func cgroupRoots() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mounts()
 	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		i := strings.Index(line, " - ")
-		if i < 0 {
-			continue
-		}
-		fstype := strings.Fields(line[i+3:])
-		if len(fstype) > 0 && (fstype[0] == "cgroup" || fstype[0] == "cgroup2") {
-			out = append(out, unescapeMount(strings.Fields(line)[4]))
+	for _, m := range ms {
+		if m.fstype == "cgroup" || m.fstype == "cgroup2" {
+			out = append(out, m.point)
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // PodCgroups lists kubelet's pod cgroup trees ("kubepods") in every hierarchy.
