@@ -43,6 +43,8 @@ type Config struct {
 	// RetryInterval is the first pause after an error (doubling up to MaxRetryInterval).
 	RetryInterval    time.Duration
 	MaxRetryInterval time.Duration
+	// Metrics, if set, records this agent's services, upgrades and ZooKeeper session.
+	Metrics *Metrics
 }
 
 // Agent is one node's agent.
@@ -68,6 +70,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxRetryInterval <= 0 {
 		cfg.MaxRetryInterval = 30 * time.Second
 	}
+	cfg.Metrics.watchZooKeeper(cfg.ZK)
 	return &Agent{cfg: cfg, log: cfg.Logger.WithValues("node", cfg.Node)}, nil
 }
 

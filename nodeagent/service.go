@@ -184,11 +184,13 @@ func (w *worker) step(root, ctx context.Context) error {
 	}
 	st := w.a.cfg.Backend.Status(w.svc)
 	if !st.Running {
+		w.a.cfg.Metrics.down(w.svc)
 		return w.start(root, ctx, plan)
 	}
 	if err := w.register(ctx, st.Version); err != nil {
 		return err
 	}
+	w.a.cfg.Metrics.online(w.svc, st.Version)
 	if plan == nil {
 		if err := w.leaveQueue(ctx, ""); err != nil {
 			return err
@@ -225,7 +227,11 @@ func (w *worker) step(root, ctx context.Context) error {
 	if !w.a.cfg.Store.Has(w.svc, target) {
 		// Keep the live version's pages while the download streams through the page cache.
 		live := w.pin(ctx, w.a.cfg.Store.CurrentLink(w.svc))
+		began := time.Now()
 		err = w.a.cfg.Store.Ensure(ctx, rel)
+		if ctx.Err() == nil {
+			w.a.cfg.Metrics.fetched(w.svc, err, time.Since(began))
+		}
 		w.unpin(live)
 	}
 	if err != nil {
@@ -451,7 +457,11 @@ func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 		}
 		return nil
 	}
-	return health.Wait(ctx, rel.HealthCheck, cfg.Address, append(os.Environ(), env...), alive)
+	err := health.Wait(ctx, rel.HealthCheck, cfg.Address, append(os.Environ(), env...), alive)
+	if err != nil && ctx.Err() == nil {
+		cfg.Metrics.healthCheckFailed(w.svc)
+	}
+	return err
 }
 
 // register makes sure current/<svc>/<node> exists in this session with version. A registration
@@ -715,17 +725,23 @@ func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from,
 	cfg := w.a.cfg
 	to := rel.Version
 	w.log.Info("upgrading: stopping service", "from", from, "to", to)
+	stopped := time.Now()
 	if err := cfg.Backend.Stop(root, w.svc); err != nil {
+		cfg.Metrics.upgraded(w.svc, ResultError, 0)
 		return fmt.Errorf("upgrade %s %s->%s: stop: %w", w.svc, from, to, err)
 	}
+	cfg.Metrics.down(w.svc)
 	if err := cfg.Store.Switch(w.svc, to); err != nil {
+		cfg.Metrics.upgraded(w.svc, ResultError, 0)
 		return fmt.Errorf("upgrade %s %s->%s: %w", w.svc, from, to, err)
 	}
 	herr := w.runAndCheck(root, rel)
 	if herr == nil {
+		cfg.Metrics.upgraded(w.svc, ResultSuccess, time.Since(stopped))
 		if err := w.finish(root, child, to); err != nil {
 			return err
 		}
+		cfg.Metrics.online(w.svc, to)
 		w.log.Info("upgraded", "version", to)
 		w.holdWarm(root, to)
 		if err := cfg.Store.Prune(w.svc); err != nil {
@@ -734,6 +750,7 @@ func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from,
 		return nil
 	}
 	w.log.Error(herr, "new version unhealthy; rolling back", "from", from, "to", to)
+	cfg.Metrics.upgraded(w.svc, ResultRollback, 0)
 	w.unwarm()
 	_ = cfg.Backend.Stop(root, w.svc)
 	w.recordFailure(root, to, zklayout.FailureHealthCheck, herr)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -47,6 +48,7 @@ type options struct {
 	p2pPort                           int
 	uploadRate, downloadRate          int64
 	zoneLabel, rackLabel              string
+	metricsAddr                       string
 }
 
 func main() {
@@ -63,6 +65,7 @@ func main() {
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rollkeeper", "directory for versions, logs and cached labels")
 	fs.StringVar(&o.backend, "backend", "exec", "host service backend: exec")
 	fs.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz (empty: off)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9441", "address for Prometheus /metrics (\"0\" or empty: off)")
 	fs.StringVar(&o.fetcher, "fetcher", "p2p", "how artifacts are fetched: p2p (BitTorrent, ZooKeeper as tracker, origin as web seed) or http (straight from the origin)")
 	fs.IntVar(&o.p2pPort, "p2p-port", 6881, "TCP port for peer connections, on --node-address; 0 picks a free one")
 	fs.Int64Var(&o.uploadRate, "p2p-upload-rate", 0, "peer upload limit in bytes/s; 0: unlimited")
@@ -171,11 +174,17 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	}
 	pinner := pagecache.New(o.pinBudget, log.WithName("pagecache"))
 	defer pinner.Close()
+	metrics := nodeagent.NewMetrics()
 	agent, err := nodeagent.New(nodeagent.Config{Node: o.node, Address: o.address, Labels: labels,
-		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold})
+		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold, Metrics: metrics})
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := serveMetrics(o.metricsAddr, metrics, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	if o.healthAddr != "" {
 		srv := &http.Server{Addr: o.healthAddr, ReadHeaderTimeout: 5 * time.Second,
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -236,6 +245,30 @@ func nodeLabels(ctx context.Context, o options, log logr.Logger) (map[string]str
 		labels[k] = v
 	}
 	return labels, nil
+}
+
+// serveMetrics serves the agent's metrics, with the Go runtime and process collectors, at
+// /metrics on addr ("0" or empty: off). The address is bound before it returns, so a taken port
+// fails the start instead of going unnoticed.
+func serveMetrics(addr string, m *nodeagent.Metrics, log logr.Logger) (func(), error) {
+	if addr == "" || addr == "0" {
+		return func() {}, nil
+	}
+	m.Registry().MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics endpoint (--metrics-addr %s): %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error(err, "metrics endpoint")
+		}
+	}()
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	return func() { _ = srv.Close() }, nil
 }
 
 func kubeConfig(path string) (*rest.Config, error) {

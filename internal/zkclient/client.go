@@ -70,6 +70,44 @@ type Client struct {
 	closed bool
 
 	watchesFired atomic.Int64
+
+	// Session accounting for metrics, updated by the library's session events.
+	hasSession  atomic.Bool
+	hadSession  atomic.Bool
+	reconnects  atomic.Int64
+	expirations atomic.Int64
+}
+
+// SessionStats is the session's health, for metrics.
+type SessionStats struct {
+	// Connected: the client holds a live session with a server now.
+	Connected bool
+	// Reconnects counts sessions (re-)established after the first one: after a lost server
+	// connection or an expired session.
+	Reconnects int64
+	// Expirations counts sessions that expired (their ephemeral znodes are gone).
+	Expirations int64
+}
+
+// SessionStats reports the session's state and how often it was re-established.
+func (c *Client) SessionStats() SessionStats {
+	return SessionStats{Connected: c.hasSession.Load(), Reconnects: c.reconnects.Load(), Expirations: c.expirations.Load()}
+}
+
+// sessionEvent updates the session accounting; every state but HasSession means no session.
+func (c *Client) sessionEvent(s zk.State) {
+	switch s {
+	case zk.StateHasSession:
+		c.hasSession.Store(true)
+		if c.hadSession.Swap(true) {
+			c.reconnects.Add(1)
+		}
+	case zk.StateExpired:
+		c.expirations.Add(1)
+		c.hasSession.Store(false)
+	default:
+		c.hasSession.Store(false)
+	}
 }
 
 // Dial connects and waits until a session is established, ctx is done, or cfg.DialTimeout passes.
@@ -90,6 +128,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		if ev.Type != zk.EventSession {
 			return
 		}
+		c.sessionEvent(ev.State)
 		switch ev.State {
 		case zk.StateHasSession:
 			select {
@@ -162,6 +201,7 @@ func (c *Client) Close() {
 	}
 	c.mu.Unlock()
 	c.conn.Close()
+	c.hasSession.Store(false)
 }
 
 // WatchesFired counts watch events delivered to this client's callers (herd-effect accounting).

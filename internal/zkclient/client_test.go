@@ -100,7 +100,11 @@ func TestServerRestartKeepsSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	sess := c.Session()
+	if st := c.SessionStats(); !st.Connected || st.Reconnects != 0 || st.Expirations != 0 {
+		t.Fatalf("session stats after dial: %+v", st)
+	}
 	e.Servers[0].Stop()
+	waitStats(t, c, "disconnected", func(st zkclient.SessionStats) bool { return !st.Connected })
 	if err := e.Servers[0].Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -125,5 +129,24 @@ func TestServerRestartKeepsSession(t *testing.T) {
 	case <-sess.Done:
 		t.Fatal("session reported expired")
 	default:
+	}
+	waitStats(t, c, "reconnected once", func(st zkclient.SessionStats) bool {
+		return st.Connected && st.Reconnects == 1 && st.Expirations == 0
+	})
+	c.Close()
+	if st := c.SessionStats(); st.Connected {
+		t.Fatalf("session stats after Close: %+v", st)
+	}
+}
+
+// waitStats polls the session stats until cond holds (session events arrive asynchronously).
+func waitStats(t *testing.T, c *zkclient.Client, what string, cond func(zkclient.SessionStats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for st := c.SessionStats(); !cond(st); st = c.SessionStats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("session stats not %s: %+v", what, st)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
 	}
 }

@@ -54,6 +54,9 @@ type Config struct {
 	// ManagerArgs and AgentArgs are appended to the processes' command lines.
 	ManagerArgs []string
 	AgentArgs   []string
+	// AgentMetrics serves each agent's /metrics on a free port of its address
+	// (Node.MetricsAddr); without it the agents run with --metrics-addr=0.
+	AgentMetrics bool
 	// Dir holds everything the stack writes (default: a new temporary directory, removed by
 	// Stop unless ROLLKEEPER_KEEP_TEST_DIR=1).
 	Dir string
@@ -102,6 +105,8 @@ type Node struct {
 	Labels   map[string]string
 	StateDir string
 	Agent    *Process
+	// MetricsAddr is host:port of the agent's /metrics (Config.AgentMetrics), or empty.
+	MetricsAddr string
 }
 
 // NodeName is the name of node i (1-based).
@@ -205,6 +210,11 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		}
 		n := &Node{Index: i, Name: NodeName(i), Address: NodeAddress(i), Labels: labels,
 			StateDir: filepath.Join(s.Dir, "nodes", NodeName(i))}
+		if cfg.AgentMetrics {
+			if n.MetricsAddr, err = freeAddr(n.Address); err != nil {
+				return s, fmt.Errorf("stack: metrics port of %s: %w", n.Name, err)
+			}
+		}
 		if err := s.Client.Create(ctx, NodeObject(n.Name, n.Address, labels)); err != nil {
 			return s, fmt.Errorf("stack: create Node %s: %w", n.Name, err)
 		}
@@ -262,7 +272,22 @@ func (s *Stack) agentArgs(n *Node) []string {
 		// Free ports: stacks of parallel test packages share the loopback addresses.
 		"--p2p-port=0",
 	}
+	metrics := "0"
+	if n.MetricsAddr != "" {
+		metrics = n.MetricsAddr
+	}
+	args = append(args, "--metrics-addr="+metrics)
 	return append(args, s.Config.AgentArgs...)
+}
+
+// freeAddr returns host:port with a port free on host right now.
+func freeAddr(host string) (string, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 func (s *Stack) managerArgs() []string {

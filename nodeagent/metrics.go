@@ -1,0 +1,197 @@
+package nodeagent
+
+import (
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+)
+
+// Metric names and labels of the agent (docs/metrics.md lists them for users).
+const (
+	MetricServiceInfo     = "rollkeeper_agent_service_info"
+	MetricServiceUp       = "rollkeeper_agent_service_up"
+	MetricRestartDuration = "rollkeeper_agent_restart_duration_seconds"
+	MetricHealthFailures  = "rollkeeper_agent_health_check_failures_total"
+	MetricUpgrades        = "rollkeeper_agent_upgrades_total"
+	MetricFetches         = "rollkeeper_agent_artifact_fetches_total"
+	MetricFetchDuration   = "rollkeeper_agent_artifact_fetch_duration_seconds"
+	MetricZKSessionState  = "rollkeeper_agent_zookeeper_session_state"
+	MetricZKReconnects    = "rollkeeper_agent_zookeeper_reconnects_total"
+	MetricZKExpirations   = "rollkeeper_agent_zookeeper_session_expirations_total"
+
+	LabelService = "service"
+	LabelVersion = "version"
+	LabelResult  = "result"
+
+	// Values of the result label.
+	ResultSuccess  = "success"
+	ResultRollback = "rollback"
+	ResultError    = "error"
+)
+
+// Metrics is one agent's Prometheus metrics, on a registry of its own so that agents sharing a
+// process (scale tests) keep theirs apart. A nil *Metrics records nothing.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	info           *prometheus.GaugeVec
+	up             *prometheus.GaugeVec
+	restart        *prometheus.HistogramVec
+	healthFailures *prometheus.CounterVec
+	upgrades       *prometheus.CounterVec
+	fetches        *prometheus.CounterVec
+	fetchDuration  *prometheus.HistogramVec
+	zk             *zkSessionCollector
+
+	mu sync.Mutex
+	// versions is the version each service's info series carries.
+	versions map[string]string
+}
+
+// NewMetrics returns an agent's metrics on a new registry. Add process-wide collectors (Go
+// runtime, process) to Registry in main, where there is one agent per process.
+func NewMetrics() *Metrics {
+	svc := []string{LabelService}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricServiceInfo,
+			Help: "1 for the version of each host service this node runs (or last ran)."}, []string{LabelService, LabelVersion}),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricServiceUp,
+			Help: "1 while the host service runs and passed its health check, 0 while it is stopped, upgrading or starting."}, svc),
+		restart: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricRestartDuration,
+			Help:    "Upgrade downtime: from stopping the old version to the new version passing its health check.",
+			Buckets: []float64{0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300}}, svc),
+		healthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricHealthFailures,
+			Help: "Starts of a version that failed their health check (failureThreshold probes in a row, or the process exited)."}, svc),
+		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricUpgrades,
+			Help: "Upgrades this node carried out, by result: success, rollback (the new version was unhealthy), error (stop or switch failed; retried)."},
+			[]string{LabelService, LabelResult}),
+		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricFetches,
+			Help: "Artifact downloads (fetch, verify, unpack), by result: success or error."}, []string{LabelService, LabelResult}),
+		fetchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricFetchDuration,
+			Help:    "Time to fetch, verify and unpack an artifact that succeeded.",
+			Buckets: []float64{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}}, svc),
+		zk:       newZKSessionCollector(),
+		versions: map[string]string{},
+	}
+	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.zk)
+	return m
+}
+
+// Registry is where the agent's metrics live.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// watchZooKeeper exports zk's session state (the agent's client).
+func (m *Metrics) watchZooKeeper(zk *zkclient.Client) {
+	if m != nil {
+		m.zk.client.Store(zk)
+	}
+}
+
+// online records that svc runs version and passed its health check.
+func (m *Metrics) online(svc, version string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.versions[svc]; ok && old != version {
+		m.info.DeleteLabelValues(svc, old)
+	}
+	m.versions[svc] = version
+	m.info.WithLabelValues(svc, version).Set(1)
+	m.up.WithLabelValues(svc).Set(1)
+}
+
+// down records that svc is not running (stopped for an upgrade, exited, not yet started). A
+// service this node never ran gets no series.
+func (m *Metrics) down(svc string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.versions[svc]; ok {
+		m.up.WithLabelValues(svc).Set(0)
+	}
+}
+
+// upgraded records an upgrade's result; downtime is observed for successful ones.
+func (m *Metrics) upgraded(svc, result string, downtime time.Duration) {
+	if m == nil {
+		return
+	}
+	m.upgrades.WithLabelValues(svc, result).Inc()
+	if result == ResultSuccess {
+		m.restart.WithLabelValues(svc).Observe(downtime.Seconds())
+	}
+}
+
+func (m *Metrics) healthCheckFailed(svc string) {
+	if m != nil {
+		m.healthFailures.WithLabelValues(svc).Inc()
+	}
+}
+
+// fetched records an artifact download that took d.
+func (m *Metrics) fetched(svc string, err error, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.fetches.WithLabelValues(svc, ResultError).Inc()
+		return
+	}
+	m.fetches.WithLabelValues(svc, ResultSuccess).Inc()
+	m.fetchDuration.WithLabelValues(svc).Observe(d.Seconds())
+}
+
+// zkSessionCollector reads the agent's ZooKeeper session state at scrape time; it exports
+// nothing until the agent gives it its client.
+type zkSessionCollector struct {
+	client                         atomic.Pointer[zkclient.Client]
+	state, reconnects, expirations *prometheus.Desc
+}
+
+func newZKSessionCollector() *zkSessionCollector {
+	return &zkSessionCollector{
+		state: prometheus.NewDesc(MetricZKSessionState,
+			"1 while the agent holds a ZooKeeper session, 0 while it is disconnected or its session expired.", nil, nil),
+		reconnects: prometheus.NewDesc(MetricZKReconnects,
+			"ZooKeeper sessions the agent re-established after a lost connection or an expired session.", nil, nil),
+		expirations: prometheus.NewDesc(MetricZKExpirations,
+			"ZooKeeper sessions of the agent that expired (its registrations were dropped and made again).", nil, nil),
+	}
+}
+
+func (c *zkSessionCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.state
+	ch <- c.reconnects
+	ch <- c.expirations
+}
+
+func (c *zkSessionCollector) Collect(ch chan<- prometheus.Metric) {
+	zk := c.client.Load()
+	if zk == nil {
+		return
+	}
+	st := zk.SessionStats()
+	connected := 0.0
+	if st.Connected {
+		connected = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, connected)
+	ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(st.Reconnects))
+	ch <- prometheus.MustNewConstMetric(c.expirations, prometheus.CounterValue, float64(st.Expirations))
+}
