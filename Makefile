@@ -78,10 +78,11 @@ verify-generated: ## Regenerate code and manifests and fail if api/, config/ or 
 ##@ Build
 
 .PHONY: build
-build: ## Build the static binaries bin/rollkeeper-{manager,agent,fixture}.
+build: ## Build the static binaries bin/rollkeeper-{manager,agent,fixture} and the kubectl plugin bin/kubectl-rollkeeper.
 	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/rollkeeper-manager ./cmd/manager
 	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/rollkeeper-agent ./cmd/agent
 	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/rollkeeper-fixture ./cmd/fixture
+	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/kubectl-rollkeeper ./cmd/kubectl-rollkeeper
 
 # The same flags as the Dockerfile's builder stage: the archives carry the binaries the
 # Dockerfile would.

@@ -59,6 +59,8 @@ type RollingDeployReconciler struct {
 	Seeder *seeder.Seeder
 
 	watcher *zkWatcher
+	// nodeSets remembers the RollingDeployNodeSets last written (mirrorNodes).
+	nodeSets nodeSetWrites
 }
 
 // scope carries one pass's state between its phases.
@@ -95,6 +97,7 @@ func (r *RollingDeployReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err := r.Get(ctx, req.NamespacedName, rd); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.watcher.Forget(req.Name)
+			deployMetrics.forget(req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get RollingDeploy %s: %w", req.Name, err)
@@ -117,6 +120,7 @@ func (r *RollingDeployReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		if reterr == nil {
 			rd.Status.ObservedGeneration = rd.Generation
 		}
+		deployMetrics.observe(rd.Name, &rd.Status)
 		if apiequality.Semantic.DeepEqual(before.Status, rd.Status) {
 			return
 		}
@@ -140,7 +144,17 @@ func (r *RollingDeployReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err
 	}
 	applySummary(&rd.Status, rd.Generation, s.sum)
+	r.applyAbort(rd, &before.Status)
 	logMalformed(log, &before.Status, &rd.Status)
+	if retry, err := r.mirrorNodes(ctx, s); err != nil || retry {
+		// The per-node mirror is secondary: a failure is logged and retried, status still goes.
+		if err != nil {
+			log.Error(err, "mirror node states into RollingDeployNodeSets")
+		}
+		if res.RequeueAfter == 0 || res.RequeueAfter > mirrorRetry {
+			res.RequeueAfter = mirrorRetry
+		}
+	}
 	return res, nil
 }
 
@@ -408,7 +422,7 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 	rd := s.rd
 	now := time.Now()
 	owner := plan.Owner{Name: rd.Name, UID: string(rd.UID), Generation: rd.Generation}
-	opts := plan.Options{Paused: rd.Spec.Paused, FailurePolicy: rd.Spec.FailurePolicy}
+	opts := plan.Options{Paused: paused(rd), FailurePolicy: rd.Spec.FailurePolicy}
 	var ops []zkclient.Op
 	var newVersion, updated []zklayout.Plan
 	for _, name := range s.order {
@@ -537,14 +551,14 @@ func (r *RollingDeployReconciler) digest(s *scope) {
 		o.MinAvailable, o.Selected, o.MinStaged = s.minAvailable[name], s.selected[name], s.minStaged[name]
 		d := plan.DigestService(o)
 		d.Status.Position = int32(i + 1)
-		plan.Phase(&d, plan.PhaseInput{Paused: s.rd.Spec.Paused, WaitingFor: append([]string(nil), incomplete...)})
+		plan.Phase(&d, plan.PhaseInput{Paused: paused(s.rd), WaitingFor: append([]string(nil), incomplete...)})
 		if !d.Complete {
 			incomplete = append(incomplete, name)
 		}
 		ds = append(ds, d)
 	}
 	s.sum.services = ds
-	s.sum.paused = s.rd.Spec.Paused
+	s.sum.paused = paused(s.rd)
 	s.sum.rollback = s.rd.Spec.FailurePolicy == v1alpha1.FailurePolicyRollback
 	s.sum.malformed = s.queueMalformed
 }
@@ -586,6 +600,7 @@ func (r *RollingDeployReconciler) ServiceChanged(svc string) {
 func (r *RollingDeployReconciler) reconcileDelete(ctx context.Context, rd *v1alpha1.RollingDeploy) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(rd, Finalizer) {
 		r.watcher.Forget(rd.Name)
+		deployMetrics.forget(rd.Name)
 		return ctrl.Result{}, nil
 	}
 	log := logf.FromContext(ctx)
@@ -617,6 +632,7 @@ func (r *RollingDeployReconciler) reconcileDelete(ctx context.Context, rd *v1alp
 		return ctrl.Result{}, fmt.Errorf("remove finalizer from RollingDeploy %s: %w", rd.Name, err)
 	}
 	r.watcher.Forget(rd.Name)
+	deployMetrics.forget(rd.Name)
 	return ctrl.Result{}, nil
 }
 
@@ -635,6 +651,8 @@ func (r *RollingDeployReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return errors.New("RollingDeployReconciler needs a ZooKeeper layout")
 	}
 	r.watcher = newZKWatcher(r.ZK, r.Layout, mgr.GetLogger().WithName("zkwatch"))
+	registerMetrics()
+	zkMetrics.zk.Store(r.ZK)
 	if err := mgr.Add(r.watcher); err != nil {
 		return fmt.Errorf("add ZooKeeper watcher: %w", err)
 	}
@@ -643,7 +661,10 @@ func (r *RollingDeployReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("rollingdeploy").
-		For(&v1alpha1.RollingDeploy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Annotations too: rollkeeper.io/aborted.
+		For(&v1alpha1.RollingDeploy{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		// A deleted RollingDeployNodeSet is written again.
+		Owns(&v1alpha1.RollingDeployNodeSet{}, builder.WithPredicates(r.nodeSets.nodeSetDeleted())).
 		// Another RollingDeploy's spec change or deletion can hand a service over.
 		Watches(&v1alpha1.RollingDeploy{}, handler.EnqueueRequestsFromMapFunc(r.sharingServices),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -245,8 +245,13 @@ func TestTemplateDefaults(t *testing.T) {
 	if got := byKind(objs, "ServiceMonitor"); len(got) != 0 {
 		t.Errorf("ServiceMonitor rendered by default: %v", got)
 	}
-	if len(byKind(objs, "CustomResourceDefinition")) != 1 {
-		t.Errorf("want the RollingDeploy CRD with --include-crds")
+	var crds []string
+	for _, o := range byKind(objs, "CustomResourceDefinition") {
+		crds = append(crds, o.GetName())
+	}
+	slices.Sort(crds)
+	if !slices.Equal(crds, []string{"rollingdeploynodesets.rollkeeper.io", "rollingdeploys.rollkeeper.io"}) {
+		t.Errorf("want the RollingDeploy and RollingDeployNodeSet CRDs with --include-crds, got %v", crds)
 	}
 	one(t, objs, "Service", "-manager-metrics")
 	// The leader-election Lease belongs to the release, so helm uninstall removes it.

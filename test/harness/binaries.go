@@ -15,6 +15,8 @@ const (
 	ManagerBinary = "rollkeeper-manager"
 	AgentBinary   = "rollkeeper-agent"
 	FixtureBinary = "rollkeeper-fixture"
+	// PluginBinary is the kubectl plugin (kubectl rollkeeper).
+	PluginBinary = "kubectl-rollkeeper"
 )
 
 // binaryPackages maps each binary to its main package.
@@ -22,6 +24,7 @@ var binaryPackages = map[string]string{
 	ManagerBinary: "./cmd/manager",
 	AgentBinary:   "./cmd/agent",
 	FixtureBinary: "./cmd/fixture",
+	PluginBinary:  "./cmd/kubectl-rollkeeper",
 }
 
 // BinDirEnv names a directory of prebuilt binaries (make test sets it to bin/ after make
