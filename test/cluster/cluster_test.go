@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	images := imageArchives(t, root)
-	bins, err := harness.Build(ctx, harness.FixtureBinary)
+	bins, err := harness.Build(ctx, harness.FixtureBinary, harness.PluginBinary)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = origin.Close() })
 
-	ports, err := zkserver.FreePorts(6)
+	ports, err := zkserver.FreePorts(7)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +132,41 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 	}
 	t.Logf("node %s serves %s after the upgrade; %s", c.NodeName, "v2", harness.DescribeStatus(got))
 
+	// kubectl rollkeeper, with the user's kubeconfig, shows the node on v2.
+	out, err := exec.CommandContext(ctx, bins[harness.PluginBinary], "status", "web", "--kubeconfig", c.Kubeconfig).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), c.NodeName) || !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(c.NodeName)+`\s+v2\s+yes\s+Updated`).Match(out) {
+		t.Errorf("kubectl rollkeeper status web: %v\n%s", err, out)
+	} else {
+		t.Logf("kubectl rollkeeper status web:\n%s", out)
+	}
+
+	// What Prometheus scrapes from the installed pods (host network: node ports) agrees.
+	_, err = harness.WaitScrape(ctx, fmt.Sprintf("127.0.0.1:%d", ports[1]), time.Minute, "operator metrics after the upgrade", func(s harness.Samples) string {
+		l := []string{"rollingdeploy=web", "service=web"}
+		if v, _ := s.Get("rollkeeper_rollout_progress_ratio", l...); v != 1 {
+			return fmt.Sprintf("progress ratio %v, want 1", v)
+		}
+		if v, _ := s.Get("rollkeeper_zookeeper_session_state"); v != 1 {
+			return fmt.Sprintf("ZooKeeper session state %v, want 1", v)
+		}
+		return ""
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	_, err = harness.WaitScrape(ctx, fmt.Sprintf("127.0.0.1:%d", ports[6]), time.Minute, "agent metrics after the upgrade", func(s harness.Samples) string {
+		if v, _ := s.Get("rollkeeper_agent_service_info", "service=web", "version=v2"); v != 1 {
+			return fmt.Sprintf("service info of web v2 %v, want 1", v)
+		}
+		if v, _ := s.Get("rollkeeper_agent_service_up", "service=web"); v != 1 {
+			return fmt.Sprintf("service up %v, want 1", v)
+		}
+		return ""
+	})
+	if err != nil {
+		t.Error(err)
+	}
+
 	// Uninstall: the RollingDeploy goes first (its finalizer needs the operator), then the
 	// release. Nothing of rollkeeper stays: objects, pods, nor the host service.
 	if err := c.Client.Delete(ctx, got); err != nil {
@@ -142,6 +178,17 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The per-node mirror goes with its RollingDeploy (owner reference, garbage collector).
+	err = harness.WaitFor(ctx, time.Minute, "RollingDeployNodeSets garbage-collected", func(ctx context.Context) (bool, error) {
+		l := &rkv1alpha1.RollingDeployNodeSetList{}
+		if err := c.Client.List(ctx, l); err != nil {
+			return false, err
+		}
+		return len(l.Items) == 0, nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 	helm(t, ctx, c, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "2m")
 	uninstalled = true
@@ -195,7 +242,7 @@ func writeValues(t *testing.T, path string, c *cluster.Cluster, zkServers, state
 		},
 		"agent": map[string]any{
 			"stateDir": stateDir, "logLevel": "debug",
-			"p2pPort": ports[3], "healthPort": ports[4],
+			"p2pPort": ports[3], "healthPort": ports[4], "metricsPort": ports[6],
 			"extraEnv": apiEnv,
 		},
 	}
