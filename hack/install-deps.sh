@@ -10,6 +10,8 @@
 #   kubelet, kube-controller-manager, kube-scheduler
 #                   bin/, built like kube-apiserver, for the real-cluster e2e (test/cluster)
 #   node-runtime    containerd, runc and the CNI plugins, Debian's packages, if missing
+#   systemd         Debian's systemd package (the manager and systemd-socket-proxyd), if missing:
+#                   the systemd backend's tests run it as PID 1 of new namespaces (test/systemd)
 #   kubectl         bin/kubectl via hack/k8s/kubectl (only when asked for: `make kubectl`)
 #
 # Usage: hack/install-deps.sh [component...]   (default: all of them)
@@ -140,6 +142,21 @@ install_node_runtime() {
 	fi
 }
 
+# The systemd backend's tests (nodeagent/backend, test/systemd) boot a private systemd in new
+# namespaces; nothing of it runs on the host, so only the files are needed. util-linux (unshare,
+# setpriv) is essential in Debian.
+install_systemd() {
+	if [ -x /lib/systemd/systemd ] && [ -x /lib/systemd/systemd-socket-proxyd ]; then
+		log "systemd: present ($(/lib/systemd/systemd --version | head -n1))"
+		return
+	fi
+	command -v apt-get >/dev/null 2>&1 || die "systemd missing and apt-get not found: install systemd so that /lib/systemd/systemd exists"
+	log "systemd: installing Debian package: systemd"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd
+	[ -x /lib/systemd/systemd-socket-proxyd ] || die "systemd installed but /lib/systemd/systemd-socket-proxyd is missing"
+}
+
 install_etcd() {
 	local v
 	v=$(module_version hack/etcd go.etcd.io/etcd/server/v3)
@@ -186,18 +203,19 @@ install_helm() {
 command -v go >/dev/null 2>&1 || die "go is not installed"
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen helm node-runtime kubelet kube-controller-manager kube-scheduler)
+[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen helm node-runtime systemd kubelet kube-controller-manager kube-scheduler)
 total=$SECONDS
 for c in "${components[@]}"; do
 	case $c in
 	zookeeper) timed zookeeper install_zookeeper ;;
 	kube-apiserver | kubelet | kube-controller-manager | kube-scheduler) timed "$c" install_kube "$c" ;;
 	node-runtime) timed node-runtime install_node_runtime ;;
+	systemd) timed systemd install_systemd ;;
 	etcd) timed etcd install_etcd ;;
 	controller-gen) timed controller-gen install_controller_gen ;;
 	helm) timed helm install_helm ;;
 	kubectl) timed kubectl install_kubectl ;;
-	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, helm, kubectl, kubelet, kube-controller-manager, kube-scheduler, node-runtime)" ;;
+	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, helm, kubectl, kubelet, kube-controller-manager, kube-scheduler, node-runtime, systemd)" ;;
 	esac
 done
 log "all done in $((SECONDS - total))s"

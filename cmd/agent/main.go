@@ -49,6 +49,9 @@ type options struct {
 	uploadRate, downloadRate          int64
 	zoneLabel, rackLabel              string
 	metricsAddr                       string
+	// systemd backend (--backend=systemd)
+	systemdUnit, systemdSocket       string
+	systemdViaBus, systemdManageUnit bool
 }
 
 func main() {
@@ -63,7 +66,11 @@ func main() {
 	fs.StringVar(&o.zkAuth, "zk-auth", "", "ZooKeeper digest credentials user:password")
 	fs.DurationVar(&o.zkSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rollkeeper", "directory for versions, logs and cached labels")
-	fs.StringVar(&o.backend, "backend", "exec", "host service backend: exec")
+	fs.StringVar(&o.backend, "backend", "exec", "host service backend: exec (child processes of the agent) or systemd (units, over D-Bus)")
+	fs.StringVar(&o.systemdUnit, "systemd-unit", backend.DefaultUnitTemplate, "systemd backend: unit name of a service (%s: the service's name); its ExecStart must run the service from <state-dir>/store/<service>/current/")
+	fs.StringVar(&o.systemdSocket, "systemd-socket", "", "systemd backend: D-Bus socket (default "+backend.DefaultSystemdSocket+", or "+backend.DefaultSystemBusSocket+" with --systemd-via-bus)")
+	fs.BoolVar(&o.systemdViaBus, "systemd-via-bus", false, "systemd backend: reach systemd through the system bus (dbus-daemon) instead of its private socket, which only serves peers in the host's PID namespace")
+	fs.BoolVar(&o.systemdManageUnit, "systemd-manage-units", false, "systemd backend: run each service as a transient unit built from its release, instead of the admin's installed unit")
 	fs.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz (empty: off)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9441", "address for Prometheus /metrics (\"0\" or empty: off)")
 	fs.StringVar(&o.fetcher, "fetcher", "p2p", "how artifacts are fetched: p2p (BitTorrent, ZooKeeper as tracker, origin as web seed) or http (straight from the origin)")
@@ -107,8 +114,8 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	if o.zkServers == "" {
 		return errors.New("--zk-servers is required")
 	}
-	if o.backend != "exec" {
-		return fmt.Errorf("--backend %q: only exec is available", o.backend)
+	if o.backend != "exec" && o.backend != "systemd" {
+		return fmt.Errorf("--backend %q: exec or systemd", o.backend)
 	}
 	layout, err := zklayout.New(o.zkRoot)
 	if err != nil {
@@ -136,20 +143,32 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	}
 	defer zk.Close()
 
-	be, err := backend.NewExec(filepath.Join(o.stateDir, "services"), log.WithName("exec"))
-	if err != nil {
-		return err
-	}
-	// The node's services go down with its agent; stop them before the session closes so no
-	// peer counts a stopped service as online.
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), time.Minute)
-		defer scancel()
-		zk.Close()
-		if err := be.Close(sctx); err != nil {
-			log.Error(err, "stopping host services")
+	var be backend.Backend
+	if o.backend == "systemd" {
+		// systemd owns the units: they keep running when the agent stops or restarts.
+		sd := backend.NewSystemd(backend.SystemdConfig{UnitTemplate: o.systemdUnit, Socket: o.systemdSocket,
+			ViaBus: o.systemdViaBus, ManageUnits: o.systemdManageUnit, Log: log.WithName("systemd"),
+			// The store's layout (store.CurrentLink): where a unit runs the service from.
+			CurrentLink: func(svc string) string { return filepath.Join(o.stateDir, "store", svc, "current") }})
+		defer sd.Close()
+		be = sd
+	} else {
+		ex, err := backend.NewExec(filepath.Join(o.stateDir, "services"), log.WithName("exec"))
+		if err != nil {
+			return err
 		}
-	}()
+		// The node's services go down with its agent; stop them before the session closes so
+		// no peer counts a stopped service as online.
+		defer func() {
+			sctx, scancel := context.WithTimeout(context.Background(), time.Minute)
+			defer scancel()
+			zk.Close()
+			if err := ex.Close(sctx); err != nil {
+				log.Error(err, "stopping host services")
+			}
+		}()
+		be = ex
+	}
 	var fetcher fetch.Fetcher = fetch.NewHTTP()
 	switch o.fetcher {
 	case "http":

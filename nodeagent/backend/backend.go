@@ -1,6 +1,6 @@
 // Package backend runs a node's host services. Backend is the seam between the rollout state
-// machine and the host: exec supervises child processes; a systemd backend can sit behind the
-// same interface; Memory lets many agents share one process in scale tests.
+// machine and the host: Exec supervises child processes; Systemd drives the host's units over
+// D-Bus (they outlive the agent); Memory lets many agents share one process in scale tests.
 package backend
 
 import (
