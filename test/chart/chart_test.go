@@ -673,3 +673,37 @@ func TestRenderedObjectsApply(t *testing.T) {
 		apply(t, ctx, c, "", kustomizeDefault(t))
 	})
 }
+
+// agent.backend=systemd: the agent gets the systemd flags and the host's systemd and D-Bus
+// sockets (it already shares the host's PID namespace, which systemd's private socket needs).
+func TestTemplateSystemdBackend(t *testing.T) {
+	objs := render(t, release{name: "sd", namespace: "rk-sd", set: []string{"zookeeper.servers=zk:2181",
+		"agent.backend=systemd", "agent.systemd.unit=svc-%s.service", "agent.systemd.manageUnits=true"}})
+	var ds appsv1.DaemonSet
+	convert(t, one(t, objs, "DaemonSet", "-agent"), &ds)
+	pod := ds.Spec.Template.Spec
+	c := pod.Containers[0]
+	for _, a := range []string{"--backend=systemd", "--systemd-unit=svc-%s.service", "--systemd-manage-units=true", "--systemd-via-bus=false"} {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("agent args %v lack %s", c.Args, a)
+		}
+	}
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	hostPaths := map[string]string{}
+	for _, v := range pod.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.Name] = v.HostPath.Path
+		}
+	}
+	for name, path := range map[string]string{"run-systemd": "/run/systemd", "run-dbus": "/run/dbus"} {
+		if mounts[name] != path || hostPaths[name] != path {
+			t.Errorf("%s: mounted at %q from host path %q, want %s", name, mounts[name], hostPaths[name], path)
+		}
+	}
+	if !pod.HostPID {
+		t.Error("agent without hostPID: systemd's private socket refuses peers of other PID namespaces")
+	}
+}
