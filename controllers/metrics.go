@@ -2,13 +2,12 @@ package controllers
 
 import (
 	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
-	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zkmetrics"
 )
 
 // Metric names and labels of the operator (docs/metrics.md lists them for users).
@@ -149,50 +148,11 @@ func (m *rolloutMetrics) forget(rd string) {
 	delete(m.services, rd)
 }
 
-// zkCollector exports the session state of the operator's ZooKeeper client, read at scrape
-// time. Nothing is exported until a client is set.
-type zkCollector struct {
-	zk                             atomic.Pointer[zkclient.Client]
-	state, reconnects, expirations *prometheus.Desc
-}
-
-func newZKCollector() *zkCollector {
-	return &zkCollector{
-		state: prometheus.NewDesc(MetricZKSessionState,
-			"1 while the operator holds a ZooKeeper session, 0 while it is disconnected or its session expired.", nil, nil),
-		reconnects: prometheus.NewDesc(MetricZKReconnects,
-			"ZooKeeper sessions the operator re-established after a lost connection or an expired session.", nil, nil),
-		expirations: prometheus.NewDesc(MetricZKExpirations,
-			"ZooKeeper sessions of the operator that expired.", nil, nil),
-	}
-}
-
-func (c *zkCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.state
-	ch <- c.reconnects
-	ch <- c.expirations
-}
-
-func (c *zkCollector) Collect(ch chan<- prometheus.Metric) {
-	zk := c.zk.Load()
-	if zk == nil {
-		return
-	}
-	st := zk.SessionStats()
-	connected := 0.0
-	if st.Connected {
-		connected = 1
-	}
-	ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, connected)
-	ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(st.Reconnects))
-	ch <- prometheus.MustNewConstMetric(c.expirations, prometheus.CounterValue, float64(st.Expirations))
-}
-
 // The operator's metrics live in controller-runtime's registry, served by the manager's
 // metrics endpoint (--metrics-bind-address) next to controller-runtime's own.
 var (
 	deployMetrics = newRolloutMetrics()
-	zkMetrics     = newZKCollector()
+	zkMetrics     = zkmetrics.New(zkmetrics.Names{SessionState: MetricZKSessionState, Reconnects: MetricZKReconnects, Expirations: MetricZKExpirations}, "operator")
 	metricsOnce   sync.Once
 )
 

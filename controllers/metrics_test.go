@@ -111,14 +111,6 @@ func TestRolloutMetricsFollowStatus(t *testing.T) {
 	}
 }
 
-func TestZKCollectorWithoutClient(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newZKCollector())
-	if got := series(t, reg); len(got) != 0 {
-		t.Fatalf("series without a client: %v", got)
-	}
-}
-
 // The manager's registry serves the operator's ZooKeeper session (the suite's manager is up).
 func TestZKSessionMetricsInManagerRegistry(t *testing.T) {
 	reg, ok := ctrlmetrics.Registry.(*prometheus.Registry)

@@ -652,7 +652,7 @@ func (r *RollingDeployReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.watcher = newZKWatcher(r.ZK, r.Layout, mgr.GetLogger().WithName("zkwatch"))
 	registerMetrics()
-	zkMetrics.zk.Store(r.ZK)
+	zkMetrics.SetClient(r.ZK)
 	if err := mgr.Add(r.watcher); err != nil {
 		return fmt.Errorf("add ZooKeeper watcher: %w", err)
 	}

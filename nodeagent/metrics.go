@@ -3,13 +3,13 @@ package nodeagent
 import (
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zkmetrics"
 )
 
 // Metric names and labels of the agent (docs/metrics.md lists them for users).
@@ -47,7 +47,7 @@ type Metrics struct {
 	upgrades       *prometheus.CounterVec
 	fetches        *prometheus.CounterVec
 	fetchDuration  *prometheus.HistogramVec
-	zk             *zkSessionCollector
+	zk             *zkmetrics.Collector
 
 	mu sync.Mutex
 	// versions is the version each service's info series carries.
@@ -77,7 +77,7 @@ func NewMetrics() *Metrics {
 		fetchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricFetchDuration,
 			Help:    "Time to fetch, verify and unpack an artifact that succeeded.",
 			Buckets: []float64{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}}, svc),
-		zk:       newZKSessionCollector(),
+		zk:       zkmetrics.New(zkmetrics.Names{SessionState: MetricZKSessionState, Reconnects: MetricZKReconnects, Expirations: MetricZKExpirations}, "agent"),
 		versions: map[string]string{},
 	}
 	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.zk)
@@ -95,7 +95,7 @@ func (m *Metrics) Handler() http.Handler {
 // watchZooKeeper exports zk's session state (the agent's client).
 func (m *Metrics) watchZooKeeper(zk *zkclient.Client) {
 	if m != nil {
-		m.zk.client.Store(zk)
+		m.zk.SetClient(zk)
 	}
 }
 
@@ -155,43 +155,4 @@ func (m *Metrics) fetched(svc string, err error, d time.Duration) {
 	}
 	m.fetches.WithLabelValues(svc, ResultSuccess).Inc()
 	m.fetchDuration.WithLabelValues(svc).Observe(d.Seconds())
-}
-
-// zkSessionCollector reads the agent's ZooKeeper session state at scrape time; it exports
-// nothing until the agent gives it its client.
-type zkSessionCollector struct {
-	client                         atomic.Pointer[zkclient.Client]
-	state, reconnects, expirations *prometheus.Desc
-}
-
-func newZKSessionCollector() *zkSessionCollector {
-	return &zkSessionCollector{
-		state: prometheus.NewDesc(MetricZKSessionState,
-			"1 while the agent holds a ZooKeeper session, 0 while it is disconnected or its session expired.", nil, nil),
-		reconnects: prometheus.NewDesc(MetricZKReconnects,
-			"ZooKeeper sessions the agent re-established after a lost connection or an expired session.", nil, nil),
-		expirations: prometheus.NewDesc(MetricZKExpirations,
-			"ZooKeeper sessions of the agent that expired (its registrations were dropped and made again).", nil, nil),
-	}
-}
-
-func (c *zkSessionCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.state
-	ch <- c.reconnects
-	ch <- c.expirations
-}
-
-func (c *zkSessionCollector) Collect(ch chan<- prometheus.Metric) {
-	zk := c.client.Load()
-	if zk == nil {
-		return
-	}
-	st := zk.SessionStats()
-	connected := 0.0
-	if st.Connected {
-		connected = 1
-	}
-	ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, connected)
-	ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(st.Reconnects))
-	ch <- prometheus.MustNewConstMetric(c.expirations, prometheus.CounterValue, float64(st.Expirations))
 }

@@ -333,8 +333,15 @@ func (s *Systemd) Start(ctx context.Context, svc string, spec Spec) error {
 			return fmt.Errorf("start %s %s: reset failed unit %s: %w", svc, spec.Version, unit, err)
 		}
 	}
+	return s.startJob(ctx, conn, lost, svc, unit, spec, func(done chan<- string) (int, error) {
+		return conn.StartUnitContext(ctx, unit, "replace", done)
+	})
+}
+
+// startJob submits a start job with submit, waits for its result and records what runs.
+func (s *Systemd) startJob(ctx context.Context, conn *sdbus.Conn, lost <-chan struct{}, svc, unit string, spec Spec, submit func(done chan<- string) (int, error)) error {
 	done := make(chan string, 1) // buffered: go-systemd's dispatcher must never block on it
-	if _, err := conn.StartUnitContext(ctx, unit, "replace", done); err != nil {
+	if _, err := submit(done); err != nil {
 		s.drop(conn)
 		return fmt.Errorf("start %s %s: start unit %s: %w", svc, spec.Version, unit, err)
 	}
@@ -380,18 +387,9 @@ func (s *Systemd) startTransient(ctx context.Context, svc, unit string, spec Spe
 	if spec.Dir != "" {
 		props = append(props, sdbus.Property{Name: "WorkingDirectory", Value: dbus.MakeVariant(spec.Dir)})
 	}
-	done := make(chan string, 1)
-	if _, err := conn.StartTransientUnitContext(ctx, unit, "replace", props, done); err != nil {
-		s.drop(conn)
-		return fmt.Errorf("start %s %s: start transient unit %s: %w", svc, spec.Version, unit, err)
-	}
-	if err := s.waitJob(ctx, conn, lost, unit, "start", done); err != nil {
-		return fmt.Errorf("start %s %s: %w", svc, spec.Version, err)
-	}
-	s.mu.Lock()
-	s.started[svc] = spec
-	s.mu.Unlock()
-	return nil
+	return s.startJob(ctx, conn, lost, svc, unit, spec, func(done chan<- string) (int, error) {
+		return conn.StartTransientUnitContext(ctx, unit, "replace", props, done)
+	})
 }
 
 // runsFrom says whether any ExecStart argument lies under dir.
