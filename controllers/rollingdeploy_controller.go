@@ -96,8 +96,7 @@ func (r *RollingDeployReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	rd := &v1alpha1.RollingDeploy{}
 	if err := r.Get(ctx, req.NamespacedName, rd); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.watcher.Forget(req.Name)
-			deployMetrics.forget(req.Name)
+			r.forget(req.Name)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("get RollingDeploy %s: %w", req.Name, err)
@@ -597,10 +596,16 @@ func (r *RollingDeployReconciler) ServiceChanged(svc string) {
 
 // reconcileDelete removes what the RollingDeploy owns in ZooKeeper (its plans and their queues,
 // its failures and deploy entries; never current/), then the finalizer.
+// forget drops what the operator keeps of a RollingDeploy that is gone: its ZooKeeper
+// watches and its metric series.
+func (r *RollingDeployReconciler) forget(name string) {
+	r.watcher.Forget(name)
+	deployMetrics.forget(name)
+}
+
 func (r *RollingDeployReconciler) reconcileDelete(ctx context.Context, rd *v1alpha1.RollingDeploy) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(rd, Finalizer) {
-		r.watcher.Forget(rd.Name)
-		deployMetrics.forget(rd.Name)
+		r.forget(rd.Name)
 		return ctrl.Result{}, nil
 	}
 	log := logf.FromContext(ctx)
@@ -631,8 +636,7 @@ func (r *RollingDeployReconciler) reconcileDelete(ctx context.Context, rd *v1alp
 	if err := r.Patch(ctx, rd, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, fmt.Errorf("remove finalizer from RollingDeploy %s: %w", rd.Name, err)
 	}
-	r.watcher.Forget(rd.Name)
-	deployMetrics.forget(rd.Name)
+	r.forget(rd.Name)
 	return ctrl.Result{}, nil
 }
 

@@ -277,9 +277,6 @@ func (c *Cluster) ctr(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// Images lists the images containerd holds for Kubernetes.
-func (c *Cluster) Images(ctx context.Context) (string, error) { return c.ctr(ctx, "images", "ls") }
-
 func (c *Cluster) startControllers(binDir string) error {
 	// The controller manager runs every controller under its own identity
 	// (--use-service-account-credentials=false), which needs more than the bootstrap role of

@@ -244,9 +244,6 @@ func (s *Systemd) Socket() string { return filepath.Join(s.Root(), busProxySocke
 // UnitDir is the manager's /etc/systemd/system (a private tmpfs).
 func (s *Systemd) UnitDir() string { return filepath.Join(s.Root(), "etc/systemd/system") }
 
-// LogPath is the manager's log.
-func (s *Systemd) LogPath() string { return s.logPath }
-
 // Connect opens a D-Bus connection to the manager; the caller closes it.
 func (s *Systemd) Connect(ctx context.Context) (*sdbus.Conn, error) {
 	return sdbus.NewConnection(func() (*dbus.Conn, error) { return s.dial(ctx) })
