@@ -50,6 +50,16 @@ as_root() {
 	fi
 }
 
+# reports WANT CMD... tells whether CMD's output mentions WANT. The output is read whole first:
+# with pipefail, `CMD | grep -q` fails at random when grep exits on the first match and CMD dies
+# of SIGPIPE writing its next line (etcd --version prints four).
+reports() {
+	local want=$1 out
+	shift
+	out=$("$@" 2>/dev/null) || true
+	[[ $out == *"$want"* ]]
+}
+
 # stamp_of FILE... prints a digest of the given files plus any extra words in $STAMP_EXTRA.
 stamp_of() {
 	{
@@ -90,7 +100,7 @@ build_binary() {
 			log "$name: up to date ($bin)"
 			return
 		fi
-		if [ ! -f "$stampfile" ] && "$bin" $vargs 2>/dev/null | grep -qF "$want"; then
+		if [ ! -f "$stampfile" ] && reports "$want" "$bin" $vargs; then
 			log "$name: adopting existing $bin (reports $want)"
 			echo "$stamp" >"$stampfile"
 			return
@@ -100,7 +110,11 @@ build_binary() {
 	log "$name: building $pkg $want from the Go module proxy (first time takes minutes)"
 	rm -f "$stampfile"
 	(cd "$dir" && CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$bin.tmp" "$pkg")
-	"$bin.tmp" $vargs 2>/dev/null | grep -qF "$want" || die "$name built but does not report $want"
+	if ! reports "$want" "$bin.tmp" $vargs; then
+		local out rc=0
+		out=$("$bin.tmp" $vargs 2>&1) || rc=$?
+		die "$name built but \`$name $vargs\` does not report $want; it exited $rc and printed: $out"
+	fi
 	mv -f "$bin.tmp" "$bin"
 	echo "$stamp" >"$stampfile"
 }
@@ -147,7 +161,7 @@ install_node_runtime() {
 # setpriv) is essential in Debian.
 install_systemd() {
 	if [ -x /lib/systemd/systemd ] && [ -x /lib/systemd/systemd-socket-proxyd ]; then
-		log "systemd: present ($(/lib/systemd/systemd --version | head -n1))"
+		log "systemd: present ($(/lib/systemd/systemd --version | awk "NR == 1"))"
 		return
 	fi
 	command -v apt-get >/dev/null 2>&1 || die "systemd missing and apt-get not found: install systemd so that /lib/systemd/systemd exists"
@@ -180,7 +194,7 @@ install_kubectl() {
 
 install_controller_gen() {
 	local bin=$LOCALBIN/controller-gen
-	if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qF "$CONTROLLER_GEN_VERSION"; then
+	if [ -x "$bin" ] && reports "$CONTROLLER_GEN_VERSION" "$bin" --version; then
 		log "controller-gen: up to date ($bin $CONTROLLER_GEN_VERSION)"
 		return
 	fi
