@@ -331,12 +331,55 @@ func TestTemplateDefaults(t *testing.T) {
 		}
 	}
 	checkServiceAccounts(t, objs, dep, ds)
+	checkUserRoles(t, one(t, objs, "ClusterRole", "-viewer"), one(t, objs, "ClusterRole", "-editor"))
+}
+
+// checkUserRoles checks the ClusterRoles for people: aggregated into view, and into edit and
+// admin; view only reads; nobody but the operator writes status or node sets.
+func checkUserRoles(t *testing.T, viewer, editor *unstructured.Unstructured) {
+	t.Helper()
+	const agg = "rbac.authorization.k8s.io/aggregate-to-"
+	if l := viewer.GetLabels(); l[agg+"view"] != "true" || l[agg+"edit"] != "" || l[agg+"admin"] != "" {
+		t.Errorf("viewer role %s labels %v: want aggregated into view only", viewer.GetName(), l)
+	}
+	if l := editor.GetLabels(); l[agg+"edit"] != "true" || l[agg+"admin"] != "true" || l[agg+"view"] != "" {
+		t.Errorf("editor role %s labels %v: want aggregated into edit and admin", editor.GetName(), l)
+	}
+	// verbs maps "resource" to the verbs a role grants on it in rollkeeper.io.
+	verbs := func(u *unstructured.Unstructured) map[string][]string {
+		m := map[string][]string{}
+		for _, r := range rulesOf(t, u) {
+			if !slices.Equal(r.APIGroups, []string{"rollkeeper.io"}) {
+				t.Errorf("%s: rule outside rollkeeper.io: %+v", u.GetName(), r)
+			}
+			for _, res := range r.Resources {
+				m[res] = append(m[res], r.Verbs...)
+				slices.Sort(m[res])
+			}
+		}
+		return m
+	}
+	read := []string{"get", "list", "watch"}
+	wantViewer := map[string][]string{"rollingdeploys": read, "rollingdeploynodesets": read, "rollingdeploys/status": {"get"}}
+	wantEditor := map[string][]string{"rollingdeploys": {"create", "delete", "get", "list", "patch", "update", "watch"},
+		"rollingdeploynodesets": read, "rollingdeploys/status": {"get"}}
+	if got := verbs(viewer); !reflect.DeepEqual(got, wantViewer) {
+		t.Errorf("viewer role grants %v, want %v", got, wantViewer)
+	}
+	if got := verbs(editor); !reflect.DeepEqual(got, wantEditor) {
+		t.Errorf("editor role grants %v, want %v", got, wantEditor)
+	}
 }
 
 // Non-default values reach the objects.
 func TestTemplateCustomValues(t *testing.T) {
 	objs := render(t, customRelease)
 	checkNoWildcards(t, objs)
+	for _, o := range byKind(objs, "ClusterRole") {
+		if strings.HasSuffix(o.GetName(), "-viewer") || strings.HasSuffix(o.GetName(), "-editor") {
+			t.Errorf("ClusterRole %s rendered with rbac.aggregateToDefaultRoles: false", o.GetName())
+		}
+	}
 	sm := one(t, objs, "ServiceMonitor", "-manager")
 	if sm.GetLabels()["release"] != "prometheus" {
 		t.Errorf("ServiceMonitor labels %v", sm.GetLabels())
@@ -560,6 +603,7 @@ func TestKustomizeInSyncWithChart(t *testing.T) {
 	if k, c := rulesOf(t, one(t, kobjs, "Role", "-leader-election-role")), rulesOf(t, one(t, cobjs, "Role", "-leader-election")); !reflect.DeepEqual(k, c) {
 		t.Errorf("leader election rules: config %+v, chart %+v", k, c)
 	}
+	checkUserRoles(t, one(t, kobjs, "ClusterRole", "-viewer-role"), one(t, kobjs, "ClusterRole", "-editor-role"))
 
 	// The workloads' security-relevant settings agree.
 	var kdep, cdep appsv1.Deployment

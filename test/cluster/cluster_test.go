@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -166,6 +167,8 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
+
+	checkUserRoles(t, ctx, c, bins[harness.PluginBinary], dir)
 
 	// Uninstall: the RollingDeploy goes first (its finalizer needs the operator), then the
 	// release. Nothing of rollkeeper stays: objects, pods, nor the host service.
@@ -388,6 +391,79 @@ func waitServes(t *testing.T, ctx context.Context, url, version string) {
 	})
 	if err != nil {
 		t.Fatalf("%v (last answer %q)", err, last)
+	}
+}
+
+// checkUserRoles shows the chart's roles for people at work: the controller manager's
+// clusterrole-aggregation controller folds them into the default view and edit roles, so a user
+// bound cluster-wide to view can run `kubectl rollkeeper status` but not pause, and a user bound
+// to edit can pause and resume. The users are impersonated through their kubeconfigs.
+func checkUserRoles(t *testing.T, ctx context.Context, c *cluster.Cluster, plugin, dir string) {
+	t.Helper()
+	users := map[string]string{"rk-e2e-viewer": "view", "rk-e2e-editor": "edit"}
+	kubeconfigs := map[string]string{}
+	for user, role := range users {
+		crb := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: user},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+		}
+		if err := c.Client.Create(ctx, crb); err != nil {
+			t.Fatalf("bind %s to %s: %v", user, role, err)
+		}
+		t.Cleanup(func() { _ = c.Client.Delete(context.Background(), crb) })
+		cfg, err := clientcmd.LoadFromFile(c.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ai := range cfg.AuthInfos {
+			ai.Impersonate = user
+		}
+		kubeconfigs[user] = filepath.Join(dir, user+".kubeconfig")
+		if err := clientcmd.WriteToFile(*cfg, kubeconfigs[user]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(user string, args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, plugin, append(args, "--kubeconfig", kubeconfigs[user])...).CombinedOutput()
+		return string(out), err
+	}
+
+	// Aggregation is asynchronous: wait until view carries the rules.
+	err := harness.WaitFor(ctx, time.Minute, "kubectl rollkeeper status as a user bound to view", func(ctx context.Context) (bool, error) {
+		out, err := run("rk-e2e-viewer", "status", "web")
+		return err == nil && strings.Contains(out, c.NodeName), nil
+	})
+	if err != nil {
+		out, _ := run("rk-e2e-viewer", "status", "web")
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := run("rk-e2e-viewer", "pause", "web"); err == nil || !strings.Contains(out, "forbidden") {
+		t.Errorf("kubectl rollkeeper pause as a user bound to view: want forbidden, got %v\n%s", err, out)
+	}
+	paused := func() bool {
+		rd := &rkv1alpha1.RollingDeploy{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: "web"}, rd); err != nil {
+			t.Fatal(err)
+		}
+		return rd.Spec.Paused
+	}
+	if paused() {
+		t.Error("RollingDeploy web paused by a user bound to view")
+	}
+	err = harness.WaitFor(ctx, time.Minute, "kubectl rollkeeper pause as a user bound to edit", func(ctx context.Context) (bool, error) {
+		_, err := run("rk-e2e-editor", "pause", "web")
+		return err == nil, nil
+	})
+	if err != nil {
+		out, _ := run("rk-e2e-editor", "pause", "web")
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !paused() {
+		t.Error("RollingDeploy web not paused after kubectl rollkeeper pause as a user bound to edit")
+	}
+	if out, err := run("rk-e2e-editor", "resume", "web"); err != nil || paused() {
+		t.Errorf("kubectl rollkeeper resume as a user bound to edit: %v\n%s", err, out)
 	}
 }
 
