@@ -63,7 +63,7 @@ func main() {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig to read the Node's labels (in-cluster config when empty and available); labels are cached in the state dir for when the API server is down")
 	fs.StringVar(&o.zkServers, "zk-servers", "", "ZooKeeper connect string host:port,host:port (required)")
 	fs.StringVar(&o.zkRoot, "zk-root", zklayout.DefaultRoot, "root znode of rollkeeper's tree")
-	fs.StringVar(&o.zkAuth, "zk-auth", "", "ZooKeeper digest credentials user:password")
+	fs.StringVar(&o.zkAuth, "zk-auth", "", "ZooKeeper digest credentials user:password; the znodes rollkeeper creates are then writable only with them (operator and agents share them)")
 	fs.DurationVar(&o.zkSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rollkeeper", "directory for versions, logs and cached labels")
 	fs.StringVar(&o.backend, "backend", "exec", "host service backend: exec (child processes of the agent) or systemd (units, over D-Bus)")

@@ -58,7 +58,7 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.ZKServers, "zk-servers", "", "ZooKeeper ensemble, comma-separated host:port list (required).")
 	fs.StringVar(&c.ZKRoot, "zk-root", zklayout.DefaultRoot, "Root znode of rollkeeper's tree.")
 	fs.DurationVar(&c.ZKSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout.")
-	fs.StringVar(&c.ZKAuth, "zk-auth", "", "ZooKeeper digest credentials user:password.")
+	fs.StringVar(&c.ZKAuth, "zk-auth", "", "ZooKeeper digest credentials user:password; the znodes rollkeeper creates are then writable only with them (operator and agents share them).")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" turns it off.")
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", false, "Elect a leader among manager replicas; only the leader reconciles.")

@@ -26,6 +26,9 @@ var (
 	ErrSessionExpired = errors.New("zookeeper session expired")
 	ErrClosed         = errors.New("zookeeper client closed")
 	ErrUnavailable    = errors.New("zookeeper unavailable")
+	// ErrNoAuth: the znode's ACL does not let this client's identity make the change. With digest
+	// auth every rollkeeper component must use the same credentials (Config.Auth).
+	ErrNoAuth = errors.New("not authorized by the znode's ACL (every rollkeeper component must use the same --zk-auth credentials)")
 )
 
 // Config says how to reach the ensemble.
@@ -36,7 +39,9 @@ type Config struct {
 	SessionTimeout time.Duration
 	// DialTimeout bounds the wait for the first session.
 	DialTimeout time.Duration
-	// Auth is an optional "user:password" for the digest scheme.
+	// Auth is an optional "user:password" for the digest scheme. With it, the znodes this client
+	// creates may be changed only by the same identity (anyone may read them); without it they
+	// are open to every client (world ACL).
 	Auth string
 	// Logger receives the library's own log lines.
 	Logger logr.Logger
@@ -64,6 +69,7 @@ type Session struct {
 type Client struct {
 	conn *zk.Conn
 	log  logr.Logger
+	acl  []zk.ACL // of every znode this client creates
 
 	mu     sync.Mutex
 	done   chan struct{}
@@ -121,7 +127,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 30 * time.Second
 	}
-	c := &Client{log: cfg.Logger, done: make(chan struct{})}
+	c := &Client{log: cfg.Logger, done: make(chan struct{}), acl: aclFor(cfg.Auth != "")}
 	connected := make(chan struct{}, 1)
 	authFailed := make(chan struct{}, 1)
 	cb := func(ev zk.Event) {
@@ -324,7 +330,7 @@ func (c *Client) Create(ctx context.Context, p string, data []byte, mode Mode) (
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	out, err := c.conn.Create(p, data, int32(mode), zk.WorldACL(zk.PermAll))
+	out, err := c.conn.Create(p, data, int32(mode), c.acl)
 	return out, wrap("create", p, err)
 }
 
@@ -382,7 +388,7 @@ type Op struct{ req any }
 
 // CreateOp creates a znode.
 func CreateOp(p string, data []byte, mode Mode) Op {
-	return Op{&zk.CreateRequest{Path: p, Data: data, Flags: int32(mode), Acl: zk.WorldACL(zk.PermAll)}}
+	return Op{&zk.CreateRequest{Path: p, Data: data, Flags: int32(mode)}} // Multi sets the client's ACL
 }
 
 // SetOp writes data if the version matches.
@@ -400,6 +406,20 @@ func CheckOp(p string, version int32) Op {
 	return Op{&zk.CheckVersionRequest{Path: p, Version: version}}
 }
 
+// aclFor is what the znodes rollkeeper creates carry. Without digest auth: open to all (the world
+// ACL). With it: readable by anyone (the state is not secret, and zkCli shows it to an admin
+// without the credentials) and changed only by the creating identity ("auth" expands to the
+// session's digest id), so a client without the credentials cannot move a rollout.
+func aclFor(authenticated bool) []zk.ACL {
+	if !authenticated {
+		return zk.WorldACL(zk.PermAll)
+	}
+	return []zk.ACL{
+		{Perms: zk.PermRead, Scheme: "world", ID: "anyone"},
+		{Perms: zk.PermAll, Scheme: "auth", ID: ""},
+	}
+}
+
 // Multi applies ops atomically: all or none.
 func (c *Client) Multi(ctx context.Context, ops ...Op) error {
 	if err := ctx.Err(); err != nil {
@@ -412,6 +432,7 @@ func (c *Client) Multi(ctx context.Context, ops ...Op) error {
 		switch r := op.req.(type) {
 		case *zk.CreateRequest:
 			paths[i] = r.Path
+			r.Acl = c.acl
 		case *zk.SetDataRequest:
 			paths[i] = r.Path
 		case *zk.DeleteRequest:
@@ -450,6 +471,8 @@ func translate(err error) error {
 		s = ErrNotEmpty
 	case errors.Is(err, zk.ErrSessionExpired), errors.Is(err, zk.ErrSessionMoved):
 		s = ErrSessionExpired
+	case errors.Is(err, zk.ErrNoAuth):
+		s = ErrNoAuth
 	case errors.Is(err, zk.ErrClosing):
 		s = ErrClosed
 	case errors.Is(err, zk.ErrNoServer), errors.Is(err, zk.ErrConnectionClosed):

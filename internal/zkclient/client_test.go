@@ -3,10 +3,13 @@ package zkclient_test
 import (
 	"context"
 	"errors"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/go-zookeeper/zk"
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/test/zkserver"
@@ -148,5 +151,98 @@ func waitStats(t *testing.T, c *zkclient.Client, what string, cond func(zkclient
 			t.Fatalf("session stats not %s: %+v", what, st)
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+}
+
+// With digest auth the znodes a client creates (directly or in a Multi) are readable by anyone
+// and changed only by the same credentials, also after the client reconnects (the library sends
+// the credentials again); without auth they stay open to all.
+func TestDigestAuthGuardsWrites(t *testing.T) {
+	e, open := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dial := func(auth string) *zkclient.Client {
+		t.Helper()
+		c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(e.Connect()), SessionTimeout: 10 * time.Second, Auth: auth, Logger: testr.New(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	raw, _, err := zk.Connect(zkclient.ParseServers(e.Connect()), 10*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	// ZooKeeper shows digests (not "x") only to a client with ADMIN on the znode.
+	if err := raw.AddAuth("digest", []byte("rk:s3cret")); err != nil {
+		t.Fatal(err)
+	}
+	aclOf := func(p string) []zk.ACL {
+		t.Helper()
+		acl, _, err := raw.GetACL(p)
+		if err != nil {
+			t.Fatalf("get ACL of %s: %v", p, err)
+		}
+		return acl
+	}
+
+	if err := open.EnsurePath(ctx, "/open/x"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := aclOf("/open/x"), zk.WorldACL(zk.PermAll); !reflect.DeepEqual(got, want) {
+		t.Errorf("ACL without auth %+v, want %+v", got, want)
+	}
+
+	owner := dial("rk:s3cret")
+	if err := owner.EnsurePath(ctx, "/rk/deploy"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Create(ctx, "/rk/deploy/x", []byte("1"), zkclient.Persistent); err != nil {
+		t.Fatal(err)
+	}
+	if err := owner.Multi(ctx, zkclient.CreateOp("/rk/deploy/y", nil, zkclient.Persistent)); err != nil {
+		t.Fatal(err)
+	}
+	want := []zk.ACL{{Perms: zk.PermRead, Scheme: "world", ID: "anyone"}, zk.DigestACL(zk.PermAll, "rk", "s3cret")[0]}
+	for _, p := range []string{"/rk", "/rk/deploy", "/rk/deploy/x", "/rk/deploy/y"} {
+		if got := aclOf(p); !reflect.DeepEqual(got, want) {
+			t.Errorf("ACL of %s with auth %+v, want %+v", p, got, want)
+		}
+	}
+
+	for _, c := range []*zkclient.Client{open, dial("rk:wrong")} {
+		if data, _, err := c.Get(ctx, "/rk/deploy/x"); err != nil || string(data) != "1" {
+			t.Errorf("read by another identity = %q, %v", data, err)
+		}
+		_, err := c.Set(ctx, "/rk/deploy/x", []byte("2"), -1)
+		if !errors.Is(err, zkclient.ErrNoAuth) || !strings.Contains(err.Error(), "--zk-auth") {
+			t.Errorf("set by another identity: %v, want %v", err, zkclient.ErrNoAuth)
+		}
+		if _, err := c.Create(ctx, "/rk/deploy/z", nil, zkclient.Persistent); !errors.Is(err, zkclient.ErrNoAuth) {
+			t.Errorf("create by another identity: %v", err)
+		}
+		if err := c.Multi(ctx, zkclient.DeleteOp("/rk/deploy/y", -1)); !errors.Is(err, zkclient.ErrNoAuth) {
+			t.Errorf("multi delete by another identity: %v", err)
+		}
+	}
+	same := dial("rk:s3cret")
+	if _, err := same.Set(ctx, "/rk/deploy/x", []byte("2"), -1); err != nil {
+		t.Errorf("set with the same credentials: %v", err)
+	}
+	if err := same.Delete(ctx, "/rk/deploy/y", -1); err != nil {
+		t.Errorf("delete with the same credentials: %v", err)
+	}
+
+	// After a reconnect the owner still writes: its credentials went with the new connection.
+	e.Servers[0].Stop()
+	waitStats(t, owner, "disconnected", func(st zkclient.SessionStats) bool { return !st.Connected })
+	if err := e.Servers[0].Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitStats(t, owner, "reconnected", func(st zkclient.SessionStats) bool { return st.Connected })
+	if _, err := owner.Set(ctx, "/rk/deploy/x", []byte("3"), -1); err != nil {
+		t.Errorf("set after a reconnect: %v", err)
 	}
 }

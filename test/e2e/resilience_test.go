@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	rkv1alpha1 "github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
@@ -89,7 +91,9 @@ func TestAgentsFinishWithoutOperatorOrAPIServer(t *testing.T) {
 // A ZooKeeper server of a 3-server ensemble dies mid-rollout: the agents fail over to the
 // others and the rollout completes with the quorum kept.
 func TestZooKeeperServerFailover(t *testing.T) {
-	s, ctx := start(t, harness.Config{ZooKeeperServers: 3, RecordServices: []string{"a"}})
+	// With digest auth, as the chart's zookeeper.auth installs it: the clients that reconnect
+	// to another server must authenticate again to go on writing.
+	s, ctx := start(t, harness.Config{ZooKeeperServers: 3, RecordServices: []string{"a"}, ZKAuth: "rollkeeper:e2e-secret"})
 	deployV1(t, s, ctx, "a", service(t, s, "a", "v1", harness.MinAvailable(3)))
 
 	since := time.Now()
@@ -113,6 +117,32 @@ func TestZooKeeperServerFailover(t *testing.T) {
 	must(t, err)
 	must(t, s.WaitForServiceVersions(ctx, "a", "v2", time.Minute))
 	assertQuorum(t, s, "a", since, 3)
+	assertZNodesGuarded(t, s, ctx, "a")
+}
+
+// assertZNodesGuarded: with digest auth, a client without the credentials (or with others)
+// reads rollkeeper's znodes but can neither queue a deploy nor touch a node's state.
+func assertZNodesGuarded(t *testing.T, s *harness.Stack, ctx context.Context, svc string) {
+	t.Helper()
+	node := s.Node(1).Name
+	for _, auth := range []string{"", "rollkeeper:wrong-secret"} {
+		c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(s.ZKServers), Auth: auth, Logger: logr.Discard()})
+		must(t, err)
+		if _, _, err := c.Get(ctx, s.Layout.CurrentNode(svc, node)); err != nil {
+			t.Errorf("auth %q: read %s: %v", auth, s.Layout.CurrentNode(svc, node), err)
+		}
+		writes := map[string]error{}
+		_, writes["queue a deploy"] = c.Create(ctx, s.Layout.DeployPrefix(svc), []byte("{}"), zkclient.PersistentSequential)
+		_, writes["set current"] = c.Set(ctx, s.Layout.CurrentNode(svc, node), []byte("{}"), -1)
+		writes["delete current"] = c.Delete(ctx, s.Layout.CurrentNode(svc, node), -1)
+		writes["multi on staging"] = c.Multi(ctx, zkclient.CreateOp(s.Layout.StagingChild(svc, "intruder"), nil, zkclient.Persistent))
+		for what, err := range writes {
+			if !errors.Is(err, zkclient.ErrNoAuth) {
+				t.Errorf("auth %q: %s: got %v, want %v", auth, what, err, zkclient.ErrNoAuth)
+			}
+		}
+		c.Close()
+	}
 }
 
 // A new version while the previous rollout is under way supersedes it cleanly: every node ends

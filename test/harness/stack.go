@@ -41,6 +41,9 @@ type Config struct {
 	ZooKeeperServers int
 	// ZKRoot is the ZooKeeper root of rollkeeper (default /rollkeeper).
 	ZKRoot string
+	// ZKAuth is the digest "user:password" the operator, the agents and Stack.ZK use (default:
+	// none, world-open znodes).
+	ZKAuth string
 	// ZKSessionTimeout is passed to the operator and agents (default 4s, so a killed agent's
 	// ephemeral znodes vanish quickly).
 	ZKSessionTimeout time.Duration
@@ -272,6 +275,9 @@ func (s *Stack) agentArgs(n *Node) []string {
 		// Free ports: stacks of parallel test packages share the loopback addresses.
 		"--p2p-port=0",
 	}
+	if s.Config.ZKAuth != "" {
+		args = append(args, "--zk-auth="+s.Config.ZKAuth)
+	}
 	metrics := "0"
 	if n.MetricsAddr != "" {
 		metrics = n.MetricsAddr
@@ -301,6 +307,9 @@ func (s *Stack) managerArgs() []string {
 		"--p2p-host=127.0.0.1",
 		"--p2p-port=0",
 		"--seeder-dir=" + filepath.Join(s.Dir, "seeder"),
+	}
+	if s.Config.ZKAuth != "" {
+		args = append(args, "--zk-auth="+s.Config.ZKAuth)
 	}
 	return append(args, s.Config.ManagerArgs...)
 }
@@ -463,7 +472,7 @@ func (s *Stack) ZK(ctx context.Context) (*zkclient.Client, error) {
 	if s.zk != nil {
 		return s.zk, nil
 	}
-	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(s.ZKServers), Logger: logr.Discard()})
+	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(s.ZKServers), Auth: s.Config.ZKAuth, Logger: logr.Discard()})
 	if err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
