@@ -48,10 +48,13 @@ const DefaultResync = 30 * time.Second
 // RollingDeployReconciler reconciles RollingDeploy objects into ZooKeeper.
 type RollingDeployReconciler struct {
 	client.Client
-	Scheme   *runtime.Scheme
-	Recorder events.EventRecorder
-	ZK       *zkclient.Client
-	Layout   zklayout.Layout
+	// APIReader reads the API server without the cache, to confirm a RollingDeploy is gone
+	// before its leftovers in ZooKeeper are deleted (nil: the cached client).
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	ZK        *zkclient.Client
+	Layout    zklayout.Layout
 	// Resync is the requeue interval while a rollout is incomplete (0: DefaultResync).
 	Resync time.Duration
 	// Seeder, if set, publishes each target version as a torrent and seeds it until the
@@ -187,6 +190,9 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 	}
 	r.watcher.Track(s.rd.Name, s.order)
 	if err := r.read(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.dropOrphanEntries(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
 	if done := r.checkPlans(ctx, s); done {
@@ -505,6 +511,46 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// dropOrphanEntries deletes the deploy entries of RollingDeploys that no longer exist, and
+// takes them out of s.queue. Deleting a RollingDeploy removes its entries (the finalizer), but
+// one whose finalizer was stripped by hand leaves them behind; at the head of the queue such an
+// entry would hold every other service back for good. The API server itself, not the cache,
+// confirms that the owner is gone: entries are only ever made by their owner's own pass, so an
+// owner the cache has not seen yet cannot have entries.
+func (r *RollingDeployReconciler) dropOrphanEntries(ctx context.Context, s *scope) error {
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	gone := map[string]bool{s.rd.Name: false}
+	kept := s.queue[:0:0]
+	for _, e := range s.queue {
+		name := e.entry.Deploy
+		g, known := gone[name]
+		if !known {
+			err := reader.Get(ctx, client.ObjectKey{Name: name}, &v1alpha1.RollingDeploy{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("check owner %s of deploy entry %s: %w", name, e.child, err)
+			}
+			g = apierrors.IsNotFound(err)
+			gone[name] = g
+		}
+		if !g {
+			kept = append(kept, e)
+			continue
+		}
+		if err := r.ZK.Delete(ctx, r.Layout.DeployEntry(e.child), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
+			return fmt.Errorf("delete orphaned deploy entry %s: %w", e.child, err)
+		}
+		logf.FromContext(ctx).Info("deleted a deploy entry whose RollingDeploy no longer exists",
+			"entry", r.Layout.DeployEntry(e.child), "owner", name, "service", e.entry.Service, "version", e.entry.Version)
+		r.event(s.rd, corev1.EventTypeNormal, EventOrphanEntryDeleted,
+			"deleted deploy entry %s (%s %s) of RollingDeploy %s, which no longer exists", e.child, e.entry.Service, e.entry.Version, name)
+	}
+	s.queue = kept
+	return nil
 }
 
 // prune deletes this RollingDeploy's deploy entries that are done or stale, and gives up the

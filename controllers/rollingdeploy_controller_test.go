@@ -311,6 +311,44 @@ func TestSecondDeployOfAServiceWaits(t *testing.T) {
 	waitCondition(t, "share-first", v1alpha1.ConditionReconciling, condTrue, v1alpha1.ReasonServiceConflict, `"share-second"`)
 }
 
+// A RollingDeploy deleted with its finalizer stripped by hand leaves its deploy entries; the
+// next pass of any RollingDeploy deletes them, and only them, so they cannot hold the queue.
+func TestOrphanedDeployEntriesAreDeleted(t *testing.T) {
+	nodes := nodeNames("orph", 2)
+	makeNodes(t, "orph", nodes...)
+	cleanupZK(t, "orph-a", "orph-b", "orph-c")
+	for _, n := range nodes {
+		register(t, "orph-b", n, "v1")
+	}
+	createRD(t, newRD("orph-keep", service("orph-b", "v2", "orph")))
+	waitFor(t, "orph-keep's deploy entry", func() (bool, string) { return len(entries(t, "orph-keep")) == 1, "" })
+
+	// What the deleted RollingDeploy "orph-gone" left: an entry at the queue's tail (the queue
+	// is shared by every test of the package, so it cannot be put at the head here).
+	ctx := context.Background()
+	data := encode(t, &zklayout.DeployEntry{Deploy: "orph-gone", Service: "orph-a", Version: "v1", Generation: 1})
+	if err := agentZK.EnsurePath(ctx, layout.Deploy()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agentZK.Create(ctx, layout.DeployPrefix("orph-a"), data, zkclient.PersistentSequential); err != nil {
+		t.Fatal(err)
+	}
+
+	createRD(t, newRD("orph-new", service("orph-c", "v1", "orph")))
+	waitFor(t, "the orphaned entry to go", func() (bool, string) {
+		es := entries(t, "orph-gone")
+		return len(es) == 0, fmt.Sprint(es)
+	})
+	// Whichever pass came first reports it.
+	waitFor(t, "event "+EventOrphanEntryDeleted, func() (bool, string) {
+		rs := append(eventReasons(t, "orph-keep"), eventReasons(t, "orph-new")...)
+		return slices.Contains(rs, EventOrphanEntryDeleted), fmt.Sprint(rs)
+	})
+	if es := entries(t, "orph-keep"); len(es) != 1 {
+		t.Errorf("entries of a live RollingDeploy: %v", es)
+	}
+}
+
 func TestNewVersionSupersedesThePlan(t *testing.T) {
 	nodes := nodeNames("super", 3)
 	makeNodes(t, "super", nodes...)

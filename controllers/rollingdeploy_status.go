@@ -27,6 +27,9 @@ const (
 	EventWaiting         = "Waiting"
 	EventResumed         = "Resumed"
 	EventServiceReleased = "ServiceReleased"
+	// EventOrphanEntryDeleted: a deploy entry of a RollingDeploy that no longer exists (its
+	// finalizer was removed by hand) was deleted so it cannot hold the queue.
+	EventOrphanEntryDeleted = "OrphanEntryDeleted"
 )
 
 // outcome is how a pass ended, before it is written into status.

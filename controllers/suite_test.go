@@ -132,11 +132,12 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	r := &RollingDeployReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("rollkeeper-manager"),
-		ZK:       managerZK,
-		Layout:   layout,
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("rollkeeper-manager"),
+		ZK:        managerZK,
+		Layout:    layout,
 		// Far longer than any wait: status must follow ZooKeeper through watches alone.
 		Resync: time.Hour,
 	}

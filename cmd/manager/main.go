@@ -170,11 +170,12 @@ func run(ctx context.Context, cfg config) error {
 	defer zk.Close()
 
 	r := &controllers.RollingDeployReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("rollkeeper-manager"),
-		ZK:       zk,
-		Layout:   layout,
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("rollkeeper-manager"),
+		ZK:        zk,
+		Layout:    layout,
 	}
 	if cfg.P2P {
 		sd, err := newSeeder(cfg, zk, layout, r.ServiceChanged)

@@ -172,3 +172,26 @@ func TestNewVersionSupersedesRollout(t *testing.T) {
 }
 
 func zkFourLetter(addr string) (string, error) { return zkserver.FourLetter(addr, "srvr") }
+
+// A RollingDeploy deleted with its finalizer stripped by hand leaves its deploy entry at the
+// head of the queue. The agents must not wait behind it forever: the operator deletes it and
+// the next rollout goes through.
+func TestOrphanedQueueHeadDoesNotBlock(t *testing.T) {
+	s, ctx := start(t, harness.Config{Nodes: 3})
+	deployV1(t, s, ctx, "a", service(t, s, "a", "v1", harness.MinAvailable(2)))
+
+	zk, err := s.ZK(ctx)
+	must(t, err)
+	data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: "gone", Service: "x", Version: "v1", Generation: 1})
+	must(t, err)
+	orphan, err := zk.Create(ctx, s.Layout.DeployPrefix("x"), data, zkclient.PersistentSequential)
+	must(t, err)
+
+	setServices(t, s, ctx, "a", service(t, s, "a", "v2", harness.MinAvailable(2)))
+	_, err = s.WaitForReady(ctx, "a", rolloutTime)
+	must(t, err)
+	must(t, s.WaitForServiceVersions(ctx, "a", "v2", time.Minute))
+	if ok, err := zk.Exists(ctx, orphan); err != nil || ok {
+		t.Fatalf("orphaned deploy entry %s still there (%v)", orphan, err)
+	}
+}
