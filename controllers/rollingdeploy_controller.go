@@ -465,16 +465,15 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 			}
 			s.state[p.Service].obs.Failures = nil
 		}
-		if err := r.deleteEntries(ctx, s.queue, rd.Name, func(zklayout.DeployEntry) bool { return true }); err != nil {
+		if _, err := r.deleteEntries(ctx, s.queue, rd.Name, func(zklayout.DeployEntry) bool { return true }); err != nil {
 			return err
 		}
 		s.queue = nil
 		for _, name := range s.order {
-			st, spec := s.state[name], s.specs[name]
-			if plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
-				plan.NeedOnline(s.minAvailable[name], len(s.selected[name]))) {
+			if s.complete(name) {
 				continue
 			}
+			spec := s.specs[name]
 			if err := r.createEntry(ctx, rd, spec); err != nil {
 				return err
 			}
@@ -553,20 +552,27 @@ func (r *RollingDeployReconciler) dropOrphanEntries(ctx context.Context, s *scop
 	return nil
 }
 
-// prune deletes this RollingDeploy's deploy entries that are done or stale, and gives up the
-// services it held that are no longer in its spec.
+// complete tells whether every online node selected for service name runs its target.
+func (s *scope) complete(name string) bool {
+	st := s.state[name]
+	return plan.Complete(s.specs[name].Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
+		plan.NeedOnline(s.minAvailable[name], len(s.selected[name])))
+}
+
+// prune deletes this RollingDeploy's deploy entries that are done or stale, queues again the
+// services that fell behind after their rollout was done, and gives up the services it held
+// that are no longer in its spec.
 func (r *RollingDeployReconciler) prune(ctx context.Context, s *scope) error {
 	rd := s.rd
-	err := r.deleteEntries(ctx, s.queue, rd.Name, func(e zklayout.DeployEntry) bool {
+	kept, err := r.deleteEntries(ctx, s.queue, rd.Name, func(e zklayout.DeployEntry) bool {
 		spec, ok := s.specs[e.Service]
-		if !ok || e.Version != spec.Version {
-			return true
-		}
-		st := s.state[e.Service]
-		return plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
-			plan.NeedOnline(s.minAvailable[e.Service], len(s.selected[e.Service])))
+		return !ok || e.Version != spec.Version || s.complete(e.Service)
 	})
 	if err != nil {
+		return err
+	}
+	s.queue = kept
+	if err := r.requeue(ctx, s); err != nil {
 		return err
 	}
 	owned, err := r.ownedPlans(ctx, string(rd.UID))
@@ -581,6 +587,45 @@ func (r *RollingDeployReconciler) prune(ctx context.Context, s *scope) error {
 			return err
 		}
 		r.event(rd, corev1.EventTypeNormal, EventServiceReleased, "service %s left the spec: removed its plan, queue and failures", svc)
+	}
+	return nil
+}
+
+// requeue gives a deploy entry back to every service of this RollingDeploy that is not
+// complete but has none. An entry goes once its service is complete, yet a node can fall behind
+// afterwards: one cut off during the rollout whose agent reconnects (a new session) with the old
+// version still running, or a node newly selected. Without an entry such a node would wait for
+// its turn forever; with one it upgrades like any other, through the quorum check.
+func (r *RollingDeployReconciler) requeue(ctx context.Context, s *scope) error {
+	queued := map[string]bool{}
+	for _, e := range s.queue {
+		if e.entry.Deploy == s.rd.Name && e.entry.Version == s.specs[e.entry.Service].Version {
+			queued[e.entry.Service] = true
+		}
+	}
+	for _, name := range s.order {
+		if queued[name] || s.complete(name) {
+			continue
+		}
+		spec := s.specs[name]
+		var nodes []string
+		for _, c := range s.state[name].obs.Current {
+			if c.Version != spec.Version {
+				nodes = append(nodes, c.Node)
+			}
+		}
+		if len(nodes) == 0 {
+			// Incomplete for another reason (an unreadable registration): status reports it;
+			// holding the queue for it would stall the other services.
+			continue
+		}
+		sort.Strings(nodes)
+		if err := r.createEntry(ctx, s.rd, spec); err != nil {
+			return err
+		}
+		logf.FromContext(ctx).Info("service fell behind after its rollout; queued again", "service", name, "version", spec.Version, "nodes", nodes)
+		r.event(s.rd, corev1.EventTypeNormal, EventRequeued, "%s: node(s) %s not on %s after the rollout was done; queued again",
+			name, strings.Join(nodes, ", "), spec.Version)
 	}
 	return nil
 }
@@ -673,7 +718,7 @@ func (r *RollingDeployReconciler) reconcileDelete(ctx context.Context, rd *v1alp
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("clean up RollingDeploy %s: read deploy queue: %w", rd.Name, err)
 	}
-	if err := r.deleteEntries(ctx, queue, rd.Name, func(zklayout.DeployEntry) bool { return true }); err != nil {
+	if _, err := r.deleteEntries(ctx, queue, rd.Name, func(zklayout.DeployEntry) bool { return true }); err != nil {
 		return ctrl.Result{}, fmt.Errorf("clean up RollingDeploy %s: %w", rd.Name, err)
 	}
 	log.Info("removed the RollingDeploy's znodes", "services", svcs)

@@ -228,6 +228,20 @@ func TestStatusFollowsZnodes(t *testing.T) {
 	})
 	waitEvent(t, "follow", EventServiceComplete)
 	waitEvent(t, "follow", v1alpha1.ReasonComplete)
+
+	// A node comes back (new session) still running v1 after the rollout was done: the service
+	// is queued again so that node gets its turn.
+	register(t, "follow-a", "follow-n3", "v1")
+	waitFor(t, "the service to be queued again", func() (bool, string) {
+		es := entries(t, "follow")
+		return len(es) == 1 && es[0].Service == "follow-a" && es[0].Version == "v2", fmt.Sprint(es)
+	})
+	waitEvent(t, "follow", EventRequeued)
+	register(t, "follow-a", "follow-n3", "v2")
+	waitFor(t, "the entry to go again", func() (bool, string) {
+		es := entries(t, "follow")
+		return len(es) == 0, fmt.Sprint(es)
+	})
 }
 
 func TestHealthCheckFailureDegradesNamingTheNode(t *testing.T) {

@@ -30,6 +30,9 @@ const (
 	// EventOrphanEntryDeleted: a deploy entry of a RollingDeploy that no longer exists (its
 	// finalizer was removed by hand) was deleted so it cannot hold the queue.
 	EventOrphanEntryDeleted = "OrphanEntryDeleted"
+	// EventRequeued: a service whose rollout was done fell behind (a node came back on an older
+	// version) and got a deploy entry again.
+	EventRequeued = "Requeued"
 )
 
 // outcome is how a pass ended, before it is written into status.

@@ -227,17 +227,20 @@ func (r *RollingDeployReconciler) readDeployQueue(ctx context.Context) ([]deploy
 	return out, malformed, nil
 }
 
-// deleteEntries deletes the deploy entries of RollingDeploy rd for which drop returns true.
-func (r *RollingDeployReconciler) deleteEntries(ctx context.Context, queue []deployEntry, rd string, drop func(zklayout.DeployEntry) bool) error {
+// deleteEntries deletes the deploy entries of RollingDeploy rd for which drop returns true and
+// returns the queue without them.
+func (r *RollingDeployReconciler) deleteEntries(ctx context.Context, queue []deployEntry, rd string, drop func(zklayout.DeployEntry) bool) ([]deployEntry, error) {
+	var kept []deployEntry
 	for _, e := range queue {
 		if e.entry.Deploy != rd || !drop(e.entry) {
+			kept = append(kept, e)
 			continue
 		}
 		if err := r.ZK.Delete(ctx, r.Layout.DeployEntry(e.child), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
-			return fmt.Errorf("delete deploy entry %s: %w", e.child, err)
+			return nil, fmt.Errorf("delete deploy entry %s: %w", e.child, err)
 		}
 	}
-	return nil
+	return kept, nil
 }
 
 // createEntry appends a deploy entry for one service of rd.

@@ -195,3 +195,45 @@ func TestOrphanedQueueHeadDoesNotBlock(t *testing.T) {
 		t.Fatalf("orphaned deploy entry %s still there (%v)", orphan, err)
 	}
 }
+
+// A node cut off mid-deploy (its agent frozen: alive, silent) loses its ZooKeeper session and
+// counts as unreachable; the others upgrade without it. When it answers again, the same agent
+// process notices the expired session, registers anew and joins the new version.
+func TestFrozenAgentRejoinsAfterSessionExpiry(t *testing.T) {
+	s, ctx := start(t, harness.Config{Nodes: 3, RecordServices: []string{"a"}})
+	deployV1(t, s, ctx, "a", service(t, s, "a", "v1", harness.MinAvailable(1)))
+
+	cut := s.Node(3)
+	pid := cut.Agent.Pid()
+	must(t, cut.Freeze())
+	thawed := false
+	t.Cleanup(func() {
+		if !thawed {
+			_ = cut.Thaw()
+		}
+	})
+	must(t, s.Recorder.WaitOnline(ctx, "a", time.Minute, "node-3's session to expire", func(m map[string]string) bool {
+		return m[cut.Name] == ""
+	}))
+
+	setServices(t, s, ctx, "a", service(t, s, "a", "v2", harness.MinAvailable(1)))
+	must(t, s.WaitForServiceVersions(ctx, "a", "v2", rolloutTime, "node-1", "node-2"))
+	rd, err := s.WaitForRD(ctx, "a", time.Minute, "node-3 reported unreachable", func(rd *rkv1alpha1.RollingDeploy) bool {
+		st := harness.ServiceStatus(rd, "a")
+		return harness.Observed(rd) && st != nil && st.Updated == 2 && st.Unreachable == 1
+	})
+	must(t, err)
+	t.Logf("status while node-3 is cut off: %s", harness.DescribeStatus(rd))
+
+	must(t, cut.Thaw())
+	thawed = true
+	must(t, s.WaitForServiceVersions(ctx, "a", "v2", rolloutTime))
+	_, err = s.WaitForRD(ctx, "a", time.Minute, "every node updated, none unreachable", func(rd *rkv1alpha1.RollingDeploy) bool {
+		st := harness.ServiceStatus(rd, "a")
+		return harness.Observed(rd) && st != nil && st.Unreachable == 0 && st.Updated == 3
+	})
+	must(t, err)
+	if got := cut.Agent.Pid(); got != pid || !cut.Agent.Running() {
+		t.Fatalf("node-3's agent was restarted (pid %d, then %d): it should recover in-process", pid, got)
+	}
+}

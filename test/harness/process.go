@@ -125,6 +125,18 @@ func (p *Process) ExitErr() error {
 	return p.err
 }
 
+// Signal sends sig to the running process (not its group).
+func (p *Process) Signal(sig syscall.Signal) error {
+	cmd, done := p.current()
+	if cmd == nil || isClosed(done) {
+		return fmt.Errorf("%s is not running", p.Name)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s to %s: %w", sig, p.Name, err)
+	}
+	return nil
+}
+
 // Stop sends SIGTERM, waits up to grace (DefaultStopGrace if 0) and then sends SIGKILL. It
 // returns nil if the process is not running or exited on SIGTERM with status 0 or by the
 // signal; otherwise the exit error.

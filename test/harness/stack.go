@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -529,6 +530,14 @@ func (n *Node) Stop() error { return n.Agent.Stop(0) }
 // Kill crashes the agent (SIGKILL). The exec backend's host services die with it (parent-death
 // signal), as on a machine that crashed; its ZooKeeper session expires after the session timeout.
 func (n *Node) Kill() error { return n.Agent.Kill() }
+
+// Freeze stops the agent process (SIGSTOP) without killing it, as a machine cut off from the
+// network or hung: its host services keep running, but it answers nobody and its ZooKeeper
+// session expires after the session timeout. Thaw (SIGCONT) lets it go on.
+func (n *Node) Freeze() error { return n.Agent.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes an agent Freeze stopped.
+func (n *Node) Thaw() error { return n.Agent.Signal(syscall.SIGCONT) }
 
 // Restart stops the agent gracefully and starts it again.
 func (n *Node) Restart() error { return n.Agent.Restart(0) }
