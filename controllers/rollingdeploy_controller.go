@@ -552,7 +552,7 @@ func (r *RollingDeployReconciler) dropOrphanEntries(ctx context.Context, s *scop
 	return nil
 }
 
-// complete tells whether every online node selected for service name runs its target.
+// complete tells whether service name's rollout to its target is done (plan.Complete).
 func (s *scope) complete(name string) bool {
 	st := s.state[name]
 	return plan.Complete(s.specs[name].Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
@@ -594,8 +594,9 @@ func (r *RollingDeployReconciler) prune(ctx context.Context, s *scope) error {
 // requeue gives a deploy entry back to every service of this RollingDeploy that is not
 // complete but has none. An entry goes once its service is complete, yet a node can fall behind
 // afterwards: one cut off during the rollout whose agent reconnects (a new session) with the old
-// version still running, or a node newly selected. Without an entry such a node would wait for
-// its turn forever; with one it upgrades like any other, through the quorum check.
+// version still running, or a node joining the selection with an older version. Without an
+// entry such a node would wait for its turn forever; with one it upgrades like any other,
+// through the quorum check.
 func (r *RollingDeployReconciler) requeue(ctx context.Context, s *scope) error {
 	queued := map[string]bool{}
 	for _, e := range s.queue {
