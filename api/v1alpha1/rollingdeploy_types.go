@@ -366,7 +366,11 @@ type RollingDeploy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   RollingDeploySpec   `json:"spec,omitempty"`
+	Spec RollingDeploySpec `json:"spec,omitempty"`
+	// Status defaults to {observedGeneration: 0}, so that a RollingDeploy the operator has not
+	// seen yet reads as in progress to kstatus (Flux) and Argo CD, not as done.
+	// +kubebuilder:default={observedGeneration: 0}
+	// +optional
 	Status RollingDeployStatus `json:"status,omitempty"`
 }
 

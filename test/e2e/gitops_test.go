@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
@@ -16,32 +17,45 @@ import (
 
 // GitOps tools judge a RollingDeploy by its status: Flux through kstatus, Argo CD through the
 // Lua health check in docs/argocd. Both run here on the real objects of a rollout as it goes
-// through each state: just updated, progressing, complete, paused, failed.
+// through each state: just created, complete, just updated, progressing, paused, failed.
 func TestGitOpsHealthOfRealObjects(t *testing.T) {
 	s, ctx := start(t, harness.Config{Nodes: 3})
 	script, err := gitops.ArgoScript()
 	must(t, err)
-	check := func(what string, rd *rkv1alpha1.RollingDeploy, wantK status.Status, wantArgo string) {
+	checkObj := func(what string, obj map[string]any, wantK status.Status, wantArgo string) {
 		t.Helper()
-		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(rd)
-		must(t, err)
-		obj["apiVersion"], obj["kind"] = rkv1alpha1.GroupVersion.String(), "RollingDeploy"
 		k, kmsg, err := gitops.KStatus(obj)
 		must(t, err)
 		h, err := gitops.ArgoHealth(script, obj)
 		must(t, err)
 		t.Logf("%s: kstatus %s (%s); Argo CD %s (%s)", what, k, kmsg, h.Status, h.Message)
 		if k != wantK || h.Status != wantArgo {
-			t.Errorf("%s: kstatus %s, Argo CD %s; want %s and %s\n%s", what, k, h.Status, wantK, wantArgo, harness.DescribeStatus(rd))
+			t.Errorf("%s: kstatus %s, Argo CD %s; want %s and %s\nstatus: %v", what, k, h.Status, wantK, wantArgo, obj["status"])
 		}
+	}
+	check := func(what string, rd *rkv1alpha1.RollingDeploy, wantK status.Status, wantArgo string) {
+		t.Helper()
+		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(rd)
+		must(t, err)
+		obj["apiVersion"], obj["kind"] = rkv1alpha1.GroupVersion.String(), "RollingDeploy"
+		checkObj(what, obj, wantK, wantArgo)
 	}
 	cond := func(rd *rkv1alpha1.RollingDeploy, typ string) bool {
 		return harness.Observed(rd) && meta.IsStatusConditionTrue(rd.Status.Conditions, typ)
 	}
 
-	deployV1(t, s, ctx, "g", service(t, s, "g", "v1", harness.MinAvailable(2)))
-	rd, err := s.GetRD(ctx, "g")
+	// The object as the first apply returns it, before the operator wrote any status, as the
+	// tools read it (JSON, not the Go type, which drops a zero observedGeneration): the CRD's
+	// status default (observedGeneration 0) makes it read as not done yet.
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(harness.NewRollingDeploy("g", service(t, s, "g", "v1", harness.MinAvailable(2))))
 	must(t, err)
+	fresh := &unstructured.Unstructured{Object: obj}
+	fresh.SetGroupVersionKind(rkv1alpha1.GroupVersion.WithKind("RollingDeploy"))
+	must(t, s.Client.Create(ctx, fresh))
+	checkObj("just created", fresh.Object, status.InProgressStatus, gitops.Progressing)
+	rd, err := s.WaitForReady(ctx, "g", rolloutTime)
+	must(t, err)
+	must(t, s.WaitForServiceVersions(ctx, "g", "v1", time.Minute))
 	check("complete", rd, status.CurrentStatus, gitops.Healthy)
 
 	// The object as the update returns it: a new generation the operator has not seen yet.
