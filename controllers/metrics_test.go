@@ -147,7 +147,7 @@ func TestMetricsDocumented(t *testing.T) {
 	if err := json.Unmarshal(dash, &v); err != nil {
 		t.Fatalf("dashboard is not JSON: %v", err)
 	}
-	for _, name := range regexp.MustCompile(`rollkeeper_[a-z_]+`).FindAllString(string(dash), -1) {
+	for _, name := range regexp.MustCompile(`rollkeeper_[a-z0-9_]+`).FindAllString(string(dash), -1) {
 		name = strings.TrimSuffix(name, "_bucket")
 		if !strings.Contains(string(doc), "`"+name+"`") {
 			t.Errorf("the dashboard queries %s, which docs/metrics.md does not list", name)

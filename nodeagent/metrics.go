@@ -10,6 +10,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zkmetrics"
+	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
 )
 
 // Metric names and labels of the agent (docs/metrics.md lists them for users).
@@ -24,10 +25,19 @@ const (
 	MetricZKSessionState  = "rollkeeper_agent_zookeeper_session_state"
 	MetricZKReconnects    = "rollkeeper_agent_zookeeper_reconnects_total"
 	MetricZKExpirations   = "rollkeeper_agent_zookeeper_session_expirations_total"
+	MetricP2PDownloaded   = "rollkeeper_agent_p2p_downloaded_bytes_total"
+	MetricP2PUploaded     = "rollkeeper_agent_p2p_uploaded_bytes_total"
+	MetricP2PPeers        = "rollkeeper_agent_p2p_peers"
 
 	LabelService = "service"
 	LabelVersion = "version"
 	LabelResult  = "result"
+	LabelSource  = "source"
+
+	// Values of the source label: other nodes (and the operator's seeder), or the origin URL
+	// (the web seed).
+	SourcePeers  = "peers"
+	SourceOrigin = "origin"
 
 	// Values of the result label.
 	ResultSuccess  = "success"
@@ -48,6 +58,7 @@ type Metrics struct {
 	fetches        *prometheus.CounterVec
 	fetchDuration  *prometheus.HistogramVec
 	zk             *zkmetrics.Collector
+	p2p            *swarmCollector
 
 	mu sync.Mutex
 	// versions is the version each service's info series carries.
@@ -78,10 +89,71 @@ func NewMetrics() *Metrics {
 			Help:    "Time to fetch, verify and unpack an artifact that succeeded.",
 			Buckets: []float64{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}}, svc),
 		zk:       zkmetrics.New(zkmetrics.Names{SessionState: MetricZKSessionState, Reconnects: MetricZKReconnects, Expirations: MetricZKExpirations}, "agent"),
+		p2p:      &swarmCollector{},
 		versions: map[string]string{},
 	}
-	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.zk)
+	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.zk, m.p2p)
 	return m
+}
+
+// SwarmSource is the peer-to-peer fetcher, as metrics see it.
+type SwarmSource interface {
+	SwarmStats() []fetch.SwarmStats
+}
+
+// WatchP2P exports the transfer counters of src's torrents: what this node downloaded from
+// peers and from the origin, and what it uploaded to peers (every machine helping).
+func (m *Metrics) WatchP2P(src SwarmSource) {
+	if m != nil {
+		m.p2p.set(src)
+	}
+}
+
+// swarmCollector reads the torrents' counters at scrape time. A version's series go when its
+// torrent does (the store pruned the version).
+type swarmCollector struct {
+	mu  sync.Mutex
+	src SwarmSource
+}
+
+var (
+	p2pDownloadedDesc = prometheus.NewDesc(MetricP2PDownloaded,
+		"Artifact bytes received over BitTorrent, by version and source: peers (other nodes, the operator's seeder) or origin (the artifact URL as web seed). Includes duplicate pieces.",
+		[]string{LabelService, LabelVersion, LabelSource}, nil)
+	p2pUploadedDesc = prometheus.NewDesc(MetricP2PUploaded,
+		"Artifact bytes this node served to peers, by version.", []string{LabelService, LabelVersion}, nil)
+	p2pPeersDesc = prometheus.NewDesc(MetricP2PPeers,
+		"Peers connected in the version's swarm.", []string{LabelService, LabelVersion}, nil)
+)
+
+func (c *swarmCollector) set(src SwarmSource) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.src = src
+}
+
+func (c *swarmCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- p2pDownloadedDesc
+	ch <- p2pUploadedDesc
+	ch <- p2pPeersDesc
+}
+
+func (c *swarmCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	src := c.src
+	c.mu.Unlock()
+	if src == nil {
+		return
+	}
+	for _, s := range src.SwarmStats() {
+		ch <- prometheus.MustNewConstMetric(p2pDownloadedDesc, prometheus.CounterValue,
+			float64(max(0, s.BytesReadData-s.BytesWebSeedData)), s.Service, s.Version, SourcePeers)
+		ch <- prometheus.MustNewConstMetric(p2pDownloadedDesc, prometheus.CounterValue,
+			float64(s.BytesWebSeedData), s.Service, s.Version, SourceOrigin)
+		ch <- prometheus.MustNewConstMetric(p2pUploadedDesc, prometheus.CounterValue,
+			float64(s.BytesWrittenData), s.Service, s.Version)
+		ch <- prometheus.MustNewConstMetric(p2pPeersDesc, prometheus.GaugeValue, float64(s.Peers), s.Service, s.Version)
+	}
 }
 
 // Registry is where the agent's metrics live.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -247,6 +248,35 @@ func (f *P2P) Forget(svc, version string) {
 	if err := os.RemoveAll(filepath.Join(f.cfg.DataDir, ih)); err != nil {
 		f.log.Error(err, "remove torrent data", "service", svc, "version", version)
 	}
+}
+
+// SwarmStats are the transfer counters of one version's torrent.
+type SwarmStats struct {
+	Service, Version string
+	p2p.Stats
+}
+
+// SwarmStats reports the counters of every torrent the fetcher is in (downloading or seeding),
+// for metrics.
+func (f *P2P) SwarmStats() []SwarmStats {
+	f.mu.Lock()
+	type ver struct {
+		svc, version string
+		sw           *swarm
+	}
+	var vs []ver
+	for key, ih := range f.byVer {
+		svc, version, _ := strings.Cut(key, "/")
+		if sw := f.swarms[ih]; sw != nil {
+			vs = append(vs, ver{svc, version, sw})
+		}
+	}
+	f.mu.Unlock()
+	out := make([]SwarmStats, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, SwarmStats{Service: v.svc, Version: v.version, Stats: v.sw.t.Stats()})
+	}
+	return out
 }
 
 // Stats reports the transfer counters of the torrent with infoHash, if the fetcher has it.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -94,7 +95,8 @@ func TestMetricsFollowRollout(t *testing.T) {
 	// with one node unreachable, until node-5 comes back on v2.
 	down := s.Node(nodes)
 	must(t, down.Stop())
-	setServices(t, s, ctx, rd, service(t, s, "a", "v2", harness.MinAvailable(minAvailable), slowStart("1s")))
+	v2 := service(t, s, "a", "v2", harness.MinAvailable(minAvailable), slowStart("1s"))
+	setServices(t, s, ctx, rd, v2)
 	l := []string{"rollingdeploy=" + rd, "service=a"}
 	nodeCount := func(m harness.Samples, state string) float64 {
 		v, _ := m.Get("rollkeeper_rollout_nodes", append(l, "state="+state)...)
@@ -143,7 +145,10 @@ func TestMetricsFollowRollout(t *testing.T) {
 	}
 
 	// Every agent: on v2 and up with a live ZooKeeper session; the nodes that upgraded timed a
-	// restart of at least the fixture's 1s startup delay (node-5 came back on v2 directly).
+	// restart of at least the fixture's 1s startup delay (node-5 came back on v2 directly); each
+	// received at least v2's artifact over BitTorrent, from peers or the origin.
+	size := artifactSize(t, ctx, v2.Artifact.URL)
+	uploaded := map[string]float64{} // by node, from its last scrape
 	for _, n := range s.Nodes {
 		_, err := harness.WaitScrape(ctx, n.MetricsAddr, time.Minute, n.Name+" metrics on v2", func(m harness.Samples) string {
 			info, _ := m.Get("rollkeeper_agent_service_info", "service=a", "version=v2")
@@ -156,6 +161,14 @@ func TestMetricsFollowRollout(t *testing.T) {
 			if _, ok := m.Get("go_goroutines"); !ok {
 				return "no Go runtime metrics"
 			}
+			l := []string{"service=a", "version=v2"}
+			peers, _ := m.Get("rollkeeper_agent_p2p_downloaded_bytes_total", append(l, "source=peers")...)
+			origin, _ := m.Get("rollkeeper_agent_p2p_downloaded_bytes_total", append(l, "source=origin")...)
+			if peers+origin < float64(size) {
+				return fmt.Sprintf("v2 received %v bytes from peers and %v from the origin, want at least the artifact's %d", peers, origin, size)
+			}
+			served, _ := m.Get("rollkeeper_agent_p2p_uploaded_bytes_total", l...)
+			uploaded[n.Name] = served
 			if n == down {
 				return ""
 			}
@@ -169,6 +182,8 @@ func TestMetricsFollowRollout(t *testing.T) {
 		})
 		must(t, err)
 	}
+
+	t.Logf("bytes of v2 (a %d-byte artifact) each agent served to its peers: %v", size, uploaded)
 
 	// ZooKeeper restarts: the operator's and the agents' session state drop to 0 and come back,
 	// and each counts the reconnect.
@@ -258,4 +273,18 @@ func nodeMetricsAddrs(s *harness.Stack) []string {
 		out = append(out, n.MetricsAddr)
 	}
 	return out
+}
+
+// artifactSize asks the origin for the artifact's length.
+func artifactSize(t *testing.T, ctx context.Context, url string) int64 {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, url, nil)
+	must(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ContentLength <= 0 {
+		t.Fatalf("HEAD %s: %s, length %d", url, resp.Status, resp.ContentLength)
+	}
+	return resp.ContentLength
 }
