@@ -519,21 +519,16 @@ func orNone(s string) string {
 // confirms that the owner is gone: entries are only ever made by their owner's own pass, so an
 // owner the cache has not seen yet cannot have entries.
 func (r *RollingDeployReconciler) dropOrphanEntries(ctx context.Context, s *scope) error {
-	reader := r.APIReader
-	if reader == nil {
-		reader = r.Client
-	}
 	gone := map[string]bool{s.rd.Name: false}
 	kept := s.queue[:0:0]
 	for _, e := range s.queue {
 		name := e.entry.Deploy
 		g, known := gone[name]
 		if !known {
-			err := reader.Get(ctx, client.ObjectKey{Name: name}, &v1alpha1.RollingDeploy{})
-			if err != nil && !apierrors.IsNotFound(err) {
+			var err error
+			if g, err = r.ownerGone(ctx, name); err != nil {
 				return fmt.Errorf("check owner %s of deploy entry %s: %w", name, e.child, err)
 			}
-			g = apierrors.IsNotFound(err)
 			gone[name] = g
 		}
 		if !g {
@@ -550,6 +545,21 @@ func (r *RollingDeployReconciler) dropOrphanEntries(ctx context.Context, s *scop
 	}
 	s.queue = kept
 	return nil
+}
+
+// ownerGone tells whether RollingDeploy name no longer exists. The cache answers for owners
+// that exist (no API call on every pass); one it lacks is confirmed on the API server itself.
+func (r *RollingDeployReconciler) ownerGone(ctx context.Context, name string) (bool, error) {
+	readers := []client.Reader{r.Client}
+	if r.APIReader != nil {
+		readers = append(readers, r.APIReader)
+	}
+	for _, reader := range readers {
+		if err := reader.Get(ctx, client.ObjectKey{Name: name}, &v1alpha1.RollingDeploy{}); !apierrors.IsNotFound(err) {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // complete tells whether service name's rollout to its target is done (plan.Complete).
