@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -59,8 +60,17 @@ func TestGitOpsHealthOfRealObjects(t *testing.T) {
 	check("complete", rd, status.CurrentStatus, gitops.Healthy)
 
 	// The object as the update returns it: a new generation the operator has not seen yet.
-	rd.Spec.Services = []rkv1alpha1.ServiceSpec{service(t, s, "g", "v2", harness.MinAvailable(2))}
-	must(t, s.Client.Update(ctx, rd))
+	// (Read fresh, and again on a conflict: the operator may still write status.)
+	v2 := service(t, s, "g", "v2", harness.MinAvailable(2))
+	for {
+		rd, err = s.GetRD(ctx, "g")
+		must(t, err)
+		rd.Spec.Services = []rkv1alpha1.ServiceSpec{v2}
+		if err = s.Client.Update(ctx, rd); !apierrors.IsConflict(err) {
+			break
+		}
+	}
+	must(t, err)
 	check("just updated", rd, status.InProgressStatus, gitops.Progressing)
 
 	// Mid-rollout: Reconciling. The first observed status of the new generation says so, as
