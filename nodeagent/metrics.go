@@ -96,14 +96,9 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// SwarmSource is the peer-to-peer fetcher, as metrics see it.
-type SwarmSource interface {
-	SwarmStats() []fetch.SwarmStats
-}
-
 // WatchP2P exports the transfer counters of src's torrents: what this node downloaded from
 // peers and from the origin, and what it uploaded to peers (every machine helping).
-func (m *Metrics) WatchP2P(src SwarmSource) {
+func (m *Metrics) WatchP2P(src *fetch.P2P) {
 	if m != nil {
 		m.p2p.set(src)
 	}
@@ -113,7 +108,7 @@ func (m *Metrics) WatchP2P(src SwarmSource) {
 // torrent does (the store pruned the version).
 type swarmCollector struct {
 	mu  sync.Mutex
-	src SwarmSource
+	src *fetch.P2P
 }
 
 var (
@@ -126,7 +121,7 @@ var (
 		"Peers connected in the version's swarm.", []string{LabelService, LabelVersion}, nil)
 )
 
-func (c *swarmCollector) set(src SwarmSource) {
+func (c *swarmCollector) set(src *fetch.P2P) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.src = src

@@ -169,8 +169,8 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 		}()
 		be = ex
 	}
+	metrics := nodeagent.NewMetrics()
 	var fetcher fetch.Fetcher = fetch.NewHTTP()
-	var swarms nodeagent.SwarmSource
 	switch o.fetcher {
 	case "http":
 	case "p2p":
@@ -184,7 +184,8 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 			Node: o.node, Host: o.address, Topology: tracker.Topology{Zone: labels[o.zoneLabel], Rack: labels[o.rackLabel]},
 			DataDir: filepath.Join(o.stateDir, "torrent", "data"), Logger: log.WithName("p2p")})
 		defer pf.Close()
-		fetcher, swarms = pf, pf
+		fetcher = pf
+		metrics.WatchP2P(pf)
 	default:
 		return fmt.Errorf("--fetcher %q: p2p or http", o.fetcher)
 	}
@@ -194,10 +195,6 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	}
 	pinner := pagecache.New(o.pinBudget, log.WithName("pagecache"))
 	defer pinner.Close()
-	metrics := nodeagent.NewMetrics()
-	if swarms != nil {
-		metrics.WatchP2P(swarms)
-	}
 	agent, err := nodeagent.New(nodeagent.Config{Node: o.node, Address: o.address, Labels: labels,
 		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold, Metrics: metrics})
 	if err != nil {

@@ -168,7 +168,7 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 		t.Error(err)
 	}
 
-	checkUserRoles(t, ctx, c, bins[harness.PluginBinary], dir)
+	checkDefaultRolesAsUsers(t, ctx, c, bins[harness.PluginBinary], dir)
 
 	// Uninstall: the RollingDeploy goes first (its finalizer needs the operator), then the
 	// release. Nothing of rollkeeper stays: objects, pods, nor the host service.
@@ -394,11 +394,11 @@ func waitServes(t *testing.T, ctx context.Context, url, version string) {
 	}
 }
 
-// checkUserRoles shows the chart's roles for people at work: the controller manager's
+// checkDefaultRolesAsUsers shows the chart's roles for people at work: the controller manager's
 // clusterrole-aggregation controller folds them into the default view and edit roles, so a user
 // bound cluster-wide to view can run `kubectl rollkeeper status` but not pause, and a user bound
 // to edit can pause and resume. The users are impersonated through their kubeconfigs.
-func checkUserRoles(t *testing.T, ctx context.Context, c *cluster.Cluster, plugin, dir string) {
+func checkDefaultRolesAsUsers(t *testing.T, ctx context.Context, c *cluster.Cluster, plugin, dir string) {
 	t.Helper()
 	users := map[string]string{"rk-e2e-viewer": "view", "rk-e2e-editor": "edit"}
 	kubeconfigs := map[string]string{}

@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -60,17 +59,12 @@ func TestGitOpsHealthOfRealObjects(t *testing.T) {
 	check("complete", rd, status.CurrentStatus, gitops.Healthy)
 
 	// The object as the update returns it: a new generation the operator has not seen yet.
-	// (Read fresh, and again on a conflict: the operator may still write status.)
+	// (UpdateRD reads it fresh, again on a conflict: the operator may still write status.)
 	v2 := service(t, s, "g", "v2", harness.MinAvailable(2))
-	for {
-		rd, err = s.GetRD(ctx, "g")
-		must(t, err)
-		rd.Spec.Services = []rkv1alpha1.ServiceSpec{v2}
-		if err = s.Client.Update(ctx, rd); !apierrors.IsConflict(err) {
-			break
-		}
-	}
-	must(t, err)
+	must(t, s.UpdateRD(ctx, "g", func(u *rkv1alpha1.RollingDeploy) {
+		u.Spec.Services = []rkv1alpha1.ServiceSpec{v2}
+		rd = u // filled with the update's response
+	}))
 	check("just updated", rd, status.InProgressStatus, gitops.Progressing)
 
 	// Mid-rollout: Reconciling. The first observed status of the new generation says so, as

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -95,8 +94,7 @@ func TestMetricsFollowRollout(t *testing.T) {
 	// with one node unreachable, until node-5 comes back on v2.
 	down := s.Node(nodes)
 	must(t, down.Stop())
-	v2 := service(t, s, "a", "v2", harness.MinAvailable(minAvailable), slowStart("1s"))
-	setServices(t, s, ctx, rd, v2)
+	setServices(t, s, ctx, rd, service(t, s, "a", "v2", harness.MinAvailable(minAvailable), slowStart("1s")))
 	l := []string{"rollingdeploy=" + rd, "service=a"}
 	nodeCount := func(m harness.Samples, state string) float64 {
 		v, _ := m.Get("rollkeeper_rollout_nodes", append(l, "state="+state)...)
@@ -147,7 +145,9 @@ func TestMetricsFollowRollout(t *testing.T) {
 	// Every agent: on v2 and up with a live ZooKeeper session; the nodes that upgraded timed a
 	// restart of at least the fixture's 1s startup delay (node-5 came back on v2 directly); each
 	// received at least v2's artifact over BitTorrent, from peers or the origin.
-	size := artifactSize(t, ctx, v2.Artifact.URL)
+	art, err := s.FixtureArtifact("a", "v2", false) // the one v2's spec points at (cached)
+	must(t, err)
+	size := art.Size
 	uploaded := map[string]float64{} // by node, from its last scrape
 	for _, n := range s.Nodes {
 		_, err := harness.WaitScrape(ctx, n.MetricsAddr, time.Minute, n.Name+" metrics on v2", func(m harness.Samples) string {
@@ -273,18 +273,4 @@ func nodeMetricsAddrs(s *harness.Stack) []string {
 		out = append(out, n.MetricsAddr)
 	}
 	return out
-}
-
-// artifactSize asks the origin for the artifact's length.
-func artifactSize(t *testing.T, ctx context.Context, url string) int64 {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, url, nil)
-	must(t, err)
-	resp, err := http.DefaultClient.Do(req)
-	must(t, err)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.ContentLength <= 0 {
-		t.Fatalf("HEAD %s: %s, length %d", url, resp.Status, resp.ContentLength)
-	}
-	return resp.ContentLength
 }
