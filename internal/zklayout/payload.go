@@ -67,6 +67,10 @@ type Current struct {
 	Address string    `json:"address,omitempty"`
 	Health  string    `json:"health"`
 	Since   time.Time `json:"since"`
+	// Labels are the node's labels as its agent knows them, so that every agent can tell
+	// whether a registration belongs to a node the plan selects (a stray or foreign one never
+	// counts towards the quorum).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 func (c *Current) validate() error {
