@@ -51,6 +51,12 @@ type Digest struct {
 	Artifact v1alpha1.ArtifactSpec
 	// Malformed describes the service's unreadable znodes (reported, never acted on).
 	Malformed []string
+	// Unselected are registered nodes (current/<svc>/<node>) the service's nodeSelector does
+	// not select: reported, and left out of the Online and Updated counts.
+	Unselected []string
+	// NotStaged are the online nodes that have neither staged nor run the target while the
+	// distribution gate is closed (nil when it is open), at most MaxListedNodes.
+	NotStaged []string
 }
 
 // NeedOnline is how many nodes must be online on the target before a service counts as
@@ -91,22 +97,42 @@ func DigestService(o Observation) Digest {
 		TargetVersion: o.Target,
 		MinAvailable:  int32(o.MinAvailable),
 		Total:         int32(len(o.Selected)),
-		Online:        int32(len(o.Current) + len(o.CurrentUnreadable)),
 	}
+	isSelected := make(map[string]bool, len(o.Selected))
+	for _, n := range o.Selected {
+		isSelected[n] = true
+	}
+	var unselected []string
 	online := map[string]bool{}
+	onTarget := map[string]bool{}
 	for _, c := range o.Current {
 		online[c.Node] = true
+		if c.Version == o.Target {
+			onTarget[c.Node] = true
+		}
+		if !isSelected[c.Node] {
+			unselected = append(unselected, c.Node)
+			continue
+		}
+		st.Online++
 		if c.Version == o.Target {
 			st.Updated++
 		}
 	}
 	for _, n := range o.CurrentUnreadable {
 		online[n] = true
+		if !isSelected[n] {
+			unselected = append(unselected, n)
+			continue
+		}
+		st.Online++
 	}
 	upgrading := map[string]bool{}
+	staged := map[string]bool{}
 	for _, s := range o.Staged {
 		if s.Version == o.Target {
 			st.Staged++
+			staged[s.Node] = true
 		}
 		if s.State == zklayout.StagedUpgrading {
 			st.Upgrading++
@@ -125,9 +151,16 @@ func DigestService(o Observation) Digest {
 		}
 	}
 	d := Digest{Artifact: o.Artifact, Malformed: o.Malformed, Complete: Complete(o.Target, o.Current, len(o.CurrentUnreadable), o.Staged, NeedOnline(o.MinAvailable, len(o.Selected)))}
+	sort.Strings(unselected)
+	d.Unselected = unselected
+	// The gate counts as the agents do (every registration, selected or not): a node has the
+	// target when it has staged it or runs it.
 	st.StagedRequired = int32(len(o.Current) + len(o.CurrentUnreadable))
 	if o.MinStaged != nil {
 		st.StagedRequired = int32(*o.MinStaged)
+	}
+	if !d.Complete {
+		d.NotStaged = notStaged(online, onTarget, staged, int(st.StagedRequired), o.MinStaged == nil)
 	}
 	for _, s := range o.Staged {
 		if s.Version == o.Target {
@@ -161,11 +194,44 @@ func DigestService(o Observation) Digest {
 	return d
 }
 
+// notStaged lists the online nodes (sorted, at most MaxListedNodes) that neither staged nor run
+// the target when fewer than required nodes have it, counted as the agents count it (with the
+// default gate, only online nodes count); nil when the gate is open.
+func notStaged(online, onTarget, staged map[string]bool, required int, onlyOnline bool) []string {
+	have := 0
+	for n := range online {
+		if onTarget[n] || staged[n] {
+			have++
+		}
+	}
+	if !onlyOnline {
+		for n := range staged {
+			if !online[n] {
+				have++
+			}
+		}
+	}
+	if have >= required {
+		return nil
+	}
+	var out []string
+	for n := range online {
+		if !onTarget[n] && !staged[n] {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return firstN(out, MaxListedNodes)
+}
+
 // PhaseInput is the RollingDeploy-wide context of a service's phase.
 type PhaseInput struct {
 	Paused bool
 	// WaitingFor are the incomplete services ahead of this one in the deploy order.
 	WaitingFor []string
+	// BlockedBy, when set, says which deploy queue entry ahead of this service's holds it
+	// (a malformed entry, or another RollingDeploy's service heading the queue).
+	BlockedBy string
 }
 
 // Phase sets the service's phase and message from its digest.
@@ -188,6 +254,9 @@ func Phase(d *Digest, in PhaseInput) {
 	case len(in.WaitingFor) > 0:
 		st.Phase = v1alpha1.PhasePending
 		msg = append(msg, fmt.Sprintf("waiting for %s to complete", strings.Join(in.WaitingFor, ", ")))
+	case in.BlockedBy != "":
+		st.Phase = v1alpha1.PhasePending
+		msg = append(msg, in.BlockedBy)
 	default:
 		st.Phase = v1alpha1.PhaseProgressing
 		msg = append(msg, fmt.Sprintf("%d/%d node(s) on %s, %d staged, %d upgrading",
@@ -197,9 +266,17 @@ func Phase(d *Digest, in PhaseInput) {
 		} else if st.Online > 0 && st.Online <= st.MinAvailable && st.Upgrading == 0 {
 			msg = append(msg, fmt.Sprintf("only %d node(s) online and minAvailable is %d: waiting for nodes to come back", st.Online, st.MinAvailable))
 		}
+		if len(d.NotStaged) > 0 && st.Upgrading == 0 {
+			msg = append(msg, fmt.Sprintf("distribution gate: %d node(s) must have %s staged before any node stops; not staged yet: %s",
+				st.StagedRequired, st.TargetVersion, strings.Join(d.NotStaged, ", ")))
+		}
 	}
 	if st.Unreachable > 0 {
 		msg = append(msg, fmt.Sprintf("%d node(s) unreachable: %s", st.Unreachable, strings.Join(st.UnreachableNodes, ", ")))
+	}
+	if len(d.Unselected) > 0 {
+		msg = append(msg, fmt.Sprintf("registered on node(s) the nodeSelector does not select, not counted online: %s",
+			strings.Join(firstN(d.Unselected, MaxListedNodes), ", ")))
 	}
 	msg = append(msg, d.Malformed...)
 	st.Message = strings.Join(msg, "; ")
@@ -226,6 +303,14 @@ func HealthFailureMessage(svc string, failures []zklayout.Failure) string {
 	}
 	f := failures[0]
 	return fmt.Sprintf("%s %s failed its health check on %s: %s", svc, f.Version, nodeList(failures), f.Reason)
+}
+
+// firstN is names, with "and K more" in place of those past n.
+func firstN(names []string, n int) []string {
+	if len(names) <= n {
+		return names
+	}
+	return append(append([]string(nil), names[:n]...), fmt.Sprintf("and %d more", len(names)-n))
 }
 
 func nodeList(fs []zklayout.Failure) string {

@@ -1,0 +1,78 @@
+package plan
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+func TestDigestReportsUnselectedRegistrations(t *testing.T) {
+	d := DigestService(Observation{
+		Service: "a", Target: "v2", MinAvailable: 1, Selected: []string{"n1", "n2"},
+		Current: []zklayout.Current{{Node: "n1", Version: "v2"}, {Node: "n2", Version: "v2"}, {Node: "stray", Version: "v2"}},
+		CurrentUnreadable: []string{"ghost"},
+	})
+	st := d.Status
+	if st.Online != 2 || st.Updated != 2 || st.Total != 2 {
+		t.Fatalf("an unselected registration was counted: %+v", st)
+	}
+	if !slices.Equal(d.Unselected, []string{"ghost", "stray"}) {
+		t.Fatalf("Unselected = %v", d.Unselected)
+	}
+	Phase(&d, PhaseInput{})
+	if !strings.Contains(d.Status.Message, "nodeSelector does not select, not counted online: ghost, stray") {
+		t.Fatalf("message = %q", d.Status.Message)
+	}
+}
+
+func TestDigestNamesNodesHoldingTheDistributionGate(t *testing.T) {
+	three := 3
+	for _, tc := range []struct {
+		name      string
+		minStaged *int
+		current   []zklayout.Current
+		staged    []zklayout.Staged
+		want      []string
+	}{
+		{name: "default gate: every online node", current: []zklayout.Current{{Node: "n1", Version: "v1"}, {Node: "n2", Version: "v1"}, {Node: "n3", Version: "v1"}},
+			staged: []zklayout.Staged{{Node: "n2", Version: "v2", State: zklayout.StagedReady}}, want: []string{"n1", "n3"}},
+		{name: "open: every online node staged or updated", current: []zklayout.Current{{Node: "n1", Version: "v2"}, {Node: "n2", Version: "v1"}},
+			staged: []zklayout.Staged{{Node: "n2", Version: "v2", State: zklayout.StagedReady}}},
+		{name: "minStaged 3 of 4", minStaged: &three,
+			current: []zklayout.Current{{Node: "n1", Version: "v1"}, {Node: "n2", Version: "v1"}, {Node: "n3", Version: "v1"}, {Node: "n4", Version: "v1"}},
+			staged:  []zklayout.Staged{{Node: "n4", Version: "v2", State: zklayout.StagedReady}}, want: []string{"n1", "n2", "n3"}},
+		{name: "minStaged met", minStaged: &three,
+			current: []zklayout.Current{{Node: "n1", Version: "v2"}, {Node: "n2", Version: "v1"}, {Node: "n3", Version: "v1"}, {Node: "n4", Version: "v1"}},
+			staged:  []zklayout.Staged{{Node: "n2", Version: "v2", State: zklayout.StagedReady}, {Node: "n3", Version: "v2", State: zklayout.StagedReady}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := DigestService(Observation{Service: "a", Target: "v2", MinAvailable: 1, Selected: []string{"n1", "n2", "n3", "n4"},
+				MinStaged: tc.minStaged, Current: tc.current, Staged: tc.staged})
+			if !slices.Equal(d.NotStaged, tc.want) {
+				t.Fatalf("NotStaged = %v, want %v", d.NotStaged, tc.want)
+			}
+			Phase(&d, PhaseInput{})
+			has := strings.Contains(d.Status.Message, "distribution gate")
+			if has != (tc.want != nil) || tc.want != nil && !strings.Contains(d.Status.Message, "not staged yet: "+strings.Join(tc.want, ", ")) {
+				t.Fatalf("message = %q", d.Status.Message)
+			}
+		})
+	}
+}
+
+func TestPhaseBlockedByQueueHead(t *testing.T) {
+	d := DigestService(Observation{Service: "a", Target: "v2", MinAvailable: 1, Selected: []string{"n1"},
+		Current: []zklayout.Current{{Node: "n1", Version: "v1"}}})
+	Phase(&d, PhaseInput{BlockedBy: "waiting behind deploy entry /rk/deploy/x-0000000001"})
+	if d.Status.Phase != v1alpha1.PhasePending || !strings.Contains(d.Status.Message, "/rk/deploy/x-0000000001") {
+		t.Fatalf("phase %s, message %q", d.Status.Phase, d.Status.Message)
+	}
+	// A service waiting for its own dependencies says so first.
+	Phase(&d, PhaseInput{WaitingFor: []string{"b"}, BlockedBy: "waiting behind x"})
+	if !strings.Contains(d.Status.Message, "waiting for b") {
+		t.Fatalf("message %q", d.Status.Message)
+	}
+}
