@@ -12,7 +12,7 @@ import (
 func TestDigestReportsUnselectedRegistrations(t *testing.T) {
 	d := DigestService(Observation{
 		Service: "a", Target: "v2", MinAvailable: 1, Selected: []string{"n1", "n2"},
-		Current: []zklayout.Current{{Node: "n1", Version: "v2"}, {Node: "n2", Version: "v2"}, {Node: "stray", Version: "v2"}},
+		Current:           []zklayout.Current{{Node: "n1", Version: "v2"}, {Node: "n2", Version: "v2"}, {Node: "stray", Version: "v2"}},
 		CurrentUnreadable: []string{"ghost"},
 	})
 	st := d.Status
