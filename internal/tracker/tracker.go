@@ -27,7 +27,7 @@ type Tracker struct {
 // that sees the summary finds every chunk.
 // Publishing the same torrent again is a no-op; another infohash for the same version is an error.
 func (t Tracker) Publish(ctx context.Context, tor zklayout.Torrent, meta []byte) error {
-	tor.Chunks = (len(meta) + zklayout.MetaChunkSize - 1) / zklayout.MetaChunkSize
+	tor.Chunks = zklayout.MetaChunks(len(meta))
 	tor.MetaSize = len(meta)
 	if existing, _, err := t.Read(ctx, tor.Service, tor.Version); err == nil {
 		if existing.InfoHash != tor.InfoHash {
@@ -80,18 +80,42 @@ func (t Tracker) Read(ctx context.Context, svc, version string) (zklayout.Torren
 	if err := zklayout.Decode(data, &tor); err != nil {
 		return tor, nil, fmt.Errorf("torrent %s/%s: %w", svc, version, err)
 	}
-	meta := make([]byte, 0, tor.MetaSize)
-	for i := 0; i < tor.Chunks; i++ {
+	meta, err := Assemble(tor, func(i int) ([]byte, error) {
 		chunk, _, err := t.ZK.Get(ctx, t.Layout.TorrentChunk(svc, version, i))
+		return chunk, err
+	})
+	if err != nil {
+		return tor, nil, fmt.Errorf("torrent %s/%s: %w", svc, version, err)
+	}
+	return tor, meta, nil
+}
+
+// Assemble reassembles the metainfo of a decoded (so validated: MetaSize and Chunks bounded)
+// summary from its chunks, read one at a time by get. The buffer grows as chunks arrive, so a
+// summary that lies about its size costs nothing up front; a chunk over MetaChunkSize, a total
+// over or under MetaSize wrap zklayout.ErrMalformed.
+func Assemble(tor zklayout.Torrent, get func(i int) ([]byte, error)) ([]byte, error) {
+	if tor.MetaSize < 1 || tor.MetaSize > zklayout.MaxMetaSize || tor.Chunks != zklayout.MetaChunks(tor.MetaSize) {
+		return nil, fmt.Errorf("%w: %d chunks for %d metainfo bytes", zklayout.ErrMalformed, tor.Chunks, tor.MetaSize)
+	}
+	var meta []byte
+	for i := 0; i < tor.Chunks; i++ {
+		chunk, err := get(i)
 		if err != nil {
-			return tor, nil, fmt.Errorf("torrent %s/%s chunk %d: %w", svc, version, i, err)
+			return nil, fmt.Errorf("chunk %d: %w", i, err)
+		}
+		if len(chunk) > zklayout.MetaChunkSize {
+			return nil, fmt.Errorf("%w: chunk %d is %d bytes, at most %d", zklayout.ErrMalformed, i, len(chunk), zklayout.MetaChunkSize)
+		}
+		if len(meta)+len(chunk) > tor.MetaSize {
+			return nil, fmt.Errorf("%w: metainfo is over %d bytes at chunk %d, summary says %d", zklayout.ErrMalformed, len(meta)+len(chunk), i, tor.MetaSize)
 		}
 		meta = append(meta, chunk...)
 	}
 	if len(meta) != tor.MetaSize {
-		return tor, nil, fmt.Errorf("torrent %s/%s: %w: metainfo is %d bytes, summary says %d", svc, version, zklayout.ErrMalformed, len(meta), tor.MetaSize)
+		return nil, fmt.Errorf("%w: metainfo is %d bytes, summary says %d", zklayout.ErrMalformed, len(meta), tor.MetaSize)
 	}
-	return tor, meta, nil
+	return meta, nil
 }
 
 // Register adds node to infoHash's peer set for as long as the session lives (or until the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -124,5 +125,82 @@ func TestOrderPrefersRackThenZone(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "rack,zone,far,unknown" {
 		t.Fatalf("order = %v", names)
+	}
+}
+
+// A summary in ZooKeeper is untrusted: sizes that would make Read allocate without bound (or
+// panic in makeslice, as a huge metaSize once did) are refused before any chunk is read, and
+// chunks that do not add up to the summary are refused as they arrive.
+func TestReadRefusesSummariesThatLie(t *testing.T) {
+	tr, ctx := setup(t)
+	ih := strings.Repeat("ab", 20)
+	summary := func(metaSize, chunks int64) []byte {
+		return []byte(fmt.Sprintf(`{"schema":1,"service":"a","version":"v1","infoHash":%q,"size":1048576,"pieceLength":1048576,"chunks":%d,"metaSize":%d}`, ih, chunks, metaSize))
+	}
+	put := func(version string, data []byte, chunks ...[]byte) {
+		t.Helper()
+		if err := tr.ZK.EnsurePath(ctx, tr.Layout.TorrentService("a")); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.ZK.DeleteTree(ctx, tr.Layout.Torrent("a", version)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.ZK.Create(ctx, tr.Layout.Torrent("a", version), data, zkclient.Persistent); err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range chunks {
+			if _, err := tr.ZK.Create(ctx, tr.Layout.TorrentChunk("a", version, i), c, zkclient.Persistent); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name     string
+		metaSize int64
+		chunks   int64
+		data     [][]byte
+	}{
+		{"metaSize overflows makeslice", 1 << 62, 1 << 43, [][]byte{[]byte("x")}},
+		{"metaSize over the bound", zklayout.MaxMetaSize + 1, 17, nil},
+		{"metaSize negative", -1, 1, [][]byte{[]byte("x")}},
+		{"chunk count disagrees", 40, 3, [][]byte{bytes.Repeat([]byte("x"), 40), nil, nil}},
+		{"chunk longer than the summary", 40, 1, [][]byte{bytes.Repeat([]byte("x"), 41)}},
+		{"chunk shorter than the summary", 40, 1, [][]byte{[]byte("x")}},
+		{"chunk over MetaChunkSize", zklayout.MetaChunkSize + 2, 2, [][]byte{bytes.Repeat([]byte("x"), zklayout.MetaChunkSize+1), []byte("x")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			put("v1", summary(tc.metaSize, tc.chunks), tc.data...)
+			_, meta, err := tr.Read(ctx, "a", "v1")
+			if !errors.Is(err, zklayout.ErrMalformed) {
+				t.Fatalf("Read = %d bytes, %v; want ErrMalformed", len(meta), err)
+			}
+		})
+	}
+	// The same layout with an honest summary reads back.
+	honest := "one piece hash: 20 bytes or more"
+	put("v1", summary(int64(len(honest)), 1), []byte(honest))
+	if _, meta, err := tr.Read(ctx, "a", "v1"); err != nil || string(meta) != honest {
+		t.Fatalf("honest summary: %q, %v", meta, err)
+	}
+}
+
+func TestAssembleGrowsWithTheChunks(t *testing.T) {
+	tor := zklayout.Torrent{MetaSize: zklayout.MetaChunkSize + 1, Chunks: 2}
+	reads := 0
+	_, err := Assemble(tor, func(i int) ([]byte, error) {
+		reads++
+		return nil, errors.New("gone")
+	})
+	if err == nil || reads != 1 {
+		t.Fatalf("Assemble with a failing read: %v after %d reads", err, reads)
+	}
+	meta, err := Assemble(tor, func(i int) ([]byte, error) {
+		if i == 0 {
+			return make([]byte, zklayout.MetaChunkSize), nil
+		}
+		return []byte{1}, nil
+	})
+	if err != nil || len(meta) != tor.MetaSize {
+		t.Fatalf("Assemble = %d bytes, %v", len(meta), err)
 	}
 }

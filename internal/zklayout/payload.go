@@ -2,11 +2,10 @@ package zklayout
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
+	"strings"
 	"time"
 )
 
@@ -74,7 +73,8 @@ type Current struct {
 }
 
 func (c *Current) validate() error {
-	return firstErr(nonEmpty("node", c.Node), nonEmpty("version", c.Version), nonEmpty("health", c.Health))
+	return firstErr(ValidNode(c.Node), ValidVersion(c.Version), nonEmpty("health", c.Health),
+		maxLen("health", c.Health, MaxTextLength), maxLen("address", c.Address, MaxTextLength), ValidLabels(c.Labels))
 }
 
 // Plan is a service's rollout target: staging/<svc> (persistent, written by the operator).
@@ -105,10 +105,27 @@ func (p *Plan) validate() error {
 	if p.MinAvailable < 0 {
 		return fmt.Errorf("minAvailable %d is negative", p.MinAvailable)
 	}
-	if p.FailurePolicy != FailurePolicyPause && p.FailurePolicy != FailurePolicyRollback {
-		return fmt.Errorf("failurePolicy %q is neither %s nor %s", p.FailurePolicy, FailurePolicyPause, FailurePolicyRollback)
+	if p.MinStaged != nil && *p.MinStaged < 0 {
+		return fmt.Errorf("minStaged %d is negative", *p.MinStaged)
 	}
-	return firstErr(nonEmpty("deploy", p.Deploy), ValidName(p.Service), ValidName(p.Version))
+	if p.FailurePolicy != FailurePolicyPause && p.FailurePolicy != FailurePolicyRollback {
+		return fmt.Errorf("failurePolicy %q is neither %s nor %s", clip(p.FailurePolicy), FailurePolicyPause, FailurePolicyRollback)
+	}
+	if len(p.DependsOn) > MaxDependsOn {
+		return fmt.Errorf("%d dependsOn entries, at most %d", len(p.DependsOn), MaxDependsOn)
+	}
+	for _, d := range p.DependsOn {
+		if err := ValidService(d); err != nil {
+			return fmt.Errorf("dependsOn: %w", err)
+		}
+	}
+	if p.PreviousVersion != "" {
+		if err := ValidVersion(p.PreviousVersion); err != nil {
+			return fmt.Errorf("previousVersion: %w", err)
+		}
+	}
+	return firstErr(validDeploy(p.Deploy), maxLen("deployUID", p.DeployUID, MaxUIDLength), nonNegative("generation", p.Generation),
+		ValidService(p.Service), ValidVersion(p.Version), ValidSelector(p.Selector))
 }
 
 // Staged is a node's place in the staging queue: staging/<svc>/<node>-<seq> (ephemeral sequential).
@@ -126,7 +143,7 @@ func (s *Staged) validate() error {
 	if s.State != StagedReady && s.State != StagedUpgrading {
 		return fmt.Errorf("state %q is neither %s nor %s", s.State, StagedReady, StagedUpgrading)
 	}
-	return firstErr(nonEmpty("node", s.Node), nonEmpty("version", s.Version))
+	return firstErr(ValidNode(s.Node), ValidVersion(s.Version), nonNegative("pinnedBytes", s.PinnedBytes))
 }
 
 // DeployEntry is a service's place in the deploy order: deploy/<svc>-<seq> (persistent sequential).
@@ -139,7 +156,7 @@ type DeployEntry struct {
 }
 
 func (d *DeployEntry) validate() error {
-	return firstErr(nonEmpty("deploy", d.Deploy), ValidName(d.Service), ValidName(d.Version))
+	return firstErr(validDeploy(d.Deploy), ValidService(d.Service), ValidVersion(d.Version), nonNegative("generation", d.Generation))
 }
 
 // Artifact locates and verifies a version's bits.
@@ -149,22 +166,16 @@ type Artifact struct {
 	Unpack string `json:"unpack"`
 }
 
-// Validate checks URL scheme, digest format and unpack mode.
+// Validate checks URL scheme and length, digest format and unpack mode (the CRD's rules).
 func (a Artifact) Validate() error {
-	u, err := url.Parse(a.URL)
-	if err != nil {
-		return fmt.Errorf("artifact url %q: %w", a.URL, err)
+	if err := validURL(a.URL); err != nil {
+		return err
 	}
-	switch u.Scheme {
-	case "http", "https", "file":
-	default:
-		return fmt.Errorf("artifact url %q: scheme must be http, https or file", a.URL)
-	}
-	if b, err := hex.DecodeString(a.SHA256); err != nil || len(b) != 32 {
-		return fmt.Errorf("artifact sha256 %q is not 64 hex digits", a.SHA256)
+	if !sha256RE.MatchString(a.SHA256) {
+		return fmt.Errorf("artifact sha256 %q is not 64 lowercase hex digits", clip(a.SHA256))
 	}
 	if a.Unpack != UnpackNone && a.Unpack != UnpackTarGz {
-		return fmt.Errorf("artifact unpack %q is neither %s nor %s", a.Unpack, UnpackNone, UnpackTarGz)
+		return fmt.Errorf("artifact unpack %q is neither %s nor %s", clip(a.Unpack), UnpackNone, UnpackTarGz)
 	}
 	return nil
 }
@@ -214,6 +225,36 @@ type HealthCheck struct {
 }
 
 func (h *HealthCheck) validate() error {
+	if err := firstErr(
+		inRange("healthCheck.timeoutSeconds", h.TimeoutSeconds, 1, MaxProbeSeconds),
+		inRange("healthCheck.periodSeconds", h.PeriodSeconds, 1, MaxProbeSeconds),
+		inRange("healthCheck.successThreshold", h.SuccessThreshold, 1, MaxProbeThreshold),
+		inRange("healthCheck.failureThreshold", h.FailureThreshold, 1, MaxProbeThreshold),
+	); err != nil {
+		return err
+	}
+	switch {
+	case h.HTTPGet != nil:
+		g := h.HTTPGet
+		if g.Scheme != "HTTP" && g.Scheme != "HTTPS" {
+			return fmt.Errorf("healthCheck.httpGet.scheme %q is neither HTTP nor HTTPS", clip(g.Scheme))
+		}
+		if !strings.HasPrefix(g.Path, "/") {
+			return fmt.Errorf("healthCheck.httpGet.path %q does not start with /", clip(g.Path))
+		}
+		if err := firstErr(maxLen("healthCheck.httpGet.path", g.Path, MaxPathLength),
+			validHost("healthCheck.httpGet.host", g.Host), validPort("healthCheck.httpGet.port", g.Port)); err != nil {
+			return err
+		}
+	case h.TCPSocket != nil:
+		if err := firstErr(validHost("healthCheck.tcpSocket.host", h.TCPSocket.Host), validPort("healthCheck.tcpSocket.port", h.TCPSocket.Port)); err != nil {
+			return err
+		}
+	case h.Exec != nil:
+		if err := validCommand("healthCheck.exec.command", h.Exec.Command); err != nil {
+			return err
+		}
+	}
 	n := 0
 	for _, set := range []bool{h.HTTPGet != nil, h.TCPSocket != nil, h.Exec != nil} {
 		if set {
@@ -223,10 +264,36 @@ func (h *HealthCheck) validate() error {
 	if n != 1 {
 		return fmt.Errorf("health check needs exactly one of httpGet, tcpSocket, exec (has %d)", n)
 	}
-	if h.TimeoutSeconds < 1 || h.PeriodSeconds < 1 || h.SuccessThreshold < 1 || h.FailureThreshold < 1 {
-		return errors.New("health check timeout, period and thresholds must be at least 1")
-	}
 	return nil
+}
+
+func (r *Run) validate() error {
+	if err := validCommand("run.command", r.Command); err != nil {
+		return err
+	}
+	if len(r.Args) > MaxArgs {
+		return fmt.Errorf("run.args has %d elements, at most %d", len(r.Args), MaxArgs)
+	}
+	if err := validStrings("run.args", r.Args); err != nil {
+		return err
+	}
+	if len(r.Env) > MaxEnv {
+		return fmt.Errorf("run.env has %d variables, at most %d", len(r.Env), MaxEnv)
+	}
+	seen := make(map[string]bool, len(r.Env))
+	for _, e := range r.Env {
+		if len(e.Name) > MaxEnvNameLength || !envNameRE.MatchString(e.Name) {
+			return fmt.Errorf("run.env name %q is not a variable name (letters, digits, '_', not starting with a digit; at most %d)", clip(e.Name), MaxEnvNameLength)
+		}
+		if seen[e.Name] {
+			return fmt.Errorf("run.env names %s twice", e.Name)
+		}
+		seen[e.Name] = true
+		if err := maxLen("run.env "+e.Name, e.Value, MaxEnvValueLength); err != nil {
+			return err
+		}
+	}
+	return inRange("run.stopGracePeriodSeconds", r.StopGracePeriodSeconds, 0, MaxStopGraceSeconds)
 }
 
 // Release is how to fetch and run one version of a service: releases/<svc>/<version>.
@@ -242,15 +309,15 @@ type Release struct {
 }
 
 func (r *Release) validate() error {
-	if len(r.Run.Command) == 0 {
-		return errors.New("run.command is empty")
+	if err := r.Run.validate(); err != nil {
+		return err
 	}
 	if r.HealthCheck != nil {
 		if err := r.HealthCheck.validate(); err != nil {
 			return err
 		}
 	}
-	return firstErr(ValidName(r.Service), ValidName(r.Version), r.Artifact.Validate())
+	return firstErr(ValidService(r.Service), ValidVersion(r.Version), r.Artifact.Validate())
 }
 
 // Failure is a node's failed attempt at a version: failures/<svc>/<node> (persistent).
@@ -268,7 +335,7 @@ func (f *Failure) validate() error {
 	if f.Kind != FailureHealthCheck && f.Kind != FailureArtifact {
 		return fmt.Errorf("kind %q is neither %s nor %s", f.Kind, FailureHealthCheck, FailureArtifact)
 	}
-	return firstErr(nonEmpty("node", f.Node), nonEmpty("version", f.Version))
+	return firstErr(ValidNode(f.Node), ValidVersion(f.Version), maxLen("reason", f.Reason, MaxTextLength))
 }
 
 // Torrent summarises a version's BitTorrent metainfo: torrents/<svc>/<version>. The bencoded
@@ -285,14 +352,32 @@ type Torrent struct {
 	MetaSize int `json:"metaSize"`
 }
 
+// validate bounds everything a reader allocates from (MetaSize, Chunks) before it reads a chunk,
+// and checks the summary is one the seeder could have built: a power-of-two piece length in
+// [MinPieceLength, MaxPieceLength], and room in the metainfo for one hash per piece.
 func (t *Torrent) validate() error {
-	if b, err := hex.DecodeString(t.InfoHash); err != nil || len(b) != 20 {
-		return fmt.Errorf("infoHash %q is not 40 hex digits", t.InfoHash)
+	if !infoRE.MatchString(t.InfoHash) {
+		return fmt.Errorf("infoHash %q is not 40 lowercase hex digits", clip(t.InfoHash))
 	}
-	if t.Size < 0 || t.PieceLength <= 0 || t.Chunks < 1 || t.MetaSize < 1 || t.MetaSize > t.Chunks*MetaChunkSize {
-		return fmt.Errorf("torrent size %d, piece length %d, %d chunks for %d metainfo bytes do not add up", t.Size, t.PieceLength, t.Chunks, t.MetaSize)
+	if t.MetaSize < 1 || t.MetaSize > MaxMetaSize {
+		return fmt.Errorf("metaSize %d is outside 1..%d", t.MetaSize, MaxMetaSize)
 	}
-	return firstErr(ValidName(t.Service), ValidName(t.Version))
+	if want := MetaChunks(t.MetaSize); t.Chunks != want {
+		return fmt.Errorf("%d chunks for %d metainfo bytes, want %d", t.Chunks, t.MetaSize, want)
+	}
+	if t.PieceLength < MinPieceLength || t.PieceLength > MaxPieceLength || t.PieceLength&(t.PieceLength-1) != 0 {
+		return fmt.Errorf("piece length %d is not a power of two in %d..%d", t.PieceLength, MinPieceLength, MaxPieceLength)
+	}
+	// Size ≤ (MetaSize/20)·PieceLength ≤ 2^19·2^24: no overflow below.
+	if t.Size < 1 || t.Size > int64(t.MetaSize/pieceHashSize)*t.PieceLength {
+		return fmt.Errorf("torrent size %d does not fit %d metainfo bytes at piece length %d", t.Size, t.MetaSize, t.PieceLength)
+	}
+	return firstErr(ValidService(t.Service), ValidVersion(t.Version))
+}
+
+// MetaChunks is how many MetaChunkSize chunks hold metaSize bytes of metainfo.
+func MetaChunks(metaSize int) int {
+	return (metaSize + MetaChunkSize - 1) / MetaChunkSize
 }
 
 // Peer is a node in a torrent's swarm: peers/<infohash>/<node> (ephemeral). Agents prefer
@@ -308,10 +393,8 @@ type Peer struct {
 }
 
 func (p *Peer) validate() error {
-	if p.Port <= 0 || p.Port > 65535 {
-		return fmt.Errorf("peer port %d out of range", p.Port)
-	}
-	return firstErr(nonEmpty("node", p.Node), nonEmpty("host", p.Host))
+	return firstErr(validPort("peer port", p.Port), ValidNode(p.Node), nonEmpty("host", p.Host), validHost("host", p.Host),
+		maxLen("zone", p.Zone, MaxTextLength), maxLen("rack", p.Rack, MaxTextLength))
 }
 
 // Progress is a node's download of a version: progress/<svc>/<node> (ephemeral, updated about
@@ -331,7 +414,7 @@ func (p *Progress) validate() error {
 	if p.Done < 0 || p.Total < 0 || p.Done > p.Total {
 		return fmt.Errorf("progress %d/%d is impossible", p.Done, p.Total)
 	}
-	return firstErr(nonEmpty("node", p.Node), nonEmpty("version", p.Version))
+	return firstErr(ValidNode(p.Node), ValidVersion(p.Version), nonNegative("peers", int64(p.Peers)), nonNegative("rate", p.Rate))
 }
 
 // Encode stamps the schema version, validates and marshals p.
@@ -340,12 +423,23 @@ func Encode(p Payload) ([]byte, error) {
 	if err := p.validate(); err != nil {
 		return nil, fmt.Errorf("encode %T: %w: %v", p, ErrMalformed, err)
 	}
-	return json.Marshal(p)
+	data, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", p, err)
+	}
+	if len(data) > MaxPayloadSize {
+		return nil, fmt.Errorf("encode %T: %w: %d bytes, ZooKeeper takes at most %d", p, ErrMalformed, len(data), MaxPayloadSize)
+	}
+	return data, nil
 }
 
 // Decode unmarshals data into p and validates it. Any failure wraps ErrMalformed, and the caller
 // must not act on p.
 func Decode(data []byte, p Payload) error {
+	// Bounded before unmarshalling: JSON never allocates much more than its input.
+	if len(data) > MaxPayloadSize {
+		return fmt.Errorf("decode %T: %w: %d bytes, at most %d", p, ErrMalformed, len(data), MaxPayloadSize)
+	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		return fmt.Errorf("decode %T: %w: empty", p, ErrMalformed)
 	}

@@ -117,6 +117,10 @@ func NewProber(hc *zklayout.HealthCheck, defaultHost string, env []string) Probe
 		}
 	case hc.Exec != nil:
 		argv := hc.Exec.Command
+		if len(argv) == 0 || argv[0] == "" {
+			// zklayout refuses such a release; a check built by hand still fails, never panics.
+			return func(context.Context) error { return fmt.Errorf("exec %q: the command is empty", argv) }
+		}
 		return func(ctx context.Context) error {
 			cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 			cmd.Env = env

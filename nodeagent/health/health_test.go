@@ -76,3 +76,17 @@ func TestDeadProcessFailsFast(t *testing.T) {
 		t.Fatal("no check and a dead process passed")
 	}
 }
+
+// An exec check with an empty command once sliced argv[0] out of range and panicked the agent.
+func TestExecWithoutCommandFailsWithoutPanic(t *testing.T) {
+	for _, argv := range [][]string{nil, {}, {""}, {"", "x"}} {
+		hc := check()
+		hc.Exec = &zklayout.Exec{Command: argv}
+		if err := NewProber(hc, "127.0.0.1", nil)(context.Background()); err == nil {
+			t.Errorf("exec %q: probe passed", argv)
+		}
+		if err := Wait(context.Background(), hc, "127.0.0.1", nil, nil); !errors.Is(err, ErrUnhealthy) {
+			t.Errorf("exec %q: Wait = %v, want ErrUnhealthy", argv, err)
+		}
+	}
+}
