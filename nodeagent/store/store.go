@@ -22,7 +22,16 @@ import (
 type Store struct {
 	dir     string
 	fetcher fetch.Fetcher
-	mu      sync.Mutex // serialises installs per store (concurrent fetches of one version)
+	// mu guards installs. Installs are serialised per service and version only: a fetch that
+	// hangs (an artifact nobody can share) must never hold back another service's.
+	mu       sync.Mutex
+	installs map[string]*installLock
+}
+
+// installLock is a lock that a waiter can give up on (its context ends).
+type installLock struct {
+	sem  chan struct{}
+	refs int
 }
 
 // New returns a store rooted at dir.
@@ -30,7 +39,7 @@ func New(dir string, f fetch.Fetcher) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
-	return &Store{dir: dir, fetcher: f}, nil
+	return &Store{dir: dir, fetcher: f, installs: map[string]*installLock{}}, nil
 }
 
 // ServiceDir is where svc's files live.
@@ -52,11 +61,15 @@ func (s *Store) Has(svc, v string) bool {
 	return err == nil && st.IsDir()
 }
 
-// Ensure installs rel unless it is already there.
+// Ensure installs rel unless it is already there. Only installs of the same service and version
+// wait for each other, and only as long as ctx allows: a caller bounds the fetch with ctx.
 func (s *Store) Ensure(ctx context.Context, rel *zklayout.Release) error {
 	svc, v := rel.Service, rel.Version
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	unlock, err := s.lock(ctx, svc+"/"+v)
+	if err != nil {
+		return fmt.Errorf("install %s/%s: waiting for another install of it: %w", svc, v, err)
+	}
+	defer unlock()
 	if s.Has(svc, v) {
 		return nil
 	}
@@ -67,6 +80,32 @@ func (s *Store) Ensure(ctx context.Context, rel *zklayout.Release) error {
 		return fmt.Errorf("install %s/%s: %w", svc, v, err)
 	}
 	return nil
+}
+
+// lock takes key's install lock, or gives up when ctx ends.
+func (s *Store) lock(ctx context.Context, key string) (unlock func(), err error) {
+	s.mu.Lock()
+	l := s.installs[key]
+	if l == nil {
+		l = &installLock{sem: make(chan struct{}, 1)}
+		s.installs[key] = l
+	}
+	l.refs++
+	s.mu.Unlock()
+	release := func() {
+		s.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(s.installs, key)
+		}
+		s.mu.Unlock()
+	}
+	select {
+	case l.sem <- struct{}{}:
+		return func() { <-l.sem; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
 }
 
 // Current is the version the current link points at ("" if none).

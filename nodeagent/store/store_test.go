@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -64,5 +65,59 @@ func TestSwitchKeepsPreviousAndPrunes(t *testing.T) {
 	}
 	if err := s.Switch("a", "v9"); err == nil {
 		t.Fatal("switch to a version that is not installed succeeded")
+	}
+}
+
+// hangingFetcher blocks fetches of service "stuck" until their context ends (an artifact no
+// peer can ever share); others install at once.
+type hangingFetcher struct {
+	dirFetcher
+	started chan struct{}
+}
+
+func (h *hangingFetcher) Fetch(ctx context.Context, rel *zklayout.Release, dest string) error {
+	if rel.Service == "stuck" {
+		h.started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return h.dirFetcher.Fetch(ctx, rel, dest)
+}
+
+// A fetch that never finishes holds back neither another service's install nor, beyond its
+// own context, a second install of the same version.
+func TestHangingFetchBlocksOnlyItself(t *testing.T) {
+	f := &hangingFetcher{started: make(chan struct{}, 2)}
+	s, err := New(t.TempDir(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stuck := &zklayout.Release{Service: "stuck", Version: "v1"}
+	done := make(chan error, 1)
+	go func() { done <- s.Ensure(ctx, stuck) }()
+	<-f.started
+	if err := s.Ensure(context.Background(), &zklayout.Release{Service: "other", Version: "v1"}); err != nil {
+		t.Fatalf("install of another service while one hangs: %v", err)
+	}
+	// A second install of the stuck version waits for the first, and gives up with its context.
+	short, scancel := context.WithCancel(context.Background())
+	scancel()
+	if err := s.Ensure(short, stuck); !errors.Is(err, context.Canceled) {
+		t.Fatalf("second install of a hanging version = %v, want it to give up (canceled)", err)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("hanging install = %v, want canceled", err)
+	}
+	// The lock was released: a new attempt fetches again.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() { <-f.started; cancel2() }()
+	if err := s.Ensure(ctx2, stuck); !errors.Is(err, context.Canceled) {
+		t.Fatalf("retry of the hanging install = %v", err)
+	}
+	if len(s.installs) != 0 {
+		t.Fatalf("install locks left behind: %d", len(s.installs))
 	}
 }
