@@ -30,6 +30,7 @@ const (
 const (
 	FailureHealthCheck = "HealthCheck"
 	FailureArtifact    = "Artifact"
+	FailureAgent       = "AgentError" // the agent's step panicked (a bug): reported only
 )
 
 // Unpack modes of an artifact.
@@ -332,8 +333,8 @@ type Failure struct {
 }
 
 func (f *Failure) validate() error {
-	if f.Kind != FailureHealthCheck && f.Kind != FailureArtifact {
-		return fmt.Errorf("kind %q is neither %s nor %s", f.Kind, FailureHealthCheck, FailureArtifact)
+	if f.Kind != FailureHealthCheck && f.Kind != FailureArtifact && f.Kind != FailureAgent {
+		return fmt.Errorf("kind %q is not %s, %s or %s", f.Kind, FailureHealthCheck, FailureArtifact, FailureAgent)
 	}
 	return firstErr(ValidNode(f.Node), ValidVersion(f.Version), maxLen("reason", f.Reason, MaxTextLength))
 }
