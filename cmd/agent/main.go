@@ -52,6 +52,8 @@ type options struct {
 	// systemd backend (--backend=systemd)
 	systemdUnit, systemdSocket       string
 	systemdViaBus, systemdManageUnit bool
+	// exec backend
+	execLeaveCgroup bool
 }
 
 func main() {
@@ -66,7 +68,8 @@ func main() {
 	fs.StringVar(&o.zkAuth, "zk-auth", "", "ZooKeeper digest credentials user:password; the znodes rollkeeper creates are then writable only with them (operator and agents share them)")
 	fs.DurationVar(&o.zkSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rollkeeper", "directory for versions, logs and cached labels")
-	fs.StringVar(&o.backend, "backend", "exec", "host service backend: exec (child processes of the agent) or systemd (units, over D-Bus)")
+	fs.StringVar(&o.backend, "backend", "exec", "host service backend: exec (detached processes the agent supervises and a restarted agent adopts), systemd (units, over D-Bus), or auto (systemd, with transient units, when the host booted with systemd: <run dir of --systemd-socket>/systemd/system exists; else exec)")
+	fs.BoolVar(&o.execLeaveCgroup, "exec-leave-cgroup", false, "exec backend: move each service out of the agent's cgroups into those of the host's PID 1, so it outlives the agent's container (for an agent in a pod)")
 	fs.StringVar(&o.systemdUnit, "systemd-unit", backend.DefaultUnitTemplate, "systemd backend: unit name of a service (%s: the service's name); its ExecStart must run the service from <state-dir>/store/<service>/current/")
 	fs.StringVar(&o.systemdSocket, "systemd-socket", "", "systemd backend: D-Bus socket (default "+backend.DefaultSystemdSocket+", or "+backend.DefaultSystemBusSocket+" with --systemd-via-bus)")
 	fs.BoolVar(&o.systemdViaBus, "systemd-via-bus", false, "systemd backend: reach systemd through the system bus (dbus-daemon) instead of its private socket, which only serves peers in the host's PID namespace")
@@ -114,8 +117,12 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	if o.zkServers == "" {
 		return errors.New("--zk-servers is required")
 	}
-	if o.backend != "exec" && o.backend != "systemd" {
-		return fmt.Errorf("--backend %q: exec or systemd", o.backend)
+	switch o.backend {
+	case "exec", "systemd":
+	case "auto":
+		o.backend, o.systemdManageUnit = autoBackend(o, log)
+	default:
+		return fmt.Errorf("--backend %q: exec, systemd or auto", o.backend)
 	}
 	layout, err := zklayout.New(o.zkRoot)
 	if err != nil {
@@ -153,20 +160,13 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 		defer sd.Close()
 		be = sd
 	} else {
-		ex, err := backend.NewExec(filepath.Join(o.stateDir, "services"), log.WithName("exec"))
+		ex, err := backend.NewExecConfig(backend.ExecConfig{Dir: filepath.Join(o.stateDir, "services"),
+			LeaveCgroup: o.execLeaveCgroup, Log: log.WithName("exec")})
 		if err != nil {
 			return err
 		}
-		// The node's services go down with its agent; stop them before the session closes so
-		// no peer counts a stopped service as online.
-		defer func() {
-			sctx, scancel := context.WithTimeout(context.Background(), time.Minute)
-			defer scancel()
-			zk.Close()
-			if err := ex.Close(sctx); err != nil {
-				log.Error(err, "stopping host services")
-			}
-		}()
+		// The services keep running when the agent stops: the next agent adopts them.
+		defer ex.Close()
 		be = ex
 	}
 	metrics := nodeagent.NewMetrics()
@@ -223,6 +223,29 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 		defer srv.Close()
 	}
 	return agent.Run(ctx)
+}
+
+// autoBackend picks the backend for --backend=auto: systemd, running each service as a transient
+// unit, when the host booted with systemd (as sd_booted: /run/systemd/system exists, looked up
+// in the run directory the systemd socket is under, which is the host's /run as the pod mounts
+// it), else exec. The check is on the host's boot, not on reaching systemd right now: a systemd
+// that is restarting must not make a restarted agent start exec copies of its units.
+func autoBackend(o options, log logr.Logger) (name string, manageUnits bool) {
+	socket := o.systemdSocket
+	if socket == "" {
+		socket = backend.DefaultSystemdSocket
+		if o.systemdViaBus {
+			socket = backend.DefaultSystemBusSocket
+		}
+	}
+	marker := filepath.Join(filepath.Dir(filepath.Dir(socket)), "systemd", "system")
+	fi, err := os.Stat(marker)
+	if err == nil && fi.IsDir() {
+		log.Info("backend auto: the host booted with systemd; using systemd with transient units", "found", marker, "socket", socket)
+		return "systemd", true
+	}
+	log.Info("backend auto: the host did not boot with systemd; using exec (detached processes, adopted on restart)", "missing", marker, "err", fmt.Sprint(err))
+	return "exec", o.systemdManageUnit
 }
 
 // nodeLabels reads the Node's labels from the API server when one is configured, caching them

@@ -24,7 +24,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
+func pidAlive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
 
 func TestExecStartStopRestart(t *testing.T) {
 	dir := t.TempDir()
@@ -42,7 +42,7 @@ func TestExecStartStopRestart(t *testing.T) {
 		t.Fatal("second start of a running service succeeded")
 	}
 	st := e.Status("a")
-	if !st.Running || st.Version != "v1" || !alive(st.PID) {
+	if !st.Running || st.Version != "v1" || !pidAlive(st.PID) {
 		t.Fatalf("status = %+v", st)
 	}
 	waitUntil(t, "log line", func() bool {
@@ -52,7 +52,7 @@ func TestExecStartStopRestart(t *testing.T) {
 	// A crash is restarted with backoff.
 	first := st.PID
 	_ = syscall.Kill(first, syscall.SIGKILL)
-	waitUntil(t, "restart", func() bool { s := e.Status("a"); return s.Restarts == 1 && s.PID != first && alive(s.PID) })
+	waitUntil(t, "restart", func() bool { s := e.Status("a"); return s.Restarts == 1 && s.PID != first && pidAlive(s.PID) })
 	pid := e.Status("a").PID
 	if err := e.Stop(ctx, "a"); err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestExecStartStopRestart(t *testing.T) {
 	if s := e.Status("a"); s.Running {
 		t.Fatalf("running after stop: %+v", s)
 	}
-	waitUntil(t, "process gone", func() bool { return !alive(pid) })
+	waitUntil(t, "process gone", func() bool { return !pidAlive(pid) })
 	if _, err := os.Stat(filepath.Join(dir, "a", "service.pid")); !os.IsNotExist(err) {
 		t.Fatalf("pid file left after stop: %v", err)
 	}
@@ -75,7 +75,7 @@ func TestExecKillsAfterGrace(t *testing.T) {
 	if err := e.Start(context.Background(), "stubborn", spec); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.Close(context.Background()) })
+	t.Cleanup(func() { _ = e.StopAll(context.Background()) })
 	waitUntil(t, "shell traps TERM", func() bool {
 		b, _ := os.ReadFile("/proc/" + itoa(e.Status("stubborn").PID) + "/status")
 		for _, line := range strings.Split(string(b), "\n") {
@@ -91,25 +91,6 @@ func TestExecKillsAfterGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("stopped after %s", time.Since(start))
-}
-
-// A new backend on the same directory reaps the processes a killed agent left running.
-func TestExecReapsStale(t *testing.T) {
-	dir := t.TempDir()
-	e1, err := NewExec(dir, testr.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e1.Start(context.Background(), "a", Spec{Version: "v1", Command: []string{"sleep", "300"}}); err != nil {
-		t.Fatal(err)
-	}
-	// e1 stands for the agent that was killed: it must not restart what the new one reaped.
-	t.Cleanup(func() { _ = e1.Close(context.Background()) })
-	pid := e1.Status("a").PID
-	if _, err := NewExec(dir, testr.New(t)); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "stale process reaped", func() bool { return !alive(pid) || isZombie(pid) })
 }
 
 func isZombie(pid int) bool {

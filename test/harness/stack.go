@@ -523,13 +523,25 @@ func (n *Node) Start() error {
 	return n.Agent.Start()
 }
 
-// Stop stops the agent gracefully (SIGTERM; SIGKILL after DefaultStopGrace). The exec backend
-// stops the node's host services with it: the node goes down.
-func (n *Node) Stop() error { return n.Agent.Stop(0) }
+// Stop takes the node down: it stops the agent gracefully (SIGTERM; SIGKILL after
+// DefaultStopGrace), then kills the node's host services, which outlive their agent.
+func (n *Node) Stop() error {
+	err := n.Agent.Stop(0)
+	KillUnder(n.StateDir)
+	return err
+}
 
-// Kill crashes the agent (SIGKILL). The exec backend's host services die with it (parent-death
-// signal), as on a machine that crashed; its ZooKeeper session expires after the session timeout.
-func (n *Node) Kill() error { return n.Agent.Kill() }
+// Kill crashes the node, as a machine that died: the agent and its host services get SIGKILL;
+// its ZooKeeper session expires after the session timeout.
+func (n *Node) Kill() error {
+	err := n.Agent.Kill()
+	KillUnder(n.StateDir)
+	return err
+}
+
+// KillAgent crashes the agent alone (SIGKILL): the host services keep running, and the agent
+// started next adopts them.
+func (n *Node) KillAgent() error { return n.Agent.Kill() }
 
 // Freeze stops the agent process (SIGSTOP) without killing it, as a machine cut off from the
 // network or hung: its host services keep running, but it answers nobody and its ZooKeeper
