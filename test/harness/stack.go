@@ -55,6 +55,10 @@ type Config struct {
 	// RecordServices are the services the Recorder watches from the start (more can be added
 	// with Recorder.Watch).
 	RecordServices []string
+	// AgentZKServers, when set, gives node i (1-based) its own ZooKeeper connect string, made
+	// from the ensemble's (servers), for example through a proxy the test can cut. Empty
+	// means servers.
+	AgentZKServers func(i int, servers string) string
 	// ManagerArgs and AgentArgs are appended to the processes' command lines.
 	ManagerArgs []string
 	AgentArgs   []string
@@ -264,12 +268,18 @@ func (s *Stack) agentArgs(n *Node) []string {
 	for _, k := range keys {
 		labels = append(labels, k+"="+n.Labels[k])
 	}
+	zkServers := s.ZKServers
+	if s.Config.AgentZKServers != nil {
+		if z := s.Config.AgentZKServers(n.Index, s.ZKServers); z != "" {
+			zkServers = z
+		}
+	}
 	args := []string{
 		"--node-name=" + n.Name,
 		"--node-address=" + n.Address,
 		"--node-labels=" + strings.Join(labels, ","),
 		"--state-dir=" + n.StateDir,
-		"--zk-servers=" + s.ZKServers,
+		"--zk-servers=" + zkServers,
 		"--zk-root=" + s.Layout.Root(),
 		"--zk-session-timeout=" + s.Config.ZKSessionTimeout.String(),
 		"--kubeconfig=" + s.Kubeconfig,
@@ -296,6 +306,10 @@ func freeAddr(host string) (string, error) {
 	defer ln.Close()
 	return ln.Addr().String(), nil
 }
+
+// ManagerArgs is the operator's command line (Config.ManagerArgs included), for a test that
+// runs more replicas of it.
+func (s *Stack) ManagerArgs() []string { return s.managerArgs() }
 
 func (s *Stack) managerArgs() []string {
 	args := []string{
