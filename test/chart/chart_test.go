@@ -319,8 +319,18 @@ func TestTemplateDefaults(t *testing.T) {
 			t.Errorf("agent args %v lack %s", ac.Args, a)
 		}
 	}
-	if len(apod.Volumes) != 1 || apod.Volumes[0].HostPath == nil || apod.Volumes[0].HostPath.Path != "/var/lib/rollkeeper" {
+	if len(apod.Volumes) != 2 || apod.Volumes[0].HostPath == nil || apod.Volumes[0].HostPath.Path != "/var/lib/rollkeeper" {
 		t.Errorf("agent state dir is not a hostPath: %+v", apod.Volumes)
+	}
+	// backend auto: the host's /run (present on every host, with or without systemd) is where
+	// the agent looks for systemd; exec services leave the pod's cgroups.
+	if v := apod.Volumes[1]; v.HostPath == nil || v.HostPath.Path != "/run" || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectory {
+		t.Errorf("agent lacks the host's /run: %+v", apod.Volumes)
+	}
+	for _, a := range []string{"--backend=auto", "--exec-leave-cgroup=true", "--systemd-socket=/host/run/systemd/private"} {
+		if !slices.Contains(ac.Args, a) {
+			t.Errorf("agent args %v lack %s", ac.Args, a)
+		}
 	}
 	if ac.Resources.Limits.Memory() != nil && !ac.Resources.Limits.Memory().IsZero() {
 		t.Errorf("agent has a memory limit by default (its host services share its cgroup): %+v", ac.Resources)

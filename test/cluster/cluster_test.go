@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,8 +48,10 @@ const (
 // The whole install path on a real node: a cluster with a kubelet and containerd comes up,
 // `helm install` runs the chart with the images `make images` built from the Dockerfile, the
 // operator Deployment and the agent DaemonSet become ready, a RollingDeploy installs and then
-// upgrades a host service the agent pod runs on the node, the node serves the new version, and
-// `helm uninstall` leaves no rollkeeper object (nor the host service) behind.
+// upgrades a host service the agent pod runs on the node, the node serves the new version, a
+// rollout restart and a kill -9 of the agent leave the service serving (same process, adopted
+// by the next agent), and `helm uninstall` leaves no rollkeeper object behind (the host
+// service keeps running: removing a fleet tool stops no service).
 func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
@@ -91,6 +94,12 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 	}
 	servicePort := ports[5]
 	stateDir := filepath.Join(dir, "agent-state")
+	// Host services outlive their agent (and the release): whatever happens, stop this one.
+	t.Cleanup(func() {
+		if _, err := readServiceProc(stateDir, "web"); err == nil {
+			stopService(t, stateDir, "web")
+		}
+	})
 	valuesFile := filepath.Join(dir, "values.yaml")
 	writeValues(t, valuesFile, c, zk.Connect(), stateDir, ports)
 
@@ -168,10 +177,12 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 		t.Error(err)
 	}
 
+	checkAgentRestartsKeepService(t, ctx, c, zk.Connect(), stateDir, filepath.Join(dir, "cluster", "pod-logs"), url, "v2")
+
 	checkDefaultRolesAsUsers(t, ctx, c, bins[harness.PluginBinary], dir)
 
 	// Uninstall: the RollingDeploy goes first (its finalizer needs the operator), then the
-	// release. Nothing of rollkeeper stays: objects, pods, nor the host service.
+	// release. Nothing of rollkeeper stays: objects nor pods.
 	if err := c.Client.Delete(ctx, got); err != nil {
 		t.Fatalf("delete RollingDeploy: %v", err)
 	}
@@ -196,12 +207,33 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 	helm(t, ctx, c, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "2m")
 	uninstalled = true
 	checkNothingLeft(t, ctx, c)
-	err = harness.WaitFor(ctx, time.Minute, "the host service to stop with its agent", func(ctx context.Context) (bool, error) {
-		_, err := httpGet(ctx, url)
-		return err != nil, nil
+	// The host service outlives rollkeeper too: uninstalling a fleet tool stops no service.
+	if got, err := httpGet(ctx, url); err != nil || got != "v2" {
+		t.Errorf("host service after helm uninstall: %q %v, want it still serving v2", got, err)
+	}
+	stopService(t, stateDir, "web")
+}
+
+// stopService stops the host service the exec backend recorded under stateDir (SIGTERM to its
+// process group, then SIGKILL), checking the recorded start time first.
+func stopService(t *testing.T, stateDir, svc string) {
+	t.Helper()
+	p, err := readServiceProc(stateDir, svc)
+	if err != nil {
+		t.Errorf("record of %s: %v", svc, err)
+		return
+	}
+	if st, ok := startTime(p.PID); !ok || st != p.StartTime {
+		return
+	}
+	_ = syscall.Kill(-p.PID, syscall.SIGTERM)
+	err = harness.WaitFor(context.Background(), 30*time.Second, "host service "+svc+" stopped", func(context.Context) (bool, error) {
+		st, ok := startTime(p.PID)
+		return !ok || st != p.StartTime, nil
 	})
 	if err != nil {
-		t.Error(err)
+		t.Errorf("%v; killing it", err)
+		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
 	}
 }
 
