@@ -1,0 +1,75 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rollkeeper/rollkeeper/test/harness"
+)
+
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
+
+// shortSeeds is the campaign `go test` (and so `make test`) runs without CHAOS_RUNS: seeds
+// kept as regression cases, each of which once found a defect or covers a fault worth
+// keeping in every test run.
+var shortSeeds = []int64{1}
+
+// TestChaos runs the campaign: CHAOS_RUNS runs from seed CHAOS_SEED (default 1), or the
+// short campaign. Every run prints its seed, its faults and each invariant; a failing run is
+// reproduced by CHAOS_RUNS=1 CHAOS_SEED=<seed>.
+func TestChaos(t *testing.T) {
+	seeds := shortSeeds
+	if v := os.Getenv("CHAOS_RUNS"); v != "" {
+		runs, err := strconv.Atoi(v)
+		if err != nil || runs < 1 {
+			t.Fatalf("CHAOS_RUNS=%q: want a positive number", v)
+		}
+		first := int64(1)
+		if v := os.Getenv("CHAOS_SEED"); v != "" {
+			if first, err = strconv.ParseInt(v, 10, 64); err != nil {
+				t.Fatalf("CHAOS_SEED=%q: %v", v, err)
+			}
+		}
+		seeds = nil
+		for i := range runs {
+			seeds = append(seeds, first+int64(i))
+		}
+	} else if v := os.Getenv("CHAOS_SEED"); v != "" {
+		seed, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("CHAOS_SEED=%q: %v", v, err)
+		}
+		seeds = []int64{seed}
+	}
+
+	start := time.Now()
+	violations, errored := 0, 0
+	var failed []string
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+			defer cancel()
+			rep := Run(ctx, seed, t.Logf)
+			t.Log("\n" + rep.String())
+			violations += rep.Violations()
+			if rep.Err != nil {
+				errored++
+				t.Errorf("seed %d: run error: %v", seed, rep.Err)
+			}
+			if rep.Violations() > 0 {
+				failed = append(failed, strconv.FormatInt(seed, 10))
+				t.Errorf("seed %d: %d violation(s); reproduce with make chaos RUNS=1 SEED=%d", seed, rep.Violations(), seed)
+			}
+		})
+	}
+	summary := fmt.Sprintf("%d runs, %d violations (%d runs could not be carried out) in %s", len(seeds), violations, errored, time.Since(start).Round(time.Second))
+	if len(failed) > 0 {
+		summary += fmt.Sprintf("; failing seeds: %v", failed)
+	}
+	t.Log(summary)
+	fmt.Println(summary)
+}

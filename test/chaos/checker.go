@@ -1,0 +1,312 @@
+package chaos
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// The checker judges a run from what the fixtures logged (ground truth), what the observer saw
+// in ZooKeeper and what the nemesis did. It imports nothing of the agent or the operator.
+
+// window is a span in which the nemesis had a node down (killed, frozen or cut off): the node
+// counts as down for the quorum invariant whatever its services did meanwhile.
+type window struct {
+	Node     string
+	Fault    string
+	From, To time.Time // To zero: until the end
+}
+
+// stepRecord is one version change of the run.
+type stepRecord struct {
+	Index int
+	// Target and Previous map each service to its version after and before the step.
+	Target, Previous map[string]string
+	// Unhealthy names the service whose target fails its health check ("" if none).
+	Unhealthy  string
+	Start, End time.Time
+}
+
+// result is one invariant's verdict on a run.
+type result struct {
+	Name     string
+	Pass     bool
+	Evidence []string
+}
+
+func (r result) String() string {
+	v := "PASS"
+	if !r.Pass {
+		v = "FAIL"
+	}
+	s := fmt.Sprintf("%s %s", v, r.Name)
+	for i, e := range r.Evidence {
+		if i == 12 {
+			s += fmt.Sprintf("\n      ... %d more", len(r.Evidence)-i)
+			break
+		}
+		s += "\n      " + e
+	}
+	return s
+}
+
+type checkInput struct {
+	Services []string
+	Quorum   map[string]int
+	Deps     map[string][]string
+	Nodes    []string
+	Events   []fixtureEvent
+	Windows  []window
+	Steps    []stepRecord
+	Snaps    []snapshot
+	// From and To bound what is judged: from v1 being in place to the last check.
+	From, To time.Time
+}
+
+func (in checkInput) downAt(node string, t time.Time) string {
+	for _, w := range in.Windows {
+		if w.Node == node && !t.Before(w.From) && (w.To.IsZero() || !t.After(w.To)) {
+			return w.Fault
+		}
+	}
+	return ""
+}
+
+// sortedEvents orders the events by time (a vanished instance at its last sight).
+func sortedEvents(evs []fixtureEvent) []fixtureEvent {
+	out := append([]fixtureEvent(nil), evs...)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out
+}
+
+// serving tracks which healthy instances run, per service and node.
+type serving map[string]map[string]map[int]bool // svc -> node -> pid
+
+func (s serving) apply(ev fixtureEvent) (wasHealthy bool) {
+	if s[ev.Service] == nil {
+		s[ev.Service] = map[string]map[int]bool{}
+	}
+	byNode := s[ev.Service]
+	if byNode[ev.Node] == nil {
+		byNode[ev.Node] = map[int]bool{}
+	}
+	switch ev.Event {
+	case "serving":
+		if ev.Healthy {
+			byNode[ev.Node][ev.Pid] = true
+		}
+	case "stopped", "vanished":
+		wasHealthy = byNode[ev.Node][ev.Pid]
+		delete(byNode[ev.Node], ev.Pid)
+	}
+	return wasHealthy
+}
+
+// up lists the nodes with a healthy instance of svc, minus those skip rejects.
+func (s serving) up(svc string, skip func(node string) bool) []string {
+	var out []string
+	for n, pids := range s[svc] {
+		if len(pids) > 0 && (skip == nil || !skip(n)) {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// checkQuorum: a voluntary stop (a fixture logging "stopped": asked by its agent, SIGTERM)
+// never leaves fewer than the quorum of the service's other nodes serving healthy, counting
+// the nodes the nemesis had down as down.
+func checkQuorum(in checkInput) result {
+	r := result{Name: "quorum: no voluntary stop below the quorum (nemesis-downed nodes count as down)", Pass: true}
+	st := serving{}
+	stops := 0
+	for _, ev := range sortedEvents(in.Events) {
+		wasHealthy := st.apply(ev)
+		if ev.Event != "stopped" || !wasHealthy || !ev.Time.After(in.From) || ev.Time.After(in.To) {
+			continue
+		}
+		stops++
+		up := st.up(ev.Service, func(n string) bool { return in.downAt(n, ev.Time) != "" })
+		if q := in.Quorum[ev.Service]; len(up) < q {
+			r.Pass = false
+			var downs []string
+			for _, n := range in.Nodes {
+				if f := in.downAt(n, ev.Time); f != "" {
+					downs = append(downs, n+" ("+f+")")
+				}
+			}
+			r.Evidence = append(r.Evidence, fmt.Sprintf("%s: %d of quorum %d left serving %v; nemesis-down: %v",
+				ev, len(up), q, up, downs))
+		}
+	}
+	if r.Pass {
+		r.Evidence = append(r.Evidence, fmt.Sprintf("%d voluntary stops checked", stops))
+	}
+	return r
+}
+
+// dip is a span in which fewer healthy instances of a service served than its quorum, by
+// ground truth alone (nemesis or not).
+type dip struct {
+	Service  string
+	From, To time.Time
+	Min      int
+	Quorum   int
+	Cause    string
+}
+
+// findDips lists the spans below quorum between in.From and in.To.
+func findDips(in checkInput) []dip {
+	st := serving{}
+	var out []dip
+	open := map[string]*dip{}
+	for _, ev := range sortedEvents(in.Events) {
+		st.apply(ev)
+		if !ev.Time.After(in.From) || ev.Time.After(in.To) {
+			continue
+		}
+		svc := ev.Service
+		n := len(st.up(svc, nil))
+		q := in.Quorum[svc]
+		if d := open[svc]; d != nil {
+			if n >= q {
+				d.To = ev.Time
+				out = append(out, *d)
+				delete(open, svc)
+			} else if n < d.Min {
+				d.Min = n
+			}
+			continue
+		}
+		if n < q {
+			open[svc] = &dip{Service: svc, From: ev.Time, Min: n, Quorum: q, Cause: ev.String()}
+		}
+	}
+	for _, d := range open {
+		d.To = in.To
+		out = append(out, *d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].From.Before(out[j].From) })
+	return out
+}
+
+// checkOrder: in every step, the dependent service D stops no node before each service it
+// depends on was complete on the step's target (as the observer saw current/ and staging/: at
+// least max(1, quorum) nodes registered, all on the target, none upgrading); when a service it
+// depends on (directly or not) halts on an unhealthy version, D stops no node at all.
+func checkOrder(in checkInput, dependent string) result {
+	r := result{Name: fmt.Sprintf("order: %s never stops before %s are complete", dependent, strings.Join(in.Deps[dependent], " and ")), Pass: true}
+	for _, step := range in.Steps {
+		if step.Target[dependent] == step.Previous[dependent] {
+			continue
+		}
+		var firstStop *fixtureEvent
+		for _, ev := range sortedEvents(in.Events) {
+			if ev.Service == dependent && ev.Event == "stopped" && ev.Time.After(step.Start) && !ev.Time.After(step.End) {
+				firstStop = &ev
+				break
+			}
+		}
+		if firstStop == nil {
+			r.Evidence = append(r.Evidence, fmt.Sprintf("step %d: %s stopped no node", step.Index, dependent))
+			continue
+		}
+		if blocked := upstreamOf(in.Deps, dependent, step.Unhealthy); blocked {
+			r.Pass = false
+			r.Evidence = append(r.Evidence, fmt.Sprintf("step %d: %s halts on unhealthy %s, yet %s", step.Index, step.Unhealthy, step.Target[step.Unhealthy], firstStop))
+			continue
+		}
+		for _, dep := range in.Deps[dependent] {
+			at, ok := completeAt(in, dep, step.Target[dep], step.Start, firstStop.Time)
+			if !ok {
+				r.Pass = false
+				r.Evidence = append(r.Evidence, fmt.Sprintf("step %d: %s before %s was seen complete on %s; %s at that time: current %s staging %s",
+					step.Index, firstStop, dep, step.Target[dep], dep, formatMembers(membersAt(in.Snaps, dep, "current", firstStop.Time)),
+					formatMembers(membersAt(in.Snaps, dep, "staging", firstStop.Time))))
+				continue
+			}
+			r.Evidence = append(r.Evidence, fmt.Sprintf("step %d: %s complete at %s, %s first stop at %s",
+				step.Index, dep, at.Format("15:04:05.000"), dependent, firstStop.Time.Format("15:04:05.000")))
+		}
+	}
+	return r
+}
+
+// upstreamOf reports whether svc depends on bad, directly or not.
+func upstreamOf(deps map[string][]string, svc, bad string) bool {
+	if bad == "" {
+		return false
+	}
+	for _, d := range deps[svc] {
+		if d == bad || upstreamOf(deps, d, bad) {
+			return true
+		}
+	}
+	return false
+}
+
+// completeAt finds the first time in [from, to] the observer saw svc complete on version.
+func completeAt(in checkInput, svc, version string, from, to time.Time) (time.Time, bool) {
+	var cur, stg map[string]string
+	need := max(1, in.Quorum[svc])
+	for _, s := range in.Snaps {
+		if s.Service != svc {
+			continue
+		}
+		if s.Time.After(to) {
+			break
+		}
+		if s.Kind == "current" {
+			cur = s.Members
+		} else {
+			stg = s.Members
+		}
+		if s.Time.Before(from) || cur == nil {
+			continue
+		}
+		ok := len(cur) >= need && len(upgrading(stg)) == 0
+		for _, v := range cur {
+			ok = ok && v == version
+		}
+		if ok {
+			return s.Time, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func membersAt(snaps []snapshot, svc, kind string, t time.Time) map[string]string {
+	var m map[string]string
+	for _, s := range snaps {
+		if s.Time.After(t) {
+			break
+		}
+		if s.Service == svc && s.Kind == kind {
+			m = s.Members
+		}
+	}
+	return m
+}
+
+func formatMembers(m map[string]string) string {
+	if m == nil {
+		return "(none seen)"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("{")
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		b.WriteString(k + "=" + m[k])
+	}
+	b.WriteString("}")
+	return b.String()
+}
