@@ -73,6 +73,8 @@ type ServiceSpec struct {
 	Quorum QuorumSpec `json:"quorum"`
 
 	// NodeSelector picks the Nodes that run this service. Empty selects every node.
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchLabels) || self.matchLabels.all(k, !format.qualifiedName().validate(k).hasValue() && !format.labelValue().validate(self.matchLabels[k]).hasValue())",message="nodeSelector.matchLabels: keys must be qualified names and values label values"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !format.qualifiedName().validate(e.key).hasValue() && ((e.operator == 'In' || e.operator == 'NotIn') ? (has(e.values) && size(e.values) > 0 && e.values.all(v, !format.labelValue().validate(v).hasValue())) : ((e.operator == 'Exists' || e.operator == 'DoesNotExist') && (!has(e.values) || size(e.values) == 0))))",message="nodeSelector.matchExpressions: keys must be qualified names; In and NotIn need label values, Exists and DoesNotExist none"
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 
@@ -135,21 +137,28 @@ type QuorumSpec struct {
 type RunSpec struct {
 	// Command is the executable and its leading arguments.
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0 && self[0] != ''",message="the first element of command, the executable, must not be empty"
 	Command []string `json:"command"`
 
 	// Args follow the command.
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=4096
 	// +optional
 	Args []string `json:"args,omitempty"`
 
 	// Env adds environment variables.
 	// +listType=map
 	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=256
 	// +optional
 	Env []EnvVar `json:"env,omitempty"`
 
 	// StopGracePeriodSeconds is how long the agent waits after SIGTERM before SIGKILL.
 	// +kubebuilder:default=10
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=86400
 	// +optional
 	StopGracePeriodSeconds int32 `json:"stopGracePeriodSeconds,omitempty"`
 }
@@ -157,7 +166,9 @@ type RunSpec struct {
 // EnvVar is one environment variable of the host service.
 type EnvVar struct {
 	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +kubebuilder:validation:MaxLength=256
 	Name string `json:"name"`
+	// +kubebuilder:validation:MaxLength=32768
 	// +optional
 	Value string `json:"value,omitempty"`
 }
@@ -175,21 +186,25 @@ type HealthCheckSpec struct {
 	// TimeoutSeconds bounds one probe.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
 	// +optional
 	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
 	// PeriodSeconds between probes.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
 	// +optional
 	PeriodSeconds int32 `json:"periodSeconds,omitempty"`
 	// SuccessThreshold is how many probes in a row must pass.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
 	// +optional
 	SuccessThreshold int32 `json:"successThreshold,omitempty"`
 	// FailureThreshold is how many probes in a row may fail before the version is declared unhealthy.
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
 	// +optional
 	FailureThreshold int32 `json:"failureThreshold,omitempty"`
 }
@@ -197,9 +212,13 @@ type HealthCheckSpec struct {
 // HTTPGetCheck passes on a 2xx or 3xx answer.
 type HTTPGetCheck struct {
 	// Host defaults to the node's address.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9.:-]+$`
 	// +optional
 	Host string `json:"host,omitempty"`
 	// +kubebuilder:default=/
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^/`
 	// +optional
 	Path string `json:"path,omitempty"`
 	// +kubebuilder:validation:Minimum=1
@@ -214,6 +233,8 @@ type HTTPGetCheck struct {
 // TCPSocketCheck passes when a TCP connection opens.
 type TCPSocketCheck struct {
 	// Host defaults to the node's address.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9.:-]+$`
 	// +optional
 	Host string `json:"host,omitempty"`
 	// +kubebuilder:validation:Minimum=1
@@ -224,6 +245,9 @@ type TCPSocketCheck struct {
 // ExecCheck passes when the command exits 0.
 type ExecCheck struct {
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="size(self) > 0 && self[0] != ''",message="the first element of command, the executable, must not be empty"
 	Command []string `json:"command"`
 }
 
