@@ -60,7 +60,7 @@ TimeoutStopSec=10s
 	pid := mainPID(t, sd, ctx)
 
 	// The agent stops: systemd keeps the service running.
-	must(t, n.Stop())
+	must(t, n.StopAgent())
 	if v, err := n.Version(ctx, port); err != nil || v != "v2" {
 		t.Fatalf("with the agent stopped the service answers %q (%v), want v2", v, err)
 	}
