@@ -553,6 +553,10 @@ func (n *Node) Kill() error {
 	return err
 }
 
+// StopAgent stops the agent alone, gracefully: the host services keep running, and the agent
+// started next adopts them.
+func (n *Node) StopAgent() error { return n.Agent.Stop(0) }
+
 // KillAgent crashes the agent alone (SIGKILL): the host services keep running, and the agent
 // started next adopts them.
 func (n *Node) KillAgent() error { return n.Agent.Kill() }
