@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,5 +144,38 @@ func TestExecNeverTouchesReusedPID(t *testing.T) {
 				t.Errorf("stale record kept: %v", err)
 			}
 		})
+	}
+}
+
+// With LeaveCgroup a service lands in the cgroups of PID 1, in every hierarchy, out of the
+// agent's (which a container runtime empties when the agent's container ends). The test
+// process stands for the agent; where its cgroups already are PID 1's the move is a no-op, so
+// the check only bites on a machine where they differ (as under this project's test runner).
+func TestExecLeavesAgentCgroups(t *testing.T) {
+	e, err := NewExecConfig(ExecConfig{Dir: t.TempDir(), LeaveCgroup: true, Log: testr.New(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.StopAll(context.Background()); e.Close() })
+	if err := e.Start(context.Background(), "a", Spec{Version: "v1", Command: []string{"sleep", "300"}}); err != nil {
+		t.Fatal(err)
+	}
+	init, err := readCgroups("1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := readCgroups("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := readCgroups(strconv.Itoa(e.Status("a").PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(svc, init) {
+		t.Errorf("service cgroups %v, want PID 1's %v (the test's: %v)", svc, init, own)
+	}
+	if slices.Equal(own, init) {
+		t.Log("the test already runs in PID 1's cgroups: the move was a no-op")
 	}
 }
