@@ -40,12 +40,18 @@ type Config struct {
 	// the new version pinned from staging until it has been healthy for PinHold.
 	Pinner  *pagecache.Pinner
 	PinHold time.Duration
+	// FetchTimeout bounds each artifact fetch (default 30m): a fetch that cannot finish is
+	// abandoned, recorded as an Artifact failure and retried later.
+	FetchTimeout time.Duration
 	// RetryInterval is the first pause after an error (doubling up to MaxRetryInterval).
 	RetryInterval    time.Duration
 	MaxRetryInterval time.Duration
 	// Metrics, if set, records this agent's services, upgrades and ZooKeeper session.
 	Metrics *Metrics
 }
+
+// DefaultFetchTimeout is Config.FetchTimeout's default.
+const DefaultFetchTimeout = 30 * time.Minute
 
 // Agent is one node's agent.
 type Agent struct {
@@ -63,6 +69,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Layout.Root() == "" {
 		cfg.Layout = zklayout.MustNew(zklayout.DefaultRoot)
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = DefaultFetchTimeout
 	}
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = time.Second

@@ -129,12 +129,19 @@ type env struct {
 	bodies    map[string][]byte
 	paused    bool
 	stateDirs map[string]string
+	// selector goes into published plans and labels are every agent's node labels; fetchTimeout
+	// is the agents' (0: default); wrapBackend, if set, wraps a node's backend (fault injection).
+	selector     string
+	labels       map[string]string
+	fetchTimeout time.Duration
+	wrapBackend  func(node string, b backend.Backend) backend.Backend
 }
 
 type testAgent struct {
 	name   string
 	zk     *zkclient.Client
 	be     countingBackend
+	m      *nodeagent.Metrics
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -204,7 +211,8 @@ func (e *env) publish(svc, version, previous string, minAvailable int, policy st
 	_, err = e.zk.Create(e.ctx, e.layout.DeployPrefix(svc), entry, zkclient.PersistentSequential)
 	must(t, err)
 	plan, err := zklayout.Encode(&zklayout.Plan{Deploy: "test", DeployUID: "uid", Service: svc, Version: version,
-		PreviousVersion: previous, MinAvailable: minAvailable, MinStaged: e.minStaged, Paused: e.paused, FailurePolicy: policy})
+		PreviousVersion: previous, MinAvailable: minAvailable, MinStaged: e.minStaged, Paused: e.paused, FailurePolicy: policy,
+		Selector: e.selector})
 	must(t, err)
 	if _, err := e.zk.Set(e.ctx, e.layout.StagingService(svc), plan, -1); errors.Is(err, zkclient.ErrNoNode) {
 		_, err = e.zk.Create(e.ctx, e.layout.StagingService(svc), plan, zkclient.Persistent)
@@ -235,11 +243,17 @@ func (e *env) startAgent(name string) *testAgent {
 	st, err := store.New(e.stateDirs[name], f)
 	must(t, err)
 	be := countingBackend{Memory: backend.NewMemory(), av: e.av, startup: 100 * time.Millisecond}
-	a, err := nodeagent.New(nodeagent.Config{Node: name, Address: "127.0.0.1", Layout: e.layout, ZK: zk,
-		Backend: be, Store: st, Logger: log, Pinner: e.pinner, PinHold: time.Minute, RetryInterval: 50 * time.Millisecond, MaxRetryInterval: time.Second})
+	var b backend.Backend = be
+	if e.wrapBackend != nil {
+		b = e.wrapBackend(name, be)
+	}
+	m := nodeagent.NewMetrics()
+	a, err := nodeagent.New(nodeagent.Config{Node: name, Address: "127.0.0.1", Labels: e.labels, Layout: e.layout, ZK: zk,
+		Backend: b, Store: st, Logger: log, Pinner: e.pinner, PinHold: time.Minute, RetryInterval: 50 * time.Millisecond, MaxRetryInterval: time.Second,
+		FetchTimeout: e.fetchTimeout, Metrics: m})
 	must(t, err)
 	ctx, cancel := context.WithCancel(e.ctx)
-	ta := &testAgent{name: name, zk: zk, be: be, cancel: cancel, done: make(chan struct{})}
+	ta := &testAgent{name: name, zk: zk, be: be, m: m, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(ta.done); _ = a.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-ta.done })
 	e.agents = append(e.agents, ta)

@@ -28,6 +28,7 @@ const (
 	MetricP2PDownloaded   = "rollkeeper_agent_p2p_downloaded_bytes_total"
 	MetricP2PUploaded     = "rollkeeper_agent_p2p_uploaded_bytes_total"
 	MetricP2PPeers        = "rollkeeper_agent_p2p_peers"
+	MetricStepPanics      = "rollkeeper_agent_step_panics_total"
 
 	LabelService = "service"
 	LabelVersion = "version"
@@ -57,6 +58,7 @@ type Metrics struct {
 	upgrades       *prometheus.CounterVec
 	fetches        *prometheus.CounterVec
 	fetchDuration  *prometheus.HistogramVec
+	stepPanics     *prometheus.CounterVec
 	zk             *zkmetrics.Collector
 	p2p            *swarmCollector
 
@@ -88,11 +90,13 @@ func NewMetrics() *Metrics {
 		fetchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricFetchDuration,
 			Help:    "Time to fetch, verify and unpack an artifact that succeeded.",
 			Buckets: []float64{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}}, svc),
+		stepPanics: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricStepPanics,
+			Help: "Rollout steps that panicked (an agent bug): recovered, recorded as an AgentError failure and retried after a backoff."}, svc),
 		zk:       zkmetrics.New(zkmetrics.Names{SessionState: MetricZKSessionState, Reconnects: MetricZKReconnects, Expirations: MetricZKExpirations}, "agent"),
 		p2p:      &swarmCollector{},
 		versions: map[string]string{},
 	}
-	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.zk, m.p2p)
+	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.stepPanics, m.zk, m.p2p)
 	return m
 }
 
@@ -222,4 +226,11 @@ func (m *Metrics) fetched(svc string, err error, d time.Duration) {
 	}
 	m.fetches.WithLabelValues(svc, ResultSuccess).Inc()
 	m.fetchDuration.WithLabelValues(svc).Observe(d.Seconds())
+}
+
+// stepPanicked records a rollout step of svc that panicked and was recovered.
+func (m *Metrics) stepPanicked(svc string) {
+	if m != nil {
+		m.stepPanics.WithLabelValues(svc).Inc()
+	}
 }

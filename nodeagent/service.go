@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,11 +48,22 @@ type worker struct {
 	warmVersion string
 	// lockWarned is set once the node said it cannot lock memory.
 	lockWarned bool
+	// regs caches what each registration under current/<svc> says (see online).
+	regs registrations
+	// badStaging holds the staging children already reported (not <node>-<counter>, or
+	// persistent), so each is logged once.
+	badStaging map[string]bool
+	// at is the znode the step is working on, and planVersion the plan's version it last read:
+	// a panic is reported with them.
+	at, planVersion string
+	// panicked is set after a step panicked, until a step succeeds and clears the failure.
+	panicked bool
 }
 
 func newWorker(a *Agent, svc string) *worker {
 	return &worker{a: a, svc: svc, log: a.log.WithValues("service", svc), zk: a.cfg.ZK, l: a.cfg.Layout,
-		armed: map[string]zkclient.Watch{}}
+		armed: map[string]zkclient.Watch{}, regs: registrations{entries: map[string]registration{}, reported: map[string]string{}},
+		badStaging: map[string]bool{}}
 }
 
 func (w *worker) run(root, ctx context.Context) {
@@ -66,7 +80,11 @@ func (w *worker) run(root, ctx context.Context) {
 		}
 	}
 	for ctx.Err() == nil {
-		err := w.step(root, ctx)
+		err := w.safeStep(root, ctx)
+		if w.panicked && !errors.Is(err, errPanic) && (err == nil || errors.Is(err, errWait)) {
+			w.panicked = false
+			w.clearFailure(ctx, zklayout.FailureAgent)
+		}
 		switch {
 		case err == nil:
 			backoff = w.a.cfg.RetryInterval
@@ -81,6 +99,33 @@ func (w *worker) run(root, ctx context.Context) {
 			backoff = min(2*backoff, w.a.cfg.MaxRetryInterval)
 		}
 	}
+}
+
+// errPanic marks a step that panicked (recovered, recorded, backed off).
+var errPanic = errors.New("agent step panicked")
+
+// safeStep runs one step and turns a panic into a failure of this service only: it is logged
+// with its stack, counted, recorded in failures/<svc>/<node> (kind AgentError) naming the znode
+// the step was working on, and the worker backs off like after any error. Other services'
+// workers never notice.
+func (w *worker) safeStep(root, ctx context.Context) (err error) {
+	w.at = w.l.StagingService(w.svc)
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		err = fmt.Errorf("%w: service %s, znode %s: %v", errPanic, w.svc, w.at, r)
+		w.log.Error(err, "recovered from a panic in the rollout step; recorded as a failure", "znode", w.at, "stack", string(debug.Stack()))
+		w.a.cfg.Metrics.stepPanicked(w.svc)
+		version := w.planVersion
+		if version == "" {
+			version = "unknown"
+		}
+		w.recordFailure(ctx, version, zklayout.FailureAgent, err)
+		w.panicked = true
+	}()
+	return w.step(root, ctx)
 }
 
 // waiting logs why the worker waits (once per reason) and returns errWait.
@@ -182,6 +227,7 @@ func (w *worker) step(root, ctx context.Context) error {
 			return w.waiting("this node is not selected for the service", "selector", plan.Selector)
 		}
 	}
+	w.at = w.l.CurrentNode(w.svc, w.a.cfg.Node)
 	st := w.a.cfg.Backend.Status(w.svc)
 	if !st.Running {
 		w.a.cfg.Metrics.down(w.svc)
@@ -217,6 +263,7 @@ func (w *worker) step(root, ctx context.Context) error {
 		return w.waiting("up to date", "version", st.Version)
 	}
 
+	w.at = w.l.Release(w.svc, target)
 	rel, err := w.release(ctx, target)
 	if err != nil {
 		return err
@@ -225,14 +272,7 @@ func (w *worker) step(root, ctx context.Context) error {
 		w.unwarm()
 	}
 	if !w.a.cfg.Store.Has(w.svc, target) {
-		// Keep the live version's pages while the download streams through the page cache.
-		live := w.pin(ctx, w.a.cfg.Store.CurrentLink(w.svc))
-		began := time.Now()
-		err = w.a.cfg.Store.Ensure(ctx, rel)
-		if ctx.Err() == nil {
-			w.a.cfg.Metrics.fetched(w.svc, err, time.Since(began))
-		}
-		w.unpin(live)
+		err = w.fetchStaging(ctx, rel)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -245,10 +285,12 @@ func (w *worker) step(root, ctx context.Context) error {
 	w.clearArtifactFailure(ctx)
 
 	w.prewarm(ctx, target)
+	w.at = w.l.StagingService(w.svc)
 	child, err := w.ensureStaged(ctx, target)
 	if err != nil {
 		return err
 	}
+	w.at = w.l.StagingChild(w.svc, child)
 	if plan.Paused {
 		return w.waiting("rollout paused", "staged", target)
 	}
@@ -300,6 +342,32 @@ func (w *worker) step(root, ctx context.Context) error {
 	return w.upgrade(root, ctx, rel, st.Version, child)
 }
 
+// fetchStaging downloads rel for an upgrade, keeping the live version's pages pinned while the
+// download streams through the page cache.
+func (w *worker) fetchStaging(ctx context.Context, rel *zklayout.Release) error {
+	live := w.pin(ctx, w.a.cfg.Store.CurrentLink(w.svc))
+	defer w.unpin(live)
+	began := time.Now()
+	err := w.fetch(ctx, rel)
+	if ctx.Err() == nil {
+		w.a.cfg.Metrics.fetched(w.svc, err, time.Since(began))
+	}
+	return err
+}
+
+// fetch installs rel within the agent's fetch timeout. A fetch that cannot finish (an artifact
+// nobody can share, a hung origin) is abandoned then: its caller records an Artifact failure
+// and retries later, and the store's per-version lock is released meanwhile.
+func (w *worker) fetch(ctx context.Context, rel *zklayout.Release) error {
+	fctx, cancel := context.WithTimeout(ctx, w.a.cfg.FetchTimeout)
+	defer cancel()
+	err := w.a.cfg.Store.Ensure(fctx, rel)
+	if err != nil && ctx.Err() == nil && errors.Is(fctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("fetch of %s/%s abandoned after the fetch timeout (%s): %w", w.svc, rel.Version, w.a.cfg.FetchTimeout, err)
+	}
+	return err
+}
+
 // readPlan returns the service's plan, nil if there is none. A malformed plan is reported and
 // waited out, never acted on.
 func (w *worker) readPlan(ctx context.Context) (*zklayout.Plan, error) {
@@ -317,6 +385,7 @@ func (w *worker) readPlan(ctx context.Context) (*zklayout.Plan, error) {
 		w.log.Error(err, "plan is malformed; not acting on it")
 		return nil, nil
 	}
+	w.planVersion = p.Version
 	return &p, nil
 }
 
@@ -384,7 +453,7 @@ func (w *worker) start(root, ctx context.Context, plan *zklayout.Plan) error {
 		}
 		preferred = t
 	}
-	peers, err := w.onlineVersions(ctx)
+	peers, err := w.online(ctx, plan, false)
 	if err != nil {
 		return err
 	}
@@ -399,11 +468,15 @@ func (w *worker) start(root, ctx context.Context, plan *zklayout.Plan) error {
 			return w.waiting("nothing to start: no plan, no online peer, no installed version")
 		}
 	}
+	w.at = w.l.Release(w.svc, v)
 	rel, err := w.release(ctx, v)
 	if err != nil {
 		return err
 	}
-	if err := w.a.cfg.Store.Ensure(ctx, rel); err != nil {
+	if err := w.fetch(ctx, rel); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		w.recordFailure(ctx, v, zklayout.FailureArtifact, err)
 		w.retryAt = time.Now().Add(w.a.cfg.MaxRetryInterval)
 		return w.waiting("cannot fetch the version to start; retrying later", "version", v, "err", err.Error())
@@ -464,12 +537,14 @@ func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 	return err
 }
 
-// register makes sure current/<svc>/<node> exists in this session with version. A registration
-// left by a previous session of this node (crash, expiry) is replaced.
+// register makes sure current/<svc>/<node> exists in this session with version and the node's
+// labels. A registration under this node's name that is not that — left by a previous session
+// of this node (crash, expiry), or malformed (written by hand) — is replaced: the agent repairs
+// its own part of the tree. Registrations are only ever created and deleted, never set (see
+// online, whose cache relies on it).
 func (w *worker) register(ctx context.Context, version string) error {
 	p := w.l.CurrentNode(w.svc, w.a.cfg.Node)
-	data, err := zklayout.Encode(&zklayout.Current{Node: w.a.cfg.Node, Version: version,
-		Address: w.a.cfg.Address, Health: zklayout.HealthHealthy, Since: time.Now().UTC()})
+	data, err := w.registration(version)
 	if err != nil {
 		return err
 	}
@@ -488,39 +563,29 @@ func (w *worker) register(ctx context.Context, version string) error {
 		return err
 	}
 	var cur zklayout.Current
-	if st.EphemeralOwner == w.zk.Session().ID && zklayout.Decode(old, &cur) == nil && cur.Version == version {
+	why := ""
+	switch derr := zklayout.Decode(old, &cur); {
+	case derr != nil:
+		why = "malformed: " + derr.Error()
+	case cur.Node != w.a.cfg.Node:
+		why = fmt.Sprintf("names node %q", cur.Node)
+	case st.EphemeralOwner != w.zk.Session().ID:
+		why = fmt.Sprintf("left by another session (0x%x)", st.EphemeralOwner)
+	case cur.Version != version:
+		why = fmt.Sprintf("says version %q", cur.Version)
+	case !maps.Equal(cur.Labels, w.a.cfg.Labels):
+		why = "carries other labels"
+	default:
 		return nil
 	}
-	w.log.Info("replacing a stale registration", "owner", st.EphemeralOwner)
+	w.log.Info("replacing this node's registration", "znode", p, "why", why)
 	return w.zk.Multi(ctx, zkclient.DeleteOp(p, st.Version), zkclient.CreateOp(p, data, zkclient.Ephemeral))
 }
 
-// onlineVersions maps each registered node of the service to its version.
-func (w *worker) onlineVersions(ctx context.Context) (map[string]string, error) {
-	names, _, err := w.zk.Children(ctx, w.l.CurrentService(w.svc))
-	if errors.Is(err, zkclient.ErrNoNode) {
-		return map[string]string{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]string, len(names))
-	for _, n := range names {
-		data, _, err := w.zk.Get(ctx, w.l.CurrentNode(w.svc, n))
-		if errors.Is(err, zkclient.ErrNoNode) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var c zklayout.Current
-		if err := zklayout.Decode(data, &c); err != nil {
-			w.log.Error(err, "ignoring malformed registration", "znode", n)
-			continue
-		}
-		out[n] = c.Version
-	}
-	return out, nil
+// registration is this node's current/<svc>/<node> payload for version.
+func (w *worker) registration(version string) ([]byte, error) {
+	return zklayout.Encode(&zklayout.Current{Node: w.a.cfg.Node, Version: version, Address: w.a.cfg.Address,
+		Health: zklayout.HealthHealthy, Since: time.Now().UTC(), Labels: w.a.cfg.Labels})
 }
 
 // queue returns the service's staging queue in order and this node's own children.
@@ -530,8 +595,18 @@ func (w *worker) queue(ctx context.Context) (ordered []string, mine []zklayout.S
 		return nil, nil, err
 	}
 	seqs, bad := zklayout.SortSeq(names)
+	// Such a child is outside the queue's order, so it blocks nobody; the operator removes it.
+	// Said once per znode (badStaging forgets the children that are gone).
+	for n := range w.badStaging {
+		if !slices.Contains(names, n) {
+			delete(w.badStaging, n)
+		}
+	}
 	for _, b := range bad {
-		w.log.Error(zklayout.ErrMalformed, "ignoring staging child that is not <node>-<counter>", "znode", b)
+		if !w.badStaging[b] {
+			w.log.Error(zklayout.ErrMalformed, "ignoring staging child that is not <node>-<counter>", "znode", w.l.StagingChild(w.svc, b))
+			w.badStaging[b] = true
+		}
 	}
 	for _, s := range seqs {
 		ordered = append(ordered, s.Child)
@@ -580,7 +655,12 @@ func (w *worker) ensureStaged(ctx context.Context, target string) (string, error
 			return "", err
 		}
 		var s zklayout.Staged
-		if keep == "" && st.EphemeralOwner == sid && zklayout.Decode(data, &s) == nil && s.Version == target && s.State == zklayout.StagedReady {
+		derr := zklayout.Decode(data, &s)
+		if derr != nil {
+			// This node's own part of the tree: leaveQueue below removes it.
+			w.log.Error(derr, "removing this node's malformed staging child", "znode", w.l.StagingChild(w.svc, m.Child), "owner", fmt.Sprintf("0x%x", st.EphemeralOwner))
+		}
+		if keep == "" && st.EphemeralOwner == sid && derr == nil && s.Version == target && s.State == zklayout.StagedReady {
 			keep = m.Child
 		}
 	}
@@ -632,30 +712,48 @@ func (w *worker) myTurn(ctx context.Context, child string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	pred, found := quorum.Predecessor(queue, child)
-	if !found {
-		return false, fmt.Errorf("own staging child %s vanished", child)
+	at := child
+	for {
+		pred, found := quorum.Predecessor(queue, at)
+		if !found {
+			return false, fmt.Errorf("own staging child %s vanished", child)
+		}
+		if pred == "" {
+			return true, nil
+		}
+		// Upgrading members form a prefix of the queue, so an upgrading predecessor means every
+		// member ahead is upgrading: this node is the first waiter.
+		pp := w.l.StagingChild(w.svc, pred)
+		pdata, pst, err := w.getExisting(ctx, pp)
+		if errors.Is(err, zkclient.ErrNoNode) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if pst.EphemeralOwner == 0 {
+			// Agents stage only ephemeral children, so a persistent one was made by hand: no
+			// agent stands behind it and none will ever decide through it. It is not part of
+			// the queue; the operator removes it.
+			if !w.badStaging[pred] {
+				w.log.Error(zklayout.ErrMalformed, "skipping a persistent staging child no agent made", "znode", pp)
+				w.badStaging[pred] = true
+			}
+			at = pred
+			continue
+		}
+		var ps zklayout.Staged
+		if err := zklayout.Decode(pdata, &ps); err != nil {
+			// It may be a newer agent's (another schema), which could decide: never skip it.
+			// Its owner's session removes it (a dead one expires); the data watch wakes us then.
+			return false, w.waiting("predecessor in the staging queue is malformed; waiting for its owner's session to remove it",
+				"znode", pp, "owner", fmt.Sprintf("0x%x", pst.EphemeralOwner), "err", err.Error())
+		}
+		if ps.State == zklayout.StagedUpgrading {
+			return true, nil
+		}
+		return false, w.waiting("queued behind "+ps.Node, "predecessor", pred)
 	}
-	if pred == "" {
-		return true, nil
-	}
-	// Upgrading members form a prefix of the queue, so an upgrading predecessor means every
-	// member ahead is upgrading: this node is the first waiter.
-	pdata, _, err := w.getExisting(ctx, w.l.StagingChild(w.svc, pred))
-	if errors.Is(err, zkclient.ErrNoNode) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	var ps zklayout.Staged
-	if err := zklayout.Decode(pdata, &ps); err != nil {
-		return false, w.waiting("predecessor in the staging queue is malformed; waiting for it to go", "znode", pred)
-	}
-	if ps.State == zklayout.StagedUpgrading {
-		return true, nil
-	}
-	return false, w.waiting("queued behind "+ps.Node, "predecessor", pred)
 }
 
 // distributed applies the distribution gate: enough nodes must have the plan's version staged
@@ -671,7 +769,9 @@ func (w *worker) distributed(ctx context.Context, plan *zklayout.Plan) (ok bool,
 	for _, s := range seqs {
 		ready[s.Name] = true
 	}
-	online, err := w.onlineVersions(ctx)
+	// The gate also watches current/<svc>: a node that goes down (or a stray registration that
+	// is removed) may be all the gate was waiting for.
+	online, err := w.online(ctx, plan, true)
 	if err != nil {
 		return false, 0, 0, err
 	}
@@ -693,13 +793,15 @@ func (w *worker) distributed(ctx context.Context, plan *zklayout.Plan) (ok bool,
 }
 
 // quorumAllows applies the quorum rule: this node may stop only if the other online nodes
-// still meet minAvailable. While it does not, the first waiter watches the online set.
+// still meet minAvailable. Only registrations that count (see online) are counted, so a stray
+// znode never stands in for a running node. While it does not hold, the first waiter watches
+// the online set.
 func (w *worker) quorumAllows(ctx context.Context, plan *zklayout.Plan) (bool, int, error) {
-	names, err := w.children(ctx, w.l.CurrentService(w.svc))
+	online, err := w.online(ctx, plan, true)
 	if err != nil {
 		return false, 0, err
 	}
-	return quorum.MayStop(len(names), plan.MinAvailable), len(names), nil
+	return quorum.MayStop(len(online), plan.MinAvailable), len(online), nil
 }
 
 // decide takes this node offline and marks it upgrading in one transaction. It fails if the
@@ -769,8 +871,7 @@ func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from,
 
 // finish re-registers on version and leaves the staging queue in one transaction.
 func (w *worker) finish(ctx context.Context, child, version string) error {
-	data, err := zklayout.Encode(&zklayout.Current{Node: w.a.cfg.Node, Version: version,
-		Address: w.a.cfg.Address, Health: zklayout.HealthHealthy, Since: time.Now().UTC()})
+	data, err := w.registration(version)
 	if err != nil {
 		return err
 	}
@@ -799,13 +900,19 @@ func (w *worker) recordFailure(ctx context.Context, version, kind string, cause 
 		// (which check that version) fail: nobody stops after a failure is recorded.
 		p := w.l.Failure(w.svc, w.a.cfg.Node)
 		bump := zkclient.SetOp(w.l.FailureService(w.svc), nil, -1)
-		var exists bool
-		if exists, err = w.zk.Exists(ctx, p); err == nil {
-			if exists {
-				err = w.zk.Multi(ctx, bump, zkclient.SetOp(p, data, -1))
-			} else {
-				err = w.zk.Multi(ctx, bump, zkclient.CreateOp(p, data, zkclient.Persistent))
-			}
+		old, _, gerr := w.zk.Get(ctx, p)
+		var prev zklayout.Failure
+		switch {
+		case errors.Is(gerr, zkclient.ErrNoNode):
+			err = w.zk.Multi(ctx, bump, zkclient.CreateOp(p, data, zkclient.Persistent))
+		case gerr != nil:
+			err = gerr
+		case kind != zklayout.FailureHealthCheck && zklayout.Decode(old, &prev) == nil && prev.Kind == zklayout.FailureHealthCheck:
+			// A health failure halts the rollout; a lesser failure must not erase it.
+			w.log.Error(cause, "failure not recorded: a health check failure stays recorded", "kind", kind, "version", version)
+			return
+		default:
+			err = w.zk.Multi(ctx, bump, zkclient.SetOp(p, data, -1))
 		}
 	}
 	if err != nil {
@@ -815,13 +922,18 @@ func (w *worker) recordFailure(ctx context.Context, version, kind string, cause 
 
 // clearArtifactFailure removes this node's artifact failure once a fetch succeeded.
 func (w *worker) clearArtifactFailure(ctx context.Context) {
+	w.clearFailure(ctx, zklayout.FailureArtifact)
+}
+
+// clearFailure removes this node's failure record if it is of kind.
+func (w *worker) clearFailure(ctx context.Context, kind string) {
 	p := w.l.Failure(w.svc, w.a.cfg.Node)
 	data, st, err := w.zk.Get(ctx, p)
 	if err != nil {
 		return
 	}
 	var f zklayout.Failure
-	if zklayout.Decode(data, &f) == nil && f.Kind == zklayout.FailureArtifact {
+	if zklayout.Decode(data, &f) == nil && f.Kind == kind {
 		_ = w.zk.Delete(ctx, p, st.Version)
 	}
 }
@@ -845,10 +957,21 @@ func (w *worker) completeIfDone(ctx context.Context, plan *zklayout.Plan) error 
 		return nil
 	}
 	queue, _, err := w.queue(ctx)
-	if err != nil || len(queue) > 0 {
+	if err != nil {
 		return err
 	}
-	online, err := w.onlineVersions(ctx)
+	for _, c := range queue {
+		// Only a node's (ephemeral) child can be an upgrade under way; a persistent stray
+		// holds nothing back (myTurn skips it too).
+		_, st, err := w.zk.Get(ctx, w.l.StagingChild(w.svc, c))
+		if errors.Is(err, zkclient.ErrNoNode) {
+			continue
+		}
+		if err != nil || st.EphemeralOwner != 0 {
+			return err
+		}
+	}
+	online, err := w.online(ctx, plan, false)
 	if err != nil {
 		return err
 	}

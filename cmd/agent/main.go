@@ -44,6 +44,7 @@ type options struct {
 	stateDir, backend, healthAddr     string
 	pinBudget                         int64
 	pinHold                           time.Duration
+	fetchTimeout                      time.Duration
 	fetcher                           string
 	p2pPort                           int
 	uploadRate, downloadRate          int64
@@ -83,6 +84,7 @@ func main() {
 	fs.StringVar(&o.zoneLabel, "zone-label", "topology.kubernetes.io/zone", "node label naming the zone (peers in the same zone are preferred)")
 	fs.StringVar(&o.rackLabel, "rack-label", "topology.rollkeeper.io/rack", "node label naming the rack (peers in the same rack are preferred first)")
 	fs.Int64Var(&o.pinBudget, "pin-budget", 512<<20, "bytes of page cache the agent may lock (live version during downloads, staged version until healthy); 0: off")
+	fs.DurationVar(&o.fetchTimeout, "fetch-timeout", nodeagent.DefaultFetchTimeout, "how long one artifact fetch may take; past it the fetch is abandoned, reported as an Artifact failure and retried later")
 	fs.DurationVar(&o.pinHold, "pin-hold", 5*time.Minute, "how long a new version stays pinned after it became healthy")
 	zopts := zap.Options{Development: false}
 	zopts.BindFlags(fs)
@@ -196,7 +198,7 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	pinner := pagecache.New(o.pinBudget, log.WithName("pagecache"))
 	defer pinner.Close()
 	agent, err := nodeagent.New(nodeagent.Config{Node: o.node, Address: o.address, Labels: labels,
-		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold, Metrics: metrics})
+		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold, FetchTimeout: o.fetchTimeout, Metrics: metrics})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,283 @@
+package nodeagent_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent"
+	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
+	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
+)
+
+// only keeps the entries of vs whose node is among names.
+func only(vs map[string]string, names ...string) map[string]string {
+	out := map[string]string{}
+	for _, n := range names {
+		if v, ok := vs[n]; ok {
+			out[n] = v
+		}
+	}
+	return out
+}
+
+func nodeNames(n int) []string {
+	var out []string
+	for i := 1; i <= n; i++ {
+		out = append(out, fmt.Sprintf("node-%02d", i))
+	}
+	return out
+}
+
+// dropDeployEntries deletes svc's deploy queue entries (as when its RollingDeploy goes), so
+// that it holds no other service back.
+func (e *env) dropDeployEntries(svc string) {
+	for _, c := range e.deployQueue() {
+		if s, err := zklayout.ParseSeq(c); err == nil && s.Name == svc {
+			must(e.t, e.zk.Delete(e.ctx, e.layout.DeployEntry(c), -1))
+		}
+	}
+}
+
+func (e *env) create(p string, data []byte, mode zkclient.Mode) string {
+	e.t.Helper()
+	created, err := e.zk.Create(e.ctx, p, data, mode)
+	must(e.t, err)
+	return created
+}
+
+func encode(t *testing.T, p zklayout.Payload) []byte {
+	t.Helper()
+	b, err := zklayout.Encode(p)
+	must(t, err)
+	return b
+}
+
+// The issue's scenario: quorum 5 of 6, and stray children under current/a/ — garbage bytes, a
+// "schema": 999 payload, a payload naming another node, a registration of a node the
+// selector excludes, a name that is no node name. None counts as online, so the number of
+// nodes really running the service never drops below 5 while it rolls; a malformed
+// registration under a real node's name is replaced by that node's agent.
+func TestStrayRegistrationsNeverCountTowardsQuorum(t *testing.T) {
+	const nodes, minAvailable = 6, 5
+	e := newEnv(t)
+	e.selector = "role=web"
+	e.labels = map[string]string{"role": "web"}
+	real := nodeNames(nodes)
+	e.publish("a", "v1", "", minAvailable, zklayout.FailurePolicyPause, nil)
+	must(t, e.zk.EnsurePath(e.ctx, e.layout.CurrentService("a")))
+	// node-06's own part of the tree, garbage before its agent starts (a persistent znode).
+	e.create(e.layout.CurrentNode("a", "node-06"), []byte("garbage"), zkclient.Persistent)
+	e.startAgents(nodes)
+	e.waitFor("all real nodes online on v1", time.Minute, func() bool {
+		return allOn(only(e.versions("a"), real...), nodes, "v1") && len(e.deployQueue()) == 0
+	})
+
+	now := time.Now().UTC()
+	e.create(e.layout.CurrentNode("a", "node-07"), []byte{0xff, 0x00, 'x', '{'}, zkclient.Persistent)
+	e.create(e.layout.CurrentNode("a", "node-08"),
+		[]byte(`{"schema":999,"node":"node-08","version":"v1","health":"healthy","labels":{"role":"web"}}`), zkclient.Persistent)
+	e.create(e.layout.CurrentNode("a", "node-09"), encode(t, &zklayout.Current{Node: "node-01", Version: "v1",
+		Health: zklayout.HealthHealthy, Since: now, Labels: map[string]string{"role": "web"}}), zkclient.Persistent)
+	e.create(e.layout.CurrentNode("a", "node-10"), encode(t, &zklayout.Current{Node: "node-10", Version: "v1",
+		Health: zklayout.HealthHealthy, Since: now, Labels: map[string]string{"role": "db"}}), zkclient.Ephemeral)
+	e.create(e.layout.CurrentNode("a", "Not_A_Node"), encode(t, &zklayout.Current{Node: "node-11", Version: "v1",
+		Health: zklayout.HealthHealthy, Since: now, Labels: map[string]string{"role": "web"}}), zkclient.Persistent)
+
+	e.av.arm()
+	e.publish("a", "v2", "v1", minAvailable, zklayout.FailurePolicyPause, nil)
+	e.waitFor("all real nodes online on v2", 2*time.Minute, func() bool {
+		return allOn(only(e.versions("a"), real...), nodes, "v2") && len(e.deployQueue()) == 0
+	})
+	if got := e.av.min("a"); got < minAvailable {
+		t.Fatalf("quorum violated by stray registrations: only %d nodes ran the service at one point (minAvailable %d)", got, minAvailable)
+	}
+	t.Logf("lowest number of running nodes during the rollout: %d (minAvailable %d)", e.av.min("a"), minAvailable)
+	data, st, err := e.zk.Get(e.ctx, e.layout.CurrentNode("a", "node-06"))
+	must(t, err)
+	var c zklayout.Current
+	if err := zklayout.Decode(data, &c); err != nil || st.EphemeralOwner == 0 || c.Labels["role"] != "web" {
+		t.Fatalf("node-06's registration was not repaired: %q (owner %x)", data, st.EphemeralOwner)
+	}
+}
+
+// Stray staging children block no queue: a persistent garbage child at the head of the queue
+// (no agent made it) is skipped, a child that is not <node>-<counter> is ignored, and a
+// malformed child under a node's own name is removed by that node's agent.
+func TestStrayStagingChildrenDoNotBlock(t *testing.T) {
+	const nodes = 3
+	e := newEnv(t)
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.startAgents(nodes)
+	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") && len(e.deployQueue()) == 0 })
+
+	stray := e.create(e.layout.StagingPrefix("a", "node-99"), []byte("garbage"), zkclient.PersistentSequential)
+	e.create(e.layout.StagingChild("a", "junk"), []byte(`{"schema":999}`), zkclient.Persistent)
+	own := e.create(e.layout.StagingPrefix("a", "node-01"), []byte(`{"schema":999}`), zkclient.PersistentSequential)
+	e.publish("a", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
+	e.waitFor("all on v2 and the deploy entry removed", time.Minute, func() bool {
+		return allOn(e.versions("a"), nodes, "v2") && len(e.deployQueue()) == 0
+	})
+	if ok, err := e.zk.Exists(e.ctx, own); err != nil || ok {
+		t.Fatalf("node-01's malformed staging child %s is still there (err %v)", own, err)
+	}
+	// Not the agents' to remove: the operator repairs the rest of the tree.
+	if ok, err := e.zk.Exists(e.ctx, stray); err != nil || !ok {
+		t.Fatalf("another node's stray staging child %s was touched (exists %v, err %v)", stray, ok, err)
+	}
+}
+
+// panicky panics in Status for one service while armed: an agent bug, injected.
+type panicky struct {
+	backend.Backend
+	svc   string
+	armed *atomic.Bool
+}
+
+func (p panicky) Status(svc string) backend.Status {
+	if svc == p.svc && p.armed.Load() {
+		panic("injected: backend status of " + svc)
+	}
+	return p.Backend.Status(svc)
+}
+
+// A panic in one service's step is recovered: it is counted, recorded as an AgentError failure
+// naming the service and the znode, and retried; the node's other service rolls meanwhile. Once
+// the step stops panicking the service comes up and the failure is cleared.
+func TestStepPanicIsContained(t *testing.T) {
+	const nodes = 2
+	e := newEnv(t)
+	var armed atomic.Bool
+	armed.Store(true)
+	e.wrapBackend = func(_ string, b backend.Backend) backend.Backend { return panicky{Backend: b, svc: "b", armed: &armed} }
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.publish("b", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.dropDeployEntries("b") // b never completes while it panics; it must not hold a back
+	e.startAgents(nodes)
+	e.waitFor("a on v1 and b's panics recorded on every node", time.Minute, func() bool {
+		return allOn(e.versions("a"), nodes, "v1") && len(e.failures("b")) == nodes
+	})
+	for n, f := range e.failures("b") {
+		if f.Kind != zklayout.FailureAgent || f.Version != "v1" || !strings.Contains(f.Reason, "service b") ||
+			!strings.Contains(f.Reason, e.layout.CurrentNode("b", n)) || !strings.Contains(f.Reason, "injected") {
+			t.Fatalf("failure of %s = %+v, want an AgentError naming service b and its znode", n, f)
+		}
+	}
+	for _, a := range e.agents {
+		if got := agentSeries(t, a.m)[nodeagent.MetricStepPanics+"{service=b}"]; got < 1 {
+			t.Fatalf("%s: %s{service=b} = %v", a.name, nodeagent.MetricStepPanics, got)
+		}
+	}
+	e.publish("a", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
+	e.waitFor("a on v2 while b still panics", time.Minute, func() bool {
+		return allOn(e.versions("a"), nodes, "v2") && len(e.deployQueue()) == 0
+	})
+	if len(e.versions("b")) != 0 {
+		t.Fatalf("b registered while its step panicked: %v", e.versions("b"))
+	}
+	armed.Store(false)
+	e.waitFor("b online and its AgentError failures cleared", time.Minute, func() bool {
+		return allOn(e.versions("b"), nodes, "v1") && len(e.failures("b")) == 0
+	})
+}
+
+// hangingFetcher never finishes fetching svc's version (an artifact nobody can share): it
+// waits for its context.
+type hangingFetcher struct {
+	svc, version      string
+	started, inFlight atomic.Int32
+	next              fetch.Fetcher
+}
+
+func (h *hangingFetcher) Fetch(ctx context.Context, rel *zklayout.Release, dest string) error {
+	if rel.Service != h.svc || rel.Version != h.version {
+		return h.next.Fetch(ctx, rel, dest)
+	}
+	h.started.Add(1)
+	h.inFlight.Add(1)
+	defer h.inFlight.Add(-1)
+	<-ctx.Done()
+	return fmt.Errorf("no peer has %s/%s: %w", rel.Service, rel.Version, ctx.Err())
+}
+
+// A fetch that never finishes for service x holds back neither y's fetch nor y's upgrade on
+// the same agents, and x's fetch is abandoned at the fetch timeout with an Artifact failure.
+func TestHangingFetchDoesNotStallOtherServices(t *testing.T) {
+	const nodes = 2
+	e := newEnv(t)
+	// Long enough for y's whole rollout on a slow machine, so y finishing while x's fetches are
+	// still in flight shows they never waited for them.
+	e.fetchTimeout = 15 * time.Second
+	h := &hangingFetcher{svc: "x", version: "v2", next: fetch.NewHTTP()}
+	e.fetcherFor = func(string) fetch.Fetcher { return h }
+	e.publish("x", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.publish("y", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.startAgents(nodes)
+	e.waitFor("x and y on v1", time.Minute, func() bool {
+		return allOn(e.versions("x"), nodes, "v1") && allOn(e.versions("y"), nodes, "v1") && len(e.deployQueue()) == 0
+	})
+
+	e.publish("x", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
+	e.waitFor("x's fetches hanging on every node", time.Minute, func() bool { return h.inFlight.Load() == nodes })
+	e.dropDeployEntries("x")
+	e.publish("y", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
+	e.waitFor("y on v2", time.Minute, func() bool { return allOn(e.versions("y"), nodes, "v2") && len(e.deployQueue()) == 0 })
+	if n, started := h.inFlight.Load(), h.started.Load(); n != nodes || started != nodes {
+		t.Fatalf("y finished after x's fetches ended (%d in flight, %d started): it waited for them", n, started)
+	}
+	e.waitFor("x's fetches abandoned with Artifact failures", time.Minute, func() bool {
+		fs := e.failures("x")
+		if len(fs) != nodes {
+			return false
+		}
+		for _, f := range fs {
+			if f.Kind != zklayout.FailureArtifact || f.Version != "v2" || !strings.Contains(f.Reason, "fetch timeout") {
+				return false
+			}
+		}
+		return true
+	})
+	if !allOn(e.versions("x"), nodes, "v1") {
+		t.Fatalf("x versions after abandoned fetches: %v", e.versions("x"))
+	}
+}
+
+// The distribution gate watches current/: the gate is closed because an online node cannot
+// stage the version; when that node goes away (its session ends), the waiting node proceeds
+// with no other event to wake it.
+func TestGateWakesWhenNodeLeaves(t *testing.T) {
+	e := newEnv(t)
+	gate := &gatedFetcher{next: fetch.NewHTTP()} // never opened
+	e.fetcherFor = func(name string) fetch.Fetcher {
+		if name == "node-03" {
+			return gate
+		}
+		return fetch.NewHTTP()
+	}
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.startAgents(3)
+	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), 3, "v1") && len(e.deployQueue()) == 0 })
+
+	e.publish("a", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
+	e.waitFor("two nodes staged and node-03's fetch failure recorded", time.Minute, func() bool {
+		names, _, err := e.zk.Children(e.ctx, e.layout.StagingService("a"))
+		return err == nil && len(names) == 2 && len(e.failures("a")) == 1
+	})
+	if vs := e.versions("a"); count(vs, "v2") != 0 {
+		t.Fatalf("a node stopped with the gate closed: %v", vs)
+	}
+	third := e.agents[2]
+	third.cancel()
+	<-third.done
+	third.zk.Close() // its registration goes with its session
+	e.waitFor("the two remaining nodes on v2", time.Minute, func() bool {
+		vs := e.versions("a")
+		_, present := vs["node-03"]
+		return !present && allOn(vs, 2, "v2") && len(e.deployQueue()) == 0
+	})
+}
