@@ -133,6 +133,32 @@ test-e2e: deps build images ## Run the e2e tests (test/e2e) against real ZooKeep
 	ROLLKEEPER_BIN_DIR=$(LOCALBIN) RACE_PKGS= TEST_TIMEOUT=$(TEST_TIMEOUT) \
 		hack/run-tests.sh $(GO_TEST_FLAGS) ./test/e2e/...
 
+# Each Go fuzz target runs FUZZTIME; FUZZ_FLAGS adds go test flags (e.g. '-parallel 1'). Their
+# seed corpora (testdata/fuzz/<Name>, crashers included) run as plain tests in make test.
+FUZZTIME ?= 60s
+FUZZ_FLAGS ?=
+
+.PHONY: fuzz
+fuzz: ## Fuzz every Go fuzz target (func FuzzXxx in *_test.go) for FUZZTIME each (default 60s).
+	@for f in $$(grep -rlE --include='*_test.go' --exclude-dir=bin --exclude-dir=hack '^func Fuzz[A-Za-z0-9_]*\(' .); do \
+		for name in $$(sed -nE 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/p' $$f); do \
+			echo "== $$name ($$(dirname $$f), $(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $(FUZZ_FLAGS) $$(dirname $$f) || exit 1; \
+		done; \
+	done
+
+# make chaos: RUNS runs of the fault campaign from seed SEED (test/chaos).
+RUNS ?= 10
+SEED ?= 1
+
+.PHONY: chaos
+chaos: deps build ## Run the randomized fault campaign (test/chaos): RUNS runs from seed SEED; ends with "N runs, K violations" and the wall time (log in bin/chaos.log).
+	@start=$$(date +%s); rc=0; \
+	ROLLKEEPER_BIN_DIR=$(LOCALBIN) CHAOS_RUNS=$(RUNS) CHAOS_SEED=$(SEED) \
+		$(GO) test -count=1 -v -timeout 0 -run '^TestChaos$$' ./test/chaos/ 2>&1 | tee $(LOCALBIN)/chaos.log || rc=$$?; \
+	echo; grep -E '^[0-9]+ runs, [0-9]+ violations' $(LOCALBIN)/chaos.log || echo "no summary: see $(LOCALBIN)/chaos.log"; \
+	echo "wall time: $$(( $$(date +%s) - start ))s"; exit $$rc
+
 ##@ Benchmarks (figures printed, never pass/fail)
 
 DIST_FLAGS ?=
