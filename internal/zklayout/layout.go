@@ -191,7 +191,12 @@ func ParseSeq(child string) (SeqName, error) {
 	if i < 2 || child[i-1] != '-' {
 		return SeqName{}, fmt.Errorf("znode %q is not a sequential <name>-<counter> node", child)
 	}
-	seq, err := strconv.ParseInt(child[i:], 10, 64)
+	digits := child[i:]
+	if strings.Trim(digits, "0123456789") != "" {
+		// ParseInt would take a sign; ZooKeeper writes digits only.
+		return SeqName{}, fmt.Errorf("znode %q has no numeric counter", child)
+	}
+	seq, err := strconv.ParseInt(digits, 10, 64)
 	if err != nil || seq < 0 {
 		return SeqName{}, fmt.Errorf("znode %q has no numeric counter", child)
 	}
