@@ -177,6 +177,9 @@ func run(ctx context.Context, cfg config) error {
 		ZK:        zk,
 		Layout:    layout,
 	}
+	if r.PublishHook, err = testHook(log, os.LookupEnv); err != nil {
+		return err
+	}
 	if cfg.P2P {
 		sd, err := newSeeder(cfg, zk, layout, r.ServiceChanged)
 		if err != nil {

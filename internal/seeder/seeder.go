@@ -8,10 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -29,9 +31,13 @@ type Config struct {
 	Dir string
 	// Name is the seeder's peer name (e.g. "origin-<pod>"); Host the address nodes reach it on.
 	Name, Host string
-	// OnChange is called (from a seeder goroutine) when a version becomes ready or fails.
+	// OnChange is called (from a seeder goroutine) when a version becomes ready, when an attempt
+	// fails with an error other than the last one, and when it fails for good.
 	OnChange func(svc string)
-	Logger   logr.Logger
+	// MinBackoff and MaxBackoff bound the wait between attempts after a transient failure
+	// (defaults 1s and 30s); each wait doubles up to MaxBackoff, with jitter.
+	MinBackoff, MaxBackoff time.Duration
+	Logger                 logr.Logger
 }
 
 // Seeder publishes and seeds versions. Start must run (it owns the jobs' lifetime).
@@ -47,20 +53,56 @@ type Seeder struct {
 
 type key struct{ svc, version, sha string }
 
+// job publishes one release, attempt after attempt, then seeds it. Its fields other than cancel
+// and done are guarded by Seeder.mu.
 type job struct {
 	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
-	t      *p2p.Torrent
+	// done is closed when the job gives up for good (a sha256 mismatch) or is cancelled.
+	done  chan struct{}
+	state State
+	t     *p2p.Torrent
 	// unregister removes the seeder's peer entry.
 	unregister func(context.Context) error
+}
+
+// State is how far the seeder got with a release.
+type State struct {
+	// Ready: the torrent is published and seeded; nodes may be told about the version.
+	Ready bool
+	// Err is the last attempt's error (nil while the first attempt runs, or once Ready).
+	Err error
+	// Permanent: Err will not heal by itself (a sha256 mismatch); the job stopped retrying.
+	Permanent bool
+	// Attempts counts the attempts made so far; NextAttempt is when the next one starts (zero
+	// when none is scheduled).
+	Attempts    int
+	NextAttempt time.Time
 }
 
 // ErrNotStarted is returned by Ensure before Start.
 var ErrNotStarted = errors.New("seeder not started")
 
+// MismatchError: the origin serves other bytes than the spec's sha256 names. It is permanent
+// for that artifact. It never carries the digest computed from the bytes read: a user who
+// copied it into the spec would bless whatever the origin served.
+type MismatchError struct {
+	URL, Want string
+}
+
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("sha256 mismatch: the bytes at %s do not match the spec's sha256 %s", e.URL, e.Want)
+}
+
+func (e *MismatchError) Unwrap() error { return fetch.ErrDigestMismatch }
+
 // New returns a Seeder.
 func New(cfg Config) *Seeder {
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(cfg.MinBackoff, 30*time.Second)
+	}
 	return &Seeder{cfg: cfg, http: fetch.NewHTTP(), jobs: map[key]*job{}}
 }
 
@@ -83,72 +125,126 @@ func (s *Seeder) Start(ctx context.Context) error {
 	return nil
 }
 
-// Ensure starts publishing rel's artifact unless that is done or under way. It reports whether
-// the torrent is published and seeded, and the error of a failed attempt (an unreachable origin,
-// a sha256 mismatch), which stays until the version's artifact changes or Retry.
-func (s *Seeder) Ensure(rel *zklayout.Release) (ready bool, err error) {
+// Ensure starts publishing rel's artifact unless that is done or under way, and reports how far
+// it got. A transient failure (origin unreachable, an HTTP error, a timeout) is retried by the
+// seeder itself with capped exponential backoff; a sha256 mismatch stops the job until the
+// artifact changes (another sha256 is another job) or Retry.
+func (s *Seeder) Ensure(rel *zklayout.Release) State {
 	k := key{rel.Service, rel.Version, rel.Artifact.SHA256}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ctx == nil {
-		return false, ErrNotStarted
+		return State{Err: ErrNotStarted}
 	}
 	if j := s.jobs[k]; j != nil {
-		select {
-		case <-j.done:
-			return j.err == nil, j.err
-		default:
-			return false, nil
-		}
+		return j.state
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	j := &job{cancel: cancel, done: make(chan struct{})}
 	s.jobs[k] = j
+	relCopy := *rel
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		j.t, j.unregister, j.err = s.publish(ctx, rel)
-		close(j.done)
-		if j.err != nil {
-			s.cfg.Logger.Error(j.err, "publishing artifact failed", "service", rel.Service, "version", rel.Version)
-		} else {
-			s.cfg.Logger.Info("artifact published and seeded", "service", rel.Service, "version", rel.Version)
-		}
-		if s.cfg.OnChange != nil {
-			s.cfg.OnChange(rel.Service)
-		}
+		defer close(j.done)
+		s.run(ctx, j, &relCopy)
 	}()
-	return false, nil
+	return j.state
 }
 
-// Retry forgets a failed attempt so the next Ensure tries again.
-func (s *Seeder) Retry(rel *zklayout.Release) {
-	k := key{rel.Service, rel.Version, rel.Artifact.SHA256}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if j := s.jobs[k]; j != nil {
-		select {
-		case <-j.done:
-			if j.err != nil {
-				delete(s.jobs, k)
+// run attempts rel until it is published and seeded, it fails for good, or ctx ends.
+func (s *Seeder) run(ctx context.Context, j *job, rel *zklayout.Release) {
+	log := s.cfg.Logger.WithValues("service", rel.Service, "version", rel.Version, "url", rel.Artifact.URL)
+	for attempt := 1; ; attempt++ {
+		t, unregister, err := s.publish(ctx, rel)
+		if ctx.Err() != nil {
+			// Stopped (leadership lost, rollout done): nothing to report, nothing to keep.
+			if err == nil {
+				t.Drop()
+				_ = unregister(context.WithoutCancel(ctx))
 			}
-		default:
+			return
+		}
+		s.mu.Lock()
+		if ctx.Err() != nil {
+			// Stop ran meanwhile and forgot the job.
+			s.mu.Unlock()
+			if err == nil {
+				t.Drop()
+				_ = unregister(context.WithoutCancel(ctx))
+			}
+			return
+		}
+		prev := j.state.Err
+		j.state.Attempts = attempt
+		if err == nil {
+			j.state = State{Ready: true, Attempts: attempt}
+			j.t, j.unregister = t, unregister
+			s.mu.Unlock()
+			log.Info("artifact published and seeded", "attempts", attempt)
+			s.changed(rel.Service)
+			return
+		}
+		var mismatch *MismatchError
+		if errors.As(err, &mismatch) {
+			j.state.Err, j.state.Permanent, j.state.NextAttempt = err, true, time.Time{}
+			s.mu.Unlock()
+			log.Error(err, "publishing artifact failed for good: fix the artifact and give it a new version")
+			s.changed(rel.Service)
+			return
+		}
+		wait := backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, attempt)
+		j.state.Err, j.state.NextAttempt = err, time.Now().Add(wait)
+		s.mu.Unlock()
+		log.Error(err, "publishing artifact failed; retrying", "attempt", attempt, "retryIn", wait.Round(time.Millisecond).String())
+		if prev == nil || prev.Error() != err.Error() {
+			s.changed(rel.Service)
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
 		}
 	}
 }
 
-// Stop stops seeding svc at version (its rollout is done; the nodes seed each other). The
-// local copy stays, so seeding again does not read the origin.
+func (s *Seeder) changed(svc string) {
+	if s.cfg.OnChange != nil {
+		s.cfg.OnChange(svc)
+	}
+}
+
+// backoff is the wait before attempt+1: min doubled per failed attempt, capped at max, with
+// jitter (between half and all of it) so seeders of many versions do not retry in step.
+func backoff(lo, hi time.Duration, attempt int) time.Duration {
+	d := lo
+	for i := 1; i < attempt && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	return d/2 + rand.N(d/2+1)
+}
+
+// Retry forgets a release that failed for good, so the next Ensure tries again.
+func (s *Seeder) Retry(rel *zklayout.Release) {
+	k := key{rel.Service, rel.Version, rel.Artifact.SHA256}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j := s.jobs[k]; j != nil && j.state.Permanent {
+		delete(s.jobs, k)
+	}
+}
+
+// Stop stops seeding svc at version (its rollout is done; the nodes seed each other) and ends
+// any attempt still under way. The local copy stays, so seeding again does not read the
+// origin; a half-written torrent is replaced by the next Publish.
 func (s *Seeder) Stop(svc, version string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, j := range s.jobs {
 		if k.svc == svc && k.version == version {
-			select {
-			case <-j.done:
-			default:
-				continue // still publishing: let it finish
-			}
 			j.cancel()
 			if j.t != nil {
 				j.t.Drop()
@@ -175,6 +271,9 @@ func (s *Seeder) publish(ctx context.Context, rel *zklayout.Release) (*p2p.Torre
 		defer os.Remove(tmp.Name())
 		err = s.http.Download(ctx, a, tmp)
 		tmp.Close()
+		if errors.Is(err, fetch.ErrDigestMismatch) {
+			return nil, nil, &MismatchError{URL: a.URL, Want: a.SHA256}
+		}
 		if err != nil {
 			return nil, nil, err
 		}
