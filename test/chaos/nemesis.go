@@ -68,7 +68,7 @@ func (r *run) step(ctx context.Context, step stepRecord, faults []fault) error {
 	go func() {
 		defer wg.Done()
 		for _, f := range mid {
-			r.awaitChanges(ctx, base+f.After, 60*time.Second)
+			r.awaitChanges(ctx, base+f.After, 30*time.Second)
 			r.fire(ctx, f, published, func() {})
 		}
 	}()
@@ -347,7 +347,8 @@ func (r *run) stopAPIServer(ctx context.Context, injected func()) error {
 		return err
 	}
 	r.inject("API server stopped (SIGSTOP pid %d)", pid)
-	r.holdFor(ctx, 4, 20*time.Second)
+	// Long enough for the agents to go on alone, and often past the operator's lease.
+	r.holdFor(ctx, 10, 25*time.Second)
 	if err := syscallKill(pid, sigCont); err != nil {
 		return err
 	}
@@ -436,7 +437,7 @@ func (r *run) originDown(ctx context.Context, published <-chan struct{}, injecte
 	case <-published:
 	case <-ctx.Done():
 	}
-	r.holdFor(ctx, 4, 20*time.Second)
+	r.holdFor(ctx, 10, 25*time.Second)
 	for _, n := range names {
 		r.stack.Artifacts.Fail(n, 0)
 	}
