@@ -173,7 +173,7 @@ func (a Artifact) Validate() error {
 		return err
 	}
 	if !sha256RE.MatchString(a.SHA256) {
-		return fmt.Errorf("artifact sha256 %q is not 64 lowercase hex digits", clip(a.SHA256))
+		return fmt.Errorf("artifact sha256 %q is not 64 hex digits (lowercase)", clip(a.SHA256))
 	}
 	if a.Unpack != UnpackNone && a.Unpack != UnpackTarGz {
 		return fmt.Errorf("artifact unpack %q is neither %s nor %s", clip(a.Unpack), UnpackNone, UnpackTarGz)

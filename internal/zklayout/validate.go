@@ -183,7 +183,7 @@ func validStrings(field string, ss []string) error {
 // validURL checks an artifact URL as the CRD does (pattern, length) and that it parses.
 func validURL(s string) error {
 	if len(s) > MaxURLLength || !urlRE.MatchString(s) {
-		return fmt.Errorf("artifact url %q: must be an http, https or file URL of at most %d characters", clip(s), MaxURLLength)
+		return fmt.Errorf("artifact url %q: scheme must be http, https or file, and the URL at most %d characters", clip(s), MaxURLLength)
 	}
 	if _, err := url.Parse(s); err != nil {
 		return fmt.Errorf("artifact url %q: %w", clip(s), err)
