@@ -21,6 +21,7 @@ const (
 	MetricZKSessionState     = "rollkeeper_zookeeper_session_state"
 	MetricZKReconnects       = "rollkeeper_zookeeper_reconnects_total"
 	MetricZKExpirations      = "rollkeeper_zookeeper_session_expirations_total"
+	MetricReconcilePanics    = "rollkeeper_reconcile_panics_total"
 
 	LabelRollingDeploy = "rollingdeploy"
 	LabelService       = "service"
@@ -145,6 +146,7 @@ func (m *rolloutMetrics) forget(rd string) {
 	for _, g := range m.vecs() {
 		g.DeletePartialMatch(l)
 	}
+	reconcilePanics.DeletePartialMatch(l)
 	delete(m.services, rd)
 }
 
@@ -154,10 +156,14 @@ var (
 	deployMetrics = newRolloutMetrics()
 	zkMetrics     = zkmetrics.New(zkmetrics.Names{SessionState: MetricZKSessionState, Reconnects: MetricZKReconnects, Expirations: MetricZKExpirations}, "operator")
 	metricsOnce   sync.Once
+	// reconcilePanics counts the passes that panicked (recoverPanic), by where they were.
+	reconcilePanics = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricReconcilePanics,
+		Help: "Reconcile passes that panicked and were recovered, by RollingDeploy, service (empty: none) and phase."},
+		[]string{LabelRollingDeploy, LabelService, LabelPhase})
 )
 
 func registerMetrics() {
 	metricsOnce.Do(func() {
-		ctrlmetrics.Registry.MustRegister(deployMetrics, zkMetrics)
+		ctrlmetrics.Registry.MustRegister(deployMetrics, zkMetrics, reconcilePanics)
 	})
 }

@@ -134,7 +134,8 @@ func TestMetricsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{MetricRolloutNodes, MetricRolloutProgress, MetricRolloutPhase, MetricRollingDeployPhase,
-		MetricQuorumMinAvailable, MetricQuorumHeadroom, MetricZKSessionState, MetricZKReconnects, MetricZKExpirations} {
+		MetricQuorumMinAvailable, MetricQuorumHeadroom, MetricZKSessionState, MetricZKReconnects, MetricZKExpirations,
+		MetricReconcilePanics} {
 		if !strings.Contains(string(doc), "`"+name+"`") {
 			t.Errorf("docs/metrics.md does not list %s", name)
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -60,11 +61,10 @@ type RollingDeployReconciler struct {
 	// Seeder, if set, publishes each target version as a torrent and seeds it until the
 	// service's rollout is complete (peer-to-peer distribution).
 	Seeder *seeder.Seeder
-	// PublishHook, if set, is called with each step of publication (Step*) and a target
-	// version as a pass reaches it (the manager's test hook: it may block for good).
-	PublishHook func(step, version string)
 
 	watcher *zkWatcher
+	// testHook, when set, is called at every position a pass records (tests make it panic).
+	testHook atomic.Pointer[phaseHook]
 	// nodeSets remembers the RollingDeployNodeSets last written (mirrorNodes).
 	nodeSets nodeSetWrites
 }
@@ -84,13 +84,12 @@ type scope struct {
 	state map[string]*serviceState
 	// queue is the decoded deploy queue and queueMalformed its unreadable entries (read phase).
 	queue          []deployEntry
-	queueMalformed []string
+	queueMalformed []malformedEntry
 	// sum is what status is computed from (every phase may set it).
 	sum summary
-	// dist is the seeder's state of each incomplete service's target (seed phase); distWaits
-	// says why a service's new version is not planned yet (publish phase).
-	dist      map[string]seeder.State
-	distWaits map[string]string
+	// pos is where the pass is (for a panic report) and hook the test hook (see at).
+	pos  position
+	hook phaseHook
 }
 
 // +kubebuilder:rbac:groups=rollkeeper.io,resources=rollingdeploys,verbs=get;list;watch;update;patch
@@ -123,7 +122,7 @@ func (r *RollingDeployReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 
 	before := rd.DeepCopy()
-	s := &scope{rd: rd}
+	s := &scope{rd: rd, hook: r.hook()}
 	defer func() {
 		// observedGeneration moves only when the whole pass succeeded.
 		if reterr == nil {
@@ -141,6 +140,8 @@ func (r *RollingDeployReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 		emitTransitions(r.Recorder, rd, &before.Status, &rd.Status)
 	}()
+	// Deferred after the status patch, so it runs first and the patch reports the panic.
+	defer r.recoverPanic(ctx, s, &reterr)
 
 	res, err := r.reconcileNormal(ctx, s)
 	if err != nil && zkDown(err) {
@@ -189,9 +190,11 @@ func (r *RollingDeployReconciler) resync() time.Duration {
 // reconcileNormal runs the phases of a live RollingDeploy. A phase that ends the pass early
 // (invalid spec, waiting for another RollingDeploy, a blocking znode) sets s.sum and returns.
 func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result, error) {
+	s.at("validate", "", "")
 	if done := r.validate(ctx, s); done {
 		return ctrl.Result{}, nil
 	}
+	s.at("resolve nodes", "", "")
 	if done, err := r.resolveNodes(ctx, s); done || err != nil {
 		return ctrl.Result{}, err
 	}
@@ -199,38 +202,37 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 	if err := r.read(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.repair(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	s.at("drop orphan entries", "", r.Layout.Deploy())
 	if err := r.dropOrphanEntries(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
-	if done := r.checkPlans(ctx, s); done {
-		r.digest(s)
-		return ctrl.Result{RequeueAfter: r.resync()}, nil
-	}
+	s.at("claim", "", "")
 	if done, err := r.claim(ctx, s); done || err != nil {
 		r.digest(s)
 		return ctrl.Result{RequeueAfter: r.resync()}, err
 	}
-	r.reach(s, StepBeforeRelease)
+	if err := r.repairOwned(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	s.at("publish releases", "", "")
 	if done, err := r.publishReleases(ctx, s); done || err != nil {
 		r.digest(s)
 		return ctrl.Result{RequeueAfter: r.resync()}, err
 	}
-	r.reach(s, StepAfterRelease)
+	s.at("seed", "", "")
 	r.seed(s)
+	s.at("publish plans", "", "")
 	if err := r.publishPlans(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
+	s.at("prune", "", "")
 	if err := r.prune(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
 	r.digest(s)
-	reportDistribution(s)
-	if err := r.waitingBehind(ctx, s); err != nil {
-		return ctrl.Result{}, err
-	}
-	if d := r.distributionRequeue(s); d > 0 {
-		return ctrl.Result{RequeueAfter: d}, nil
-	}
 	for _, d := range s.sum.services {
 		// Download progress changes the data of progress znodes, which child watches do not
 		// see: refresh the status a few times a minute while nodes download.
@@ -328,12 +330,14 @@ func (r *RollingDeployReconciler) read(ctx context.Context, s *scope) error {
 	}
 	s.state = map[string]*serviceState{}
 	for _, name := range s.order {
+		s.at("read", name, r.Layout.StagingService(name))
 		st, err := r.readService(ctx, name)
 		if err != nil {
 			return fmt.Errorf("read service %s: %w", name, err)
 		}
 		s.state[name] = st
 	}
+	s.at("read", "", r.Layout.Deploy())
 	q, bad, err := r.readDeployQueue(ctx)
 	if err != nil {
 		return fmt.Errorf("read deploy queue: %w", err)
@@ -342,22 +346,8 @@ func (r *RollingDeployReconciler) read(ctx context.Context, s *scope) error {
 	return nil
 }
 
-// checkPlans stops the pass when a service's plan cannot be read: nobody can tell who owns it.
-func (r *RollingDeployReconciler) checkPlans(ctx context.Context, s *scope) bool {
-	var bad []string
-	for _, name := range s.order {
-		if err := s.state[name].planMalformed; err != nil {
-			bad = append(bad, err.Error())
-		}
-	}
-	if len(bad) == 0 {
-		return false
-	}
-	logf.FromContext(ctx).Info("malformed plan znode; not acting on it", "problem", bad)
-	s.sum = summary{outcome: outcomeStalled, reason: ReasonMalformedZnode,
-		message: strings.Join(bad, "; ") + "; the operator does not act on it: delete the znode and it is rewritten"}
-	return true
-}
+// A plan that cannot be read has no owner anybody can tell: claim treats it as missing (the
+// earliest RollingDeploy naming the service gets it) and repairOwned rewrites it.
 
 // claimant describes a RollingDeploy for plan.Claim.
 func claimant(rd *v1alpha1.RollingDeploy) plan.Claimant {
@@ -436,17 +426,15 @@ func (r *RollingDeployReconciler) publishReleases(ctx context.Context, s *scope)
 	return true, nil
 }
 
-// publishPlans writes every service's plan. A plan that changes version waits until every
-// new version of the pass has its torrent (distributionGate): a plan never names a version
-// nodes cannot fetch. When a plan's version changes, the service's old failures go and this
-// RollingDeploy's deploy entries are recreated in deploy order first; the plans are written
-// last, in one transaction, so a pass that dies half-way is redone in full.
+// publishPlans writes every service's plan. When a plan's version changes, the service's old
+// failures go and this RollingDeploy's deploy entries are recreated in deploy order first; the
+// plans are written last, in one transaction, so a pass that dies half-way is redone in full.
 func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) error {
 	rd := s.rd
 	now := time.Now()
 	owner := plan.Owner{Name: rd.Name, UID: string(rd.UID), Generation: rd.Generation}
 	opts := plan.Options{Paused: paused(rd), FailurePolicy: rd.Spec.FailurePolicy}
-	var ops, newOps []zkclient.Op
+	var ops []zkclient.Op
 	var newVersion, updated []zklayout.Plan
 	for _, name := range s.order {
 		st, spec := s.state[name], s.specs[name]
@@ -462,29 +450,15 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 		if err != nil {
 			return fmt.Errorf("encode plan of %s: %w", name, err)
 		}
-		op := zkclient.CreateOp(r.Layout.StagingService(name), data, zkclient.Persistent)
 		if st.planExists {
-			op = zkclient.SetOp(r.Layout.StagingService(name), data, st.planVersion)
+			ops = append(ops, zkclient.SetOp(r.Layout.StagingService(name), data, st.planVersion))
+		} else {
+			ops = append(ops, zkclient.CreateOp(r.Layout.StagingService(name), data, zkclient.Persistent))
 		}
 		if st.plan == nil || st.plan.Version != want.Version {
 			newVersion = append(newVersion, want)
-			newOps = append(newOps, op)
 		} else {
 			updated = append(updated, want)
-			ops = append(ops, op)
-		}
-	}
-	var versions []string
-	if len(newVersion) > 0 {
-		if r.distributionGate(s, newVersion) {
-			ops = append(ops, newOps...)
-			for _, p := range newVersion {
-				versions = append(versions, p.Version)
-			}
-			r.reach(s, StepAfterTorrent, versions...)
-		} else {
-			// All or none: a service's plan must not move ahead of the plans it depends on.
-			newVersion = nil
 		}
 	}
 	if len(ops) == 0 {
@@ -514,9 +488,6 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 	// The commit point: agents act on plans only.
 	if err := r.ZK.Multi(ctx, ops...); err != nil {
 		return fmt.Errorf("write plans: %w", err)
-	}
-	if len(versions) > 0 {
-		r.reach(s, StepAfterPlan, versions...)
 	}
 	log := logf.FromContext(ctx)
 	for _, p := range newVersion {
@@ -680,14 +651,16 @@ func (r *RollingDeployReconciler) requeue(ctx context.Context, s *scope) error {
 func (r *RollingDeployReconciler) digest(s *scope) {
 	var ds []plan.Digest
 	var incomplete []string
+	blocked, queueDegraded := queueBlock(r.Layout, s.rd.Name, s.queue, s.queueMalformed)
 	for i, name := range s.order {
+		s.at("digest", name, "")
 		spec, st := s.specs[name], s.state[name]
 		o := st.obs
 		o.Service, o.Target, o.Artifact = name, spec.Version, spec.Artifact
 		o.MinAvailable, o.Selected, o.MinStaged = s.minAvailable[name], s.selected[name], s.minStaged[name]
 		d := plan.DigestService(o)
 		d.Status.Position = int32(i + 1)
-		plan.Phase(&d, plan.PhaseInput{Paused: paused(s.rd), WaitingFor: append([]string(nil), incomplete...)})
+		plan.Phase(&d, plan.PhaseInput{Paused: paused(s.rd), WaitingFor: append([]string(nil), incomplete...), BlockedBy: blocked[name]})
 		if !d.Complete {
 			incomplete = append(incomplete, name)
 		}
@@ -696,7 +669,11 @@ func (r *RollingDeployReconciler) digest(s *scope) {
 	s.sum.services = ds
 	s.sum.paused = paused(s.rd)
 	s.sum.rollback = s.rd.Spec.FailurePolicy == v1alpha1.FailurePolicyRollback
-	s.sum.malformed = s.queueMalformed
+	s.sum.malformed = nil
+	for _, m := range s.queueMalformed {
+		s.sum.malformed = append(s.sum.malformed, m.problem)
+	}
+	s.sum.queueBlocked = queueDegraded
 }
 
 // seed asks the seeder to publish every service's target version, and to stop seeding the
@@ -706,7 +683,6 @@ func (r *RollingDeployReconciler) seed(s *scope) {
 	if r.Seeder == nil {
 		return
 	}
-	s.dist, s.distWaits = map[string]seeder.State{}, map[string]string{}
 	for _, name := range s.order {
 		spec, st := s.specs[name], s.state[name]
 		if plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
@@ -715,16 +691,9 @@ func (r *RollingDeployReconciler) seed(s *scope) {
 			continue
 		}
 		rel := plan.Release(spec, time.Time{})
-		ds := r.Seeder.Ensure(&rel)
-		s.dist[name] = ds
-		// A transient failure (the origin unreachable) is retried by the seeder and reported
-		// as the distribution the service waits for; a mismatch fails the version.
-		if ds.Permanent {
+		if _, err := r.Seeder.Ensure(&rel); err != nil && !errors.Is(err, seeder.ErrNotStarted) {
 			st.obs.Failures = append(st.obs.Failures, zklayout.Failure{Node: OriginNode, Version: spec.Version,
-				Kind: zklayout.FailureArtifact, Reason: ds.Err.Error()})
-		}
-		if ds.Ready && st.plan != nil && st.plan.Version == spec.Version {
-			r.reach(s, StepWhileSeeding, spec.Version)
+				Kind: zklayout.FailureArtifact, Reason: err.Error()})
 		}
 	}
 }

@@ -464,7 +464,7 @@ func TestDeletionCleansUpButLeavesCurrent(t *testing.T) {
 func TestMalformedPayloadsAreReportedNotActedOn(t *testing.T) {
 	ctx := context.Background()
 	makeNodes(t, "bad", nodeNames("bad", 2)...)
-	cleanupZK(t, "bad-a", "bad-p")
+	cleanupZK(t, "bad-a")
 
 	// A registration nobody can read: the node counts as online, never as updated.
 	register(t, "bad-a", "bad-n1", "v2")
@@ -481,23 +481,7 @@ func TestMalformedPayloadsAreReportedNotActedOn(t *testing.T) {
 		t.Fatalf("deploy entry of a service that is not known to be complete = %v", es)
 	}
 	waitEvent(t, "bad", ReasonMalformedZnode)
-
-	// A plan nobody can read: nobody knows who owns the service, so nothing is written.
-	if err := agentZK.EnsurePath(ctx, layout.Staging()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := agentZK.Create(ctx, layout.StagingService("bad-p"), []byte(`{"schema":99}`), zkclient.Persistent); err != nil {
-		t.Fatal(err)
-	}
-	createRD(t, newRD("bad-plan", service("bad-p", "v2", "bad")))
-	waitCondition(t, "bad-plan", v1alpha1.ConditionStalled, condTrue, ReasonMalformedZnode, layout.StagingService("bad-p"), "schema 99")
-	data, _, err := agentZK.Get(ctx, layout.StagingService("bad-p"))
-	if err != nil || string(data) != `{"schema":99}` {
-		t.Fatalf("malformed plan was touched: %q %v", data, err)
-	}
-	if exists(t, layout.ReleaseService("bad-p")) {
-		t.Fatal("release written next to a malformed plan")
-	}
+	// A plan nobody can read is rewritten: TestOperatorRepairsWhatItOwns.
 }
 
 func TestReleaseIsImmutable(t *testing.T) {

@@ -26,6 +26,9 @@ type serviceState struct {
 	// obs holds the decoded current/, staging/ and failures/ children (Service, Target,
 	// Selected and MinAvailable are filled in later).
 	obs plan.Observation
+	// strays are the persistent children of current/<svc> and staging/<svc> (paths): agents
+	// only make ephemeral ones there, so these are no live node's (repairStrays deletes them).
+	strays []string
 }
 
 // zkDown reports whether err means ZooKeeper cannot be reached right now.
@@ -47,17 +50,23 @@ func (r *RollingDeployReconciler) children(ctx context.Context, p string) ([]str
 // not decode gives found=true and a malformed error (wrapping zklayout.ErrMalformed) the caller
 // reports and never acts on.
 func (r *RollingDeployReconciler) readPayload(ctx context.Context, p string, into zklayout.Payload) (found bool, version int32, malformed, err error) {
+	found, st, malformed, err := r.readPayloadStat(ctx, p, into)
+	return found, st.Version, malformed, err
+}
+
+// readPayloadStat is readPayload with the znode's whole Stat (its ephemeral owner, say).
+func (r *RollingDeployReconciler) readPayloadStat(ctx context.Context, p string, into zklayout.Payload) (found bool, st zkclient.Stat, malformed, err error) {
 	data, st, err := r.ZK.Get(ctx, p)
 	if errors.Is(err, zkclient.ErrNoNode) {
-		return false, 0, nil, nil
+		return false, st, nil, nil
 	}
 	if err != nil {
-		return false, 0, nil, err
+		return false, st, nil, err
 	}
 	if derr := zklayout.Decode(data, into); derr != nil {
-		return true, st.Version, fmt.Errorf("znode %s: %w", p, derr), nil
+		return true, st, fmt.Errorf("znode %s: %w", p, derr), nil
 	}
-	return true, st.Version, nil, nil
+	return true, st, nil, nil
 }
 
 // readService reads a service's plan and its current/, staging/, progress/ and failures/ children.
@@ -83,36 +92,38 @@ func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (
 	}
 
 	malformed := func(_ string, err error) { st.obs.Malformed = append(st.obs.Malformed, err.Error()) }
+	stray := func(p string) { st.strays = append(st.strays, p) }
 	if st.obs.Current, err = readChildren[zklayout.Current](ctx, r, r.Layout.CurrentService(svc),
 		func(n string) string { return r.Layout.CurrentNode(svc, n) },
 		func(n string, err error) {
 			// Online, but nobody knows on which version.
 			st.obs.CurrentUnreadable = append(st.obs.CurrentUnreadable, n)
 			malformed(n, err)
-		}); err != nil {
+		}, stray); err != nil {
 		return nil, err
 	}
 	if st.obs.Staged, err = readChildren[zklayout.Staged](ctx, r, p,
-		func(n string) string { return r.Layout.StagingChild(svc, n) }, malformed); err != nil {
+		func(n string) string { return r.Layout.StagingChild(svc, n) }, malformed, stray); err != nil {
 		return nil, err
 	}
 	if st.obs.Progress, err = readChildren[zklayout.Progress](ctx, r, r.Layout.ProgressService(svc),
-		func(n string) string { return r.Layout.ProgressNode(svc, n) }, malformed); err != nil {
+		func(n string) string { return r.Layout.ProgressNode(svc, n) }, malformed, nil); err != nil {
 		return nil, err
 	}
 	if st.obs.Failures, err = readChildren[zklayout.Failure](ctx, r, r.Layout.FailureService(svc),
-		func(n string) string { return r.Layout.Failure(svc, n) }, malformed); err != nil {
+		func(n string) string { return r.Layout.Failure(svc, n) }, malformed, nil); err != nil {
 		return nil, err
 	}
 	return st, nil
 }
 
 // readChildren decodes every child of parent (child builds its path) into a T. Children that
-// vanish are skipped; unreadable ones go to bad and are never acted on.
+// vanish are skipped; unreadable ones go to bad and are never acted on. When persistent is set,
+// it also gets the path of every persistent child (decoded or not).
 func readChildren[T any, P interface {
 	*T
 	zklayout.Payload
-}](ctx context.Context, r *RollingDeployReconciler, parent string, child func(string) string, bad func(string, error)) ([]T, error) {
+}](ctx context.Context, r *RollingDeployReconciler, parent string, child func(string) string, bad func(string, error), persistent func(string)) ([]T, error) {
 	names, err := r.children(ctx, parent)
 	if err != nil {
 		return nil, err
@@ -120,7 +131,10 @@ func readChildren[T any, P interface {
 	var out []T
 	for _, n := range names {
 		var v T
-		found, _, malformed, err := r.readPayload(ctx, child(n), P(&v))
+		found, stat, malformed, err := r.readPayloadStat(ctx, child(n), P(&v))
+		if found && err == nil && persistent != nil && stat.EphemeralOwner == 0 {
+			persistent(child(n))
+		}
 		switch {
 		case err != nil:
 			return nil, err
@@ -195,21 +209,28 @@ func (r *RollingDeployReconciler) clearFailures(ctx context.Context, svc string)
 // deployEntry is a decoded deploy/ child.
 type deployEntry struct {
 	child string
+	seq   int64
 	entry zklayout.DeployEntry
 }
 
+// malformedEntry is a deploy/ child that is no deploy entry: a name ZooKeeper did not make, or
+// a payload that does not decode. It is never acted on; repairQueue deletes it.
+type malformedEntry struct {
+	child string
+	// seq orders it in the queue; -1 for a name without a counter (the agents ignore those).
+	seq     int64
+	problem string
+}
+
 // readDeployQueue decodes the deploy/ children in queue order. Entries that do not parse are
-// returned as messages and never acted on.
-func (r *RollingDeployReconciler) readDeployQueue(ctx context.Context) ([]deployEntry, []string, error) {
+// returned apart (in queue order, names without a counter last) and never acted on.
+func (r *RollingDeployReconciler) readDeployQueue(ctx context.Context) ([]deployEntry, []malformedEntry, error) {
 	names, err := r.children(ctx, r.Layout.Deploy())
 	if err != nil {
 		return nil, nil, err
 	}
 	ordered, badNames := zklayout.SortSeq(names)
-	var malformed []string
-	for _, b := range badNames {
-		malformed = append(malformed, fmt.Sprintf("znode %s is not a sequential deploy entry", r.Layout.DeployEntry(b)))
-	}
+	var malformed []malformedEntry
 	var out []deployEntry
 	for _, s := range ordered {
 		var e zklayout.DeployEntry
@@ -219,10 +240,14 @@ func (r *RollingDeployReconciler) readDeployQueue(ctx context.Context) ([]deploy
 			return nil, nil, err
 		case !found:
 		case bad != nil:
-			malformed = append(malformed, bad.Error())
+			malformed = append(malformed, malformedEntry{child: s.Child, seq: s.Seq, problem: bad.Error()})
 		default:
-			out = append(out, deployEntry{child: s.Child, entry: e})
+			out = append(out, deployEntry{child: s.Child, seq: s.Seq, entry: e})
 		}
+	}
+	for _, b := range badNames {
+		malformed = append(malformed, malformedEntry{child: b, seq: -1,
+			problem: fmt.Sprintf("znode %s is not a sequential deploy entry", r.Layout.DeployEntry(b))})
 	}
 	return out, malformed, nil
 }

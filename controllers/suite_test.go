@@ -42,6 +42,8 @@ var (
 	// agentZK plays the node agents: it writes current/, staging/ and failures/ children.
 	agentZK *zkclient.Client
 	layout  = zklayout.MustNew("/rollkeeper-test")
+	// reconciler is the manager's reconciler (tests set its testHook).
+	reconciler *RollingDeployReconciler
 )
 
 // crdPaths are the generated CRDs the API server gets.
@@ -141,6 +143,7 @@ func runSuite(m *testing.M) int {
 		// Far longer than any wait: status must follow ZooKeeper through watches alone.
 		Resync: time.Hour,
 	}
+	reconciler = r
 	if err := r.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

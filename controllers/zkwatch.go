@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,7 +20,8 @@ import (
 
 // zkWatcher is a manager Runnable that keeps ZooKeeper child watches on current/<svc>,
 // staging/<svc> and failures/<svc> of every service a RollingDeploy names, and on the deploy
-// queue, and turns each event into a reconcile of the RollingDeploys concerned. Watches are
+// queue, and a data watch on each plan (a plan changed by hand is noticed even after the
+// rollout is done), and turns each event into a reconcile of the RollingDeploys concerned. Watches are
 // one-shot: each is re-armed right after it fires, and after a lost session.
 type zkWatcher struct {
 	zk     *zkclient.Client
@@ -121,6 +123,7 @@ func (w *zkWatcher) syncLocked() {
 			want[w.layout.StagingService(svc)] = svc
 			want[w.layout.FailureService(svc)] = svc
 			want[w.layout.ProgressService(svc)] = svc
+			want[dataWatch+w.layout.StagingService(svc)] = svc
 		}
 	}
 	if len(want) > 0 {
@@ -142,14 +145,26 @@ func (w *zkWatcher) syncLocked() {
 	}
 }
 
+// dataWatch prefixes the keys of w.running that watch a znode's data rather than its children.
+const dataWatch = "data:"
+
 // watch keeps a child watch on p (or an existence watch while p is missing) and notifies the
 // RollingDeploys of svc each time it fires.
 func (w *zkWatcher) watch(ctx context.Context, p, svc string) {
-	log := w.log.WithValues("path", p)
+	data := strings.HasPrefix(p, dataWatch)
+	p = strings.TrimPrefix(p, dataWatch)
+	log := w.log.WithValues("path", p, "data", data)
 	backoff := newBackoff(200*time.Millisecond, 15*time.Second)
 	for ctx.Err() == nil {
-		_, _, wt, err := w.zk.ChildrenW(ctx, p)
-		if errors.Is(err, zkclient.ErrNoNode) {
+		var wt zkclient.Watch
+		var err error
+		if data {
+			// An exists watch fires when the znode is created, deleted or written.
+			_, _, wt, err = w.zk.ExistsW(ctx, p)
+		} else {
+			_, _, wt, err = w.zk.ChildrenW(ctx, p)
+		}
+		if !data && errors.Is(err, zkclient.ErrNoNode) {
 			var exists bool
 			exists, _, wt, err = w.zk.ExistsW(ctx, p)
 			if err == nil && exists {
