@@ -61,6 +61,9 @@ type RollingDeployReconciler struct {
 	// Seeder, if set, publishes each target version as a torrent and seeds it until the
 	// service's rollout is complete (peer-to-peer distribution).
 	Seeder *seeder.Seeder
+	// PublishHook, if set, is called with each step of publication (Step*) and a target
+	// version as a pass reaches it (the manager's test hook: it may block for good).
+	PublishHook func(step, version string)
 
 	watcher *zkWatcher
 	// testHook, when set, is called at every position a pass records (tests make it panic).
@@ -87,6 +90,10 @@ type scope struct {
 	queueMalformed []malformedEntry
 	// sum is what status is computed from (every phase may set it).
 	sum summary
+	// dist is the seeder's state of each incomplete service's target (seed phase); distWaits
+	// says why a service's new version is not planned yet (publish phase).
+	dist      map[string]seeder.State
+	distWaits map[string]string
 	// pos is where the pass is (for a panic report) and hook the test hook (see at).
 	pos  position
 	hook phaseHook
@@ -218,10 +225,12 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 		return ctrl.Result{}, err
 	}
 	s.at("publish releases", "", "")
+	r.reach(s, StepBeforeRelease)
 	if done, err := r.publishReleases(ctx, s); done || err != nil {
 		r.digest(s)
 		return ctrl.Result{RequeueAfter: r.resync()}, err
 	}
+	r.reach(s, StepAfterRelease)
 	s.at("seed", "", "")
 	r.seed(s)
 	s.at("publish plans", "", "")
@@ -233,6 +242,13 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 		return ctrl.Result{}, err
 	}
 	r.digest(s)
+	reportDistribution(s)
+	if err := r.waitingBehind(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	if d := r.distributionRequeue(s); d > 0 {
+		return ctrl.Result{RequeueAfter: d}, nil
+	}
 	for _, d := range s.sum.services {
 		// Download progress changes the data of progress znodes, which child watches do not
 		// see: refresh the status a few times a minute while nodes download.
@@ -426,15 +442,17 @@ func (r *RollingDeployReconciler) publishReleases(ctx context.Context, s *scope)
 	return true, nil
 }
 
-// publishPlans writes every service's plan. When a plan's version changes, the service's old
-// failures go and this RollingDeploy's deploy entries are recreated in deploy order first; the
-// plans are written last, in one transaction, so a pass that dies half-way is redone in full.
+// publishPlans writes every service's plan. A plan that changes version waits until every
+// new version of the pass has its torrent (distributionGate): a plan never names a version
+// nodes cannot fetch. When a plan's version changes, the service's old failures go and this
+// RollingDeploy's deploy entries are recreated in deploy order first; the plans are written
+// last, in one transaction, so a pass that dies half-way is redone in full.
 func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) error {
 	rd := s.rd
 	now := time.Now()
 	owner := plan.Owner{Name: rd.Name, UID: string(rd.UID), Generation: rd.Generation}
 	opts := plan.Options{Paused: paused(rd), FailurePolicy: rd.Spec.FailurePolicy}
-	var ops []zkclient.Op
+	var ops, newOps []zkclient.Op
 	var newVersion, updated []zklayout.Plan
 	for _, name := range s.order {
 		st, spec := s.state[name], s.specs[name]
@@ -450,15 +468,29 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 		if err != nil {
 			return fmt.Errorf("encode plan of %s: %w", name, err)
 		}
+		op := zkclient.CreateOp(r.Layout.StagingService(name), data, zkclient.Persistent)
 		if st.planExists {
-			ops = append(ops, zkclient.SetOp(r.Layout.StagingService(name), data, st.planVersion))
-		} else {
-			ops = append(ops, zkclient.CreateOp(r.Layout.StagingService(name), data, zkclient.Persistent))
+			op = zkclient.SetOp(r.Layout.StagingService(name), data, st.planVersion)
 		}
 		if st.plan == nil || st.plan.Version != want.Version {
 			newVersion = append(newVersion, want)
+			newOps = append(newOps, op)
 		} else {
 			updated = append(updated, want)
+			ops = append(ops, op)
+		}
+	}
+	var versions []string
+	if len(newVersion) > 0 {
+		if r.distributionGate(s, newVersion) {
+			ops = append(ops, newOps...)
+			for _, p := range newVersion {
+				versions = append(versions, p.Version)
+			}
+			r.reach(s, StepAfterTorrent, versions...)
+		} else {
+			// All or none: a service's plan must not move ahead of the plans it depends on.
+			newVersion = nil
 		}
 	}
 	if len(ops) == 0 {
@@ -488,6 +520,9 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 	// The commit point: agents act on plans only.
 	if err := r.ZK.Multi(ctx, ops...); err != nil {
 		return fmt.Errorf("write plans: %w", err)
+	}
+	if len(versions) > 0 {
+		r.reach(s, StepAfterPlan, versions...)
 	}
 	log := logf.FromContext(ctx)
 	for _, p := range newVersion {
@@ -683,6 +718,7 @@ func (r *RollingDeployReconciler) seed(s *scope) {
 	if r.Seeder == nil {
 		return
 	}
+	s.dist, s.distWaits = map[string]seeder.State{}, map[string]string{}
 	for _, name := range s.order {
 		spec, st := s.specs[name], s.state[name]
 		if plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
@@ -691,9 +727,16 @@ func (r *RollingDeployReconciler) seed(s *scope) {
 			continue
 		}
 		rel := plan.Release(spec, time.Time{})
-		if _, err := r.Seeder.Ensure(&rel); err != nil && !errors.Is(err, seeder.ErrNotStarted) {
+		ds := r.Seeder.Ensure(&rel)
+		s.dist[name] = ds
+		// A transient failure (the origin unreachable) is retried by the seeder and reported
+		// as the distribution the service waits for; a mismatch fails the version.
+		if ds.Permanent {
 			st.obs.Failures = append(st.obs.Failures, zklayout.Failure{Node: OriginNode, Version: spec.Version,
-				Kind: zklayout.FailureArtifact, Reason: err.Error()})
+				Kind: zklayout.FailureArtifact, Reason: ds.Err.Error()})
+		}
+		if ds.Ready && st.plan != nil && st.plan.Version == spec.Version {
+			r.reach(s, StepWhileSeeding, spec.Version)
 		}
 	}
 }

@@ -68,6 +68,12 @@ type summary struct {
 	// queueBlocked, when set, says which unreadable deploy entry heads the queue (and so holds
 	// every deploy behind it).
 	queueBlocked string
+	// distribution says which services' new versions wait for their torrent, and
+	// originUnreachable which of them because the origin cannot be read (distributionGate).
+	distribution, originUnreachable []string
+	// waitingBehind, when set, says which other RollingDeploy's service heads the deploy
+	// queue and holds this one's (waitingBehind).
+	waitingBehind string
 }
 
 // setCondition sets one condition at the object's generation.
@@ -171,6 +177,8 @@ func applySummary(st *v1alpha1.RollingDeployStatus, gen int64, sum summary) {
 		set(v1alpha1.ConditionDegraded, T, v1alpha1.ReasonArtifactFailed, strings.Join(artifact, "; "))
 	case sum.queueBlocked != "":
 		set(v1alpha1.ConditionDegraded, T, ReasonMalformedZnode, strings.Join(append([]string{sum.queueBlocked}, malformed...), "; "))
+	case len(sum.originUnreachable) > 0:
+		set(v1alpha1.ConditionDegraded, T, ReasonOriginUnreachable, strings.Join(sum.originUnreachable, "; "))
 	case len(malformed) > 0:
 		set(v1alpha1.ConditionDegraded, T, ReasonMalformedZnode, "ignored unreadable znodes: "+strings.Join(malformed, "; "))
 	default:
@@ -220,6 +228,18 @@ func applySummary(st *v1alpha1.RollingDeployStatus, gen int64, sum summary) {
 		set(v1alpha1.ConditionReconciling, T, v1alpha1.ReasonArtifactFailed, msg)
 		set(v1alpha1.ConditionStalled, F, v1alpha1.ReasonArtifactFailed, "")
 		set(v1alpha1.ConditionProgressing, T, v1alpha1.ReasonProgressing, strings.Join(progress, "; "))
+	case sum.waitingBehind != "" || len(sum.distribution) > 0:
+		// Nothing of this RollingDeploy moves until the other deploy's service or the new
+		// versions' torrents are done; say which first.
+		st.Phase = v1alpha1.PhaseProgressing
+		reason, msg := ReasonWaitingForDistribution, strings.Join(progress, "; ")
+		if sum.waitingBehind != "" {
+			reason, msg = ReasonWaitingBehindDeploy, sum.waitingBehind+"; "+msg
+		}
+		set(v1alpha1.ConditionReady, F, reason, msg)
+		set(v1alpha1.ConditionReconciling, T, reason, msg)
+		set(v1alpha1.ConditionStalled, F, v1alpha1.ReasonAsExpected, "")
+		set(v1alpha1.ConditionProgressing, T, reason, msg)
 	default:
 		st.Phase = v1alpha1.PhaseProgressing
 		msg := strings.Join(progress, "; ")
