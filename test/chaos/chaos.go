@@ -240,6 +240,8 @@ type run struct {
 	events string
 	quorum map[string]int
 
+	zkMu sync.Mutex
+
 	mu       sync.Mutex
 	injected []string
 	windows  []window

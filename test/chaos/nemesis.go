@@ -29,8 +29,8 @@ func syscallKill(pid int, sig syscall.Signal) error { return syscall.Kill(pid, s
 const holdLimit = 90 * time.Second
 
 // step publishes the step's versions and runs its faults: the ones drawn "before the step"
-// are injected first and held while the new versions go out; the others fire in order, each
-// once the observer saw its number of current/ changes since the publication. Then every
+// are injected first and held while the new versions go out; each of the others fires once
+// the observer saw its number of current/ changes since the publication. Then every
 // fault is repaired and the step must settle.
 func (r *run) step(ctx context.Context, step stepRecord, faults []fault) error {
 	r.logf("chaos: step %d: %v -> %v", step.Index, step.Previous, step.Target)
@@ -64,14 +64,16 @@ func (r *run) step(ctx context.Context, step stepRecord, faults []fault) error {
 	}
 	close(published)
 	base, _ := r.obs.Changes()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for _, f := range mid {
+	// Each fault on its own trigger, so they overlap as the rollout goes on (one that holds
+	// long, like a leader change, does not push the others past the rollout's end).
+	for _, f := range mid {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			r.awaitChanges(ctx, base+f.After, 30*time.Second)
 			r.fire(ctx, f, published, func() {})
-		}
-	}()
+		}()
+	}
 	wg.Wait()
 	r.ensureRunning()
 	return r.settle(ctx, step)
@@ -252,6 +254,9 @@ func (r *run) expectUnreachable(ctx context.Context, node, how string) {
 
 func (r *run) killZooKeeper(ctx context.Context, leader bool, injected func()) error {
 	defer injected()
+	// One ZooKeeper server down at a time: the ensemble keeps its quorum.
+	r.zkMu.Lock()
+	defer r.zkMu.Unlock()
 	var victim *zkserver.Server
 	for _, srv := range r.stack.ZooKeeper.Servers {
 		out, err := zkserver.FourLetter(srv.Addr(), "srvr")
