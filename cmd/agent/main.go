@@ -45,6 +45,7 @@ type options struct {
 	pinBudget                         int64
 	pinHold                           time.Duration
 	fetchTimeout                      time.Duration
+	torrentWait                       time.Duration
 	fetcher                           string
 	p2pPort                           int
 	uploadRate, downloadRate          int64
@@ -85,6 +86,7 @@ func main() {
 	fs.StringVar(&o.rackLabel, "rack-label", "topology.rollkeeper.io/rack", "node label naming the rack (peers in the same rack are preferred first)")
 	fs.Int64Var(&o.pinBudget, "pin-budget", 512<<20, "bytes of page cache the agent may lock (live version during downloads, staged version until healthy); 0: off")
 	fs.DurationVar(&o.fetchTimeout, "fetch-timeout", nodeagent.DefaultFetchTimeout, "how long one artifact fetch may take; past it the fetch is abandoned, reported as an Artifact failure and retried later")
+	fs.DurationVar(&o.torrentWait, "torrent-wait", 2*time.Minute, "p2p fetcher: how long to wait for a version's torrent before fetching it from the origin directly (the operator publishes it before the plan; this covers an operator that died in between); 0: wait as long as --fetch-timeout")
 	fs.DurationVar(&o.pinHold, "pin-hold", 5*time.Minute, "how long a new version stays pinned after it became healthy")
 	zopts := zap.Options{Development: false}
 	zopts.BindFlags(fs)
@@ -184,7 +186,7 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 		defer cl.Close()
 		pf := fetch.NewP2P(fetch.P2PConfig{Client: cl, Tracker: tracker.Tracker{ZK: zk, Layout: layout},
 			Node: o.node, Host: o.address, Topology: tracker.Topology{Zone: labels[o.zoneLabel], Rack: labels[o.rackLabel]},
-			DataDir: filepath.Join(o.stateDir, "torrent", "data"), Logger: log.WithName("p2p")})
+			DataDir: filepath.Join(o.stateDir, "torrent", "data"), TorrentWait: o.torrentWait, Logger: log.WithName("p2p")})
 		defer pf.Close()
 		fetcher = pf
 		metrics.WatchP2P(pf)

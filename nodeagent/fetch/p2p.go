@@ -2,12 +2,18 @@ package fetch
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -32,7 +38,11 @@ type P2PConfig struct {
 	DataDir string
 	// ProgressEvery is how often download progress goes to ZooKeeper (default 1s).
 	ProgressEvery time.Duration
-	Logger        logr.Logger
+	// TorrentWait bounds the wait for a version's torrent; past it the artifact is fetched
+	// from the origin directly (0: wait as long as the fetch may take). The operator publishes
+	// the torrent before the plan, so this only matters when its seeder could not.
+	TorrentWait time.Duration
+	Logger      logr.Logger
 }
 
 // P2P fetches artifacts over BitTorrent with ZooKeeper as the tracker: it waits for the
@@ -40,8 +50,9 @@ type P2PConfig struct {
 // the others, nearest first), downloads with the origin's URL as web seed, checks the sha256,
 // installs, and keeps seeding for the peers still downloading or coming back later.
 type P2P struct {
-	cfg P2PConfig
-	log logr.Logger
+	cfg    P2PConfig
+	log    logr.Logger
+	origin *HTTP
 
 	mu     sync.Mutex
 	swarms map[string]*swarm // by infohash
@@ -62,13 +73,23 @@ func NewP2P(cfg P2PConfig) *P2P {
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = time.Second
 	}
-	return &P2P{cfg: cfg, log: cfg.Logger, swarms: map[string]*swarm{}, byVer: map[string]string{}}
+	return &P2P{cfg: cfg, log: cfg.Logger, origin: NewHTTP(), swarms: map[string]*swarm{}, byVer: map[string]string{}}
 }
 
 // Fetch implements Fetcher.
 func (f *P2P) Fetch(ctx context.Context, rel *zklayout.Release, dest string) error {
 	a := rel.Artifact
-	tor, meta, err := f.cfg.Tracker.WaitPublished(ctx, rel.Service, rel.Version)
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if f.cfg.TorrentWait > 0 {
+		wctx, cancel = context.WithTimeout(ctx, f.cfg.TorrentWait)
+	}
+	tor, meta, err := f.cfg.Tracker.WaitPublished(wctx, rel.Service, rel.Version)
+	cancel()
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		f.log.Info(fmt.Sprintf("no torrent after %s; fetching from the origin", f.cfg.TorrentWait),
+			"service", rel.Service, "version", rel.Version, "url", a.URL)
+		return f.fetchOrigin(ctx, rel, dest)
+	}
 	if err != nil {
 		return fmt.Errorf("fetch %s/%s: torrent: %w", rel.Service, rel.Version, err)
 	}
@@ -302,4 +323,121 @@ func (f *P2P) Close() {
 		sw.t.Drop()
 	}
 	f.wg.Wait()
+}
+
+// fetchOrigin downloads rel's artifact straight from its URL (no torrent was published in
+// time), reporting progress with no peers, verifies its sha256 and installs it.
+func (f *P2P) fetchOrigin(ctx context.Context, rel *zklayout.Release, dest string) error {
+	a := rel.Artifact
+	if err := a.Validate(); err != nil {
+		return fmt.Errorf("fetch %s/%s from the origin: %w", rel.Service, rel.Version, err)
+	}
+	body, total, err := f.openOrigin(ctx, a.URL)
+	if err != nil {
+		return fmt.Errorf("fetch %s/%s from the origin (no torrent after %s): %s: %w", rel.Service, rel.Version, f.cfg.TorrentWait, a.URL, err)
+	}
+	defer body.Close()
+	if total > 0 {
+		if err := checkSpace(f.cfg.DataDir, dest, total, a.Unpack); err != nil {
+			return fmt.Errorf("fetch %s/%s: %w", rel.Service, rel.Version, err)
+		}
+	}
+	parent := filepath.Dir(dest)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(parent, ".origin-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	w, err := pagecache.DropBehind(tmp)
+	if err != nil {
+		return err
+	}
+	var done atomic.Int64
+	report := func() {
+		if err := f.cfg.Tracker.ReportProgress(ctx, rel.Service, zklayout.Progress{Node: f.cfg.Node, Version: rel.Version,
+			Done: done.Load(), Total: max(total, done.Load()), Peers: 0, Updated: time.Now().UTC()}); err != nil {
+			f.log.V(1).Info("report progress", "err", err.Error())
+		}
+	}
+	defer func() { _ = f.cfg.Tracker.ClearProgress(context.WithoutCancel(ctx), rel.Service, f.cfg.Node) }()
+	report()
+	copied := make(chan error, 1)
+	sum := sha256.New()
+	go func() {
+		_, err := io.Copy(io.MultiWriter(w, sum, countWriter{&done}), body)
+		copied <- err
+	}()
+	tick := time.NewTicker(f.cfg.ProgressEvery)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		select {
+		case err = <-copied:
+			waiting = false
+		case <-tick.C:
+			report()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("fetch %s/%s from the origin: %s: %w", rel.Service, rel.Version, a.URL, err)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != a.SHA256 {
+		// The computed digest is left out on purpose: nobody should copy it into a spec.
+		return fmt.Errorf("fetch %s/%s from the origin: %s: %w: want sha256 %s", rel.Service, rel.Version, a.URL, ErrDigestMismatch, a.SHA256)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if err := Install(tmp, a, dest); err != nil {
+		return err
+	}
+	f.log.Info("fetched from the origin", "service", rel.Service, "version", rel.Version, "bytes", done.Load())
+	return nil
+}
+
+// openOrigin opens raw for reading and says how many bytes it holds (0: unknown).
+func (f *P2P) openOrigin(ctx context.Context, raw string) (io.ReadCloser, int64, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, 0, err
+	}
+	if u.Scheme == "file" {
+		file, err := os.Open(u.Path)
+		if err != nil {
+			return nil, 0, err
+		}
+		st, err := file.Stat()
+		if err != nil {
+			file.Close()
+			return nil, 0, err
+		}
+		return file, st.Size(), nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := f.origin.Client.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("GET: %s", resp.Status)
+	}
+	return resp.Body, max(resp.ContentLength, 0), nil
+}
+
+// countWriter counts the bytes written through it.
+type countWriter struct{ n *atomic.Int64 }
+
+func (c countWriter) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return len(p), nil
 }
