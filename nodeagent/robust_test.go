@@ -13,6 +13,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/nodeagent"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
+	"github.com/rollkeeper/rollkeeper/nodeagent/store"
 )
 
 // only keeps the entries of vs whose node is among names.
@@ -284,4 +285,47 @@ func TestGateWakesWhenNodeLeaves(t *testing.T) {
 		_, present := vs["node-03"]
 		return !present && allOn(vs, 2, "v2") && len(e.deployQueue()) == 0
 	})
+}
+
+// The registration cache reads only new names, yet never serves a stale entry: a name deleted
+// and created again between two listings (a re-registration, a stray replaced by its node) is
+// noticed through current/<svc>'s cversion and read again.
+func TestRegistrationCacheSeesReplacedNames(t *testing.T) {
+	e := newEnv(t)
+	st, err := store.New(t.TempDir(), fetch.NewHTTP())
+	must(t, err)
+	a, err := nodeagent.New(nodeagent.Config{Node: "node-00", Layout: e.layout, ZK: e.zk, Backend: backend.NewMemory(), Store: st})
+	must(t, err)
+	online := nodeagent.OnlineCounter(a, "a")
+	plan := &zklayout.Plan{Selector: "role=web"}
+	reg := func(node, version, role string) []byte {
+		return encode(t, &zklayout.Current{Node: node, Version: version, Health: zklayout.HealthHealthy,
+			Since: time.Now().UTC(), Labels: map[string]string{"role": role}})
+	}
+	replace := func(name string, data []byte) {
+		must(t, e.zk.Multi(e.ctx, zkclient.DeleteOp(e.layout.CurrentNode("a", name), -1),
+			zkclient.CreateOp(e.layout.CurrentNode("a", name), data, zkclient.Ephemeral)))
+	}
+	check := func(what string, want map[string]string) {
+		t.Helper()
+		got, err := online(e.ctx, plan)
+		must(t, err)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: online = %v, want %v", what, got, want)
+		}
+	}
+	must(t, e.zk.EnsurePath(e.ctx, e.layout.CurrentService("a")))
+	e.create(e.layout.CurrentNode("a", "node-01"), reg("node-01", "v1", "web"), zkclient.Ephemeral)
+	e.create(e.layout.CurrentNode("a", "node-02"), []byte("garbage"), zkclient.Ephemeral)
+	e.create(e.layout.CurrentNode("a", "node-03"), reg("node-03", "v1", "db"), zkclient.Ephemeral)
+	check("first listing", map[string]string{"node-01": "v1"})
+	replace("node-01", reg("node-01", "v2", "web"))
+	check("node-01 re-registered on v2", map[string]string{"node-01": "v2"})
+	replace("node-02", reg("node-02", "v2", "web"))
+	e.create(e.layout.CurrentNode("a", "node-04"), reg("node-04", "v1", "web"), zkclient.Ephemeral)
+	check("node-02 repaired, node-04 joined", map[string]string{"node-01": "v2", "node-02": "v2", "node-04": "v1"})
+	must(t, e.zk.Delete(e.ctx, e.layout.CurrentNode("a", "node-04"), -1))
+	check("node-04 left", map[string]string{"node-01": "v2", "node-02": "v2"})
+	plan.Selector = ""
+	check("no selector", map[string]string{"node-01": "v2", "node-02": "v2", "node-03": "v1"})
 }

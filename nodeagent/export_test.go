@@ -1,0 +1,16 @@
+package nodeagent
+
+import (
+	"context"
+
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// OnlineCounter returns what a worker of svc counts as online, through one worker, so that
+// successive calls share its cache of registrations (for tests).
+func OnlineCounter(a *Agent, svc string) func(context.Context, *zklayout.Plan) (map[string]string, error) {
+	w := newWorker(a, svc)
+	return func(ctx context.Context, plan *zklayout.Plan) (map[string]string, error) {
+		return w.online(ctx, plan, false)
+	}
+}
