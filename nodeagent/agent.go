@@ -61,7 +61,8 @@ type Agent struct {
 
 // New validates cfg and returns an Agent.
 func New(cfg Config) (*Agent, error) {
-	if err := zklayout.ValidName(cfg.Node); err != nil {
+	// A Node name (DNS-1123 subdomain): peers count no registration under any other name.
+	if err := zklayout.ValidNode(cfg.Node); err != nil {
 		return nil, fmt.Errorf("node name: %w", err)
 	}
 	if cfg.ZK == nil || cfg.Backend == nil || cfg.Store == nil {
