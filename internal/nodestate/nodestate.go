@@ -29,6 +29,7 @@ const progressSteps = 20
 func Entries(o plan.Observation) []v1alpha1.NodeEntry {
 	type node struct {
 		online, unreadable bool
+		selected           bool
 		version            string
 		staged             *zklayout.Staged
 		progress           *zklayout.Progress
@@ -44,7 +45,7 @@ func Entries(o plan.Observation) []v1alpha1.NodeEntry {
 		return n
 	}
 	for _, name := range o.Selected {
-		get(name)
+		get(name).selected = true
 	}
 	for _, c := range o.Current {
 		n := get(c.Node)
@@ -97,8 +98,12 @@ func Entries(o plan.Observation) []v1alpha1.NodeEntry {
 		default:
 			e.State = v1alpha1.NodeRunning
 		}
-		if n.unreadable {
+		switch {
+		case n.unreadable:
 			e.Message = "registration in ZooKeeper is unreadable"
+		case !n.selected && e.Message == "":
+			// Registered (or staged) although the nodeSelector does not select it: not counted.
+			e.Message = "not selected by the service's nodeSelector"
 		}
 		e.Version = clip(e.Version, v1alpha1.MaxNodeVersionLength)
 		e.Message = clip(sanitize(e.Message), v1alpha1.MaxNodeMessageLength)

@@ -46,7 +46,7 @@ func TestEntries(t *testing.T) {
 		{Name: "n5", Version: "v2", State: v1alpha1.NodeUpgrading},
 		{Name: "n6", Version: "v1", Online: true, State: v1alpha1.NodeFailed, Message: "HealthCheck: GET /healthz: ?500? internal error"},
 		{Name: "n7", Online: true, State: v1alpha1.NodeRunning, Message: "registration in ZooKeeper is unreadable"},
-		{Name: "x9", Version: "v1", Online: true, State: v1alpha1.NodeRunning},
+		{Name: "x9", Version: "v1", Online: true, State: v1alpha1.NodeRunning, Message: "not selected by the service's nodeSelector"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d entries, want %d: %+v", len(got), len(want), got)
