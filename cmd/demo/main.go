@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -111,6 +112,8 @@ type demo struct {
 	// since is when the update to v2 was applied (zero before).
 	since     time.Time
 	lastFrame string
+	// sample is the manifest used (empty: the built-in one); chosen once, before the stack.
+	sample string
 }
 
 const rdName = "demo"
@@ -125,6 +128,9 @@ func (d *demo) run(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, d.opts.timeout)
 	defer cancel()
 	fmt.Fprintf(d.out, "Starting kube-apiserver + etcd, ZooKeeper, the operator and %d nodes (building binaries if needed)...\n", d.opts.nodes)
+	if err := d.chooseSample(); err != nil {
+		return err
+	}
 	start := time.Now()
 	s, err := harness.Start(ctx, harness.Config{
 		Nodes:          d.opts.nodes,
@@ -186,17 +192,7 @@ func nodeLabels(i int) map[string]string {
 // rollingDeploy returns the demo's RollingDeploy at version: the sample manifest with its
 // placeholders filled in when it resolves, else the built-in one of the same shape.
 func (d *demo) rollingDeploy(version string) (*rkv1alpha1.RollingDeploy, string, error) {
-	path := d.opts.sample
-	if path == "" {
-		root, err := harness.RepoRoot()
-		if err == nil {
-			matches, _ := filepath.Glob(filepath.Join(root, "config", "samples", "*rollingdeploy*.yaml"))
-			sort.Strings(matches)
-			if len(matches) > 0 {
-				path = matches[0]
-			}
-		}
-	}
+	path := d.sample
 	if path != "" {
 		rd, err := d.fromSample(path, version)
 		if err == nil {
@@ -209,6 +205,64 @@ func (d *demo) rollingDeploy(version string) (*rkv1alpha1.RollingDeploy, string,
 	}
 	rd, err := d.builtIn(version)
 	return rd, "built-in manifest", err
+}
+
+// chooseSample picks the manifest: --sample, else config/samples/*rollingdeploy*.yaml if it
+// resolves. The sample's services listen on fixed ports of the node addresses (127.0.0.2...),
+// which are the same for every demo on the machine: when one is taken (another make demo is
+// running) an explicit --sample fails at once, naming the port, and the default sample gives way
+// to the built-in manifest, whose services get free ports, so a second demo works.
+func (d *demo) chooseSample() error {
+	path := d.opts.sample
+	if path == "" {
+		root, err := harness.RepoRoot()
+		if err == nil {
+			matches, _ := filepath.Glob(filepath.Join(root, "config", "samples", "*rollingdeploy*.yaml"))
+			sort.Strings(matches)
+			if len(matches) > 0 {
+				path = matches[0]
+			}
+		}
+	}
+	if path == "" {
+		return nil
+	}
+	busy, err := busyPort(path, d.opts.nodes)
+	if err != nil {
+		return err
+	}
+	switch {
+	case busy == "":
+		d.sample = path
+	case d.opts.sample != "":
+		return fmt.Errorf("sample %s: %s is in use (is another make demo running?); the sample's services listen on fixed ports of the node addresses 127.0.0.2-%d, the same for every demo on this machine: stop the other demo, or use ${A_PORT}-style placeholders (free ports) in the sample",
+			path, busy, d.opts.nodes+1)
+	default:
+		fmt.Fprintf(d.out, "%s, which %s uses, is in use (another make demo?): using the built-in manifest, with free ports, instead.\n", busy, path)
+	}
+	return nil
+}
+
+var fixedPortRE = regexp.MustCompile(`(?m)^\s*port:\s*(\d+)\s*$`)
+
+// busyPort returns "port P on A" for the first fixed health-check port of the sample that
+// cannot be bound on one of the demo's node addresses, or "".
+func busyPort(path string, nodes int) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read sample: %w", err)
+	}
+	for _, m := range fixedPortRE.FindAllStringSubmatch(string(raw), -1) {
+		for i := 1; i <= nodes; i++ {
+			addr := net.JoinHostPort(harness.NodeAddress(i), m[1])
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Sprintf("port %s on %s (%s)", m[1], harness.NodeAddress(i), harness.NodeName(i)), nil
+			}
+			ln.Close()
+		}
+	}
+	return "", nil
 }
 
 // builtIn is a with quorum 3 and b (depends on a) with quorum 60%, both the fixture service.
