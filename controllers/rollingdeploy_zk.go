@@ -140,6 +140,10 @@ func readChildren[T any, P interface {
 			return nil, err
 		case !found:
 		case malformed != nil:
+			if persistent != nil && stat.EphemeralOwner != 0 {
+				// A live session's: the operator leaves it to that node's agent.
+				malformed = fmt.Errorf("%w (ephemeral: held by a live session, whose agent replaces it)", malformed)
+			}
 			bad(n, malformed)
 		default:
 			out = append(out, v)
