@@ -724,6 +724,9 @@ func (r *RollingDeployReconciler) seed(s *scope) {
 		if plan.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
 			plan.NeedOnline(s.minAvailable[name], len(s.selected[name]))) {
 			r.Seeder.Stop(name, spec.Version)
+			// Every node runs it already (a plan rewritten after a rollback, say): nothing to
+			// distribute, nothing to wait for.
+			s.dist[name] = seeder.State{Ready: true}
 			continue
 		}
 		rel := plan.Release(spec, time.Time{})
