@@ -505,9 +505,11 @@ func (r *run) setVersions(ctx context.Context, versions map[string]string, creat
 	if err != nil {
 		return err
 	}
+	r.mu.Lock()
 	for k, v := range versions {
 		r.versions[k] = v
 	}
+	r.mu.Unlock()
 	if create {
 		rd := harness.NewRollingDeploy(rdName, specs...)
 		rd.Spec.FailurePolicy = r.plan.Policy

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -421,18 +422,17 @@ func (r *run) artifactNames(versions map[string]string) []string {
 // originDown makes the artifact server answer 503 for the step's artifacts.
 func (r *run) originDown(ctx context.Context, published <-chan struct{}, injected func()) error {
 	r.mu.Lock()
-	names := r.artifactNames(r.versions)
+	versions := maps.Clone(r.versions)
 	r.mu.Unlock()
 	// Before the step, r.versions are still the previous ones: take the next version's names.
 	select {
 	case <-published:
 	default:
-		next := map[string]string{}
 		for _, svc := range services {
-			next[svc] = map[string]string{"v1": "v2", "v2": "v3"}[r.versions[svc]]
+			versions[svc] = map[string]string{"v1": "v2", "v2": "v3"}[versions[svc]]
 		}
-		names = r.artifactNames(next)
 	}
+	names := r.artifactNames(versions)
 	for _, n := range names {
 		r.stack.Artifacts.Fail(n, 503)
 	}
