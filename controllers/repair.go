@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"slices"
 	"strings"
 	"time"
 
@@ -88,11 +87,12 @@ func (r *RollingDeployReconciler) repairStrays(ctx context.Context, s *scope) er
 		if len(st.strays) == 0 {
 			continue
 		}
+		var kept []string
 		for _, p := range st.strays {
 			s.at("repair stray znodes", name, p)
 			if err := r.ZK.Delete(ctx, p, -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
 				if errors.Is(err, zkclient.ErrNoAuth) {
-					st.obs.Malformed = append(st.obs.Malformed, fmt.Sprintf("znode %s is persistent, so no agent's, but the operator cannot delete it: %v", p, err))
+					kept = append(kept, fmt.Sprintf("znode %s is persistent, so no agent's, but the operator cannot delete it: %v", p, err))
 					continue
 				}
 				return fmt.Errorf("delete stray znode %s: %w", p, err)
@@ -105,38 +105,23 @@ func (r *RollingDeployReconciler) repairStrays(ctx context.Context, s *scope) er
 		if err != nil {
 			return fmt.Errorf("read service %s: %w", name, err)
 		}
-		// What could not be deleted is reported, not deleted again and again in this pass.
+		// What could not be deleted is reported, not deleted again in this pass.
 		fresh.strays = nil
-		fresh.obs.Malformed = append(fresh.obs.Malformed, nonDecoded(st.obs.Malformed, fresh.obs.Malformed)...)
+		fresh.obs.Malformed = append(fresh.obs.Malformed, kept...)
 		s.state[name] = fresh
 	}
 	return nil
 }
 
-// nonDecoded returns the messages of have that want lacks.
-func nonDecoded(have, want []string) []string {
-	var out []string
-	for _, m := range have {
-		if !slices.Contains(want, m) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// repairOwned rewrites, for every service this RollingDeploy holds (the claim was granted), the
-// release of its version when it does not decode, and its plan when it does not decode or was
-// changed by someone else. The release goes first (a plan never names a missing release). A
-// repaired plan keeps the service's failures and deploy entries: it restores what was there,
-// so a rollout halted by a failed health check stays halted.
-func (r *RollingDeployReconciler) repairOwned(ctx context.Context, s *scope) error {
+// repairReleases rewrites, for every service this RollingDeploy holds (the claim was granted),
+// the release of its version when it does not decode (before publishReleases, which would
+// otherwise report a conflict).
+func (r *RollingDeployReconciler) repairReleases(ctx context.Context, s *scope) error {
 	log := logf.FromContext(ctx)
 	rd := s.rd
 	now := time.Now()
-	owner := plan.Owner{Name: rd.Name, UID: string(rd.UID), Generation: rd.Generation}
-	opts := plan.Options{Paused: paused(rd), FailurePolicy: rd.Spec.FailurePolicy}
 	for _, name := range s.order {
-		st, spec := s.state[name], s.specs[name]
+		spec := s.specs[name]
 		rp := r.Layout.Release(name, spec.Version)
 		s.at("repair release", name, rp)
 		var rel zklayout.Release
@@ -156,7 +141,23 @@ func (r *RollingDeployReconciler) repairOwned(ctx context.Context, s *scope) err
 			log.Info("rewrote a malformed release", "service", name, "znode", rp, "problem", bad.Error())
 			r.repairEvent(rd, EventZnodeRepaired, "RewriteRelease", "rewrote malformed release %s: %v", rp, bad)
 		}
+	}
+	return nil
+}
 
+// repairPlans rewrites the plan of every service this RollingDeploy holds when it does not
+// decode or was changed by someone else. It runs after the releases and the seeder, and like
+// publishPlans it writes no plan whose version's torrent is not published yet (it waits for a
+// later pass). A repaired plan keeps the service's failures and deploy entries: it restores
+// what was there, so a rollout halted by a failed health check stays halted.
+func (r *RollingDeployReconciler) repairPlans(ctx context.Context, s *scope) error {
+	log := logf.FromContext(ctx)
+	rd := s.rd
+	now := time.Now()
+	owner := plan.Owner{Name: rd.Name, UID: string(rd.UID), Generation: rd.Generation}
+	opts := plan.Options{Paused: paused(rd), FailurePolicy: rd.Spec.FailurePolicy}
+	for _, name := range s.order {
+		st, spec := s.state[name], s.specs[name]
 		pp := r.Layout.StagingService(name)
 		s.at("repair plan", name, pp)
 		want, err := plan.Plan(owner, spec, opts, s.minAvailable[name], s.minStaged[name],
@@ -171,14 +172,7 @@ func (r *RollingDeployReconciler) repairOwned(ctx context.Context, s *scope) err
 		case st.plan != nil:
 			why = tampered(rd, *st.plan, want)
 		}
-		if why == "" {
-			continue
-		}
-		if c, err := r.ensureRelease(ctx, spec, now); err != nil || c != "" {
-			// A release conflict stalls the pass in publishReleases, which says why.
-			if err != nil {
-				return fmt.Errorf("publish release of %s: %w", name, err)
-			}
+		if why == "" || r.Seeder != nil && !s.dist[name].Ready && !s.complete(name) {
 			continue
 		}
 		if err := r.ensureEntry(ctx, s, name); err != nil {

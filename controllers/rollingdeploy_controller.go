@@ -221,7 +221,7 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 		r.digest(s)
 		return ctrl.Result{RequeueAfter: r.resync()}, err
 	}
-	if err := r.repairOwned(ctx, s); err != nil {
+	if err := r.repairReleases(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
 	s.at("publish releases", "", "")
@@ -233,6 +233,9 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 	r.reach(s, StepAfterRelease)
 	s.at("seed", "", "")
 	r.seed(s)
+	if err := r.repairPlans(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
 	s.at("publish plans", "", "")
 	if err := r.publishPlans(ctx, s); err != nil {
 		return ctrl.Result{}, err
@@ -363,7 +366,7 @@ func (r *RollingDeployReconciler) read(ctx context.Context, s *scope) error {
 }
 
 // A plan that cannot be read has no owner anybody can tell: claim treats it as missing (the
-// earliest RollingDeploy naming the service gets it) and repairOwned rewrites it.
+// earliest RollingDeploy naming the service gets it) and repairPlans rewrites it.
 
 // claimant describes a RollingDeploy for plan.Claim.
 func claimant(rd *v1alpha1.RollingDeploy) plan.Claimant {
