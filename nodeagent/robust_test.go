@@ -2,6 +2,7 @@ package nodeagent_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -196,7 +197,9 @@ func TestStepPanicIsContained(t *testing.T) {
 type hangingFetcher struct {
 	svc, version      string
 	started, inFlight atomic.Int32
-	next              fetch.Fetcher
+	// canceled counts the hangs ended by a cancel rather than a deadline.
+	canceled atomic.Int32
+	next     fetch.Fetcher
 }
 
 func (h *hangingFetcher) Fetch(ctx context.Context, rel *zklayout.Release, dest string) error {
@@ -207,6 +210,9 @@ func (h *hangingFetcher) Fetch(ctx context.Context, rel *zklayout.Release, dest 
 	h.inFlight.Add(1)
 	defer h.inFlight.Add(-1)
 	<-ctx.Done()
+	if errors.Is(ctx.Err(), context.Canceled) {
+		h.canceled.Add(1)
+	}
 	return fmt.Errorf("no peer has %s/%s: %w", rel.Service, rel.Version, ctx.Err())
 }
 
@@ -249,6 +255,18 @@ func TestHangingFetchDoesNotStallOtherServices(t *testing.T) {
 	})
 	if !allOn(e.versions("x"), nodes, "v1") {
 		t.Fatalf("x versions after abandoned fetches: %v", e.versions("x"))
+	}
+	// A new plan ends the retried, hanging fetches at once (not at their deadline) and rolls.
+	e.waitFor("x's fetches retried", time.Minute, func() bool { return h.inFlight.Load() == nodes })
+	if h.canceled.Load() != 0 {
+		t.Fatalf("%d fetches canceled before the plan changed", h.canceled.Load())
+	}
+	e.publish("x", "v3", "v1", 1, zklayout.FailurePolicyPause, nil)
+	e.waitFor("x on v3 and its failures cleared", time.Minute, func() bool {
+		return allOn(e.versions("x"), nodes, "v3") && len(e.failures("x")) == 0 && len(e.deployQueue()) == 0
+	})
+	if n := h.canceled.Load(); n != nodes {
+		t.Fatalf("%d hanging fetches ended by the plan change, want %d (the others waited for their deadline)", n, nodes)
 	}
 }
 

@@ -56,8 +56,10 @@ type worker struct {
 	// at is the znode the step is working on, and planVersion the plan's version it last read:
 	// a panic is reported with them.
 	at, planVersion string
-	// panicked is set after a step panicked, until a step succeeds and clears the failure.
-	panicked bool
+	// panicked is set after a step panicked, until a step succeeds and clears the failure;
+	// panicReason is what was recorded.
+	panicked    bool
+	panicReason string
 }
 
 func newWorker(a *Agent, svc string) *worker {
@@ -101,6 +103,9 @@ func (w *worker) run(root, ctx context.Context) {
 	}
 }
 
+// errPlanChanged means the plan changed while the step worked for it: look again at once.
+var errPlanChanged = errors.New("the plan changed meanwhile")
+
 // errPanic marks a step that panicked (recovered, recorded, backed off).
 var errPanic = errors.New("agent step panicked")
 
@@ -122,7 +127,12 @@ func (w *worker) safeStep(root, ctx context.Context) (err error) {
 		if version == "" {
 			version = "unknown"
 		}
-		w.recordFailure(ctx, version, zklayout.FailureAgent, err)
+		// Once per streak of the same panic: each record bumps failures/<svc>, failing peers'
+		// concurrent decisions.
+		if reason := err.Error(); !w.panicked || reason != w.panicReason {
+			w.recordFailure(ctx, version, zklayout.FailureAgent, err)
+			w.panicReason = reason
+		}
 		w.panicked = true
 	}()
 	return w.step(root, ctx)
@@ -274,6 +284,10 @@ func (w *worker) step(root, ctx context.Context) error {
 	if !w.a.cfg.Store.Has(w.svc, target) {
 		err = w.fetchStaging(ctx, rel)
 	}
+	if errors.Is(err, errPlanChanged) {
+		w.log.Info("plan changed during the fetch; looking again", "version", target)
+		return nil
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -358,10 +372,37 @@ func (w *worker) fetchStaging(ctx context.Context, rel *zklayout.Release) error 
 // fetch installs rel within the agent's fetch timeout. A fetch that cannot finish (an artifact
 // nobody can share, a hung origin) is abandoned then: its caller records an Artifact failure
 // and retries later, and the store's per-version lock is released meanwhile.
+// A change of the plan (a deleted deploy, another version) abandons it at once (errPlanChanged).
 func (w *worker) fetch(ctx context.Context, rel *zklayout.Release) error {
 	fctx, cancel := context.WithTimeout(ctx, w.a.cfg.FetchTimeout)
 	defer cancel()
+	key := "get:" + w.l.StagingService(w.svc)
+	wt, watching := w.armed[key]
+	stop, done, fired := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	if watching {
+		// The plan's data watch (armed by readPlan) fires on any change of the plan.
+		go func() {
+			defer close(done)
+			select {
+			case <-wt.C():
+				close(fired)
+				cancel()
+			case <-stop:
+			}
+		}()
+	} else {
+		close(done)
+	}
 	err := w.a.cfg.Store.Ensure(fctx, rel)
+	close(stop)
+	<-done
+	select {
+	case <-fired:
+		wt.Fired()
+		delete(w.armed, key)
+		return fmt.Errorf("fetch of %s/%s: %w", w.svc, rel.Version, errPlanChanged)
+	default:
+	}
 	if err != nil && ctx.Err() == nil && errors.Is(fctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("fetch of %s/%s abandoned after the fetch timeout (%s): %w", w.svc, rel.Version, w.a.cfg.FetchTimeout, err)
 	}
@@ -476,6 +517,9 @@ func (w *worker) start(root, ctx context.Context, plan *zklayout.Plan) error {
 	if err := w.fetch(ctx, rel); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, errPlanChanged) {
+			return nil
 		}
 		w.recordFailure(ctx, v, zklayout.FailureArtifact, err)
 		w.retryAt = time.Now().Add(w.a.cfg.MaxRetryInterval)
