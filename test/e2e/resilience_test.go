@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 
 	rkv1alpha1 "github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/controllers"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/test/harness"
@@ -54,38 +57,84 @@ func deployQueue(ctx context.Context, s *harness.Stack) ([]string, error) {
 	return q, err
 }
 
-// Once the plan is in ZooKeeper the agents finish the rollout, dependencies and quorum
-// included, with the operator and the Kubernetes API server both gone.
+// The operator dies at each step of publishing a new version (a hook stops it exactly there,
+// then the test SIGKILLs it and freezes the API server). A plan is the commit point and is
+// written only once the version's release and torrent exist, so:
+//   - after it (after-plan, while-seeding) the agents finish the rollout alone, dependencies
+//     and quorum included, with the operator and the Kubernetes API server both gone;
+//   - before it (before-release, after-release, after-torrent) no plan names v2: no node
+//     changes version and every host service keeps serving v1; once the API server is back
+//     and the operator restarts, it redoes the missing steps and the rollout finishes.
 func TestAgentsFinishWithoutOperatorOrAPIServer(t *testing.T) {
-	s, ctx := start(t, harness.Config{RecordServices: []string{"a", "b"}})
-	deployV1(t, s, ctx, "ab",
-		service(t, s, "a", "v1", harness.MinAvailable(3)),
-		service(t, s, "b", "v1", harness.DependsOn("a"), harness.MinAvailable(3)))
+	for _, step := range controllers.Steps {
+		committed := step == controllers.StepAfterPlan || step == controllers.StepWhileSeeding
+		t.Run(step, func(t *testing.T) {
+			s, ctx := start(t, harness.Config{Nodes: 3, SkipOperator: true, RecordServices: []string{"a", "b"}})
+			hookFile := filepath.Join(s.Dir, "hook-reached")
+			s.Operator.Env = []string{"ROLLKEEPER_TEST_HOOK_STOP_AT=" + step + "@v2", "ROLLKEEPER_TEST_HOOK_FILE=" + hookFile}
+			must(t, s.StartOperator())
+			deployV1(t, s, ctx, "ab",
+				service(t, s, "a", "v1", harness.MinAvailable(2)),
+				service(t, s, "b", "v1", harness.DependsOn("a"), harness.MinAvailable(2)))
 
-	since := time.Now()
-	setServices(t, s, ctx, "ab",
-		service(t, s, "a", "v2", harness.MinAvailable(3), slowStart("1s")),
-		service(t, s, "b", "v2", harness.DependsOn("a"), harness.MinAvailable(3)))
-	must(t, harness.WaitFor(ctx, time.Minute, "v2 plans in ZooKeeper", func(ctx context.Context) (bool, error) {
-		va, err := planVersion(ctx, s, "a")
-		if err != nil {
-			return false, err
-		}
-		vb, err := planVersion(ctx, s, "b")
-		return va == "v2" && vb == "v2", err
-	}))
-	must(t, s.Operator.Stop(10*time.Second))
-	must(t, s.ControlPlane.Stop())
-	t.Log("operator and API server stopped; the agents are on their own")
+			since := time.Now()
+			setServices(t, s, ctx, "ab",
+				service(t, s, "a", "v2", harness.MinAvailable(2)),
+				service(t, s, "b", "v2", harness.DependsOn("a"), harness.MinAvailable(2)))
+			must(t, harness.WaitFor(ctx, time.Minute, "the operator to reach "+step, func(context.Context) (bool, error) {
+				_, err := os.Stat(hookFile)
+				return err == nil, nil
+			}))
+			must(t, s.Operator.Kill())
+			must(t, s.ControlPlane.Freeze())
+			frozen := true
+			t.Cleanup(func() {
+				if frozen {
+					_ = s.ControlPlane.Thaw()
+				}
+			})
+			t.Logf("operator killed at %s, API server frozen; the agents are on their own", step)
 
-	must(t, s.WaitForServiceVersions(ctx, "a", "v2", rolloutTime))
-	must(t, s.WaitForServiceVersions(ctx, "b", "v2", rolloutTime))
-	must(t, harness.WaitFor(ctx, time.Minute, "deploy queue emptied by the agents", func(ctx context.Context) (bool, error) {
-		q, err := deployQueue(ctx, s)
-		return len(q) == 0, err
-	}))
-	assertQuorum(t, s, "a", since, 3)
-	assertQuorum(t, s, "b", since, 3)
+			if committed {
+				must(t, s.WaitForServiceVersions(ctx, "a", "v2", rolloutTime))
+				must(t, s.WaitForServiceVersions(ctx, "b", "v2", rolloutTime))
+				must(t, harness.WaitFor(ctx, time.Minute, "deploy queue emptied by the agents", func(ctx context.Context) (bool, error) {
+					q, err := deployQueue(ctx, s)
+					return len(q) == 0, err
+				}))
+				assertQuorum(t, s, "a", since, 2)
+				assertQuorum(t, s, "b", since, 2)
+				return
+			}
+
+			// No plan names v2, and agents act on plans only: what runs stays as it is.
+			for _, svc := range []string{"a", "b"} {
+				v, err := planVersion(ctx, s, svc)
+				must(t, err)
+				if v != "v1" {
+					t.Fatalf("plan of %s names %q after the operator died at %s; want v1 (the commit point is the plan, after the torrent)", svc, v, step)
+				}
+				got, err := s.ServiceVersions(ctx, svc)
+				must(t, err)
+				for node, v := range got {
+					if v != "v1" {
+						t.Fatalf("%s on %s answers %q with no plan for v2; want v1", svc, node, v)
+					}
+				}
+			}
+			must(t, s.ControlPlane.Thaw())
+			frozen = false
+			s.Operator.Env = nil
+			must(t, s.StartOperator())
+			t.Log("API server thawed and operator restarted without the hook")
+			must(t, s.WaitForServiceVersions(ctx, "a", "v2", rolloutTime))
+			must(t, s.WaitForServiceVersions(ctx, "b", "v2", rolloutTime))
+			_, err := s.WaitForReady(ctx, "ab", rolloutTime)
+			must(t, err)
+			assertQuorum(t, s, "a", since, 2)
+			assertQuorum(t, s, "b", since, 2)
+		})
+	}
 }
 
 // A ZooKeeper server of a 3-server ensemble dies mid-rollout: the agents fail over to the
