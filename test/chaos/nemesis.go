@@ -584,6 +584,15 @@ func (r *run) settle(ctx context.Context, step stepRecord) error {
 		}
 		return ok, nil
 	})
+	if converged != nil {
+		// The last poll ran out with WaitFor's deadline: probe once more for the real state.
+		last = map[string]map[string]string{}
+		for _, svc := range services {
+			if got, err := r.stack.ServiceVersions(ctx, svc); err == nil {
+				last[svc] = got
+			}
+		}
+	}
 	// Versions: every node ends on what the step must leave.
 	res := result{Name: fmt.Sprintf("step %d: every node ends on the target %v (a halted service and its dependents on the previous)", step.Index, exp), Pass: converged == nil}
 	stopped := result{Name: fmt.Sprintf("step %d: no host service left stopped on a healthy node", step.Index), Pass: true}
