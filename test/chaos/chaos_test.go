@@ -19,6 +19,9 @@ func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 // timeout, kills an agent until its session expires, fills a node's disk, stops the API
 // server and kills the ZooKeeper leader. Seeds of runs that found a defect join this list as
 // regression cases.
+//
+// Seed 10 is left out until its defect is fixed: a node whose downloaded data was corrupted
+// on disk never fetches it again, and the distribution gate holds the rollout for ever.
 var shortSeeds = []int64{3}
 
 // TestChaos runs the campaign: CHAOS_RUNS runs from seed CHAOS_SEED (default 1), or the
