@@ -20,6 +20,8 @@ const (
 	ReasonMalformedZnode = "MalformedZnode"
 	// ReasonReleaseConflict: releases/<svc>/<version> exists with another artifact.
 	ReasonReleaseConflict = "ReleaseConflict"
+	// ReasonAgentError: an agent's step panicked (failures/ kind AgentError); reported only.
+	ReasonAgentError = "AgentError"
 
 	EventPlanPublished   = "PlanPublished"
 	EventPlanUpdated     = "PlanUpdated"
@@ -150,7 +152,7 @@ func applySummary(st *v1alpha1.RollingDeployStatus, gen int64, sum summary) {
 		return
 	}
 
-	var health, artifact, progress, malformed []string
+	var health, artifact, agent, progress, malformed []string
 	complete := true
 	for _, d := range sum.services {
 		complete = complete && d.Complete
@@ -159,6 +161,9 @@ func applySummary(st *v1alpha1.RollingDeployStatus, gen int64, sum summary) {
 		}
 		if m := plan.ArtifactFailureMessage(d.Status.Name, d.Artifact, d.ArtifactFailures); m != "" {
 			artifact = append(artifact, m)
+		}
+		if m := plan.AgentFailureMessage(d.Status.Name, d.AgentFailures); m != "" {
+			agent = append(agent, m)
 		}
 		if !d.Complete {
 			progress = append(progress, fmt.Sprintf("%s: %s", d.Status.Name, d.Status.Message))
@@ -174,7 +179,9 @@ func applySummary(st *v1alpha1.RollingDeployStatus, gen int64, sum summary) {
 	case len(health) > 0:
 		set(v1alpha1.ConditionDegraded, T, v1alpha1.ReasonHealthCheckFailed, strings.Join(append(health, artifact...), "; "))
 	case len(artifact) > 0:
-		set(v1alpha1.ConditionDegraded, T, v1alpha1.ReasonArtifactFailed, strings.Join(artifact, "; "))
+		set(v1alpha1.ConditionDegraded, T, v1alpha1.ReasonArtifactFailed, strings.Join(append(artifact, agent...), "; "))
+	case len(agent) > 0:
+		set(v1alpha1.ConditionDegraded, T, ReasonAgentError, strings.Join(agent, "; "))
 	case sum.queueBlocked != "":
 		set(v1alpha1.ConditionDegraded, T, ReasonMalformedZnode, strings.Join(append([]string{sum.queueBlocked}, malformed...), "; "))
 	case len(sum.originUnreachable) > 0:

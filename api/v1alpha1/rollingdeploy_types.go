@@ -371,7 +371,7 @@ type ServiceStatus struct {
 type NodeFailure struct {
 	Node    string `json:"node"`
 	Version string `json:"version"`
-	// Kind is HealthCheck or Artifact.
+	// Kind is HealthCheck, Artifact or AgentError (the agent's step panicked: reported only).
 	Kind   string `json:"kind"`
 	Reason string `json:"reason"`
 }

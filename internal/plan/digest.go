@@ -47,6 +47,9 @@ type Digest struct {
 	// HealthFailures and ArtifactFailures are the failures recorded for the target version.
 	HealthFailures   []zklayout.Failure
 	ArtifactFailures []zklayout.Failure
+	// AgentFailures are agent steps that panicked (an agent bug), whatever the version: they are
+	// reported, never halt the rollout (the agent backs off and goes on).
+	AgentFailures []zklayout.Failure
 	// Artifact is the target's artifact (for failure messages).
 	Artifact v1alpha1.ArtifactSpec
 	// Malformed describes the service's unreadable znodes (reported, never acted on).
@@ -177,6 +180,10 @@ func DigestService(o Observation) Digest {
 	failures := append([]zklayout.Failure(nil), o.Failures...)
 	sort.Slice(failures, func(i, j int) bool { return failures[i].Node < failures[j].Node })
 	for _, f := range failures {
+		if f.Kind == zklayout.FailureAgent {
+			d.AgentFailures = append(d.AgentFailures, f)
+			continue
+		}
 		if f.Version != o.Target {
 			continue // left over from an older plan; cleared when the plan changed
 		}
@@ -278,8 +285,20 @@ func Phase(d *Digest, in PhaseInput) {
 		msg = append(msg, fmt.Sprintf("registered on node(s) the nodeSelector does not select, not counted online: %s",
 			strings.Join(firstN(d.Unselected, MaxListedNodes), ", ")))
 	}
+	if m := AgentFailureMessage(st.Name, d.AgentFailures); m != "" {
+		msg = append(msg, m)
+	}
 	msg = append(msg, d.Malformed...)
 	st.Message = strings.Join(msg, "; ")
+}
+
+// AgentFailureMessage says on which nodes the agent's step for a service panicked and why.
+func AgentFailureMessage(svc string, failures []zklayout.Failure) string {
+	if len(failures) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the agent on %s hit an internal error handling %s (%s); it backs off and retries, report it as a bug",
+		nodeList(failures), svc, failures[0].Reason)
 }
 
 // ArtifactFailureMessage says which artifact (URL and sha256) failed on which nodes and why.

@@ -76,3 +76,20 @@ func TestPhaseBlockedByQueueHead(t *testing.T) {
 		t.Fatalf("message %q", d.Status.Message)
 	}
 }
+
+func TestAgentErrorIsReportedNotHalting(t *testing.T) {
+	o := Observation{Service: "a", Target: "v2", MinAvailable: 1, Selected: []string{"n1", "n2"},
+		Current: []zklayout.Current{{Node: "n1", Version: "v1"}, {Node: "n2", Version: "v1"}},
+		Failures: []zklayout.Failure{{Node: "n2", Version: "v1", Kind: zklayout.FailureAgent, Reason: "panic in step: boom"}}}
+	d := DigestService(o)
+	Phase(&d, PhaseInput{})
+	if len(d.HealthFailures) != 0 || len(d.ArtifactFailures) != 0 || len(d.AgentFailures) != 1 {
+		t.Fatalf("failures: health %v artifact %v agent %v", d.HealthFailures, d.ArtifactFailures, d.AgentFailures)
+	}
+	if d.Status.Phase != v1alpha1.PhaseProgressing {
+		t.Fatalf("phase %s, want Progressing (an agent error never halts)", d.Status.Phase)
+	}
+	if !strings.Contains(d.Status.Message, "n2") || !strings.Contains(d.Status.Message, "boom") {
+		t.Fatalf("message does not name the node and reason: %q", d.Status.Message)
+	}
+}
