@@ -79,7 +79,7 @@ func TestPhaseBlockedByQueueHead(t *testing.T) {
 
 func TestAgentErrorIsReportedNotHalting(t *testing.T) {
 	o := Observation{Service: "a", Target: "v2", MinAvailable: 1, Selected: []string{"n1", "n2"},
-		Current: []zklayout.Current{{Node: "n1", Version: "v1"}, {Node: "n2", Version: "v1"}},
+		Current:  []zklayout.Current{{Node: "n1", Version: "v1"}, {Node: "n2", Version: "v1"}},
 		Failures: []zklayout.Failure{{Node: "n2", Version: "v1", Kind: zklayout.FailureAgent, Reason: "panic in step: boom"}}}
 	d := DigestService(o)
 	Phase(&d, PhaseInput{})
