@@ -218,6 +218,20 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 	}
 	s.at("claim", "", "")
 	if done, err := r.claim(ctx, s); done || err != nil {
+		if err == nil {
+			// A deploy that must wait (another took one of its services over) still drops its
+			// entries of services it completed: the pass that would prune them may never come
+			// before the other deploy needs the queue, and a completed entry at the head would
+			// hold that deploy back for good.
+			kept, derr := r.deleteEntries(ctx, s.queue, s.rd.Name, func(e zklayout.DeployEntry) bool {
+				spec, ok := s.specs[e.Service]
+				return ok && e.Version == spec.Version && s.complete(e.Service)
+			})
+			if derr != nil {
+				return ctrl.Result{}, derr
+			}
+			s.queue = kept
+		}
 		r.digest(s)
 		return ctrl.Result{RequeueAfter: r.resync()}, err
 	}

@@ -323,6 +323,12 @@ func TestSecondDeployOfAServiceWaits(t *testing.T) {
 	}
 	// The older one never takes it back while the newer one rolls.
 	waitCondition(t, "share-first", v1alpha1.ConditionReconciling, condTrue, v1alpha1.ReasonServiceConflict, `"share-second"`)
+	// Whichever pass came first, the older one's completed entry does not stay in the queue
+	// (at its head it would hold share-second back).
+	waitFor(t, "share-first's completed deploy entry to go", func() (bool, string) {
+		e := entries(t, "share-first")
+		return len(e) == 0, fmt.Sprint(e)
+	})
 }
 
 // A RollingDeploy deleted with its finalizer stripped by hand leaves its deploy entries; the
