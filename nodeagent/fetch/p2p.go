@@ -120,6 +120,14 @@ func (f *P2P) Fetch(ctx context.Context, rel *zklayout.Release, dest string) err
 		return err
 	}
 	if err := checkDigest(a, got); err != nil {
+		// Every piece passed its hash as it arrived, so the file changed on disk since (or
+		// the completion database is wrong). Trusting that verification again would fail the
+		// same way for ever: leave the swarm (this node no longer serves the bad data) and
+		// forget it, so the next attempt hashes what is on disk and fetches what is damaged.
+		f.leave(mi.InfoHash, sw)
+		if ferr := f.cfg.Client.Forget(mi); ferr != nil {
+			f.log.Error(ferr, "forget the verified pieces of a corrupt download", "service", rel.Service, "version", rel.Version)
+		}
 		return err
 	}
 	file, err := os.Open(path)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,5 +125,27 @@ func TestP2PFetchResumesAfterRestart(t *testing.T) {
 	}
 	if got, err := FileDigest(filepath.Join(state, "v2", "artifact.bin")); err != nil || got != sum {
 		t.Fatalf("installed artifact sha256 %s, %v; want %s", got, err, sum)
+	}
+
+	// The downloaded data is corrupted on disk after its pieces were verified (a bad disk, the
+	// chaos campaign's seed 10): the next fetch fails its sha256 check, and the one after it
+	// fetches the damaged pieces again instead of trusting the old verification for ever.
+	data := filepath.Join(state, "torrent", "data", mi.InfoHash, "artifact.bin")
+	df, err := os.OpenFile(data, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := df.WriteAt(make([]byte, 4096), mi.Size/2); err != nil {
+		t.Fatal(err)
+	}
+	df.Close()
+	if err := f2.Fetch(ctx, rel, filepath.Join(state, "v2-again")); err == nil || !strings.Contains(err.Error(), "sha256") {
+		t.Fatalf("fetch over corrupted data returned %v, want a sha256 mismatch", err)
+	}
+	if err := f2.Fetch(ctx, rel, filepath.Join(state, "v2-healed")); err != nil {
+		t.Fatalf("fetch after a sha256 mismatch: %v", err)
+	}
+	if got, err := FileDigest(filepath.Join(state, "v2-healed", "artifact.bin")); err != nil || got != sum {
+		t.Fatalf("healed artifact sha256 %s, %v; want %s", got, err, sum)
 	}
 }
