@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -346,4 +348,32 @@ func TestRegistrationCacheSeesReplacedNames(t *testing.T) {
 	check("node-04 left", map[string]string{"node-01": "v2", "node-02": "v2"})
 	plan.Selector = ""
 	check("no selector", map[string]string{"node-01": "v2", "node-02": "v2", "node-03": "v1"})
+}
+
+// A process left running by a previous agent (killed before its health check passed, say) is
+// health-checked before the new agent registers it: while unhealthy it never counts as an
+// online node, the failure is recorded, and once it passes it is registered.
+func TestAdoptedProcessIsCheckedBeforeItCounts(t *testing.T) {
+	e := newEnv(t)
+	ready := filepath.Join(t.TempDir(), "healthy")
+	hc := &zklayout.HealthCheck{Exec: &zklayout.Exec{Command: []string{"/bin/sh", "-c", "test -e " + ready}},
+		TimeoutSeconds: 1, PeriodSeconds: 1, SuccessThreshold: 1, FailureThreshold: 1}
+	e.wrapBackend = func(_ string, b backend.Backend) backend.Backend {
+		// What the previous agent left: v1 running, never seen healthy by this agent.
+		must(t, b.Start(e.ctx, "a", backend.Spec{Version: "v1"}))
+		return b
+	}
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, hc)
+	e.startAgents(1)
+	e.waitFor("the unhealthy adopted process's failure", time.Minute, func() bool { return len(e.failures("a")) == 1 })
+	for _, f := range e.failures("a") {
+		if f.Kind != zklayout.FailureHealthCheck || !strings.Contains(f.Reason, "previous agent") {
+			t.Fatalf("failure = %+v, want a HealthCheck failure of the adopted process", f)
+		}
+	}
+	if vs := e.versions("a"); len(vs) != 0 {
+		t.Fatalf("an unhealthy adopted process is registered: %v", vs)
+	}
+	must(t, os.WriteFile(ready, nil, 0o644))
+	e.waitFor("the adopted process registered once healthy", time.Minute, func() bool { return allOn(e.versions("a"), 1, "v1") })
 }

@@ -60,6 +60,11 @@ type worker struct {
 	// panicReason is what was recorded.
 	panicked    bool
 	panicReason string
+	// checked is the version whose process this worker saw pass its health check (started it,
+	// or adopted it). A running process of another version — left by a previous agent that
+	// was killed or restarted, perhaps before its health check passed — is checked before it is
+	// registered, so an unhealthy process never counts as an online node.
+	checked string
 }
 
 func newWorker(a *Agent, svc string) *worker {
@@ -242,6 +247,11 @@ func (w *worker) step(root, ctx context.Context) error {
 	if !st.Running {
 		w.a.cfg.Metrics.down(w.svc)
 		return w.start(root, ctx, plan)
+	}
+	if w.checked != st.Version {
+		if err := w.checkAdopted(ctx, st.Version); err != nil {
+			return err
+		}
 	}
 	if err := w.register(ctx, st.Version); err != nil {
 		return err
@@ -540,21 +550,7 @@ func (w *worker) start(root, ctx context.Context, plan *zklayout.Plan) error {
 // runAndCheck starts rel from the current link and waits for its health check.
 func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 	cfg := w.a.cfg
-	dir := cfg.Store.CurrentLink(w.svc)
-	vars := map[string]string{
-		"ROLLKEEPER_ARTIFACT_DIR": dir,
-		"ROLLKEEPER_VERSION":      rel.Version,
-		"ROLLKEEPER_SERVICE":      w.svc,
-		"ROLLKEEPER_NODE":         cfg.Node,
-		"ROLLKEEPER_NODE_ADDRESS": cfg.Address,
-	}
-	env := make([]string, 0, len(vars)+len(rel.Run.Env))
-	for k, v := range vars {
-		env = append(env, k+"="+v)
-	}
-	for _, e := range rel.Run.Env {
-		env = append(env, e.Name+"="+expand(e.Value, vars))
-	}
+	dir, vars, env := w.runEnv(rel)
 	spec := backend.Spec{
 		Version:   rel.Version,
 		Dir:       dir,
@@ -563,6 +559,7 @@ func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 		Env:       env,
 		StopGrace: time.Duration(rel.Run.StopGracePeriodSeconds) * time.Second,
 	}
+	w.checked = ""
 	if err := cfg.Backend.Start(ctx, w.svc, spec); err != nil {
 		return err
 	}
@@ -578,7 +575,63 @@ func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 	if err != nil && ctx.Err() == nil {
 		cfg.Metrics.healthCheckFailed(w.svc)
 	}
+	if err == nil {
+		w.checked = rel.Version
+	}
 	return err
+}
+
+// checkAdopted health-checks a running process this worker did not start (see checked).
+// Unhealthy, it stays as it is (stopping it is not the agent's call without a turn and a
+// quorum check) but is not registered: the failure is recorded and the check retried later.
+func (w *worker) checkAdopted(ctx context.Context, version string) error {
+	cfg := w.a.cfg
+	w.at = w.l.Release(w.svc, version)
+	rel, err := w.release(ctx, version)
+	if err != nil {
+		return err
+	}
+	_, _, env := w.runEnv(rel)
+	alive := func() error {
+		if s := cfg.Backend.Status(w.svc); !s.Running {
+			return fmt.Errorf("process exited: %s", s.LastExit)
+		}
+		return nil
+	}
+	err = health.Wait(ctx, rel.HealthCheck, cfg.Address, append(os.Environ(), env...), alive)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		cfg.Metrics.healthCheckFailed(w.svc)
+		w.recordFailure(ctx, version, zklayout.FailureHealthCheck, fmt.Errorf("running process left by a previous agent is unhealthy: %w", err))
+		w.retryAt = time.Now().Add(cfg.MaxRetryInterval)
+		return w.waiting("running process left by a previous agent is unhealthy; not registering it", "version", version, "err", err.Error())
+	}
+	w.log.Info("running process passed its health check", "version", version)
+	w.checked = version
+	return nil
+}
+
+// runEnv is the artifact dir, the $(VARS) and the environment a release runs and is checked with.
+func (w *worker) runEnv(rel *zklayout.Release) (dir string, vars map[string]string, env []string) {
+	cfg := w.a.cfg
+	dir = cfg.Store.CurrentLink(w.svc)
+	vars = map[string]string{
+		"ROLLKEEPER_ARTIFACT_DIR": dir,
+		"ROLLKEEPER_VERSION":      rel.Version,
+		"ROLLKEEPER_SERVICE":      w.svc,
+		"ROLLKEEPER_NODE":         cfg.Node,
+		"ROLLKEEPER_NODE_ADDRESS": cfg.Address,
+	}
+	env = make([]string, 0, len(vars)+len(rel.Run.Env))
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	for _, e := range rel.Run.Env {
+		env = append(env, e.Name+"="+expand(e.Value, vars))
+	}
+	return dir, vars, env
 }
 
 // register makes sure current/<svc>/<node> exists in this session with version and the node's
