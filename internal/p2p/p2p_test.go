@@ -122,7 +122,13 @@ func wait(t testing.TB, tor *Torrent, d time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	if err := tor.Wait(ctx); err != nil {
-		t.Fatalf("Wait %s: %v (progress %+v)", tor.Path(), err, tor.Progress())
+		// The counters and piece states say whether the swarm stalled on a ban, a lost
+		// connection or pieces failing their hash (TestCorruptPeer stalled once in CI).
+		var states []string
+		for _, r := range tor.t.PieceStateRuns() {
+			states = append(states, fmt.Sprintf("%d×%+v", r.Length, r.PieceState))
+		}
+		t.Fatalf("Wait %s: %v (progress %+v, stats %+v, pieces %v)", tor.Path(), err, tor.Progress(), tor.Stats(), states)
 	}
 }
 
