@@ -47,7 +47,14 @@ func TestDiskFullOnOneNode(t *testing.T) {
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", full.StateDir).CombinedOutput(); err != nil {
 		t.Fatalf("mount a small tmpfs as %s's state dir (the tests run as root): %v: %s", full.Name, err, out)
 	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", full.StateDir).Run() })
+	t.Cleanup(func() {
+		// Host services outlive their agent: stop the node (agent and services, found by
+		// their executables under the state dir) while the tmpfs is still mounted there.
+		// Cleanups run last-in first-out, so the stack's own Stop would come after the
+		// unmount and miss them.
+		_ = full.Stop()
+		_ = exec.Command("umount", "-l", full.StateDir).Run()
+	})
 	for _, n := range s.Nodes {
 		must(t, n.Start())
 	}
