@@ -48,6 +48,10 @@ type Config struct {
 	MaxRetryInterval time.Duration
 	// Metrics, if set, records this agent's services, upgrades and ZooKeeper session.
 	Metrics *Metrics
+	// RollCallWait bounds how long a node about to stop waits for the other nodes to answer
+	// its roll call before it gives up and tries again later (default: the ZooKeeper session
+	// timeout, past which an unanswered node's registration has expired if it is dead).
+	RollCallWait time.Duration
 }
 
 // DefaultFetchTimeout is Config.FetchTimeout's default.
@@ -79,6 +83,12 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.MaxRetryInterval <= 0 {
 		cfg.MaxRetryInterval = 30 * time.Second
+	}
+	if cfg.RollCallWait <= 0 {
+		cfg.RollCallWait = cfg.ZK.SessionTimeout()
+	}
+	if cfg.RollCallWait <= 0 {
+		cfg.RollCallWait = 10 * time.Second
 	}
 	cfg.Metrics.watchZooKeeper(cfg.ZK)
 	return &Agent{cfg: cfg, log: cfg.Logger.WithValues("node", cfg.Node)}, nil
@@ -160,10 +170,16 @@ func (a *Agent) runSession(root, ctx context.Context) error {
 			}
 			workers[svc] = true
 			w := newWorker(a, svc)
-			wg.Add(1)
+			ans := newAnswerer(a, svc)
+			w.ans = ans
+			wg.Add(2)
 			go func() {
 				defer wg.Done()
 				w.run(root, ctx)
+			}()
+			go func() {
+				defer wg.Done()
+				ans.run(ctx)
 			}()
 		}
 		if err := watch.Wait(ctx); err != nil {

@@ -14,3 +14,6 @@ func OnlineCounter(a *Agent, svc string) func(context.Context, *zklayout.Plan) (
 		return w.online(ctx, plan, false)
 	}
 }
+
+// CountAnswers is countAnswers (for tests).
+var CountAnswers = countAnswers

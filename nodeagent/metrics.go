@@ -29,6 +29,8 @@ const (
 	MetricP2PUploaded     = "rollkeeper_agent_p2p_uploaded_bytes_total"
 	MetricP2PPeers        = "rollkeeper_agent_p2p_peers"
 	MetricStepPanics      = "rollkeeper_agent_step_panics_total"
+	MetricRollCalls       = "rollkeeper_agent_roll_calls_total"
+	MetricRollCallAnswers = "rollkeeper_agent_roll_call_answers_total"
 
 	LabelService = "service"
 	LabelVersion = "version"
@@ -44,6 +46,8 @@ const (
 	ResultSuccess  = "success"
 	ResultRollback = "rollback"
 	ResultError    = "error"
+	// ResultTooFew: a roll call that too few online nodes answered in time (the node did not stop).
+	ResultTooFew = "too_few_answers"
 )
 
 // Metrics is one agent's Prometheus metrics, on a registry of its own so that agents sharing a
@@ -59,6 +63,8 @@ type Metrics struct {
 	fetches        *prometheus.CounterVec
 	fetchDuration  *prometheus.HistogramVec
 	stepPanics     *prometheus.CounterVec
+	rollCalls      *prometheus.CounterVec
+	rollAnswers    *prometheus.CounterVec
 	zk             *zkmetrics.Collector
 	p2p            *swarmCollector
 
@@ -92,11 +98,16 @@ func NewMetrics() *Metrics {
 			Buckets: []float64{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}}, svc),
 		stepPanics: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricStepPanics,
 			Help: "Rollout steps that panicked (an agent bug): recovered, recorded as an AgentError failure and retried after a backoff."}, svc),
+		rollCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRollCalls,
+			Help: "Roll calls this node started before stopping its service, by result: success (enough online nodes answered) or too_few_answers (it did not stop)."},
+			[]string{LabelService, LabelResult}),
+		rollAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRollCallAnswers,
+			Help: "Roll call rounds this node answered (its service running): one per decision another node took."}, svc),
 		zk:       zkmetrics.New(zkmetrics.Names{SessionState: MetricZKSessionState, Reconnects: MetricZKReconnects, Expirations: MetricZKExpirations}, "agent"),
 		p2p:      &swarmCollector{},
 		versions: map[string]string{},
 	}
-	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.stepPanics, m.zk, m.p2p)
+	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.stepPanics, m.rollCalls, m.rollAnswers, m.zk, m.p2p)
 	return m
 }
 
@@ -232,5 +243,17 @@ func (m *Metrics) fetched(svc string, err error, d time.Duration) {
 func (m *Metrics) stepPanicked(svc string) {
 	if m != nil {
 		m.stepPanics.WithLabelValues(svc).Inc()
+	}
+}
+
+func (m *Metrics) rollCalled(svc, result string) {
+	if m != nil {
+		m.rollCalls.WithLabelValues(svc, result).Inc()
+	}
+}
+
+func (m *Metrics) rollCallAnswered(svc string) {
+	if m != nil {
+		m.rollAnswers.WithLabelValues(svc).Inc()
 	}
 }

@@ -163,7 +163,8 @@ func TestAgentMetricsDocumented(t *testing.T) {
 	for _, name := range []string{nodeagent.MetricServiceInfo, nodeagent.MetricServiceUp, nodeagent.MetricRestartDuration,
 		nodeagent.MetricHealthFailures, nodeagent.MetricUpgrades, nodeagent.MetricFetches, nodeagent.MetricFetchDuration,
 		nodeagent.MetricZKSessionState, nodeagent.MetricZKReconnects, nodeagent.MetricZKExpirations,
-		nodeagent.MetricP2PDownloaded, nodeagent.MetricP2PUploaded, nodeagent.MetricP2PPeers, nodeagent.MetricStepPanics} {
+		nodeagent.MetricP2PDownloaded, nodeagent.MetricP2PUploaded, nodeagent.MetricP2PPeers, nodeagent.MetricStepPanics,
+		nodeagent.MetricRollCalls, nodeagent.MetricRollCallAnswers} {
 		if !strings.Contains(string(doc), "`"+name+"`") {
 			t.Errorf("docs/metrics.md does not list %s", name)
 		}

@@ -50,6 +50,8 @@ type worker struct {
 	lockWarned bool
 	// regs caches what each registration under current/<svc> says (see online).
 	regs registrations
+	// ans answers the service's roll calls; kicked after each registration.
+	ans *answerer
 	// badStaging holds the staging children already reported (not <node>-<counter>, or
 	// persistent), so each is logged once.
 	badStaging map[string]bool
@@ -356,7 +358,21 @@ func (w *worker) step(root, ctx context.Context) error {
 	if !ok {
 		return w.waiting("quorum does not allow another node down", "online", online, "minAvailable", plan.MinAvailable)
 	}
-	if err := w.decide(ctx, child, target, fst.Version); err != nil {
+	ok, answered, online, round, err := w.rollCall(ctx, plan)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		w.a.cfg.Metrics.rollCalled(w.svc, ResultTooFew)
+		// Registered nodes that do not answer may be dead machines whose sessions have not
+		// expired yet: they do not count. Try a new round when current/ changes or later.
+		w.retryAt = time.Now().Add(w.a.cfg.RollCallWait)
+		return w.waiting("roll call: too few online nodes answered for another node to go down",
+			"round", round, "answered", answered, "othersOnline", online-1, "minAvailable", plan.MinAvailable)
+	}
+	w.a.cfg.Metrics.rollCalled(w.svc, ResultSuccess)
+	w.log.V(1).Info("roll call answered", "round", round, "answered", answered, "minAvailable", plan.MinAvailable)
+	if err := w.decide(ctx, child, target, fst.Version, round); err != nil {
 		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
 			w.log.Info("lost the turn before stopping; re-evaluating", "err", err.Error())
 			return nil
@@ -654,6 +670,7 @@ func (w *worker) register(ctx context.Context, version string) error {
 		_, err = w.zk.Create(ctx, p, data, zkclient.Ephemeral)
 		if err == nil {
 			w.log.Info("registered online", "version", version)
+			w.kickAnswerer()
 		}
 		return err
 	case err != nil:
@@ -676,7 +693,18 @@ func (w *worker) register(ctx context.Context, version string) error {
 		return nil
 	}
 	w.log.Info("replacing this node's registration", "znode", p, "why", why)
-	return w.zk.Multi(ctx, zkclient.DeleteOp(p, st.Version), zkclient.CreateOp(p, data, zkclient.Ephemeral))
+	if err := w.zk.Multi(ctx, zkclient.DeleteOp(p, st.Version), zkclient.CreateOp(p, data, zkclient.Ephemeral)); err != nil {
+		return err
+	}
+	w.kickAnswerer()
+	return nil
+}
+
+// kickAnswerer lets the roll call answerer (if any) answer a round it passed over.
+func (w *worker) kickAnswerer() {
+	if w.ans != nil {
+		w.ans.kick()
+	}
 }
 
 // registration is this node's current/<svc>/<node> payload for version.
@@ -906,8 +934,9 @@ func (w *worker) quorumAllows(ctx context.Context, plan *zklayout.Plan) (bool, i
 // Two deciders never both pass on a stale view: a node decides only as first waiter, which it
 // becomes only after seeing its predecessor's upgrading mark, written in the same transaction
 // as the predecessor's removal from current/, so its count of online nodes includes that removal.
-func (w *worker) decide(ctx context.Context, child, target string, failuresVersion int32) error {
-	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: target, State: zklayout.StagedUpgrading, Since: time.Now().UTC()})
+func (w *worker) decide(ctx context.Context, child, target string, failuresVersion, round int32) error {
+	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: target, State: zklayout.StagedUpgrading,
+		Since: time.Now().UTC(), RollCall: round})
 	if err != nil {
 		return err
 	}
@@ -979,6 +1008,7 @@ func (w *worker) finish(ctx context.Context, child, version string) error {
 		// The session ended mid-upgrade: the next step registers the running version.
 		return fmt.Errorf("re-register %s on %s: %w", w.svc, version, err)
 	}
+	w.kickAnswerer()
 	return nil
 }
 

@@ -45,6 +45,7 @@ type options struct {
 	pinBudget                         int64
 	pinHold                           time.Duration
 	fetchTimeout                      time.Duration
+	rollCallWait                      time.Duration
 	torrentWait                       time.Duration
 	fetcher                           string
 	p2pPort                           int
@@ -85,6 +86,7 @@ func main() {
 	fs.StringVar(&o.zoneLabel, "zone-label", "topology.kubernetes.io/zone", "node label naming the zone (peers in the same zone are preferred)")
 	fs.StringVar(&o.rackLabel, "rack-label", "topology.rollkeeper.io/rack", "node label naming the rack (peers in the same rack are preferred first)")
 	fs.Int64Var(&o.pinBudget, "pin-budget", 512<<20, "bytes of page cache the agent may lock (live version during downloads, staged version until healthy); 0: off")
+	fs.DurationVar(&o.rollCallWait, "roll-call-wait", 0, "how long a node about to stop waits for the other registered nodes to answer its roll call (only nodes that answer count toward the quorum); 0: the ZooKeeper session timeout")
 	fs.DurationVar(&o.fetchTimeout, "fetch-timeout", nodeagent.DefaultFetchTimeout, "how long one artifact fetch may take; past it the fetch is abandoned, reported as an Artifact failure and retried later")
 	fs.DurationVar(&o.torrentWait, "torrent-wait", 2*time.Minute, "p2p fetcher: how long to wait for a version's torrent before fetching it from the origin directly (the operator publishes it before the plan; this covers an operator that died in between); 0: wait as long as --fetch-timeout")
 	fs.DurationVar(&o.pinHold, "pin-hold", 5*time.Minute, "how long a new version stays pinned after it became healthy")
@@ -200,7 +202,7 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	pinner := pagecache.New(o.pinBudget, log.WithName("pagecache"))
 	defer pinner.Close()
 	agent, err := nodeagent.New(nodeagent.Config{Node: o.node, Address: o.address, Labels: labels,
-		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold, FetchTimeout: o.fetchTimeout, Metrics: metrics})
+		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold, FetchTimeout: o.fetchTimeout, RollCallWait: o.rollCallWait, Metrics: metrics})
 	if err != nil {
 		return err
 	}

@@ -70,6 +70,8 @@ type Client struct {
 	conn *zk.Conn
 	log  logr.Logger
 	acl  []zk.ACL // of every znode this client creates
+	// sessionTimeout is the timeout asked for when dialing.
+	sessionTimeout time.Duration
 
 	mu     sync.Mutex
 	done   chan struct{}
@@ -127,7 +129,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 30 * time.Second
 	}
-	c := &Client{log: cfg.Logger, done: make(chan struct{}), acl: aclFor(cfg.Auth != "")}
+	c := &Client{log: cfg.Logger, done: make(chan struct{}), acl: aclFor(cfg.Auth != ""), sessionTimeout: cfg.SessionTimeout}
 	connected := make(chan struct{}, 1)
 	authFailed := make(chan struct{}, 1)
 	cb := func(ev zk.Event) {
@@ -197,6 +199,10 @@ func (c *Client) Session() Session {
 	defer c.mu.Unlock()
 	return Session{ID: c.conn.SessionID(), Done: c.done}
 }
+
+// SessionTimeout is the session timeout this client asked for: how long an ephemeral znode of
+// a crashed owner may outlive it.
+func (c *Client) SessionTimeout() time.Duration { return c.sessionTimeout }
 
 // Close ends the session; its ephemeral znodes are removed at once.
 func (c *Client) Close() {

@@ -81,3 +81,20 @@ func FuzzParseSeq(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseRollCallAnswer: roll call answers (written by any session) never panic the parser,
+// and what it accepts round-trips through RollCallAnswerName.
+func FuzzParseRollCallAnswer(f *testing.F) {
+	for _, s := range []string{"0000000007_node-1", "0000000000_a", "2147483647_n.example", "2147483648_n", "-000000001_n", "0000000001_", "0000000001_Bad_Node", "junk", "0000000001-node"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, child string) {
+		round, node, err := ParseRollCallAnswer(child)
+		if err != nil {
+			return
+		}
+		if round < 0 || ValidNode(node) != nil || RollCallAnswerName(round, node) != child {
+			t.Fatalf("ParseRollCallAnswer(%q) = %d, %q", child, round, node)
+		}
+	})
+}

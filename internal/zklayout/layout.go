@@ -12,6 +12,8 @@
 //	<root>/torrents/<svc>/<version>/<i>  persistent  raw bytes    the bencoded metainfo, in chunks
 //	<root>/peers/<infohash>/<node>       ephemeral   Peer         a node serving or fetching a torrent
 //	<root>/progress/<svc>/<node>         ephemeral   Progress     a node's download progress
+//	<root>/rollcall/<svc>                persistent  (any)        a roll call: its data version is the round
+//	<root>/rollcall/<svc>/<round>_<node> ephemeral   (empty)      node's service answered that round, alive
 package zklayout
 
 import (
@@ -36,6 +38,7 @@ const (
 	torrentsDir = "torrents"
 	peersDir    = "peers"
 	progressDir = "progress"
+	rollCallDir = "rollcall"
 )
 
 // MetaChunkSize bounds each metainfo chunk well below ZooKeeper's default 1 MiB znode limit.
@@ -85,7 +88,7 @@ func (l Layout) Root() string { return l.root }
 // Bases are the persistent directories every actor may assume exist (EnsurePath them).
 func (l Layout) Bases() []string {
 	return []string{l.Current(), l.Staging(), l.Deploy(), l.Releases(), l.Failures(),
-		l.Torrents(), l.Peers(), l.Progress()}
+		l.Torrents(), l.Peers(), l.Progress(), l.RollCalls()}
 }
 
 // Current is the parent of every service's online set.
@@ -176,6 +179,45 @@ func (l Layout) ProgressService(svc string) string { return path.Join(l.Progress
 // ProgressNode is node's download progress for svc.
 func (l Layout) ProgressNode(svc, node string) string {
 	return path.Join(l.ProgressService(svc), node)
+}
+
+// RollCalls is the parent of every service's roll call.
+func (l Layout) RollCalls() string { return path.Join(l.root, rollCallDir) }
+
+// RollCall is svc's roll call: a node about to stop bumps its data version (the round), and
+// every agent whose service runs answers with a RollCallAnswer child (see docs/design.md).
+func (l Layout) RollCall(svc string) string { return path.Join(l.RollCalls(), svc) }
+
+// RollCallAnswer is node's answer to round of svc's roll call.
+func (l Layout) RollCallAnswer(svc string, round int32, node string) string {
+	return path.Join(l.RollCall(svc), RollCallAnswerName(round, node))
+}
+
+// RollCallAnswerName is the child name of node's answer to round: <round, 10 digits>_<node>.
+// '_' cannot occur in a node name (a DNS-1123 subdomain), so the split is unambiguous.
+func RollCallAnswerName(round int32, node string) string {
+	return fmt.Sprintf("%0*d_%s", seqDigits, round, node)
+}
+
+// ParseRollCallAnswer splits a roll call answer's child name. It fails on anything an agent
+// did not make: a round that is not 10 digits, or an invalid node name.
+func ParseRollCallAnswer(child string) (round int32, node string, err error) {
+	if len(child) < seqDigits+2 || child[seqDigits] != '_' {
+		return 0, "", fmt.Errorf("znode %q is not a roll call answer <round>_<node>", clip(child))
+	}
+	digits := child[:seqDigits]
+	if strings.Trim(digits, "0123456789") != "" {
+		return 0, "", fmt.Errorf("znode %q has no numeric round", clip(child))
+	}
+	r, err := strconv.ParseInt(digits, 10, 32)
+	if err != nil {
+		return 0, "", fmt.Errorf("znode %q: round out of range", clip(child))
+	}
+	node = child[seqDigits+1:]
+	if err := ValidNode(node); err != nil {
+		return 0, "", fmt.Errorf("znode %q: %w", clip(child), err)
+	}
+	return int32(r), node, nil
 }
 
 // SeqName is a parsed sequential znode name: <Name>-<Seq>.

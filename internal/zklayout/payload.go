@@ -138,13 +138,17 @@ type Staged struct {
 	Since   time.Time `json:"since"`
 	// PinnedBytes is how much of the staged version the node holds locked in its page cache.
 	PinnedBytes int64 `json:"pinnedBytes,omitempty"`
+	// RollCall, on an upgrading mark, is the roll call round whose answers the node counted
+	// when it decided to stop (see docs/design.md): monitoring and the fault campaign read it.
+	RollCall int32 `json:"rollCall,omitempty"`
 }
 
 func (s *Staged) validate() error {
 	if s.State != StagedReady && s.State != StagedUpgrading {
 		return fmt.Errorf("state %q is neither %s nor %s", s.State, StagedReady, StagedUpgrading)
 	}
-	return firstErr(ValidNode(s.Node), ValidVersion(s.Version), nonNegative("pinnedBytes", s.PinnedBytes))
+	return firstErr(ValidNode(s.Node), ValidVersion(s.Version), nonNegative("pinnedBytes", s.PinnedBytes),
+		nonNegative("rollCall", int64(s.RollCall)))
 }
 
 // DeployEntry is a service's place in the deploy order: deploy/<svc>-<seq> (persistent sequential).

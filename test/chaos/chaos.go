@@ -423,7 +423,7 @@ func (r *run) execute(ctx context.Context, rep *Report) (err error) {
 	r.truth.Stop()
 	in := checkInput{
 		Services: services, Quorum: r.quorum, Deps: deps, Events: r.truth.Events(),
-		Windows: r.windows, Steps: steps, Snaps: r.obs.Snapshots(), From: from, To: to,
+		Windows: r.windows, Steps: steps, Snaps: r.obs.Snapshots(), Rounds: r.obs.Rounds(), From: from, To: to,
 	}
 	for _, n := range s.Nodes {
 		in.Nodes = append(in.Nodes, n.Name)

@@ -44,6 +44,35 @@ func TestCheckQuorum(t *testing.T) {
 	if d := findDips(in); len(d) != 0 {
 		t.Fatalf("dips %+v: by ground truth 4 of 5 serve", d)
 	}
+
+	// n1 stops after n2 stopped and n5 was killed: 2 of quorum 3. n1 counted roll call round 7.
+	in.Windows = []window{{Node: "n5", Fault: "kill-agent", From: t0.Add(50 * time.Millisecond)}}
+	in.Events = append(evs, ev(t0, 20, "n2", "x", "stopped", 101),
+		fixtureEvent{Time: t0.Add(50 * time.Millisecond), Node: "n5", Service: "x", Event: "vanished", Pid: 104},
+		ev(t0, 100, "n1", "x", "stopped", 100))
+	in.Snaps = []snapshot{{Time: t0.Add(90 * time.Millisecond), Service: "x", Kind: "staging",
+		Members: map[string]string{"n1": "upgrading v2"}, Rounds: map[string]int32{"n1": 7}}}
+	// The round began before the kill: a failure concurrent with the decision, excused.
+	in.Rounds = map[string]map[int32]time.Time{"x": {6: t0.Add(10 * time.Millisecond), 7: t0.Add(40 * time.Millisecond)}}
+	if r := checkQuorum(in); !r.Pass || !strings.Contains(r.String(), "concurrent with round 7") {
+		t.Fatalf("a kill after the round began not excused: %s", r)
+	}
+	// The round began after the kill (the session-timeout window): caught.
+	in.Rounds = map[string]map[int32]time.Time{"x": {7: t0.Add(60 * time.Millisecond)}}
+	if r := checkQuorum(in); r.Pass || !strings.Contains(r.String(), "round 7 began") {
+		t.Fatalf("a stop counting a node killed before the round not caught: %s", r)
+	}
+	// The observer missed round 7: the latest earlier round it saw stands in (here round 6,
+	// begun after the kill): caught.
+	in.Rounds = map[string]map[int32]time.Time{"x": {6: t0.Add(60 * time.Millisecond)}}
+	if r := checkQuorum(in); r.Pass {
+		t.Fatalf("missed round judged by a later start: %s", r)
+	}
+	// No round seen at all: judged at the stop's time.
+	in.Snaps, in.Rounds = nil, nil
+	if r := checkQuorum(in); r.Pass || !strings.Contains(r.String(), "no roll call round seen") {
+		t.Fatalf("stop without a round not judged strictly: %s", r)
+	}
 }
 
 func TestCheckOrder(t *testing.T) {

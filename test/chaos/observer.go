@@ -24,6 +24,8 @@ type snapshot struct {
 	Kind    string // "current" or "staging"
 	// Members maps a node to its version (current) or to "<state> <version>" (staging).
 	Members map[string]string
+	// Rounds maps an upgrading node (staging) to the roll call round it says it counted.
+	Rounds map[string]int32
 }
 
 // observer watches current/<svc> and staging/<svc> of the campaign's services with its own
@@ -36,8 +38,10 @@ type observer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	snaps   []snapshot
+	mu    sync.Mutex
+	snaps []snapshot
+	// rounds holds, per service, the start (ZooKeeper's mtime) of each roll call round seen.
+	rounds  map[string]map[int32]time.Time
 	changes int // current/ snapshots recorded
 	changed chan struct{}
 	errs    []string
@@ -49,8 +53,11 @@ func newObserver(servers, root string, services []string) (*observer, error) {
 		return nil, fmt.Errorf("observer: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	o := &observer{conn: conn, root: root, cancel: cancel, changed: make(chan struct{})}
+	o := &observer{conn: conn, root: root, cancel: cancel, changed: make(chan struct{}), rounds: map[string]map[int32]time.Time{}}
 	for _, svc := range services {
+		o.rounds[svc] = map[int32]time.Time{}
+		o.wg.Add(1)
+		go o.watchRollCall(ctx, svc)
 		for _, kind := range []string{"current", "staging"} {
 			o.wg.Add(1)
 			go o.watch(ctx, svc, kind)
@@ -103,6 +110,51 @@ func (o *observer) watch(ctx context.Context, svc, kind string) {
 	}
 }
 
+// watchRollCall records the start of every round of <root>/rollcall/<svc> it sees: the
+// znode's data version is the round, its mtime (ZooKeeper's clock, this machine's) the start.
+// A round set and superseded between two reads is missed; the checker then falls back to an
+// earlier round, which only makes it stricter.
+func (o *observer) watchRollCall(ctx context.Context, svc string) {
+	defer o.wg.Done()
+	p := path.Join(o.root, "rollcall", svc)
+	for ctx.Err() == nil {
+		ok, st, ev, err := o.conn.ExistsW(p)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			o.addErr(fmt.Sprintf("%s: %v", p, err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond): // retry pace while ZooKeeper is away
+			}
+			continue
+		}
+		if ok && st.Version > 0 {
+			o.mu.Lock()
+			o.rounds[svc][st.Version] = time.UnixMilli(st.Mtime)
+			o.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ev:
+		}
+	}
+}
+
+// Rounds is a copy of the roll call rounds seen: service -> round -> start.
+func (o *observer) Rounds() map[string]map[int32]time.Time {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := map[string]map[int32]time.Time{}
+	for svc, m := range o.rounds {
+		out[svc] = maps.Clone(m)
+	}
+	return out
+}
+
 // read gets each child's payload; a child gone meanwhile is left out (the next event shows it).
 func (o *observer) read(dir, svc, kind string, children []string) snapshot {
 	s := snapshot{Time: time.Now(), Service: svc, Kind: kind, Members: map[string]string{}}
@@ -112,9 +164,10 @@ func (o *observer) read(dir, svc, kind string, children []string) snapshot {
 			continue
 		}
 		var p struct {
-			Node    string `json:"node"`
-			Version string `json:"version"`
-			State   string `json:"state"`
+			Node     string `json:"node"`
+			Version  string `json:"version"`
+			State    string `json:"state"`
+			RollCall int32  `json:"rollCall"`
 		}
 		if err := json.Unmarshal(data, &p); err != nil || p.Node == "" {
 			o.addErr(fmt.Sprintf("%s/%s: undecodable payload", dir, c))
@@ -124,6 +177,12 @@ func (o *observer) read(dir, svc, kind string, children []string) snapshot {
 			s.Members[p.Node] = p.Version
 		} else {
 			s.Members[p.Node] = p.State + " " + p.Version
+			if p.RollCall > 0 {
+				if s.Rounds == nil {
+					s.Rounds = map[string]int32{}
+				}
+				s.Rounds[p.Node] = p.RollCall
+			}
 		}
 	}
 	return s

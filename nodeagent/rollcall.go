@@ -1,0 +1,188 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
+	"github.com/rollkeeper/rollkeeper/nodeagent/quorum"
+)
+
+// The roll call closes the session-timeout window of the quorum rule. A registration under
+// current/ is ephemeral, so it outlives a crashed machine by up to the session timeout: a
+// node deciding in that window would count the dead machine as online and could take the
+// service below its quorum. Before stopping, the decider therefore starts a round (a data
+// version of rollcall/<svc>) and counts only the registered nodes whose agent answered that
+// round (or a later one) from a live session while their service runs. A crash before the
+// round starts can no longer be counted; what remains is a failure concurrent with the
+// decision itself, between the round's start and the stop (docs/design.md).
+
+// rollCall starts a new round of the service's roll call and waits, up to Config.RollCallWait,
+// until enough registered nodes other than this one answer for this node to stop. It returns
+// the round, and how many other online nodes answered when it gave up or succeeded.
+func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan) (ok bool, answered, online int, round int32, err error) {
+	p := w.l.RollCall(w.svc)
+	st, err := w.zk.Set(ctx, p, []byte(w.a.cfg.Node), -1)
+	if errors.Is(err, zkclient.ErrNoNode) {
+		if err = w.zk.EnsurePath(ctx, p); err == nil {
+			st, err = w.zk.Set(ctx, p, []byte(w.a.cfg.Node), -1)
+		}
+	}
+	if err != nil {
+		return false, 0, 0, 0, fmt.Errorf("start roll call of %s: %w", w.svc, err)
+	}
+	round = st.Version
+	timer := time.NewTimer(w.a.cfg.RollCallWait)
+	defer timer.Stop()
+	for {
+		// Watch first, then count: an answer arriving in between fires the watch.
+		children, _, watch, err := w.zk.ChildrenW(ctx, p)
+		if err != nil {
+			return false, 0, 0, round, fmt.Errorf("roll call %d of %s: %w", round, w.svc, err)
+		}
+		regs, err := w.online(ctx, plan, false)
+		if err != nil {
+			return false, 0, 0, round, err
+		}
+		answered = countAnswers(children, round, regs, w.a.cfg.Node)
+		online = len(regs)
+		// MayStop counts the caller among the online nodes.
+		if quorum.MayStop(answered+1, plan.MinAvailable) {
+			return true, answered, online, round, nil
+		}
+		select {
+		case <-watch.C():
+			watch.Fired()
+		case <-timer.C:
+			return false, answered, online, round, nil
+		case <-ctx.Done():
+			return false, answered, online, round, ctx.Err()
+		}
+	}
+}
+
+// countAnswers counts the distinct registered nodes, other than self, that answered round or
+// a later one (a later round started after this one, so its answer is at least as fresh).
+// Children that are not answers are ignored: they prove nothing.
+func countAnswers(children []string, round int32, registered map[string]string, self string) int {
+	seen := map[string]bool{}
+	for _, c := range children {
+		r, node, err := zklayout.ParseRollCallAnswer(c)
+		if err != nil || r < round || node == self || seen[node] {
+			continue
+		}
+		if _, ok := registered[node]; ok {
+			seen[node] = true
+		}
+	}
+	return len(seen)
+}
+
+// answerer answers the service's roll calls for this node while one ZooKeeper session lasts.
+// It is separate from the worker, so a worker busy with a long fetch or a slow health check
+// still answers: the answer says the machine and its service are alive, nothing more.
+type answerer struct {
+	zk      *zkclient.Client
+	l       zklayout.Layout
+	svc     string
+	node    string
+	backend backend.Backend
+	metrics *Metrics
+	log     logr.Logger
+	retry   time.Duration
+	// last is the round of this session's latest answer (0: none), replaced by the next one.
+	last int32
+	// answered is the last round answered.
+	answered int32
+	// kicks wakes the answerer when the worker registered the service: a round it passed over
+	// while the service was down (upgrading) can be answered now.
+	kicks chan struct{}
+}
+
+// kick asks the answerer to look at the current round again. It never blocks.
+func (r *answerer) kick() {
+	select {
+	case r.kicks <- struct{}{}:
+	default:
+	}
+}
+
+func newAnswerer(a *Agent, svc string) *answerer {
+	return &answerer{zk: a.cfg.ZK, l: a.cfg.Layout, svc: svc, node: a.cfg.Node, backend: a.cfg.Backend, metrics: a.cfg.Metrics,
+		log: a.log.WithValues("service", svc), retry: a.cfg.RetryInterval, kicks: make(chan struct{}, 1)}
+}
+
+// run answers each new round until ctx (the session) ends. A round is answered only while the
+// service runs here; the decider counts only answers of registered nodes.
+func (r *answerer) run(ctx context.Context) {
+	p := r.l.RollCall(r.svc)
+	for ctx.Err() == nil {
+		// ExistsW watches creation, data changes (new rounds) and deletion alike.
+		exists, st, watch, err := r.zk.ExistsW(ctx, p)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Error(err, "watch roll call; retrying", "after", r.retry)
+				pause(ctx, r.retry)
+			}
+			continue
+		}
+		if exists && st.Version > 0 && st.Version != r.answered {
+			if err := r.answer(ctx, st.Version); err != nil {
+				if ctx.Err() == nil {
+					r.log.Error(err, "answer roll call; retrying", "round", st.Version, "after", r.retry)
+					pause(ctx, r.retry)
+				}
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kicks:
+		case ev, ok := <-watch.C():
+			watch.Fired()
+			if (!ok || ev.Err != nil) && ctx.Err() == nil {
+				pause(ctx, r.retry) // connection trouble: look again after a pause
+			}
+		}
+	}
+}
+
+// answer writes this node's answer to round in place of its previous one, if the service runs.
+func (r *answerer) answer(ctx context.Context, round int32) error {
+	if !r.backend.Status(r.svc).Running {
+		return nil // not answering is the answer; a kick after the next start looks again
+	}
+	create := zkclient.CreateOp(r.l.RollCallAnswer(r.svc, round, r.node), nil, zkclient.Ephemeral)
+	var err error
+	if r.last != 0 && r.last != round {
+		err = r.zk.Multi(ctx, zkclient.DeleteOp(r.l.RollCallAnswer(r.svc, r.last, r.node), -1), create)
+		if errors.Is(err, zkclient.ErrNoNode) { // the previous answer is gone already
+			err = r.zk.Multi(ctx, create)
+		}
+	} else {
+		err = r.zk.Multi(ctx, create)
+	}
+	if err != nil && !errors.Is(err, zkclient.ErrNodeExists) {
+		return fmt.Errorf("answer roll call %d of %s: %w", round, r.svc, err)
+	}
+	r.last, r.answered = round, round
+	r.metrics.rollCallAnswered(r.svc)
+	return nil
+}
+
+// pause waits d or until ctx ends.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

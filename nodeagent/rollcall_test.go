@@ -1,0 +1,96 @@
+package nodeagent_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent"
+)
+
+// A crashed machine's registration outlives it by up to the session timeout. Here node-05 and
+// node-06 are such machines: valid registrations of a live session (a session of their own),
+// but no agent and no service behind them. Counted, they would let a real node stop with 6
+// registered and minAvailable 4, leaving 3 of the 4 real nodes running. The roll call counts
+// only nodes that answer: no real node stops. With minAvailable 3 the rollout then finishes,
+// one real node down at a time, while the dead machines are still registered.
+func TestRollCallIgnoresDeadMachines(t *testing.T) {
+	const real = 4
+	e := newEnv(t)
+	// The distribution gate would wait for the dead machines to stage v2; ask for the real ones.
+	staged := real
+	e.minStaged = &staged
+	e.publish("a", "v1", "", real, zklayout.FailurePolicyPause, nil)
+	e.startAgents(real)
+	e.waitFor("all nodes online on v1", time.Minute, func() bool {
+		return allOn(e.versions("a"), real, "v1") && len(e.deployQueue()) == 0
+	})
+	dead := dial(t, e.ctx, logr.Discard())
+	for _, n := range []string{"node-05", "node-06"} {
+		_, err := dead.Create(e.ctx, e.layout.CurrentNode("a", n), encode(t, &zklayout.Current{Node: n, Version: "v1",
+			Health: zklayout.HealthHealthy, Since: time.Now().UTC()}), zkclient.Ephemeral)
+		must(t, err)
+	}
+
+	e.av.arm()
+	e.publish("a", "v2", "v1", real, zklayout.FailurePolicyPause, nil)
+	e.waitFor("a roll call that too few nodes answered", time.Minute, func() bool {
+		return e.counterWith(nodeagent.MetricRollCalls, nodeagent.ResultTooFew) > 0
+	})
+	if got := e.av.min("a"); got < real {
+		t.Fatalf("a node stopped on the dead machines' registrations: %d of %d real nodes ran the service at one point (minAvailable %d)", got, real, real)
+	}
+	if got := e.counterWith(nodeagent.MetricRollCalls, nodeagent.ResultSuccess); got != 0 {
+		t.Fatalf("%d roll calls succeeded with only %d real nodes and minAvailable %d", got, real, real)
+	}
+
+	const minAvailable = 3
+	e.setMinAvailable("a", minAvailable)
+	e.waitFor("the real nodes on v2", 2*time.Minute, func() bool {
+		return allOn(only(e.versions("a"), "node-01", "node-02", "node-03", "node-04"), real, "v2")
+	})
+	if got := e.av.min("a"); got < minAvailable {
+		t.Fatalf("quorum violated: %d of the real nodes ran the service at one point (minAvailable %d): a dead machine was counted", got, minAvailable)
+	}
+	t.Logf("lowest number of running nodes: %d (minAvailable %d); roll calls: %d succeeded, %d too few answers; %d answers",
+		e.av.min("a"), minAvailable, e.counterWith(nodeagent.MetricRollCalls, nodeagent.ResultSuccess),
+		e.counterWith(nodeagent.MetricRollCalls, nodeagent.ResultTooFew), e.counter(nodeagent.MetricRollCallAnswers))
+}
+
+// Answers are parsed from child names anyone could write: foreign children prove nothing, an
+// answer to an older round does not count, and each node counts once.
+func TestCountAnswers(t *testing.T) {
+	registered := map[string]string{"node-1": "v1", "node-2": "v1", "node-3": "v1", "self": "v1"}
+	children := []string{
+		zklayout.RollCallAnswerName(7, "node-1"),
+		zklayout.RollCallAnswerName(8, "node-1"), // a later round too: still one node
+		zklayout.RollCallAnswerName(6, "node-2"), // older round: stale
+		zklayout.RollCallAnswerName(7, "self"),   // the decider itself
+		zklayout.RollCallAnswerName(7, "node-9"), // not registered
+		"garbage", "0000000007_Bad_Name", "0000000007-node-3",
+	}
+	if got := nodeagent.CountAnswers(children, 7, registered, "self"); got != 1 {
+		t.Fatalf("CountAnswers = %d, want 1 (node-1 only)", got)
+	}
+	children = append(children, zklayout.RollCallAnswerName(9, "node-3"))
+	if got := nodeagent.CountAnswers(children, 7, registered, "self"); got != 2 {
+		t.Fatalf("CountAnswers = %d, want 2", got)
+	}
+}
+
+// setMinAvailable rewrites svc's plan with another minAvailable (what the operator does when
+// the RollingDeploy's quorum is edited).
+func (e *env) setMinAvailable(svc string, minAvailable int) {
+	data, _, err := e.zk.Get(e.ctx, e.layout.StagingService(svc))
+	must(e.t, err)
+	var plan zklayout.Plan
+	must(e.t, zklayout.Decode(data, &plan))
+	plan.MinAvailable = minAvailable
+	data, err = zklayout.Encode(&plan)
+	must(e.t, err)
+	_, err = e.zk.Set(e.ctx, e.layout.StagingService(svc), data, -1)
+	must(e.t, err)
+}
