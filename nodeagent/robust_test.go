@@ -377,3 +377,43 @@ func TestAdoptedProcessIsCheckedBeforeItCounts(t *testing.T) {
 	must(t, os.WriteFile(ready, nil, 0o644))
 	e.waitFor("the adopted process registered once healthy", time.Minute, func() bool { return allOn(e.versions("a"), 1, "v1") })
 }
+
+// A process left unhealthy mid-upgrade (the previous agent switched v1 -> v2, started v2 and
+// was killed before its health check) is rolled back like a failed upgrade: v2 is stopped, v1
+// started and registered, and the failure recorded halts the rollout.
+func TestAdoptedUnhealthyUpgradeRollsBack(t *testing.T) {
+	e := newEnv(t)
+	hc := &zklayout.HealthCheck{Exec: &zklayout.Exec{Command: []string{"/bin/sh", "-c", `test "$ROLLKEEPER_VERSION" != v2`}},
+		TimeoutSeconds: 1, PeriodSeconds: 1, SuccessThreshold: 1, FailureThreshold: 1}
+	e.publish("a", "v1", "", 0, zklayout.FailurePolicyPause, hc)
+	e.dropDeployEntries("a")
+	e.publish("a", "v2", "v1", 0, zklayout.FailurePolicyPause, hc)
+	e.wrapBackend = func(name string, b backend.Backend) backend.Backend {
+		// What the previous agent left: v1 and v2 installed, switched to v2, v2 running.
+		st, err := store.New(e.stateDirs[name], fetch.NewHTTP())
+		must(t, err)
+		for _, v := range []string{"v1", "v2"} {
+			data, _, err := e.zk.Get(e.ctx, e.layout.Release("a", v))
+			must(t, err)
+			var rel zklayout.Release
+			must(t, zklayout.Decode(data, &rel))
+			must(t, st.Ensure(e.ctx, &rel))
+			must(t, st.Switch("a", v))
+		}
+		must(t, b.Start(e.ctx, "a", backend.Spec{Version: "v2"}))
+		return b
+	}
+	ta := e.startAgent("node-01")
+	e.waitFor("node-01 back on v1", time.Minute, func() bool { return allOn(e.versions("a"), 1, "v1") })
+	if s := ta.be.Status("a"); !s.Running || s.Version != "v1" {
+		t.Fatalf("backend status %+v, want v1 running", s)
+	}
+	f, ok := e.failures("a")["node-01"]
+	if !ok || f.Kind != zklayout.FailureHealthCheck || f.Version != "v2" {
+		t.Fatalf("failures %+v, want node-01's HealthCheck failure of v2", e.failures("a"))
+	}
+	// The rollout is halted (Pause): node-01 stays on v1.
+	if got := e.counterWith(nodeagent.MetricUpgrades, nodeagent.ResultRollback); got != 1 {
+		t.Fatalf("%d rollbacks counted, want 1", got)
+	}
+}

@@ -251,8 +251,15 @@ func (w *worker) step(root, ctx context.Context) error {
 		return w.start(root, ctx, plan)
 	}
 	if w.checked != st.Version {
-		if err := w.checkAdopted(ctx, st.Version); err != nil {
+		target := ""
+		if plan != nil {
+			target = plan.Version
+		}
+		if err := w.checkAdopted(root, ctx, st.Version, target); err != nil {
 			return err
+		}
+		if w.checked != st.Version { // rolled back to the previous version: look again
+			return nil
 		}
 	}
 	if err := w.register(ctx, st.Version); err != nil {
@@ -600,7 +607,14 @@ func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 // checkAdopted health-checks a running process this worker did not start (see checked).
 // Unhealthy, it stays as it is (stopping it is not the agent's call without a turn and a
 // quorum check) but is not registered: the failure is recorded and the check retried later.
-func (w *worker) checkAdopted(ctx context.Context, version string) error {
+//
+// An unhealthy process left mid-upgrade (it runs the plan's version, which the store switched
+// to from a previous version it still holds) is rolled back like a failed upgrade: it serves
+// nothing healthy and counts for nobody, while the previous version did. Any other unhealthy
+// process (no previous version, or not the plan's: a rollback that is unhealthy too) is left
+// running and checked again later: stopping it could only make things worse, and a fleet-wide
+// external fault must not make every agent stop its service.
+func (w *worker) checkAdopted(root, ctx context.Context, version, planVersion string) error {
 	cfg := w.a.cfg
 	w.at = w.l.Release(w.svc, version)
 	rel, err := w.release(ctx, version)
@@ -621,6 +635,9 @@ func (w *worker) checkAdopted(ctx context.Context, version string) error {
 	if err != nil {
 		cfg.Metrics.healthCheckFailed(w.svc)
 		w.recordFailure(ctx, version, zklayout.FailureHealthCheck, fmt.Errorf("running process left by a previous agent is unhealthy: %w", err))
+		if prev := cfg.Store.Previous(w.svc); version == planVersion && prev != "" && prev != version && cfg.Store.Current(w.svc) == version {
+			return w.rollBackAdopted(root, ctx, version, prev, err)
+		}
 		w.retryAt = time.Now().Add(cfg.MaxRetryInterval)
 		return w.waiting("running process left by a previous agent is unhealthy; not registering it", "version", version, "err", err.Error())
 	}
@@ -630,6 +647,30 @@ func (w *worker) checkAdopted(ctx context.Context, version string) error {
 }
 
 // runEnv is the artifact dir, the $(VARS) and the environment a release runs and is checked with.
+// rollBackAdopted stops an unhealthy process left mid-upgrade at version and starts prev, the
+// version it replaced, as a failed upgrade does. The next step registers prev once healthy.
+func (w *worker) rollBackAdopted(root, ctx context.Context, version, prev string, cause error) error {
+	cfg := w.a.cfg
+	w.log.Error(cause, "running process left mid-upgrade by a previous agent is unhealthy; rolling back", "from", version, "to", prev)
+	w.at = w.l.Release(w.svc, prev)
+	rel, err := w.release(ctx, prev)
+	if err != nil {
+		return fmt.Errorf("roll back %s %s->%s: %w", w.svc, version, prev, err)
+	}
+	cfg.Metrics.upgraded(w.svc, ResultRollback, 0)
+	if err := cfg.Backend.Stop(root, w.svc); err != nil {
+		return fmt.Errorf("roll back %s %s->%s: stop: %w", w.svc, version, prev, err)
+	}
+	cfg.Metrics.down(w.svc)
+	if err := cfg.Store.Switch(w.svc, prev); err != nil {
+		return fmt.Errorf("roll back %s %s->%s: %w", w.svc, version, prev, err)
+	}
+	if err := w.runAndCheck(root, rel); err != nil {
+		w.log.Error(err, "previous version is unhealthy too after rollback", "version", prev)
+	}
+	return nil
+}
+
 func (w *worker) runEnv(rel *zklayout.Release) (dir string, vars map[string]string, env []string) {
 	cfg := w.a.cfg
 	dir = cfg.Store.CurrentLink(w.svc)
