@@ -346,6 +346,10 @@ type ServiceStatus struct {
 	// Downloading nodes report download progress; DownloadedBytes of DownloadTotalBytes are done.
 	// +optional
 	Downloading int32 `json:"downloading,omitempty"`
+	// DownloadingFromOrigin of the Downloading nodes fetch from the origin directly: they found
+	// no torrent within their --torrent-wait (the operator stopped before publishing it).
+	// +optional
+	DownloadingFromOrigin int32 `json:"downloadingFromOrigin,omitempty"`
 	// +optional
 	DownloadedBytes int64 `json:"downloadedBytes,omitempty"`
 	// +optional

@@ -29,7 +29,7 @@ func web(min int32) *v1alpha1.RollingDeploy {
 			Message: "a: 1/5 node(s) on v2"}},
 		Services: []v1alpha1.ServiceStatus{{Name: "a", Position: 1, TargetVersion: "v2", Phase: v1alpha1.PhaseProgressing,
 			MinAvailable: min, Total: 5, Online: 3, Updated: 1, Staged: 1, Upgrading: 1, Failed: 1, Unreachable: 1,
-			Downloading: 1, DownloadedBytes: 5 << 20, DownloadTotalBytes: 10 << 20}}}
+			Downloading: 1, DownloadingFromOrigin: 1, DownloadedBytes: 5 << 20, DownloadTotalBytes: 10 << 20}}}
 	return rd
 }
 
@@ -37,7 +37,8 @@ func webNodes() []v1alpha1.NodeEntry {
 	return []v1alpha1.NodeEntry{
 		{Name: "node-1", Version: "v2", Online: true, State: v1alpha1.NodeUpdated},
 		{Name: "node-2", Version: "v2", State: v1alpha1.NodeUpgrading},
-		{Name: "node-3", Version: "v1", Online: true, State: v1alpha1.NodeDownloading, DownloadedBytes: 5 << 20, TotalBytes: 10 << 20},
+		{Name: "node-3", Version: "v1", Online: true, State: v1alpha1.NodeDownloading, DownloadedBytes: 5 << 20, TotalBytes: 10 << 20,
+			Message: nodestate.OriginMessage},
 		{Name: "node-4", Version: "v1", Online: true, State: v1alpha1.NodeFailed, Message: "HealthCheck: GET /healthz: 500"},
 		{Name: "node-5", State: v1alpha1.NodeUnreachable},
 	}
@@ -52,11 +53,11 @@ func TestRenderStatus(t *testing.T) {
   Ready=False RolloutProgressing: a: 1/5 node(s) on v2
 
 SERVICE a  target v2  Progressing  minAvailable 3
-  nodes 5  online 3  updated 1  running 0  downloading 1  staged 0  upgrading 1  failed 1  unreachable 1 (downloads 50% (5.0 MiB/10.0 MiB))
+  nodes 5  online 3  updated 1  running 0  downloading 1  staged 0  upgrading 1  failed 1  unreachable 1 (downloads 50% (5.0 MiB/10.0 MiB)) (1 from the origin directly: no torrent in time)
 NODE    VERSION  ONLINE  STATE        PROGRESS
 node-1  v2       yes     Updated      -
 node-2  v2       no      Upgrading    -
-node-3  v1       yes     Downloading  50% (5.0 MiB/10.0 MiB)
+node-3  v1       yes     Downloading  50% (5.0 MiB/10.0 MiB) from the origin
 node-4  v1       yes     Failed       -
 node-5  -        no      Unreachable  -
 `

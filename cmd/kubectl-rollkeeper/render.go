@@ -77,6 +77,9 @@ func renderService(w io.Writer, s v1alpha1.ServiceStatus, m *nodestate.Service, 
 	if total > 0 {
 		fmt.Fprintf(w, " (downloads %s)", progress(done, total))
 	}
+	if s.DownloadingFromOrigin > 0 {
+		fmt.Fprintf(w, " (%d from the origin directly: no torrent in time)", s.DownloadingFromOrigin)
+	}
 	fmt.Fprintln(w)
 	if m.Incomplete {
 		fmt.Fprintln(w, "  (the operator is rewriting the node list: some rows may be missing or stale)")
@@ -98,6 +101,9 @@ func renderService(w io.Writer, s v1alpha1.ServiceStatus, m *nodestate.Service, 
 		prog := ""
 		if n.TotalBytes > 0 {
 			prog = progress(n.DownloadedBytes, n.TotalBytes)
+			if n.Message == nodestate.OriginMessage {
+				prog += " from the origin"
+			}
 		}
 		row := strings.Join([]string{n.Name, orDash(n.Version), online, string(n.State), orDash(prog)}, "\t")
 		if wide {

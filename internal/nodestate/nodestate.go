@@ -23,6 +23,10 @@ import (
 // its entry at most this many times.
 const progressSteps = 20
 
+// OriginMessage explains a Downloading node that fetches from the origin directly.
+const OriginMessage = "from the origin: no torrent within --torrent-wait"
+
+
 // Entries derives one entry per node of the service from o (Service, Target and Selected set):
 // every selected node, plus nodes that are registered, staged or downloading without being
 // selected (their labels changed). Sorted by name.
@@ -95,6 +99,9 @@ func Entries(o plan.Observation) []v1alpha1.NodeEntry {
 		case n.progress != nil:
 			e.State = v1alpha1.NodeDownloading
 			e.DownloadedBytes, e.TotalBytes = roundProgress(n.progress.Done, n.progress.Total), n.progress.Total
+			if n.progress.Source == zklayout.ProgressSourceOrigin {
+				e.Message = OriginMessage
+			}
 		default:
 			e.State = v1alpha1.NodeRunning
 		}

@@ -28,7 +28,7 @@ func TestEntries(t *testing.T) {
 			{Node: "n5", Version: "v2", State: zklayout.StagedUpgrading},
 		},
 		Progress: []zklayout.Progress{
-			{Node: "n4", Version: "v2", Done: 57, Total: 100},
+			{Node: "n4", Version: "v2", Done: 57, Total: 100, Source: zklayout.ProgressSourceOrigin},
 			{Node: "n1", Version: "v2", Done: 100, Total: 100},
 		},
 		Failures: []zklayout.Failure{
@@ -42,7 +42,7 @@ func TestEntries(t *testing.T) {
 		{Name: "n1", Version: "v2", Online: true, State: v1alpha1.NodeUpdated},
 		{Name: "n2", Version: "v1", Online: true, State: v1alpha1.NodeRunning},
 		{Name: "n3", Version: "v1", Online: true, State: v1alpha1.NodeStaged},
-		{Name: "n4", Version: "v1", Online: true, State: v1alpha1.NodeDownloading, DownloadedBytes: 55, TotalBytes: 100},
+		{Name: "n4", Version: "v1", Online: true, State: v1alpha1.NodeDownloading, DownloadedBytes: 55, TotalBytes: 100, Message: OriginMessage},
 		{Name: "n5", Version: "v2", State: v1alpha1.NodeUpgrading},
 		{Name: "n6", Version: "v1", Online: true, State: v1alpha1.NodeFailed, Message: "HealthCheck: GET /healthz: ?500? internal error"},
 		{Name: "n7", Online: true, State: v1alpha1.NodeRunning, Message: "registration in ZooKeeper is unreadable"},

@@ -173,6 +173,9 @@ func DigestService(o Observation) Digest {
 	for _, p := range o.Progress {
 		if p.Version == o.Target && p.Done < p.Total {
 			st.Downloading++
+			if p.Source == zklayout.ProgressSourceOrigin {
+				st.DownloadingFromOrigin++
+			}
 			st.DownloadedBytes += p.Done
 			st.DownloadTotalBytes += p.Total
 		}

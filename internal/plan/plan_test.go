@@ -395,12 +395,12 @@ func TestDigestReportsDistribution(t *testing.T) {
 		Current: []zklayout.Current{{Node: "n1", Version: "v1"}, {Node: "n2", Version: "v1"}, {Node: "n3", Version: "v1"}},
 		Staged:  []zklayout.Staged{{Node: "n1", Version: "v2", State: zklayout.StagedReady, PinnedBytes: 100}, {Node: "n2", Version: "v2", State: zklayout.StagedReady, PinnedBytes: 50}},
 		Progress: []zklayout.Progress{
-			{Node: "n3", Version: "v2", Done: 10, Total: 40},
+			{Node: "n3", Version: "v2", Done: 10, Total: 40, Source: zklayout.ProgressSourceOrigin},
 			{Node: "n4", Version: "v1", Done: 1, Total: 2}, // an older download: not counted
 		},
 	})
 	st := d.Status
-	if st.StagedRequired != 3 || st.Staged != 2 || st.PinnedBytes != 150 || st.Downloading != 1 || st.DownloadedBytes != 10 || st.DownloadTotalBytes != 40 {
+	if st.StagedRequired != 3 || st.Staged != 2 || st.PinnedBytes != 150 || st.Downloading != 1 || st.DownloadingFromOrigin != 1 || st.DownloadedBytes != 10 || st.DownloadTotalBytes != 40 {
 		t.Fatalf("status = %+v", st)
 	}
 	d = DigestService(Observation{Service: "a", Target: "v2", Current: []zklayout.Current{{Node: "n1", Version: "v1"}}})

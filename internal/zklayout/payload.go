@@ -413,11 +413,23 @@ type Progress struct {
 	Peers   int       `json:"peers"`
 	Rate    int64     `json:"rate"` // bytes/s
 	Updated time.Time `json:"updated"`
+	// Source is where the bytes come from: peers (the swarm, the origin as its web seed) or
+	// origin (directly, no torrent in time: the operator died before publishing it).
+	Source string `json:"source,omitempty"`
 }
+
+// Values of Progress.Source.
+const (
+	ProgressSourcePeers  = "peers"
+	ProgressSourceOrigin = "origin"
+)
 
 func (p *Progress) validate() error {
 	if p.Done < 0 || p.Total < 0 || p.Done > p.Total {
 		return fmt.Errorf("progress %d/%d is impossible", p.Done, p.Total)
+	}
+	if p.Source != "" && p.Source != ProgressSourcePeers && p.Source != ProgressSourceOrigin {
+		return fmt.Errorf("source %q is neither %s nor %s", clip(p.Source), ProgressSourcePeers, ProgressSourceOrigin)
 	}
 	return firstErr(ValidNode(p.Node), ValidVersion(p.Version), nonNegative("peers", int64(p.Peers)), nonNegative("rate", p.Rate))
 }

@@ -85,7 +85,7 @@ func TestP2PFetchFallsBackToTheOrigin(t *testing.T) {
 		data, _, err := c.Get(ctx, tr.Layout.ProgressNode("a", "node-1"))
 		var p zklayout.Progress
 		if err == nil && zklayout.Decode(data, &p) == nil {
-			if p.Peers != 0 || p.Total != int64(len(body)) || p.Version != "v2" {
+			if p.Peers != 0 || p.Total != int64(len(body)) || p.Version != "v2" || p.Source != zklayout.ProgressSourceOrigin {
 				t.Fatalf("progress %+v: want v2 from the origin (no peers) of %d bytes", p, len(body))
 			}
 			seen = p.Done >= int64(half)

@@ -187,7 +187,8 @@ func (f *P2P) wait(ctx context.Context, rel *zklayout.Release, sw *swarm) error 
 		case <-tick.C:
 			p := sw.t.Progress()
 			if err := f.cfg.Tracker.ReportProgress(ctx, rel.Service, zklayout.Progress{Node: f.cfg.Node, Version: rel.Version,
-				Done: p.Done, Total: p.Total, Peers: p.Peers, Rate: int64(p.Rate), Updated: time.Now().UTC()}); err != nil {
+				Done: p.Done, Total: p.Total, Peers: p.Peers, Rate: int64(p.Rate), Updated: time.Now().UTC(),
+				Source: zklayout.ProgressSourcePeers}); err != nil {
 				f.log.V(1).Info("report progress", "err", err.Error())
 			}
 			_ = pagecache.Drop(sw.t.Path())
@@ -367,7 +368,8 @@ func (f *P2P) fetchOrigin(ctx context.Context, rel *zklayout.Release, dest strin
 	var done atomic.Int64
 	report := func() {
 		if err := f.cfg.Tracker.ReportProgress(ctx, rel.Service, zklayout.Progress{Node: f.cfg.Node, Version: rel.Version,
-			Done: done.Load(), Total: max(total, done.Load()), Peers: 0, Updated: time.Now().UTC()}); err != nil {
+			Done: done.Load(), Total: max(total, done.Load()), Peers: 0, Updated: time.Now().UTC(),
+			Source: zklayout.ProgressSourceOrigin}); err != nil {
 			f.log.V(1).Info("report progress", "err", err.Error())
 		}
 	}
