@@ -26,7 +26,6 @@ const progressSteps = 20
 // OriginMessage explains a Downloading node that fetches from the origin directly.
 const OriginMessage = "from the origin: no torrent within --torrent-wait"
 
-
 // Entries derives one entry per node of the service from o (Service, Target and Selected set):
 // every selected node, plus nodes that are registered, staged or downloading without being
 // selected (their labels changed). Sorted by name.
