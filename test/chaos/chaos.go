@@ -112,6 +112,10 @@ const (
 	faultOrigin      = "origin-down"
 	faultDiskFull    = "disk-full"
 	faultCorruptPeer = "corrupt-peer"
+	// faultCrashAgent SIGKILLs an agent alone: its host services must keep running (they
+	// outlive the agent) and the next agent adopts them. Drawn after the others, so that adding
+	// it left the earlier seeds' draws as they were.
+	faultCrashAgent = "crash-agent-only"
 )
 
 var faultKinds = []string{faultKillAgent, faultFreeze, faultCutOff, faultZKLeader, faultZKFollower,
@@ -157,6 +161,11 @@ func drawPlan(seed int64, root bool) plan {
 			}
 			p.Faults[step] = append(p.Faults[step], f)
 		}
+	}
+	if rng.IntN(2) == 0 {
+		step := rng.IntN(2)
+		f := fault{Kind: faultCrashAgent, Node: harness.NodeName(1 + rng.IntN(nodeCount)), After: rng.IntN(30), Long: rng.IntN(2) == 0}
+		p.Faults[step] = append(p.Faults[step], f)
 	}
 	return p
 }
@@ -245,6 +254,7 @@ type run struct {
 	mu       sync.Mutex
 	injected []string
 	windows  []window
+	crashes  []agentCrash
 	results  []result
 	notes    []string
 	versions map[string]string // current spec version per service
@@ -423,7 +433,7 @@ func (r *run) execute(ctx context.Context, rep *Report) (err error) {
 	r.truth.Stop()
 	in := checkInput{
 		Services: services, Quorum: r.quorum, Deps: deps, Events: r.truth.Events(),
-		Windows: r.windows, Steps: steps, Snaps: r.obs.Snapshots(), Rounds: r.obs.Rounds(), From: from, To: to,
+		Windows: r.windows, Crashes: r.crashes, Steps: steps, Snaps: r.obs.Snapshots(), Rounds: r.obs.Rounds(), From: from, To: to,
 	}
 	for _, n := range s.Nodes {
 		in.Nodes = append(in.Nodes, n.Name)
@@ -432,6 +442,9 @@ func (r *run) execute(ctx context.Context, rep *Report) (err error) {
 		r.note("undecodable event log lines: %q", bad)
 	}
 	r.results = append([]result{checkQuorum(in), checkOrder(in, "d")}, r.results...)
+	if len(in.Crashes) > 0 {
+		r.results = append(r.results, checkAgentCrashes(in))
+	}
 	rep.Dips = findDips(in)
 	rep.Results, rep.Injected, rep.Notes = r.results, r.injected, r.notes
 	return nil

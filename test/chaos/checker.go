@@ -18,6 +18,12 @@ type window struct {
 	From, To time.Time // To zero: until the end
 }
 
+// agentCrash is an agent SIGKILLed alone at At and started again at Restarted.
+type agentCrash struct {
+	Node          string
+	At, Restarted time.Time
+}
+
 // stepRecord is one version change of the run.
 type stepRecord struct {
 	Index int
@@ -58,6 +64,7 @@ type checkInput struct {
 	Nodes    []string
 	Events   []fixtureEvent
 	Windows  []window
+	Crashes  []agentCrash
 	Steps    []stepRecord
 	Snaps    []snapshot
 	// Rounds holds the roll call rounds the observer saw: service -> round -> start.
@@ -243,6 +250,56 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// checkAgentCrashes: an agent crash stops no host service. Every instance serving on the node
+// when its agent was SIGKILLed alone ends, if at all, by a voluntary stop ("stopped") of a
+// later agent, after the restart; never by vanishing (killed), unless the nemesis crashed the
+// whole machine then (kill-agent), and never by a stop while no agent ran.
+func checkAgentCrashes(in checkInput) result {
+	r := result{Name: "agent crash: the host services outlive a SIGKILLed agent", Pass: true}
+	events := sortedEvents(in.Events)
+	for _, c := range in.Crashes {
+		st := serving{}
+		for _, ev := range events {
+			if ev.Time.After(c.At) {
+				break
+			}
+			if ev.Node == c.Node {
+				st.apply(ev)
+			}
+		}
+		survivors := 0
+		for svc, byNode := range st {
+			for pid := range byNode[c.Node] {
+				end := "still serving at the end"
+				for _, ev := range events {
+					if ev.Pid != pid || ev.Node != c.Node || ev.Service != svc || !ev.Time.After(c.At) || (ev.Event != "stopped" && ev.Event != "vanished") {
+						continue
+					}
+					switch {
+					case ev.Event == "vanished" && in.downAt(c.Node, ev.Time) != faultKillAgent:
+						r.Pass = false
+						end = "KILLED"
+					case ev.Event == "stopped" && ev.Time.Before(c.Restarted):
+						r.Pass = false
+						end = "STOPPED while no agent ran"
+					default:
+						end = ev.Event
+					}
+					end += " at " + ev.Time.Format("15:04:05.000")
+					break
+				}
+				survivors++
+				r.Evidence = append(r.Evidence, fmt.Sprintf("%s: agent SIGKILLed %s, restarted %s: %s pid %d %s",
+					c.Node, c.At.Format("15:04:05.000"), c.Restarted.Format("15:04:05.000"), svc, pid, end))
+			}
+		}
+		if survivors == 0 {
+			r.Evidence = append(r.Evidence, fmt.Sprintf("%s: no host service served when its agent was SIGKILLed at %s", c.Node, c.At.Format("15:04:05.000")))
+		}
+	}
+	return r
 }
 
 // dip is a span in which fewer healthy instances of a service served than its quorum, by

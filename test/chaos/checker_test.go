@@ -167,3 +167,29 @@ func TestDrawPlanDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckAgentCrashes(t *testing.T) {
+	t0 := time.Now()
+	crash := agentCrash{Node: "n1", At: t0.Add(100 * time.Millisecond), Restarted: t0.Add(200 * time.Millisecond)}
+	base := []fixtureEvent{ev(t0, 0, "n1", "x", "serving", 100), ev(t0, 0, "n2", "x", "serving", 101)}
+	judge := func(more ...fixtureEvent) result {
+		return checkAgentCrashes(checkInput{Crashes: []agentCrash{crash}, Events: append(append([]fixtureEvent(nil), base...), more...)})
+	}
+	if r := judge(); !r.Pass || !strings.Contains(r.String(), "still serving") {
+		t.Fatalf("a service that kept running judged bad: %s", r)
+	}
+	if r := judge(ev(t0, 300, "n1", "x", "stopped", 100)); !r.Pass {
+		t.Fatalf("a voluntary stop by the restarted agent judged bad: %s", r)
+	}
+	if r := judge(fixtureEvent{Time: t0.Add(150 * time.Millisecond), Node: "n1", Service: "x", Event: "vanished", Pid: 100}); r.Pass {
+		t.Fatalf("a host service killed with its agent not caught: %s", r)
+	}
+	if r := judge(ev(t0, 150, "n1", "x", "stopped", 100)); r.Pass {
+		t.Fatalf("a stop while no agent ran not caught: %s", r)
+	}
+	in := checkInput{Crashes: []agentCrash{crash}, Windows: []window{{Node: "n1", Fault: faultKillAgent, From: t0.Add(250 * time.Millisecond)}},
+		Events: append(append([]fixtureEvent(nil), base...), fixtureEvent{Time: t0.Add(260 * time.Millisecond), Node: "n1", Service: "x", Event: "vanished", Pid: 100})}
+	if r := checkAgentCrashes(in); !r.Pass {
+		t.Fatalf("a later machine crash blamed on the agent crash: %s", r)
+	}
+}

@@ -119,6 +119,8 @@ func (r *run) fire(ctx context.Context, f fault, published <-chan struct{}, inje
 		err = r.diskFull(ctx, f, published, injected)
 	case faultCorruptPeer:
 		err = r.corruptPeer(ctx, f, injected)
+	case faultCrashAgent:
+		err = r.crashAgent(ctx, f, injected)
 	default:
 		err = fmt.Errorf("unknown fault %q", f.Kind)
 	}
@@ -145,6 +147,38 @@ func (r *run) killAgent(ctx context.Context, f fault, injected func()) error {
 		}
 	}
 	if err := n.Start(); err != nil {
+		return err
+	}
+	r.inject("agent %s restarted", n.Name)
+	return nil
+}
+
+// crashAgent SIGKILLs a node's agent alone and starts it again, at once or (Long) once its
+// session expired. The checker then finds every host service that served on the node at the
+// crash ended only by a later agent's voluntary stop, or still serving (checkAgentCrashes).
+func (r *run) crashAgent(ctx context.Context, f fault, injected func()) error {
+	n := r.stack.NodeByName(f.Node)
+	up := r.down(n.Name, f.Kind)
+	defer up()
+	at := time.Now()
+	if err := n.KillAgent(); err != nil {
+		injected()
+		return err
+	}
+	r.inject("SIGKILL agent %s alone (its host services keep running)", n.Name)
+	injected()
+	if f.Long {
+		if err := r.awaitGone(ctx, n.Name); err != nil {
+			r.note("%s's registrations did not vanish: %v", n.Name, err)
+		} else {
+			r.inject("agent %s's session expired", n.Name)
+		}
+	}
+	err := n.Start()
+	r.mu.Lock()
+	r.crashes = append(r.crashes, agentCrash{Node: n.Name, At: at, Restarted: time.Now()})
+	r.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	r.inject("agent %s restarted", n.Name)
