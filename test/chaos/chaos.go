@@ -532,12 +532,17 @@ func (r *run) setVersions(ctx context.Context, versions map[string]string, creat
 }
 
 // expected is what every node must serve after step: the target, except for a service that
-// halts on an unhealthy version and everything downstream of it, which stay on the previous.
+// halts on an unhealthy version and every service after it in the deploy order, which stay on
+// the previous. The deploy queue upgrades one service at a time in topological order (ties by
+// name: services is that order) and a failure stops the deploy, so a service that does not
+// depend on the failed one (c, when b fails) waits too.
 func expected(step stepRecord) map[string]string {
 	out := map[string]string{}
+	halted := false
 	for _, svc := range services {
+		halted = halted || svc == step.Unhealthy
 		out[svc] = step.Target[svc]
-		if svc == step.Unhealthy || upstreamOf(deps, svc, step.Unhealthy) {
+		if halted {
 			out[svc] = step.Previous[svc]
 		}
 	}

@@ -628,7 +628,7 @@ func (r *run) settle(ctx context.Context, step stepRecord) error {
 		}
 	}
 	// Versions: every node ends on what the step must leave.
-	res := result{Name: fmt.Sprintf("step %d: every node ends on the target %v (a halted service and its dependents on the previous)", step.Index, exp), Pass: converged == nil}
+	res := result{Name: fmt.Sprintf("step %d: every node ends on the target %v (a halted service and those after it in the deploy order on the previous)", step.Index, exp), Pass: converged == nil}
 	stopped := result{Name: fmt.Sprintf("step %d: no host service left stopped on a healthy node", step.Index), Pass: true}
 	for _, svc := range services {
 		for _, node := range sortedKeys(last[svc]) {
