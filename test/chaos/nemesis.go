@@ -656,17 +656,29 @@ func (r *run) settle(ctx context.Context, step stepRecord) error {
 	if step.Unhealthy == "" {
 		rd, err = r.stack.WaitForReady(ctx, rdName, 3*time.Minute)
 	} else {
-		rd, err = r.stack.WaitForRD(ctx, rdName, 3*time.Minute, "halt of "+step.Unhealthy+" reported", func(rd *v1alpha1.RollingDeploy) bool {
+		// Nodes that decided before the first failure was recorded finish their upgrade and
+		// may fail too: the halt is settled once nobody upgrades and the status shows every
+		// failure ZooKeeper holds for the service.
+		rd, err = r.stack.WaitForRD(ctx, rdName, 3*time.Minute, "halt of "+step.Unhealthy+" reported, settled", func(rd *v1alpha1.RollingDeploy) bool {
 			st := harness.ServiceStatus(rd, step.Unhealthy)
-			if !harness.Observed(rd) || st == nil {
+			if !harness.Observed(rd) || st == nil || st.Upgrading != 0 {
 				return false
 			}
+			shown, reported := map[string]bool{}, false
 			for _, fl := range st.FailedNodes {
-				if fl.Kind == "HealthCheck" && fl.Node != "" && fl.Reason != "" {
-					return true
+				shown[fl.Node] = true
+				reported = reported || (fl.Kind == "HealthCheck" && fl.Node != "" && fl.Reason != "")
+			}
+			fails, ferr := r.obs.failures(step.Unhealthy)
+			if ferr != nil || !reported {
+				return false
+			}
+			for node := range fails {
+				if !shown[node] {
+					return false
 				}
 			}
-			return false
+			return true
 		})
 	}
 	if err != nil {
