@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -191,5 +192,23 @@ func TestCheckAgentCrashes(t *testing.T) {
 		Events: append(append([]fixtureEvent(nil), base...), fixtureEvent{Time: t0.Add(260 * time.Millisecond), Node: "n1", Service: "x", Event: "vanished", Pid: 100})}
 	if r := checkAgentCrashes(in); !r.Pass {
 		t.Fatalf("a later machine crash blamed on the agent crash: %s", r)
+	}
+}
+
+// A failure stops the deploy queue: the failed service and every service after it in the
+// deploy order (a, b, c, d) stay on the previous version, dependent or not.
+func TestExpectedAfterHalt(t *testing.T) {
+	step := stepRecord{Previous: map[string]string{"a": "v2", "b": "v2", "c": "v2", "d": "v2"},
+		Target: map[string]string{"a": "v3", "b": "v3", "c": "v3", "d": "v3"}}
+	for unhealthy, want := range map[string]string{
+		"":  "map[a:v3 b:v3 c:v3 d:v3]",
+		"a": "map[a:v2 b:v2 c:v2 d:v2]",
+		"b": "map[a:v3 b:v2 c:v2 d:v2]",
+		"c": "map[a:v3 b:v3 c:v2 d:v2]",
+	} {
+		step.Unhealthy = unhealthy
+		if got := fmt.Sprint(expected(step)); got != want {
+			t.Errorf("unhealthy %q: expected %s, want %s", unhealthy, got, want)
+		}
 	}
 }
