@@ -251,11 +251,11 @@ func (w *worker) step(root, ctx context.Context) error {
 		return w.start(root, ctx, plan)
 	}
 	if w.checked != st.Version {
-		target := ""
+		planVersion := ""
 		if plan != nil {
-			target = plan.Version
+			planVersion = plan.Version
 		}
-		if err := w.checkAdopted(root, ctx, st.Version, target); err != nil {
+		if err := w.checkAdopted(root, ctx, st.Version, planVersion); err != nil {
 			return err
 		}
 		if w.checked != st.Version { // rolled back to the previous version: look again
@@ -605,8 +605,7 @@ func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 }
 
 // checkAdopted health-checks a running process this worker did not start (see checked).
-// Unhealthy, it stays as it is (stopping it is not the agent's call without a turn and a
-// quorum check) but is not registered: the failure is recorded and the check retried later.
+// Unhealthy, it is not registered and the failure is recorded.
 //
 // An unhealthy process left mid-upgrade (it runs the plan's version, which the store switched
 // to from a previous version it still holds) is rolled back like a failed upgrade: it serves
@@ -646,7 +645,6 @@ func (w *worker) checkAdopted(root, ctx context.Context, version, planVersion st
 	return nil
 }
 
-// runEnv is the artifact dir, the $(VARS) and the environment a release runs and is checked with.
 // rollBackAdopted stops an unhealthy process left mid-upgrade at version and starts prev, the
 // version it replaced, as a failed upgrade does. The next step registers prev once healthy.
 func (w *worker) rollBackAdopted(root, ctx context.Context, version, prev string, cause error) error {
@@ -671,6 +669,7 @@ func (w *worker) rollBackAdopted(root, ctx context.Context, version, prev string
 	return nil
 }
 
+// runEnv is the artifact dir, the $(VARS) and the environment a release runs and is checked with.
 func (w *worker) runEnv(rel *zklayout.Release) (dir string, vars map[string]string, env []string) {
 	cfg := w.a.cfg
 	dir = cfg.Store.CurrentLink(w.svc)
