@@ -267,17 +267,24 @@ func (r *run) cutOff(ctx context.Context, f fault, injected func()) error {
 
 // expectUnreachable records whether the status named node unreachable while it was away.
 func (r *run) expectUnreachable(ctx context.Context, node, how string) {
-	res := result{Name: fmt.Sprintf("status: %s node %s reported unreachable", how, node)}
-	rd, err := r.stack.WaitForRD(ctx, rdName, 60*time.Second, node+" unreachable", func(rd *v1alpha1.RollingDeploy) bool {
-		for _, st := range rd.Status.Services {
-			for _, u := range st.UnreachableNodes {
-				if u == node {
-					return true
+	r.expectStatus(ctx, fmt.Sprintf("status: %s node %s reported unreachable", how, node), node+" unreachable", 60*time.Second,
+		func(rd *v1alpha1.RollingDeploy) bool {
+			for _, st := range rd.Status.Services {
+				for _, u := range st.UnreachableNodes {
+					if u == node {
+						return true
+					}
 				}
 			}
-		}
-		return false
-	})
+			return false
+		})
+}
+
+// expectStatus records as the result name whether the RollingDeploy's status met cond within
+// timeout, with the status (or the error) as evidence.
+func (r *run) expectStatus(ctx context.Context, name, what string, timeout time.Duration, cond func(*v1alpha1.RollingDeploy) bool) {
+	res := result{Name: name}
+	rd, err := r.stack.WaitForRD(ctx, rdName, timeout, what, cond)
 	res.Pass = err == nil
 	if err != nil {
 		res.Evidence = append(res.Evidence, err.Error())
@@ -501,24 +508,17 @@ func (r *run) diskFull(ctx context.Context, f fault, published <-chan struct{}, 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	res := result{Name: fmt.Sprintf("status: %s's full disk reported (Artifact failure, no space left)", n.Name)}
-	rd, err := r.stack.WaitForRD(ctx, rdName, holdLimit, n.Name+"'s artifact failure", func(rd *v1alpha1.RollingDeploy) bool {
-		for _, st := range rd.Status.Services {
-			for _, fl := range st.FailedNodes {
-				if fl.Node == n.Name && fl.Kind == "Artifact" && strings.Contains(strings.ToLower(fl.Reason), "no space") {
-					return true
+	r.expectStatus(ctx, fmt.Sprintf("status: %s's full disk reported (Artifact failure, no space left)", n.Name), n.Name+"'s artifact failure", holdLimit,
+		func(rd *v1alpha1.RollingDeploy) bool {
+			for _, st := range rd.Status.Services {
+				for _, fl := range st.FailedNodes {
+					if fl.Node == n.Name && fl.Kind == "Artifact" && strings.Contains(strings.ToLower(fl.Reason), "no space") {
+						return true
+					}
 				}
 			}
-		}
-		return false
-	})
-	res.Pass = err == nil
-	if err != nil {
-		res.Evidence = append(res.Evidence, err.Error())
-	} else {
-		res.Evidence = append(res.Evidence, strings.ReplaceAll(harness.DescribeStatus(rd), "\n", "\n      "))
-	}
-	r.addResult(res)
+			return false
+		})
 	return nil
 }
 
