@@ -417,3 +417,41 @@ func TestAdoptedUnhealthyUpgradeRollsBack(t *testing.T) {
 		t.Fatalf("%d rollbacks counted, want 1", got)
 	}
 }
+
+// When the version a rollback returns to is unhealthy too, the node keeps reporting the plan's
+// version as failed (the halt stands); the older version's failing checks do not replace it.
+func TestAdoptedRollbackUnhealthyTooKeepsTheFailure(t *testing.T) {
+	e := newEnv(t)
+	hc := &zklayout.HealthCheck{Exec: &zklayout.Exec{Command: []string{"/bin/false"}},
+		TimeoutSeconds: 1, PeriodSeconds: 1, SuccessThreshold: 1, FailureThreshold: 1}
+	e.publish("a", "v1", "", 0, zklayout.FailurePolicyPause, hc)
+	e.dropDeployEntries("a")
+	e.publish("a", "v2", "v1", 0, zklayout.FailurePolicyPause, hc)
+	e.wrapBackend = func(name string, b backend.Backend) backend.Backend {
+		st, err := store.New(e.stateDirs[name], fetch.NewHTTP())
+		must(t, err)
+		for _, v := range []string{"v1", "v2"} {
+			data, _, err := e.zk.Get(e.ctx, e.layout.Release("a", v))
+			must(t, err)
+			var rel zklayout.Release
+			must(t, zklayout.Decode(data, &rel))
+			must(t, st.Ensure(e.ctx, &rel))
+			must(t, st.Switch("a", v))
+		}
+		must(t, b.Start(e.ctx, "a", backend.Spec{Version: "v2"}))
+		return b
+	}
+	e.startAgent("node-01")
+	// v2 adopted and failed, v1 started and failed, v1 adopted and failed (what follows a
+	// check, a failure record included, is done before the worker's next check): four checks.
+	e.waitFor("four failed health checks", time.Minute, func() bool {
+		return e.counter(nodeagent.MetricHealthFailures) >= 4
+	})
+	f, ok := e.failures("a")["node-01"]
+	if !ok || f.Kind != zklayout.FailureHealthCheck || f.Version != "v2" {
+		t.Fatalf("failures %+v, want node-01's HealthCheck failure of v2 still there", e.failures("a"))
+	}
+	if vs := e.versions("a"); len(vs) != 0 {
+		t.Fatalf("an unhealthy version is registered: %v", vs)
+	}
+}

@@ -633,7 +633,11 @@ func (w *worker) checkAdopted(root, ctx context.Context, version, planVersion st
 	}
 	if err != nil {
 		cfg.Metrics.healthCheckFailed(w.svc)
-		w.recordFailure(ctx, version, zklayout.FailureHealthCheck, fmt.Errorf("running process left by a previous agent is unhealthy: %w", err))
+		// Only the plan's version is a rollout failure (it halts the rollout). Another one —
+		// the version a rollback returned to, unhealthy too — must not overwrite that record.
+		if version == planVersion {
+			w.recordFailure(ctx, version, zklayout.FailureHealthCheck, fmt.Errorf("running process left by a previous agent is unhealthy: %w", err))
+		}
 		if prev := cfg.Store.Previous(w.svc); version == planVersion && prev != "" && prev != version && cfg.Store.Current(w.svc) == version {
 			return w.rollBackAdopted(root, ctx, version, prev, err)
 		}
