@@ -278,7 +278,7 @@ func checkAgentCrashes(in checkInput) result {
 						continue
 					}
 					switch {
-					case ev.Event == "vanished" && in.downAt(c.Node, ev.Time) != faultKillAgent:
+					case ev.Event == "vanished" && !in.machineCrashed(c.Node, ev.Time, ev.Detected):
 						r.Pass = false
 						end = "KILLED"
 					case ev.Event == "stopped" && ev.Time.Before(c.Restarted):
@@ -300,6 +300,21 @@ func checkAgentCrashes(in checkInput) result {
 		}
 	}
 	return r
+}
+
+// machineCrashed reports whether the nemesis crashed node's whole machine (kill-agent) at some
+// time in [lastSeen, detected]: a vanished process is dated when last seen alive, which may be
+// just before the crash began.
+func (in checkInput) machineCrashed(node string, lastSeen, detected time.Time) bool {
+	if detected.Before(lastSeen) {
+		detected = lastSeen
+	}
+	for _, w := range in.Windows {
+		if w.Node == node && w.Fault == faultKillAgent && !w.From.After(detected) && (w.To.IsZero() || !w.To.Before(lastSeen)) {
+			return true
+		}
+	}
+	return false
 }
 
 // dip is a span in which fewer healthy instances of a service served than its quorum, by

@@ -193,6 +193,16 @@ func TestCheckAgentCrashes(t *testing.T) {
 	if r := checkAgentCrashes(in); !r.Pass {
 		t.Fatalf("a later machine crash blamed on the agent crash: %s", r)
 	}
+	// Last seen alive just before the machine crash began, found gone after it (seed 30).
+	in.Events[len(in.Events)-1].Time = t0.Add(240 * time.Millisecond)
+	in.Events[len(in.Events)-1].Detected = t0.Add(290 * time.Millisecond)
+	if r := checkAgentCrashes(in); !r.Pass {
+		t.Fatalf("a process last seen just before a machine crash blamed on the agent crash: %s", r)
+	}
+	in.Events[len(in.Events)-1].Detected = t0.Add(245 * time.Millisecond)
+	if r := checkAgentCrashes(in); r.Pass {
+		t.Fatalf("a process gone before the machine crash began not caught: %s", r)
+	}
 }
 
 // A failure stops the deploy queue: the failed service and every service after it in the
