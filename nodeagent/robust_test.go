@@ -388,21 +388,7 @@ func TestAdoptedUnhealthyUpgradeRollsBack(t *testing.T) {
 	e.publish("a", "v1", "", 0, zklayout.FailurePolicyPause, hc)
 	e.dropDeployEntries("a")
 	e.publish("a", "v2", "v1", 0, zklayout.FailurePolicyPause, hc)
-	e.wrapBackend = func(name string, b backend.Backend) backend.Backend {
-		// What the previous agent left: v1 and v2 installed, switched to v2, v2 running.
-		st, err := store.New(e.stateDirs[name], fetch.NewHTTP())
-		must(t, err)
-		for _, v := range []string{"v1", "v2"} {
-			data, _, err := e.zk.Get(e.ctx, e.layout.Release("a", v))
-			must(t, err)
-			var rel zklayout.Release
-			must(t, zklayout.Decode(data, &rel))
-			must(t, st.Ensure(e.ctx, &rel))
-			must(t, st.Switch("a", v))
-		}
-		must(t, b.Start(e.ctx, "a", backend.Spec{Version: "v2"}))
-		return b
-	}
+	e.leftMidUpgrade()
 	ta := e.startAgent("node-01")
 	e.waitFor("node-01 back on v1", time.Minute, func() bool { return allOn(e.versions("a"), 1, "v1") })
 	if s := ta.be.Status("a"); !s.Running || s.Version != "v1" {
@@ -427,6 +413,27 @@ func TestAdoptedRollbackUnhealthyTooKeepsTheFailure(t *testing.T) {
 	e.publish("a", "v1", "", 0, zklayout.FailurePolicyPause, hc)
 	e.dropDeployEntries("a")
 	e.publish("a", "v2", "v1", 0, zklayout.FailurePolicyPause, hc)
+	e.leftMidUpgrade()
+	e.startAgent("node-01")
+	// v2 adopted and failed, v1 started and failed, v1 adopted and failed (what follows a
+	// check, a failure record included, is done before the worker's next check): four checks.
+	e.waitFor("four failed health checks", time.Minute, func() bool {
+		return e.counter(nodeagent.MetricHealthFailures) >= 4
+	})
+	f, ok := e.failures("a")["node-01"]
+	if !ok || f.Kind != zklayout.FailureHealthCheck || f.Version != "v2" {
+		t.Fatalf("failures %+v, want node-01's HealthCheck failure of v2 still there", e.failures("a"))
+	}
+	if vs := e.versions("a"); len(vs) != 0 {
+		t.Fatalf("an unhealthy version is registered: %v", vs)
+	}
+}
+
+// leftMidUpgrade makes each node start as a previous agent killed mid-upgrade of service a
+// left it: v1 and v2 installed, the store switched to v2 (v1 its previous version), v2 running
+// and never health-checked.
+func (e *env) leftMidUpgrade() {
+	t := e.t
 	e.wrapBackend = func(name string, b backend.Backend) backend.Backend {
 		st, err := store.New(e.stateDirs[name], fetch.NewHTTP())
 		must(t, err)
@@ -440,18 +447,5 @@ func TestAdoptedRollbackUnhealthyTooKeepsTheFailure(t *testing.T) {
 		}
 		must(t, b.Start(e.ctx, "a", backend.Spec{Version: "v2"}))
 		return b
-	}
-	e.startAgent("node-01")
-	// v2 adopted and failed, v1 started and failed, v1 adopted and failed (what follows a
-	// check, a failure record included, is done before the worker's next check): four checks.
-	e.waitFor("four failed health checks", time.Minute, func() bool {
-		return e.counter(nodeagent.MetricHealthFailures) >= 4
-	})
-	f, ok := e.failures("a")["node-01"]
-	if !ok || f.Kind != zklayout.FailureHealthCheck || f.Version != "v2" {
-		t.Fatalf("failures %+v, want node-01's HealthCheck failure of v2 still there", e.failures("a"))
-	}
-	if vs := e.versions("a"); len(vs) != 0 {
-		t.Fatalf("an unhealthy version is registered: %v", vs)
 	}
 }

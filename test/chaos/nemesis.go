@@ -129,43 +129,43 @@ func (r *run) fire(ctx context.Context, f fault, published <-chan struct{}, inje
 	}
 }
 
+// killAgent crashes a node's machine (its agent and host services get SIGKILL) and starts the
+// agent again, at once or (Long) once its session expired.
 func (r *run) killAgent(ctx context.Context, f fault, injected func()) error {
-	n := r.stack.NodeByName(f.Node)
-	up := r.down(n.Name, f.Kind)
-	defer up()
-	if err := n.Kill(); err != nil {
-		injected()
-		return err
-	}
-	r.inject("SIGKILL agent %s", n.Name)
-	injected()
-	if f.Long {
-		if err := r.awaitGone(ctx, n.Name); err != nil {
-			r.note("%s's registrations did not vanish: %v", n.Name, err)
-		} else {
-			r.inject("agent %s's session expired", n.Name)
-		}
-	}
-	if err := n.Start(); err != nil {
-		return err
-	}
-	r.inject("agent %s restarted", n.Name)
-	return nil
+	_, err := r.killAndRestart(ctx, f, injected, false)
+	return err
 }
 
 // crashAgent SIGKILLs a node's agent alone and starts it again, at once or (Long) once its
 // session expired. The checker then finds every host service that served on the node at the
 // crash ended only by a later agent's voluntary stop, or still serving (checkAgentCrashes).
 func (r *run) crashAgent(ctx context.Context, f fault, injected func()) error {
+	at := time.Now()
+	restarted, err := r.killAndRestart(ctx, f, injected, true)
+	if !restarted.IsZero() {
+		r.mu.Lock()
+		r.crashes = append(r.crashes, agentCrash{Node: f.Node, At: at, Restarted: restarted})
+		r.mu.Unlock()
+	}
+	return err
+}
+
+// killAndRestart SIGKILLs f.Node's agent (agentOnly) or whole machine, waits for its session to
+// expire if f.Long, and starts the agent again; it returns when the agent was started again
+// (zero if the kill failed).
+func (r *run) killAndRestart(ctx context.Context, f fault, injected func(), agentOnly bool) (time.Time, error) {
 	n := r.stack.NodeByName(f.Node)
 	up := r.down(n.Name, f.Kind)
 	defer up()
-	at := time.Now()
-	if err := n.KillAgent(); err != nil {
-		injected()
-		return err
+	kill, what := n.Kill, "SIGKILL agent %s"
+	if agentOnly {
+		kill, what = n.KillAgent, "SIGKILL agent %s alone (its host services keep running)"
 	}
-	r.inject("SIGKILL agent %s alone (its host services keep running)", n.Name)
+	if err := kill(); err != nil {
+		injected()
+		return time.Time{}, err
+	}
+	r.inject(what, n.Name)
 	injected()
 	if f.Long {
 		if err := r.awaitGone(ctx, n.Name); err != nil {
@@ -175,14 +175,12 @@ func (r *run) crashAgent(ctx context.Context, f fault, injected func()) error {
 		}
 	}
 	err := n.Start()
-	r.mu.Lock()
-	r.crashes = append(r.crashes, agentCrash{Node: n.Name, At: at, Restarted: time.Now()})
-	r.mu.Unlock()
+	restarted := time.Now()
 	if err != nil {
-		return err
+		return restarted, err
 	}
 	r.inject("agent %s restarted", n.Name)
-	return nil
+	return restarted, nil
 }
 
 // awaitGone waits until node is in no current/ and no staging/ of any service: its session
