@@ -10,7 +10,6 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/quorum"
 )
 
@@ -88,14 +87,9 @@ func countAnswers(children []string, round int32, registered map[string]string, 
 // It is separate from the worker, so a worker busy with a long fetch or a slow health check
 // still answers: the answer says the machine and its service are alive, nothing more.
 type answerer struct {
-	zk      *zkclient.Client
-	l       zklayout.Layout
-	svc     string
-	node    string
-	backend backend.Backend
-	metrics *Metrics
-	log     logr.Logger
-	retry   time.Duration
+	a   *Agent
+	svc string
+	log logr.Logger
 	// last is the round of this session's latest answer (0: none), replaced by the next one.
 	last int32
 	// answered is the last round answered.
@@ -114,29 +108,29 @@ func (r *answerer) kick() {
 }
 
 func newAnswerer(a *Agent, svc string) *answerer {
-	return &answerer{zk: a.cfg.ZK, l: a.cfg.Layout, svc: svc, node: a.cfg.Node, backend: a.cfg.Backend, metrics: a.cfg.Metrics,
-		log: a.log.WithValues("service", svc), retry: a.cfg.RetryInterval, kicks: make(chan struct{}, 1)}
+	return &answerer{a: a, svc: svc, log: a.log.WithValues("service", svc), kicks: make(chan struct{}, 1)}
 }
 
 // run answers each new round until ctx (the session) ends. A round is answered only while the
 // service runs here; the decider counts only answers of registered nodes.
 func (r *answerer) run(ctx context.Context) {
-	p := r.l.RollCall(r.svc)
+	cfg := r.a.cfg
+	p := cfg.Layout.RollCall(r.svc)
 	for ctx.Err() == nil {
 		// ExistsW watches creation, data changes (new rounds) and deletion alike.
-		exists, st, watch, err := r.zk.ExistsW(ctx, p)
+		exists, st, watch, err := cfg.ZK.ExistsW(ctx, p)
 		if err != nil {
 			if ctx.Err() == nil {
-				r.log.Error(err, "watch roll call; retrying", "after", r.retry)
-				pause(ctx, r.retry)
+				r.log.Error(err, "watch roll call; retrying", "after", cfg.RetryInterval)
+				_ = r.a.pause(ctx, cfg.RetryInterval)
 			}
 			continue
 		}
 		if exists && st.Version > 0 && st.Version != r.answered {
 			if err := r.answer(ctx, st.Version); err != nil {
 				if ctx.Err() == nil {
-					r.log.Error(err, "answer roll call; retrying", "round", st.Version, "after", r.retry)
-					pause(ctx, r.retry)
+					r.log.Error(err, "answer roll call; retrying", "round", st.Version, "after", cfg.RetryInterval)
+					_ = r.a.pause(ctx, cfg.RetryInterval)
 				}
 				continue
 			}
@@ -148,7 +142,7 @@ func (r *answerer) run(ctx context.Context) {
 		case ev, ok := <-watch.C():
 			watch.Fired()
 			if (!ok || ev.Err != nil) && ctx.Err() == nil {
-				pause(ctx, r.retry) // connection trouble: look again after a pause
+				_ = r.a.pause(ctx, cfg.RetryInterval) // connection trouble: look again after a pause
 			}
 		}
 	}
@@ -156,33 +150,24 @@ func (r *answerer) run(ctx context.Context) {
 
 // answer writes this node's answer to round in place of its previous one, if the service runs.
 func (r *answerer) answer(ctx context.Context, round int32) error {
-	if !r.backend.Status(r.svc).Running {
+	cfg := r.a.cfg
+	if !cfg.Backend.Status(r.svc).Running {
 		return nil // not answering is the answer; a kick after the next start looks again
 	}
-	create := zkclient.CreateOp(r.l.RollCallAnswer(r.svc, round, r.node), nil, zkclient.Ephemeral)
+	create := zkclient.CreateOp(cfg.Layout.RollCallAnswer(r.svc, round, cfg.Node), nil, zkclient.Ephemeral)
 	var err error
 	if r.last != 0 && r.last != round {
-		err = r.zk.Multi(ctx, zkclient.DeleteOp(r.l.RollCallAnswer(r.svc, r.last, r.node), -1), create)
+		err = cfg.ZK.Multi(ctx, zkclient.DeleteOp(cfg.Layout.RollCallAnswer(r.svc, r.last, cfg.Node), -1), create)
 		if errors.Is(err, zkclient.ErrNoNode) { // the previous answer is gone already
-			err = r.zk.Multi(ctx, create)
+			err = cfg.ZK.Multi(ctx, create)
 		}
 	} else {
-		err = r.zk.Multi(ctx, create)
+		err = cfg.ZK.Multi(ctx, create)
 	}
 	if err != nil && !errors.Is(err, zkclient.ErrNodeExists) {
 		return fmt.Errorf("answer roll call %d of %s: %w", round, r.svc, err)
 	}
 	r.last, r.answered = round, round
-	r.metrics.rollCallAnswered(r.svc)
+	cfg.Metrics.rollCallAnswered(r.svc)
 	return nil
-}
-
-// pause waits d or until ctx ends.
-func pause(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
