@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +30,10 @@ import (
 )
 
 var zkConnect string
+
+// envs numbers the test environments, so each has a root of its own even when a test runs
+// more than once (-count, -test.failfast reruns): a run never sees an earlier run's znodes.
+var envs atomic.Int64
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "nodeagent-zk-")
@@ -150,7 +155,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	root := "/" + strings.NewReplacer("/", "-", "_", "-").Replace(strings.ToLower(t.Name()))
+	root := fmt.Sprintf("/%s-%d", strings.NewReplacer("/", "-", "_", "-").Replace(strings.ToLower(t.Name())), envs.Add(1))
 	e := &env{t: t, ctx: ctx, layout: zklayout.MustNew(root), files: map[string][]byte{}, av: newAvailability(),
 		bodies: map[string][]byte{}, stateDirs: map[string]string{}}
 	e.zk = dial(t, ctx, testr.New(t))
