@@ -170,7 +170,7 @@ func (a *Agent) runSession(root, ctx context.Context) error {
 			}
 			workers[svc] = true
 			w := newWorker(a, svc)
-			ans := newAnswerer(a, svc)
+			ans := newAnswerer(a, svc, w.registered.Load)
 			w.ans = ans
 			wg.Add(2)
 			go func() {

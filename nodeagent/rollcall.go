@@ -90,6 +90,9 @@ type answerer struct {
 	a   *Agent
 	svc string
 	log logr.Logger
+	// registered says whether this session's registration of the service stands (the
+	// worker's): only then does an answer vouch for a registration that is this agent's own.
+	registered func() bool
 	// last is the round of this session's latest answer (0: none), replaced by the next one.
 	last int32
 	// answered is the last round answered.
@@ -107,8 +110,8 @@ func (r *answerer) kick() {
 	}
 }
 
-func newAnswerer(a *Agent, svc string) *answerer {
-	return &answerer{a: a, svc: svc, log: a.log.WithValues("service", svc), kicks: make(chan struct{}, 1)}
+func newAnswerer(a *Agent, svc string, registered func() bool) *answerer {
+	return &answerer{a: a, svc: svc, log: a.log.WithValues("service", svc), registered: registered, kicks: make(chan struct{}, 1)}
 }
 
 // run answers each new round until ctx (the session) ends. A round is answered only while the
@@ -148,11 +151,18 @@ func (r *answerer) run(ctx context.Context) {
 	}
 }
 
-// answer writes this node's answer to round in place of its previous one, if the service runs.
+// answer writes this node's answer to round in place of its previous one, if the service runs
+// and this session registered it.
 func (r *answerer) answer(ctx context.Context, round int32) error {
 	cfg := r.a.cfg
-	if !cfg.Backend.Status(r.svc).Running {
-		return nil // not answering is the answer; a kick after the next start looks again
+	// Not answering is the answer; the worker's kick after its next registration looks again.
+	// Both conditions matter: the process must run, and this session must have registered it
+	// (after its health check). A process started by a restarted agent runs before it is
+	// healthy, while the previous session's registration under this node's name still stands
+	// until that session expires: answering then would make the decider count a node that does
+	// not serve.
+	if !r.registered() || !cfg.Backend.Status(r.svc).Running {
+		return nil
 	}
 	create := zkclient.CreateOp(cfg.Layout.RollCallAnswer(r.svc, round, cfg.Node), nil, zkclient.Ephemeral)
 	var err error

@@ -1,6 +1,8 @@
 package nodeagent_test
 
 import (
+	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/nodeagent"
+	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 )
 
 // A crashed machine's registration outlives it by up to the session timeout. Here node-05 and
@@ -58,6 +61,74 @@ func TestRollCallIgnoresDeadMachines(t *testing.T) {
 	t.Logf("lowest number of running nodes: %d (minAvailable %d); roll calls: %d succeeded, %d too few answers; %d answers",
 		e.av.min("a"), minAvailable, e.counterWith(nodeagent.MetricRollCalls, nodeagent.ResultSuccess),
 		e.counterWith(nodeagent.MetricRollCalls, nodeagent.ResultTooFew), e.counter(nodeagent.MetricRollCallAnswers))
+}
+
+// A restarted agent's service process runs before it is healthy, while the previous
+// session's registration under the node's name still stands (until that session expires).
+// Here node-05 is such a machine: its registration belongs to another live session, and its
+// new agent has started the service but is still waiting for it to come up (Start does not
+// return). The agent must not answer for that registration: counted, node-05 would let a real
+// node stop with minAvailable 4, leaving 3 serving nodes.
+func TestRollCallIgnoresUnregisteredRestart(t *testing.T) {
+	const real = 4
+	e := newEnv(t)
+	staged := real
+	e.minStaged = &staged
+	e.publish("a", "v1", "", real, zklayout.FailurePolicyPause, nil)
+	e.startAgents(real)
+	e.waitFor("all nodes online on v1", time.Minute, func() bool {
+		return allOn(e.versions("a"), real, "v1") && len(e.deployQueue()) == 0
+	})
+	previous := dial(t, e.ctx, logr.Discard())
+	_, err := previous.Create(e.ctx, e.layout.CurrentNode("a", "node-05"), encode(t, &zklayout.Current{Node: "node-05",
+		Version: "v1", Health: zklayout.HealthHealthy, Since: time.Now().UTC()}), zkclient.Ephemeral)
+	must(t, err)
+	started := make(chan struct{})
+	e.wrapBackend = func(name string, b backend.Backend) backend.Backend {
+		if name != "node-05" {
+			return b
+		}
+		return &comingUp{Backend: b, mem: b.(countingBackend).Memory, started: started}
+	}
+	e.startAgent("node-05")
+	select {
+	case <-started:
+	case <-e.ctx.Done():
+		t.Fatal("node-05's agent never started the service")
+	}
+
+	e.av.arm()
+	e.publish("a", "v2", "v1", real, zklayout.FailurePolicyPause, nil)
+	e.waitFor("a roll call's outcome", time.Minute, func() bool {
+		return e.counterWith(nodeagent.MetricRollCalls, nodeagent.ResultTooFew)+e.counterWith(nodeagent.MetricRollCalls, nodeagent.ResultSuccess) > 0
+	})
+	if got := e.counterWith(nodeagent.MetricRollCalls, nodeagent.ResultSuccess); got != 0 {
+		t.Fatalf("%d roll calls succeeded with %d serving nodes and minAvailable %d: the restarted agent answered", got, real, real)
+	}
+	if got := e.av.min("a"); got < real {
+		t.Fatalf("a node stopped on the restarted agent's answer: %d of %d serving nodes at one point (minAvailable %d)", got, real, real)
+	}
+}
+
+// comingUp is a backend whose service a starts (it shows as running) but never comes up:
+// Start waits until the agent gives up.
+type comingUp struct {
+	backend.Backend
+	mem     *backend.Memory
+	started chan struct{}
+	once    sync.Once
+}
+
+func (c *comingUp) Start(ctx context.Context, svc string, spec backend.Spec) error {
+	if svc != "a" {
+		return c.Backend.Start(ctx, svc, spec)
+	}
+	if err := c.mem.Start(ctx, svc, spec); err != nil {
+		return err
+	}
+	c.once.Do(func() { close(c.started) })
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // Answers are parsed from child names anyone could write: foreign children prove nothing, an

@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -52,6 +53,11 @@ type worker struct {
 	regs registrations
 	// ans answers the service's roll calls; kicked after each registration.
 	ans *answerer
+	// registered is set while this session's registration of the service stands (created or
+	// checked by this worker, not yet deleted by a decision). The answerer answers only then:
+	// a previous session's registration outlives its agent, and a new agent whose process runs
+	// but has not passed its health check must not lend that stale registration its answer.
+	registered atomic.Bool
 	// badStaging holds the staging children already reported (not <node>-<counter>, or
 	// persistent), so each is logged once.
 	badStaging map[string]bool
@@ -714,7 +720,7 @@ func (w *worker) register(ctx context.Context, version string) error {
 		_, err = w.zk.Create(ctx, p, data, zkclient.Ephemeral)
 		if err == nil {
 			w.log.Info("registered online", "version", version)
-			w.kickAnswerer()
+			w.setRegistered()
 		}
 		return err
 	case err != nil:
@@ -734,18 +740,23 @@ func (w *worker) register(ctx context.Context, version string) error {
 	case !maps.Equal(cur.Labels, w.a.cfg.Labels):
 		why = "carries other labels"
 	default:
+		if !w.registered.Load() {
+			w.setRegistered()
+		}
 		return nil
 	}
 	w.log.Info("replacing this node's registration", "znode", p, "why", why)
 	if err := w.zk.Multi(ctx, zkclient.DeleteOp(p, st.Version), zkclient.CreateOp(p, data, zkclient.Ephemeral)); err != nil {
 		return err
 	}
-	w.kickAnswerer()
+	w.setRegistered()
 	return nil
 }
 
-// kickAnswerer lets the roll call answerer (if any) answer a round it passed over.
-func (w *worker) kickAnswerer() {
+// setRegistered records that this session's registration stands and lets the roll call
+// answerer (if any) answer a round it passed over.
+func (w *worker) setRegistered() {
+	w.registered.Store(true)
 	if w.ans != nil {
 		w.ans.kick()
 	}
@@ -984,6 +995,9 @@ func (w *worker) decide(ctx context.Context, child, target string, failuresVersi
 	if err != nil {
 		return err
 	}
+	// From here on this node no longer answers roll calls: the registration goes with the
+	// decision (if the transaction fails, the next step's register sets it again).
+	w.registered.Store(false)
 	return w.zk.Multi(ctx,
 		zkclient.CheckOp(w.l.FailureService(w.svc), failuresVersion),
 		zkclient.SetOp(w.l.StagingChild(w.svc, child), data, 0),
@@ -1052,7 +1066,7 @@ func (w *worker) finish(ctx context.Context, child, version string) error {
 		// The session ended mid-upgrade: the next step registers the running version.
 		return fmt.Errorf("re-register %s on %s: %w", w.svc, version, err)
 	}
-	w.kickAnswerer()
+	w.setRegistered()
 	return nil
 }
 
