@@ -148,7 +148,7 @@ func checkQuorum(in checkInput) result {
 			continue
 		}
 		// Too few by the stop's time: excuse the nodes downed after the round began.
-		round, began, ok := in.roundOf(ev)
+		round, began, exact, ok := in.roundOf(ev)
 		var excused []string
 		if ok {
 			for _, n := range in.Nodes {
@@ -174,8 +174,11 @@ func checkQuorum(in checkInput) result {
 			}
 		}
 		roundInfo := "no roll call round seen for this stop"
-		if ok {
+		switch {
+		case ok && exact:
 			roundInfo = fmt.Sprintf("round %d began %s", round, began.Format("15:04:05.000"))
+		case ok:
+			roundInfo = fmt.Sprintf("round %d began by %s (its start not seen)", round, began.Format("15:04:05.000"))
 		}
 		r.Evidence = append(r.Evidence, fmt.Sprintf("%s: %d of quorum %d left serving %v; nemesis-down: %v; %s",
 			ev, len(up), q, up, downs, roundInfo))
@@ -186,37 +189,42 @@ func checkQuorum(in checkInput) result {
 	return r
 }
 
-// roundOf finds the roll call round the stopping node counted: the one its upgrading mark
-// names in the last staging state seen before the stop (or, if the observer saw the mark only
-// after the stop, the first one after it), and when that round began. A round the observer
-// missed falls back to the latest earlier round it saw (an earlier start: stricter).
-func (in checkInput) roundOf(stop fixtureEvent) (round int32, began time.Time, ok bool) {
+// roundOf finds the roll call round the stopping node counted and when it began, or the
+// latest time it can have begun. The round is the one the node's upgrading mark names in the
+// last staging state seen at or before the stop (a state without the mark says: none, so an
+// earlier step's mark never stands in), or, if that state has no mark (mark and stop fell
+// between two reads), in the first state seen after the stop. A round whose start the
+// observer missed began no later than the earliest later round it saw (rounds only grow), nor
+// later than the stop: that bound stands in. A later start excuses fewer nodes, so the bound
+// is never more lenient than the truth (exact says whether the start itself was seen).
+func (in checkInput) roundOf(stop fixtureEvent) (round int32, began time.Time, exact, ok bool) {
 	for _, s := range in.Snaps {
-		if s.Service != stop.Service || s.Kind != "staging" || s.Time.Before(stop.Time.Add(-5*time.Minute)) {
+		if s.Service != stop.Service || s.Kind != "staging" {
 			continue
 		}
-		r, has := s.Rounds[stop.Node]
-		if !has {
+		r := s.Rounds[stop.Node] // 0: no mark
+		if !s.Time.After(stop.Time) {
+			round = r
 			continue
 		}
-		if !s.Time.After(stop.Time) || round == 0 {
+		if round == 0 {
 			round = r
 		}
-		if s.Time.After(stop.Time) {
-			break
-		}
+		break
 	}
 	if round == 0 {
-		return 0, time.Time{}, false
+		return 0, time.Time{}, false, false
 	}
-	best := int32(0)
+	if t, seen := in.Rounds[stop.Service][round]; seen {
+		return round, t, true, true
+	}
+	began = stop.Time
 	for r, t := range in.Rounds[stop.Service] {
-		if r <= round && r > best {
-			best, began = r, t
+		if r > round && t.Before(began) {
+			began = t
 		}
 	}
-	// ZooKeeper's mtime has millisecond resolution: the true start may be up to 1ms later.
-	return round, began, best > 0
+	return round, began, false, true
 }
 
 // downedAfter reports a nemesis window of node that began in (t, until].

@@ -63,11 +63,27 @@ func TestCheckQuorum(t *testing.T) {
 	if r := checkQuorum(in); r.Pass || !strings.Contains(r.String(), "round 7 began") {
 		t.Fatalf("a stop counting a node killed before the round not caught: %s", r)
 	}
-	// The observer missed round 7: the latest earlier round it saw stands in (here round 6,
-	// begun after the kill): caught.
-	in.Rounds = map[string]map[int32]time.Time{"x": {6: t0.Add(60 * time.Millisecond)}}
-	if r := checkQuorum(in); r.Pass {
-		t.Fatalf("missed round judged by a later start: %s", r)
+	// The observer missed round 7. An earlier round seen (6, begun before the kill) says
+	// nothing of 7's start: judged at the stop's time, caught.
+	in.Rounds = map[string]map[int32]time.Time{"x": {6: t0.Add(10 * time.Millisecond)}}
+	if r := checkQuorum(in); r.Pass || !strings.Contains(r.String(), "its start not seen") {
+		t.Fatalf("missed round judged by an earlier round's start: %s", r)
+	}
+	// A later round seen (8, begun before the kill) bounds 7's start: excused.
+	in.Rounds = map[string]map[int32]time.Time{"x": {6: t0.Add(10 * time.Millisecond), 8: t0.Add(45 * time.Millisecond)}}
+	if r := checkQuorum(in); !r.Pass {
+		t.Fatalf("missed round bounded by a later round before the kill not excused: %s", r)
+	}
+	// n1's mark of an earlier step (round 3, long before) was gone before the stop and the
+	// stop's mark (round 7, begun after the kill) was seen only after it: round 7 counts.
+	in.Snaps = []snapshot{
+		{Time: t0.Add(-time.Minute), Service: "x", Kind: "staging", Members: map[string]string{"n1": "upgrading v1"}, Rounds: map[string]int32{"n1": 3}},
+		{Time: t0.Add(30 * time.Millisecond), Service: "x", Kind: "staging", Members: map[string]string{"n1": "staged v2"}},
+		{Time: t0.Add(110 * time.Millisecond), Service: "x", Kind: "staging", Members: map[string]string{"n1": "upgrading v2"}, Rounds: map[string]int32{"n1": 7}},
+	}
+	in.Rounds = map[string]map[int32]time.Time{"x": {3: t0.Add(-time.Minute), 7: t0.Add(60 * time.Millisecond)}}
+	if r := checkQuorum(in); r.Pass || !strings.Contains(r.String(), "round 7 began") {
+		t.Fatalf("a stale mark of an earlier step stood in for the stop's round: %s", r)
 	}
 	// No round seen at all: judged at the stop's time.
 	in.Snaps, in.Rounds = nil, nil

@@ -112,8 +112,8 @@ func (o *observer) watch(ctx context.Context, svc, kind string) {
 
 // watchRollCall records the start of every round of <root>/rollcall/<svc> it sees: the
 // znode's data version is the round, its mtime (ZooKeeper's clock, this machine's) the start.
-// A round set and superseded between two reads is missed; the checker then falls back to an
-// earlier round, which only makes it stricter.
+// A round set and superseded between two reads is missed; the checker then bounds its start
+// by the next round seen (or the stop), which only makes it stricter.
 func (o *observer) watchRollCall(ctx context.Context, svc string) {
 	defer o.wg.Done()
 	p := path.Join(o.root, "rollcall", svc)
