@@ -529,7 +529,7 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 				continue
 			}
 			spec := s.specs[name]
-			if err := r.createEntry(ctx, rd, spec); err != nil {
+			if err := r.createEntry(ctx, rd, spec, false); err != nil {
 				return err
 			}
 		}
@@ -664,7 +664,9 @@ func (r *RollingDeployReconciler) prune(ctx context.Context, s *scope) error {
 // afterwards: one cut off during the rollout whose agent reconnects (a new session) with the old
 // version still running, or a node joining the selection with an older version. Without an
 // entry such a node would wait for its turn forever; with one it upgrades like any other,
-// through the quorum check.
+// through the quorum check. When every service it depends on is complete, the entry is a
+// catch-up: its nodes need not wait for the services queued ahead (one halted by a failure
+// would hold them forever) since the order it would wait for was honoured by the rollout.
 func (r *RollingDeployReconciler) requeue(ctx context.Context, s *scope) error {
 	queued := map[string]bool{}
 	for _, e := range s.queue {
@@ -689,12 +691,22 @@ func (r *RollingDeployReconciler) requeue(ctx context.Context, s *scope) error {
 			continue
 		}
 		sort.Strings(nodes)
-		if err := r.createEntry(ctx, s.rd, spec); err != nil {
+		catchUp := true
+		for _, dep := range spec.DependsOn {
+			if !s.complete(dep) {
+				catchUp = false
+			}
+		}
+		if err := r.createEntry(ctx, s.rd, spec, catchUp); err != nil {
 			return err
 		}
-		logf.FromContext(ctx).Info("service fell behind after its rollout; queued again", "service", name, "version", spec.Version, "nodes", nodes)
-		r.event(s.rd, corev1.EventTypeNormal, EventRequeued, "%s: node(s) %s not on %s after the rollout was done; queued again",
-			name, strings.Join(nodes, ", "), spec.Version)
+		how := "queued again behind the services ahead (a dependency is not complete)"
+		if catchUp {
+			how = "queued again to catch up (its dependencies are complete; it does not wait for the services ahead)"
+		}
+		logf.FromContext(ctx).Info("service fell behind after its rollout; "+how, "service", name, "version", spec.Version, "nodes", nodes)
+		r.event(s.rd, corev1.EventTypeNormal, EventRequeued, "%s: node(s) %s not on %s after the rollout was done; %s",
+			name, strings.Join(nodes, ", "), spec.Version, how)
 	}
 	return nil
 }

@@ -236,12 +236,52 @@ func TestStatusFollowsZnodes(t *testing.T) {
 		es := entries(t, "follow")
 		return len(es) == 1 && es[0].Service == "follow-a" && es[0].Version == "v2", fmt.Sprint(es)
 	})
+	if es := entries(t, "follow"); !es[0].CatchUp {
+		t.Fatalf("entry %+v: want a catch-up entry (the service has no dependency)", es[0])
+	}
 	waitEvent(t, "follow", EventRequeued)
 	register(t, "follow-a", "follow-n3", "v2")
 	waitFor(t, "the entry to go again", func() (bool, string) {
 		es := entries(t, "follow")
 		return len(es) == 0, fmt.Sprint(es)
 	})
+}
+
+// A service queued again after its rollout catches up (its entry does not wait for the
+// services ahead) only while every service it depends on is complete: here a node falls behind
+// on both a and b (b depends on a); a's entry catches up, b's waits its turn behind a.
+func TestRequeueCatchesUpOnlyWithDependenciesComplete(t *testing.T) {
+	nodes := nodeNames("catchup", 2)
+	makeNodes(t, "catchup", nodes...)
+	cleanupZK(t, "catchup-a")
+	cleanupZK(t, "catchup-b")
+	for _, svc := range []string{"catchup-a", "catchup-b"} {
+		for _, n := range nodes {
+			register(t, svc, n, "v2")
+		}
+	}
+	createRD(t, newRD("catchup", service("catchup-a", "v2", "catchup"), service("catchup-b", "v2", "catchup", dependsOn("catchup-a"))))
+	waitCondition(t, "catchup", v1alpha1.ConditionReady, condTrue, v1alpha1.ReasonComplete)
+	waitFor(t, "no deploy entries", func() (bool, string) {
+		es := entries(t, "catchup")
+		return len(es) == 0, fmt.Sprint(es)
+	})
+
+	register(t, "catchup-a", "catchup-n2", "v1")
+	waitFor(t, "a queued again", func() (bool, string) {
+		es := entries(t, "catchup")
+		return len(es) == 1, fmt.Sprint(es)
+	})
+	register(t, "catchup-b", "catchup-n2", "v1")
+	waitFor(t, "b queued again", func() (bool, string) {
+		es := entries(t, "catchup")
+		return len(es) == 2, fmt.Sprint(es)
+	})
+	for _, e := range entries(t, "catchup") {
+		if want := e.Service == "catchup-a"; e.CatchUp != want {
+			t.Fatalf("entry %+v: catchUp %t, want %t (a has no dependency; b's, a, is incomplete)", e, e.CatchUp, want)
+		}
+	}
 }
 
 func TestHealthCheckFailureDegradesNamingTheNode(t *testing.T) {

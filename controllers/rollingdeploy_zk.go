@@ -273,8 +273,9 @@ func (r *RollingDeployReconciler) deleteEntries(ctx context.Context, queue []dep
 }
 
 // createEntry appends a deploy entry for one service of rd.
-func (r *RollingDeployReconciler) createEntry(ctx context.Context, rd *v1alpha1.RollingDeploy, spec v1alpha1.ServiceSpec) error {
-	data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: rd.Name, Service: spec.Name, Version: spec.Version, Generation: rd.Generation})
+func (r *RollingDeployReconciler) createEntry(ctx context.Context, rd *v1alpha1.RollingDeploy, spec v1alpha1.ServiceSpec, catchUp bool) error {
+	data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: rd.Name, Service: spec.Name, Version: spec.Version, Generation: rd.Generation,
+		CatchUp: catchUp})
 	if err != nil {
 		return fmt.Errorf("encode deploy entry for %s: %w", spec.Name, err)
 	}

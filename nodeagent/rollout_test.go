@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -266,4 +267,35 @@ func TestStagedVersionPinnedInPageCache(t *testing.T) {
 	if resident != total {
 		t.Fatalf("pinned staged version was evicted: %d of %d bytes resident", resident, total)
 	}
+}
+
+// A catch-up entry (the operator queued a service again for nodes that fell behind after its
+// rollout, its dependencies complete) lets those nodes upgrade behind another service that
+// heads the deploy queue and never completes (one halted by a failure, say); a plain entry
+// there waits its turn. Chaos seed 8: a node cut off during a's rollout came back on the old
+// version after b had failed, and a's requeued entry sat behind b's for good.
+func TestCatchUpEntryPassesTheQueueHead(t *testing.T) {
+	const nodes = 2
+	e := newEnv(t)
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.startAgents(nodes)
+	e.waitFor("all nodes online on v1", time.Minute, func() bool {
+		return allOn(e.versions("a"), nodes, "v1") && len(e.deployQueue()) == 0
+	})
+	e.create(e.layout.DeployPrefix("x"), encode(t, &zklayout.DeployEntry{Deploy: "test", Service: "x", Version: "v1"}), zkclient.PersistentSequential)
+	e.publish("a", "v2", "v1", 1, zklayout.FailurePolicyPause, nil) // a plain entry behind x's
+	e.waitFor("both nodes staged v2", time.Minute, func() bool {
+		children, _, err := e.zk.Children(e.ctx, e.layout.StagingService("a"))
+		must(t, err)
+		return len(children) == nodes
+	})
+	if vs := e.versions("a"); !allOn(vs, nodes, "v1") {
+		t.Fatalf("a plain entry behind another service's let nodes upgrade: %v", vs)
+	}
+	e.create(e.layout.DeployPrefix("a"), encode(t, &zklayout.DeployEntry{Deploy: "test", Service: "a", Version: "v2", CatchUp: true}),
+		zkclient.PersistentSequential)
+	e.waitFor("both nodes on v2, a's entries gone, x's left", time.Minute, func() bool {
+		q := e.deployQueue()
+		return allOn(e.versions("a"), nodes, "v2") && len(q) == 1 && strings.HasPrefix(q[0], "x-")
+	})
 }

@@ -333,7 +333,7 @@ func (w *worker) step(root, ctx context.Context) error {
 	if plan.Paused {
 		return w.waiting("rollout paused", "staged", target)
 	}
-	turn, err := w.myTurn(ctx, child)
+	turn, err := w.myTurn(ctx, child, target)
 	if err != nil {
 		return err
 	}
@@ -863,9 +863,10 @@ func (w *worker) ensureStaged(ctx context.Context, target string) (string, error
 	return created[strings.LastIndex(created, "/")+1:], nil
 }
 
-// myTurn reports whether the service heads the deploy queue and this node is the first waiter
-// of the staging queue. Otherwise it arms exactly the watch that can change the answer.
-func (w *worker) myTurn(ctx context.Context, child string) (bool, error) {
+// myTurn reports whether the service heads the deploy queue (or has a catch-up entry for
+// target anywhere in it) and this node is the first waiter of the staging queue. Otherwise it
+// arms exactly the watch that can change the answer.
+func (w *worker) myTurn(ctx context.Context, child, target string) (bool, error) {
 	entries, err := w.children(ctx, w.l.Deploy())
 	if err != nil {
 		return false, err
@@ -886,7 +887,13 @@ func (w *worker) myTurn(ctx context.Context, child string) (bool, error) {
 		return false, w.waiting("deploy queue head is malformed; not acting on it", "znode", ordered[0].Child, "err", err.Error())
 	}
 	if head.Service != w.svc {
-		return false, w.waiting("another service heads the deploy queue", "head", head.Service)
+		catchUp, err := w.catchUpQueued(ctx, ordered[1:], target)
+		if err != nil {
+			return false, err
+		}
+		if !catchUp {
+			return false, w.waiting("another service heads the deploy queue", "head", head.Service)
+		}
 	}
 	queue, _, err := w.queue(ctx)
 	if err != nil {
@@ -1183,6 +1190,29 @@ func (w *worker) completeIfDone(ctx context.Context, plan *zklayout.Plan) error 
 		}
 	}
 	return nil
+}
+
+// catchUpQueued reports whether entries hold a catch-up entry of this service for target (the
+// operator queued the service again for nodes that fell behind after its rollout; see
+// zklayout.DeployEntry.CatchUp). Entries that vanish or do not decode are passed over.
+func (w *worker) catchUpQueued(ctx context.Context, entries []zklayout.SeqName, target string) (bool, error) {
+	for _, e := range entries {
+		if e.Name != w.svc {
+			continue
+		}
+		data, _, err := w.zk.Get(ctx, w.l.DeployEntry(e.Child))
+		if errors.Is(err, zkclient.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		var d zklayout.DeployEntry
+		if zklayout.Decode(data, &d) == nil && d.Service == w.svc && d.Version == target && d.CatchUp {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // pin locks dir's files in the page cache within the node's budget; the zero Pinned when

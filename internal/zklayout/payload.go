@@ -158,6 +158,12 @@ type DeployEntry struct {
 	Service    string `json:"service"`
 	Version    string `json:"version"`
 	Generation int64  `json:"generation"`
+	// CatchUp marks an entry the operator queued again for nodes that fell behind after the
+	// service's rollout was done, while every service it depends on was complete. Its nodes
+	// may upgrade wherever the entry stands in the queue: the ordering it would wait for was
+	// already honoured, and waiting behind a later service (halted by a failure, say) would
+	// leave them behind for good.
+	CatchUp bool `json:"catchUp,omitempty"`
 }
 
 func (d *DeployEntry) validate() error {
