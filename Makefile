@@ -150,14 +150,20 @@ fuzz: ## Fuzz every Go fuzz target (func FuzzXxx in *_test.go) for FUZZTIME each
 # make chaos: RUNS runs of the fault campaign from seed SEED (test/chaos).
 RUNS ?= 10
 SEED ?= 1
+# REGRESS=1 replays the regression seeds instead (make chaos-regress).
+REGRESS ?=
 
 .PHONY: chaos
 chaos: deps build ## Run the randomized fault campaign (test/chaos): RUNS runs from seed SEED; ends with "N runs, K violations" and the wall time (log in bin/chaos.log).
 	@start=$$(date +%s); rc=0; \
-	ROLLKEEPER_BIN_DIR=$(LOCALBIN) CHAOS_RUNS=$(RUNS) CHAOS_SEED=$(SEED) \
+	ROLLKEEPER_BIN_DIR=$(LOCALBIN) CHAOS_RUNS=$(RUNS) CHAOS_SEED=$(SEED) CHAOS_REGRESS=$(REGRESS) \
 		$(GO) test -count=1 -v -timeout 0 -run '^TestChaos$$' ./test/chaos/ 2>&1 | tee $(LOCALBIN)/chaos.log || rc=$$?; \
 	echo; grep -E '^[0-9]+ runs, [0-9]+ violations' $(LOCALBIN)/chaos.log || echo "no summary: see $(LOCALBIN)/chaos.log"; \
 	echo "wall time: $$(( $$(date +%s) - start ))s"; exit $$rc
+
+.PHONY: chaos-regress
+chaos-regress: ## Replay the fault campaign's regression seeds (every seed that found a defect; test/chaos/chaos_test.go).
+	@$(MAKE) --no-print-directory chaos REGRESS=1
 
 ##@ Benchmarks (figures printed, never pass/fail)
 
