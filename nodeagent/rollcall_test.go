@@ -23,20 +23,7 @@ import (
 func TestRollCallIgnoresDeadMachines(t *testing.T) {
 	const real = 4
 	e := newEnv(t)
-	// The distribution gate would wait for the dead machines to stage v2; ask for the real ones.
-	staged := real
-	e.minStaged = &staged
-	e.publish("a", "v1", "", real, zklayout.FailurePolicyPause, nil)
-	e.startAgents(real)
-	e.waitFor("all nodes online on v1", time.Minute, func() bool {
-		return allOn(e.versions("a"), real, "v1") && len(e.deployQueue()) == 0
-	})
-	dead := dial(t, e.ctx, logr.Discard())
-	for _, n := range []string{"node-05", "node-06"} {
-		_, err := dead.Create(e.ctx, e.layout.CurrentNode("a", n), encode(t, &zklayout.Current{Node: n, Version: "v1",
-			Health: zklayout.HealthHealthy, Since: time.Now().UTC()}), zkclient.Ephemeral)
-		must(t, err)
-	}
+	e.realNodesAndStaleRegistrations(real, "node-05", "node-06")
 
 	e.av.arm()
 	e.publish("a", "v2", "v1", real, zklayout.FailurePolicyPause, nil)
@@ -72,17 +59,7 @@ func TestRollCallIgnoresDeadMachines(t *testing.T) {
 func TestRollCallIgnoresUnregisteredRestart(t *testing.T) {
 	const real = 4
 	e := newEnv(t)
-	staged := real
-	e.minStaged = &staged
-	e.publish("a", "v1", "", real, zklayout.FailurePolicyPause, nil)
-	e.startAgents(real)
-	e.waitFor("all nodes online on v1", time.Minute, func() bool {
-		return allOn(e.versions("a"), real, "v1") && len(e.deployQueue()) == 0
-	})
-	previous := dial(t, e.ctx, logr.Discard())
-	_, err := previous.Create(e.ctx, e.layout.CurrentNode("a", "node-05"), encode(t, &zklayout.Current{Node: "node-05",
-		Version: "v1", Health: zklayout.HealthHealthy, Since: time.Now().UTC()}), zkclient.Ephemeral)
-	must(t, err)
+	e.realNodesAndStaleRegistrations(real, "node-05")
 	started := make(chan struct{})
 	e.wrapBackend = func(name string, b backend.Backend) backend.Backend {
 		if name != "node-05" {
@@ -164,4 +141,24 @@ func (e *env) setMinAvailable(svc string, minAvailable int) {
 	must(e.t, err)
 	_, err = e.zk.Set(e.ctx, e.layout.StagingService(svc), data, -1)
 	must(e.t, err)
+}
+
+// realNodesAndStaleRegistrations starts real agents on a v1 (plans publish minAvailable and
+// minStaged real: the distribution gate waits for the real nodes only) and registers a v1 for
+// each of stale from another live session: registrations with no agent of theirs behind them.
+func (e *env) realNodesAndStaleRegistrations(real int, stale ...string) {
+	t := e.t
+	staged := real
+	e.minStaged = &staged
+	e.publish("a", "v1", "", real, zklayout.FailurePolicyPause, nil)
+	e.startAgents(real)
+	e.waitFor("all nodes online on v1", time.Minute, func() bool {
+		return allOn(e.versions("a"), real, "v1") && len(e.deployQueue()) == 0
+	})
+	other := dial(t, e.ctx, logr.Discard())
+	for _, n := range stale {
+		_, err := other.Create(e.ctx, e.layout.CurrentNode("a", n), encode(t, &zklayout.Current{Node: n, Version: "v1",
+			Health: zklayout.HealthHealthy, Since: time.Now().UTC()}), zkclient.Ephemeral)
+		must(t, err)
+	}
 }
