@@ -33,13 +33,14 @@ var shortSeeds = []int64{3, 12, 42}
 // regressionSeeds are the seeds of every run that found a defect, all fixed; `make
 // chaos-regress` (CHAOS_REGRESS=1) replays them. Beyond the short campaign: seed 8 (a node
 // cut off during a's rollout came back on the old a after b had failed; a's requeued entry
-// waited behind b's halted one for good, fixed by catch-up entries, TestCatchUpEntryPassesTheQueueHead),
-// 10 (above), 13 (the session-timeout window, like 12), and 15, 26 and 30 (checker mistakes).
+// waited behind b's halted one for good; fixed by catch-up entries, regression test
+// nodeagent TestCatchUpEntryPassesTheQueueHead), 10 (above), 13 (the session-timeout window,
+// like 12), and 15, 26 and 30 (checker mistakes).
 var regressionSeeds = []int64{3, 8, 10, 12, 13, 15, 26, 30, 42}
 
 // TestChaos runs the campaign: CHAOS_RUNS runs from seed CHAOS_SEED (default 1), the
-// regression seeds (CHAOS_REGRESS=1), or the short campaign. Every run prints its seed, its faults and each invariant; a failing run is
-// reproduced by CHAOS_RUNS=1 CHAOS_SEED=<seed>.
+// regression seeds (CHAOS_REGRESS=1), or the short campaign. Every run prints its seed, its
+// faults and each invariant; a failing run is reproduced by CHAOS_RUNS=1 CHAOS_SEED=<seed>.
 func TestChaos(t *testing.T) {
 	seeds := shortSeeds
 	if os.Getenv("CHAOS_REGRESS") == "1" {
