@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -17,8 +18,15 @@ import (
 	"time"
 )
 
-// ClassPath is where Debian's package puts the server and its dependencies.
-const ClassPath = "/usr/share/java/zookeeper.jar:/usr/share/java/*"
+// ClassPath is Debian's server jar (its manifest names every dependency) and one SLF4J
+// binding. A "/usr/share/java/*" wildcard would also load every other binding installed there,
+// and which one wins depends on directory order: the NOP binding won on some machines, and a
+// server that failed to start left an empty log.
+const ClassPath = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"
+
+// startAttempts bounds how often Start picks new ports after a server could not bind one (a
+// port found free can be taken by another process before the server binds it).
+const startAttempts = 5
 
 // Server is one ZooKeeper server process.
 type Server struct {
@@ -42,7 +50,27 @@ func Start(ctx context.Context, dir string, n int) (*Ensemble, error) {
 	if _, err := os.Stat("/usr/share/java/zookeeper.jar"); err != nil {
 		return nil, fmt.Errorf("zookeeper is not installed (run hack/install-deps.sh): %w", err)
 	}
-	ports, err := FreePorts(3 * n)
+	for attempt := 1; ; attempt++ {
+		e, err := start(ctx, dir, n)
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == startAttempts {
+			return e, err
+		}
+		// Another process took a port between FreePorts and the server's bind: start over in
+		// a clean directory with new ports.
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// errPortTaken marks a server that exited because one of its ports was already bound.
+var errPortTaken = errors.New("port already in use")
+
+// freePorts is FreePorts; a test replaces it to hand out a port that is taken.
+var freePorts = FreePorts
+
+func start(ctx context.Context, dir string, n int) (*Ensemble, error) {
+	ports, err := freePorts(3 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +152,8 @@ func (s *Server) Start() error {
 		return err
 	}
 	cmd := exec.Command("java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-		"-Dzookeeper.log.dir="+s.Dir, "-Dzookeeper.root.logger=INFO,CONSOLE",
+		"-Dorg.slf4j.simpleLogger.defaultLogLevel=info", "-Dorg.slf4j.simpleLogger.showDateTime=true",
+		"-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
 		"-cp", ClassPath, "org.apache.zookeeper.server.quorum.QuorumPeerMain", s.cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The server dies with whoever started it, even on SIGKILL.
@@ -159,7 +188,11 @@ func (s *Server) WaitReady(ctx context.Context, timeout time.Duration) error {
 		}
 		select {
 		case <-s.exited:
-			return fmt.Errorf("zookeeper %d exited during start; log %s:\n%s", s.ID, s.logPath, tail(s.logPath))
+			log := tail(s.logPath)
+			if strings.Contains(log, "Address already in use") {
+				return fmt.Errorf("zookeeper %d exited during start: %w; log %s:\n%s", s.ID, errPortTaken, s.logPath, log)
+			}
+			return fmt.Errorf("zookeeper %d exited during start; log %s:\n%s", s.ID, s.logPath, log)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -195,9 +228,13 @@ func FourLetter(addr, cmd string) (string, error) {
 	return b.String(), nil
 }
 
-// FreePorts reserves n distinct free loopback TCP ports (released before return; a tiny race
-// with other processes is accepted).
+// FreePorts reserves n distinct free loopback TCP ports (released before return). They are
+// drawn below the kernel's ephemeral range: a port from there (what binding port 0 gives) can be
+// taken as the source port of any outgoing connection before the caller binds it, and the
+// apiserver, etcd and agents make many. A port drawn here can still be bound by another test
+// process in between; callers that can tell (zookeeper's Start) pick again.
 func FreePorts(n int) ([]int, error) {
+	lo, hi := 10000, ephemeralLow()
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -205,15 +242,42 @@ func FreePorts(n int) ([]int, error) {
 		}
 	}()
 	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if hi-lo < 1000 || tries > 1000 {
+			// No room below the ephemeral range: let the kernel pick.
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return nil, fmt.Errorf("free port: %w", err)
+			}
+			ls = append(ls, l)
+			ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(hi-lo))))
 		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
+			continue
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768 if unknown).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
+	}
+	p, err := strconv.Atoi(f[0])
+	if err != nil || p <= 0 || p > 65535 {
+		return 32768
+	}
+	return p
 }
 
 func tail(p string) string {
