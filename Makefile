@@ -152,12 +152,14 @@ RUNS ?= 10
 SEED ?= 1
 # REGRESS=1 replays the regression seeds instead (make chaos-regress).
 REGRESS ?=
+# PARALLEL=N carries out N runs at a time (each its own stack; they share only the machine).
+PARALLEL ?= 1
 
 .PHONY: chaos
-chaos: deps build ## Run the randomized fault campaign (test/chaos): RUNS runs from seed SEED; ends with "N runs, K violations" and the wall time (log in bin/chaos.log).
+chaos: deps build ## Run the randomized fault campaign (test/chaos): RUNS runs from seed SEED, PARALLEL at a time; ends with "N runs, K violations" and the wall time (log in bin/chaos.log).
 	@start=$$(date +%s); rc=0; \
-	ROLLKEEPER_BIN_DIR=$(LOCALBIN) CHAOS_RUNS=$(RUNS) CHAOS_SEED=$(SEED) CHAOS_REGRESS=$(REGRESS) \
-		$(GO) test -count=1 -v -timeout 0 -run '^TestChaos$$' ./test/chaos/ 2>&1 | tee $(LOCALBIN)/chaos.log || rc=$$?; \
+	ROLLKEEPER_BIN_DIR=$(LOCALBIN) CHAOS_RUNS=$(RUNS) CHAOS_SEED=$(SEED) CHAOS_REGRESS=$(REGRESS) CHAOS_PARALLEL=$(PARALLEL) \
+		$(GO) test -count=1 -v -timeout 0 -parallel $(PARALLEL) -run '^TestChaos$$' ./test/chaos/ 2>&1 | tee $(LOCALBIN)/chaos.log || rc=$$?; \
 	echo; grep -E '^[0-9]+ runs, [0-9]+ violations' $(LOCALBIN)/chaos.log || echo "no summary: see $(LOCALBIN)/chaos.log"; \
 	echo "wall time: $$(( $$(date +%s) - start ))s"; exit $$rc
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +43,9 @@ var regressionSeeds = []int64{3, 8, 10, 12, 13, 15, 26, 30, 42}
 // TestChaos runs the campaign: CHAOS_RUNS runs from seed CHAOS_SEED (default 1), the
 // regression seeds (CHAOS_REGRESS=1), or the short campaign. Every run prints its seed, its
 // faults and each invariant; a failing run is reproduced by CHAOS_RUNS=1 CHAOS_SEED=<seed>.
+// CHAOS_PARALLEL=N carries out N runs at a time (with go test -parallel N): each run has its
+// own stack, directories, ports and ZooKeeper ensemble, and only shares the machine; the
+// default is one at a time.
 func TestChaos(t *testing.T) {
 	seeds := shortSeeds
 	if os.Getenv("CHAOS_REGRESS") == "1" {
@@ -68,28 +73,52 @@ func TestChaos(t *testing.T) {
 		seeds = []int64{seed}
 	}
 
-	start := time.Now()
-	violations, errored := 0, 0
-	var failed []string
-	for _, seed := range seeds {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-			defer cancel()
-			rep := Run(ctx, seed, t.Logf)
-			t.Log("\n" + rep.String())
-			violations += rep.Violations()
-			if rep.Err != nil {
-				errored++
-				t.Errorf("seed %d: run error: %v", seed, rep.Err)
-			}
-			if rep.Violations() > 0 {
-				failed = append(failed, strconv.FormatInt(seed, 10))
-				t.Errorf("seed %d: %d violation(s); reproduce with make chaos RUNS=1 SEED=%d", seed, rep.Violations(), seed)
-			}
-		})
+	parallel := 1
+	if v := os.Getenv("CHAOS_PARALLEL"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("CHAOS_PARALLEL=%q: want a positive number", v)
+		}
+		parallel = n
 	}
+
+	start := time.Now()
+	var (
+		mu                  sync.Mutex
+		violations, errored int
+		failed              []int64
+	)
+	// The group returns when every run in it has, parallel or not.
+	t.Run("runs", func(t *testing.T) {
+		for _, seed := range seeds {
+			t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+				if parallel > 1 {
+					t.Parallel()
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+				defer cancel()
+				rep := Run(ctx, seed, t.Logf)
+				t.Log("\n" + rep.String())
+				mu.Lock()
+				defer mu.Unlock()
+				violations += rep.Violations()
+				if rep.Err != nil {
+					errored++
+					t.Errorf("seed %d: run error: %v", seed, rep.Err)
+				}
+				if rep.Violations() > 0 {
+					failed = append(failed, seed)
+					t.Errorf("seed %d: %d violation(s); reproduce with make chaos RUNS=1 SEED=%d", seed, rep.Violations(), seed)
+				}
+			})
+		}
+	})
 	summary := fmt.Sprintf("%d runs, %d violations (%d runs could not be carried out) in %s", len(seeds), violations, errored, time.Since(start).Round(time.Second))
+	if parallel > 1 {
+		summary += fmt.Sprintf(", %d at a time", parallel)
+	}
 	if len(failed) > 0 {
+		slices.Sort(failed)
 		summary += fmt.Sprintf("; failing seeds: %v", failed)
 	}
 	t.Log(summary)
