@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -95,7 +94,7 @@ func start(ctx context.Context, dir string, n int) (*Ensemble, error) {
 			"clientPortAddress=127.0.0.1",
 			"clientPort=" + strconv.Itoa(s.ClientPort),
 			"admin.enableServer=false",
-			"4lw.commands.whitelist=ruok,stat,mntr,srvr",
+			"4lw.commands.whitelist=ruok,stat,mntr,srvr,conf",
 			"maxClientCnxns=0",
 		}
 		if n > 1 {
@@ -178,13 +177,22 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-// WaitReady polls "ruok" until the server answers "imok" and serves requests ("srvr" shows a mode).
+// WaitReady polls until the server serves requests ("srvr" shows a mode) and is this server:
+// "conf" shows its data directory. Whoever answers on the port is not necessarily this process.
 func (s *Server) WaitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		out, err := FourLetter(s.Addr(), "srvr")
 		if err == nil && strings.Contains(out, "Mode: ") {
-			return nil
+			conf, cerr := FourLetter(s.Addr(), "conf")
+			if cerr == nil && s.isMe(conf) {
+				return nil
+			}
+			if cerr == nil && strings.Contains(conf, "dataDir=") {
+				return fmt.Errorf("zookeeper %d: port %d is served by another ZooKeeper (%s): %w",
+					s.ID, s.ClientPort, confValue(conf, "dataDir"), errPortTaken)
+			}
+			err = cerr
 		}
 		select {
 		case <-s.exited:
@@ -204,6 +212,22 @@ func (s *Server) WaitReady(ctx context.Context, timeout time.Duration) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// isMe reports whether conf (the answer to "conf") comes from this server: its data directory
+// is dataDir/version-2.
+func (s *Server) isMe(conf string) bool {
+	return filepath.Dir(confValue(conf, "dataDir")) == filepath.Join(s.Dir, "data")
+}
+
+// confValue is the value of key in an answer to "conf" ("" if absent).
+func confValue(conf, key string) string {
+	for _, line := range strings.Split(conf, "\n") {
+		if v, ok := strings.CutPrefix(line, key+"="); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // FourLetter sends a four-letter-word command and returns the answer.
@@ -226,58 +250,6 @@ func FourLetter(addr, cmd string) (string, error) {
 		return "", errors.New("empty answer")
 	}
 	return b.String(), nil
-}
-
-// FreePorts reserves n distinct free loopback TCP ports (released before return). They are
-// drawn below the kernel's ephemeral range: a port from there (what binding port 0 gives) can be
-// taken as the source port of any outgoing connection before the caller binds it, and the
-// apiserver, etcd and agents make many. A port drawn here can still be bound by another test
-// process in between; callers that can tell (zookeeper's Start) pick again.
-func FreePorts(n int) ([]int, error) {
-	lo, hi := 10000, ephemeralLow()
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for tries := 0; len(ports) < n; tries++ {
-		if hi-lo < 1000 || tries > 1000 {
-			// No room below the ephemeral range: let the kernel pick.
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				return nil, fmt.Errorf("free port: %w", err)
-			}
-			ls = append(ls, l)
-			ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-			continue
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(hi-lo))))
-		if err != nil {
-			continue
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range (32768 if unknown).
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 32768
-	}
-	p, err := strconv.Atoi(f[0])
-	if err != nil || p <= 0 || p > 65535 {
-		return 32768
-	}
-	return p
 }
 
 func tail(p string) string {
