@@ -221,9 +221,13 @@ func (c *Client) WatchesFired() int64 { return c.watchesFired.Load() }
 
 // Stat is the metadata of a znode.
 type Stat struct {
-	Version        int32
-	CVersion       int32
+	Version  int32
+	CVersion int32
+	// Czxid is the transaction that created the znode, Mzxid the one that last set its data,
+	// Pzxid the one that last created or deleted one of its children.
+	Czxid          int64
 	Mzxid          int64
+	Pzxid          int64
 	EphemeralOwner int64
 	NumChildren    int32
 	Mtime          time.Time
@@ -233,7 +237,7 @@ func convStat(s *zk.Stat) Stat {
 	if s == nil {
 		return Stat{}
 	}
-	return Stat{Version: s.Version, CVersion: s.Cversion, Mzxid: s.Mzxid, EphemeralOwner: s.EphemeralOwner,
+	return Stat{Version: s.Version, CVersion: s.Cversion, Czxid: s.Czxid, Mzxid: s.Mzxid, Pzxid: s.Pzxid, EphemeralOwner: s.EphemeralOwner,
 		NumChildren: s.NumChildren, Mtime: time.UnixMilli(s.Mtime)}
 }
 

@@ -342,6 +342,67 @@ func TestRecorderSessionLoss(t *testing.T) {
 	}
 }
 
+// TestRecorderZxids checks that the recorder dates changes in ZooKeeper's order: a
+// registration by its creation's zxid, a departure seen alone by its deletion's zxid. Tests
+// order changes of different services by them (the recorder reads each service on its own, so
+// its observation times can invert two changes).
+func TestRecorderZxids(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ens, err := zkserver.Start(ctx, t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ens.Stop()
+	l := zklayout.MustNew("/rk-test")
+	rec, err := harness.NewRecorder(ctx, ens.Connect(), l, "a", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Stop()
+	agent, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(ens.Connect())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+
+	if err := register(ctx, agent, l, "b", "n1", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.WaitOnline(ctx, "b", 10*time.Second, "n1 on b", func(m map[string]string) bool { return m["n1"] == "v1" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := register(ctx, agent, l, "a", "n1", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	_, ast, err := agent.Get(ctx, l.CurrentNode("a", "n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Delete(ctx, l.CurrentNode("b", "n1"), -1); err != nil {
+		t.Fatal(err)
+	}
+	_, bst, err := agent.Get(ctx, l.CurrentService("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for svc, want := range map[string]string{"a": "v2", "b": ""} {
+		if err := rec.WaitOnline(ctx, svc, 10*time.Second, "n1 "+want, func(m map[string]string) bool { return m["n1"] == want }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ha, hb := rec.History("a", "n1"), rec.History("b", "n1")
+	if len(ha) != 1 || ha[0].Zxid != ast.Czxid || !ha[0].Exact {
+		t.Fatalf("a's history %+v, want v2 at zxid 0x%x, exact", ha, ast.Czxid)
+	}
+	if len(hb) != 2 || hb[1].Version != "" || hb[1].Zxid != bst.Pzxid || !hb[1].Exact {
+		t.Fatalf("b's history %+v, want the departure at zxid 0x%x, exact\n%s", hb, bst.Pzxid, rec.Report("b"))
+	}
+	if hb[1].Zxid <= ha[0].Zxid {
+		t.Fatalf("b's departure (0x%x) ordered before a's registration (0x%x)", hb[1].Zxid, ha[0].Zxid)
+	}
+}
+
 func untar(t *testing.T, data []byte, dir string) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -41,6 +41,15 @@ type Snapshot struct {
 	// states between the two were never seen (one-shot watches coalesce quick changes). 0 means
 	// this snapshot shows exactly one change.
 	Missed int32
+	// Zxid is the parent's pzxid: the ZooKeeper transaction of the last child creation or
+	// deletion this snapshot shows. Exact says the snapshot shows exactly one such change since
+	// the previous one (so Zxid is that change's transaction); otherwise Zxid is an upper bound
+	// for each change it shows. Zxids order changes across services, which observation times
+	// (each service is read on its own) cannot.
+	Zxid  int64
+	Exact bool
+	// Created maps node to the transaction that created its registration (current only).
+	Created map[string]int64
 	// Malformed lists children whose payload did not decode.
 	Malformed []string
 }
@@ -52,6 +61,10 @@ func (s Snapshot) Online() int { return len(s.Members) }
 type VersionChange struct {
 	Time    time.Time
 	Version string
+	// Zxid is the ZooKeeper transaction of the change when Exact (a registration's creation;
+	// a deletion seen as the only change between two snapshots), else an upper bound for it.
+	Zxid  int64
+	Exact bool
 }
 
 // Recorder watches current/<svc> and staging/<svc> of some services with its own ZooKeeper
@@ -147,6 +160,7 @@ type watcher struct {
 type childValue struct {
 	node, value string
 	malformed   bool
+	czxid       int64
 }
 
 // loop keeps one service's current/ or staging/ children under watch until ctx ends.
@@ -259,11 +273,12 @@ func (w *watcher) observe(ctx context.Context) error {
 		return err
 	}
 
-	snap := Snapshot{Time: time.Now(), Service: w.svc, Kind: w.kind, Members: map[string]string{}, CVersion: st.CVersion}
+	snap := Snapshot{Time: time.Now(), Service: w.svc, Kind: w.kind, Members: map[string]string{}, CVersion: st.CVersion,
+		Zxid: st.Pzxid, Created: map[string]int64{}}
 	if w.haveCVersion && st.CVersion-w.lastCVersion > 1 {
 		snap.Missed = st.CVersion - w.lastCVersion - 1
 	}
-	w.lastCVersion, w.haveCVersion = st.CVersion, true
+	snap.Exact = w.haveCVersion && st.CVersion-w.lastCVersion == 1
 
 	names := children
 	if w.kind == KindStaging {
@@ -282,14 +297,19 @@ func (w *watcher) observe(ctx context.Context) error {
 		v := w.values[child]
 		w.mu.Unlock()
 		if !known {
-			data, _, dw, err := zk.GetW(ctx, w.parent+"/"+child)
+			data, cst, dw, err := zk.GetW(ctx, w.parent+"/"+child)
 			if errors.Is(err, zkclient.ErrNoNode) {
-				continue // gone already; the parent's watch fires for it
+				// Gone since the children were read: leaving it out would mix two moments
+				// (children created since then are not listed either) and could show fewer
+				// members than ever were. Read everything again instead.
+				w.wake()
+				return nil
 			}
 			if err != nil {
 				return err
 			}
 			v = w.decode(child, data)
+			v.czxid = cst.Czxid
 			w.mu.Lock()
 			w.childArmed[child] = true
 			w.values[child] = v
@@ -304,6 +324,9 @@ func (w *watcher) observe(ctx context.Context) error {
 			continue
 		}
 		snap.Members[v.node] = v.value
+		if w.kind == KindCurrent {
+			snap.Created[v.node] = v.czxid
+		}
 		if w.kind == KindStaging {
 			snap.Order = append(snap.Order, v.node)
 		}
@@ -315,6 +338,7 @@ func (w *watcher) observe(ctx context.Context) error {
 		}
 	}
 	w.mu.Unlock()
+	w.lastCVersion, w.haveCVersion = st.CVersion, true
 	w.r.record(snap)
 	return nil
 }
@@ -444,7 +468,11 @@ func (r *Recorder) History(svc, node string) []VersionChange {
 		v := s.Members[node]
 		if !seen || v != last {
 			if seen || v != "" {
-				out = append(out, VersionChange{Time: s.Time, Version: v})
+				c := VersionChange{Time: s.Time, Version: v, Zxid: s.Zxid, Exact: s.Exact}
+				if v != "" && s.Created[node] != 0 {
+					c.Zxid, c.Exact = s.Created[node], true
+				}
+				out = append(out, c)
 			}
 			last, seen = v, true
 		}
@@ -487,7 +515,10 @@ func (r *Recorder) Report(svc string) string {
 	for _, kind := range []string{KindCurrent, KindStaging} {
 		fmt.Fprintf(&b, "%s/%s:\n", kind, svc)
 		for _, s := range r.Snapshots(svc, kind) {
-			fmt.Fprintf(&b, "  %s cversion=%d", s.Time.Format("15:04:05.000"), s.CVersion)
+			fmt.Fprintf(&b, "  %s cversion=%d zxid=0x%x", s.Time.Format("15:04:05.000"), s.CVersion, s.Zxid)
+			if s.Exact {
+				b.WriteString(" exact")
+			}
 			if kind == KindCurrent {
 				fmt.Fprintf(&b, " online=%d", s.Online())
 			}
