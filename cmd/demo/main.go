@@ -635,17 +635,23 @@ func (d *demo) verify(rd *rkv1alpha1.RollingDeploy, since time.Time) error {
 		}
 	}
 	// Dependencies: a dependent's first node to leave for v2 left after its dependency's last
-	// node came back on v2.
+	// node came back on v2. Compared in ZooKeeper's order (zxids): the watcher reads each
+	// service on its own, so on a busy machine its observation times can invert two changes.
 	for _, sp := range rd.Spec.Services {
 		for _, dep := range sp.DependsOn {
-			depDone := lastArrival(rec, d.stack, dep, sp.Version)
-			first := firstDeparture(rec, d.stack, sp.Name, since)
-			if !first.IsZero() && !depDone.IsZero() {
-				fmt.Fprintf(d.out, "  %s finished at %s; %s's first node left for the upgrade at %s\n",
-					dep, depDone.Format("15:04:05.000"), sp.Name, first.Format("15:04:05.000"))
-				if first.Before(depDone) {
-					errs = append(errs, fmt.Errorf("service %s started upgrading at %s, before %s finished at %s",
-						sp.Name, first.Format("15:04:05.000"), dep, depDone.Format("15:04:05.000")))
+			depDone := lastArrival(rec, d.stack, dep, specVersion(rd, dep))
+			left := departures(rec, d.stack, sp.Name, since)
+			if len(left) == 0 || depDone.Zxid == 0 {
+				continue
+			}
+			fmt.Fprintf(d.out, "  %s finished at %s; %s's first node left for the upgrade at %s\n",
+				dep, depDone.Time.Format("15:04:05.000"), sp.Name, left[0].Time.Format("15:04:05.000"))
+			for _, l := range left {
+				// l.Zxid is exact or an upper bound: below depDone's, the order is proven wrong.
+				if l.Zxid < depDone.Zxid {
+					errs = append(errs, fmt.Errorf("service %s started upgrading (zxid 0x%x, seen at %s) before %s finished (zxid 0x%x, seen at %s)",
+						sp.Name, l.Zxid, l.Time.Format("15:04:05.000"), dep, depDone.Zxid, depDone.Time.Format("15:04:05.000")))
+					break
 				}
 			}
 		}
@@ -656,30 +662,41 @@ func (d *demo) verify(rd *rkv1alpha1.RollingDeploy, since time.Time) error {
 	return errors.Join(errs...)
 }
 
-// lastArrival is when the last node of svc registered on version.
-func lastArrival(rec *harness.Recorder, s *harness.Stack, svc, version string) time.Time {
-	var last time.Time
+// specVersion is svc's version in rd's spec ("" if rd has no such service).
+func specVersion(rd *rkv1alpha1.RollingDeploy, svc string) string {
+	for _, sp := range rd.Spec.Services {
+		if sp.Name == svc {
+			return sp.Version
+		}
+	}
+	return ""
+}
+
+// lastArrival is the last registration of a node of svc on version, in ZooKeeper's order.
+func lastArrival(rec *harness.Recorder, s *harness.Stack, svc, version string) harness.VersionChange {
+	var last harness.VersionChange
 	for _, n := range s.Nodes {
 		for _, h := range rec.History(svc, n.Name) {
-			if h.Version == version && h.Time.After(last) {
-				last = h.Time
+			if h.Version == version && h.Zxid > last.Zxid {
+				last = h
 			}
 		}
 	}
 	return last
 }
 
-// firstDeparture is when the first node of svc left current/ after since.
-func firstDeparture(rec *harness.Recorder, s *harness.Stack, svc string, since time.Time) time.Time {
-	var first time.Time
+// departures are the times nodes of svc left current/ after since, in ZooKeeper's order.
+func departures(rec *harness.Recorder, s *harness.Stack, svc string, since time.Time) []harness.VersionChange {
+	var out []harness.VersionChange
 	for _, n := range s.Nodes {
 		for _, h := range rec.History(svc, n.Name) {
-			if h.Version == "" && h.Time.After(since) && (first.IsZero() || h.Time.Before(first)) {
-				first = h.Time
+			if h.Version == "" && h.Time.After(since) {
+				out = append(out, h)
 			}
 		}
 	}
-	return first
+	sort.Slice(out, func(i, j int) bool { return out[i].Zxid < out[j].Zxid })
+	return out
 }
 
 // kubectl is the kubectl to suggest: the one on PATH, else bin/kubectl (make kubectl).
