@@ -73,9 +73,13 @@ type Client struct {
 	// sessionTimeout is the timeout asked for when dialing.
 	sessionTimeout time.Duration
 
+	auth string // digest credentials, "" without
+
 	mu     sync.Mutex
 	done   chan struct{}
 	closed bool
+	// established closes at the next session establishment (SessionEstablished).
+	established chan struct{}
 
 	watchesFired atomic.Int64
 
@@ -129,7 +133,13 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 30 * time.Second
 	}
-	c := &Client{log: cfg.Logger, done: make(chan struct{}), acl: aclFor(cfg.Auth != ""), sessionTimeout: cfg.SessionTimeout}
+	if cfg.Auth != "" {
+		if err := ValidateAuth(cfg.Auth); err != nil {
+			return nil, err
+		}
+	}
+	c := &Client{log: cfg.Logger, done: make(chan struct{}), established: make(chan struct{}), auth: cfg.Auth,
+		acl: aclFor(cfg.Auth != ""), sessionTimeout: cfg.SessionTimeout}
 	connected := make(chan struct{}, 1)
 	authFailed := make(chan struct{}, 1)
 	cb := func(ev zk.Event) {
@@ -139,6 +149,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		c.sessionEvent(ev.State)
 		switch ev.State {
 		case zk.StateHasSession:
+			c.signalEstablished()
 			select {
 			case connected <- struct{}{}:
 			default:
