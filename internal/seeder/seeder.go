@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -37,13 +38,16 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait between attempts after a transient failure
 	// (defaults 1s and 30s); each wait doubles up to MaxBackoff, with jitter.
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 logr.Logger
+	// Origins says which URLs may be read; the zero value refuses file:// and the loopback,
+	// link-local, unspecified and cloud metadata addresses (OriginPolicy).
+	Origins OriginPolicy
+	Logger  logr.Logger
 }
 
 // Seeder publishes and seeds versions. Start must run (it owns the jobs' lifetime).
 type Seeder struct {
-	cfg  Config
-	http *fetch.HTTP
+	cfg    Config
+	client *http.Client
 
 	mu   sync.Mutex
 	ctx  context.Context
@@ -57,7 +61,8 @@ type key struct{ svc, version, sha string }
 // and done are guarded by Seeder.mu.
 type job struct {
 	cancel context.CancelFunc
-	// done is closed when the job gives up for good (a sha256 mismatch) or is cancelled.
+	// done is closed when the job gives up for good (a sha256 mismatch, a refused origin) or
+	// is cancelled.
 	done  chan struct{}
 	state State
 	t     *p2p.Torrent
@@ -71,7 +76,8 @@ type State struct {
 	Ready bool
 	// Err is the last attempt's error (nil while the first attempt runs, or once Ready).
 	Err error
-	// Permanent: Err will not heal by itself (a sha256 mismatch); the job stopped retrying.
+	// Permanent: Err will not heal by itself (a sha256 mismatch, an origin the OriginPolicy
+	// refuses); the job stopped retrying.
 	Permanent bool
 	// Attempts counts the attempts made so far; NextAttempt is when the next one starts (zero
 	// when none is scheduled).
@@ -103,7 +109,7 @@ func New(cfg Config) *Seeder {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(cfg.MinBackoff, 30*time.Second)
 	}
-	return &Seeder{cfg: cfg, http: fetch.NewHTTP(), jobs: map[key]*job{}}
+	return &Seeder{cfg: cfg, client: cfg.Origins.client(), jobs: map[key]*job{}}
 }
 
 // NeedLeaderElection: only the leader reads origins and seeds.
@@ -127,8 +133,9 @@ func (s *Seeder) Start(ctx context.Context) error {
 
 // Ensure starts publishing rel's artifact unless that is done or under way, and reports how far
 // it got. A transient failure (origin unreachable, an HTTP error, a timeout) is retried by the
-// seeder itself with capped exponential backoff; a sha256 mismatch stops the job until the
-// artifact changes (another sha256 is another job) or Retry.
+// seeder itself with capped exponential backoff; a sha256 mismatch or an origin the
+// OriginPolicy refuses stops the job until the artifact changes (another sha256 is another job)
+// or Retry.
 func (s *Seeder) Ensure(rel *zklayout.Release) State {
 	k := key{rel.Service, rel.Version, rel.Artifact.SHA256}
 	s.mu.Lock()
@@ -186,7 +193,7 @@ func (s *Seeder) run(ctx context.Context, j *job, rel *zklayout.Release) {
 			return
 		}
 		var mismatch *MismatchError
-		if errors.As(err, &mismatch) {
+		if errors.As(err, &mismatch) || errors.Is(err, ErrOriginRefused) {
 			j.state.Err, j.state.Permanent, j.state.NextAttempt = err, true, time.Time{}
 			s.mu.Unlock()
 			log.Error(err, "publishing artifact failed for good: fix the artifact and give it a new version")
@@ -257,28 +264,32 @@ func (s *Seeder) Stop(svc, version string) {
 
 func (s *Seeder) publish(ctx context.Context, rel *zklayout.Release) (*p2p.Torrent, func(context.Context) error, error) {
 	a := rel.Artifact
+	// Checked before a copy read earlier is reused too: an origin the policy refuses now is
+	// not seeded from an old copy.
+	if err := s.cfg.Origins.CheckURL(a.URL); err != nil {
+		return nil, nil, fmt.Errorf("read origin %s: %w", a.URL, err)
+	}
 	dir := filepath.Join(s.cfg.Dir, rel.Service, rel.Version)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("seeder directory: %w", err)
 	}
 	file := filepath.Join(dir, fetch.FileName(a.URL))
 	// A copy read earlier (operator restart, seeding resumed) is reused when it still matches.
 	if sum, err := fetch.FileDigest(file); err != nil || sum != a.SHA256 {
 		tmp, err := os.CreateTemp(dir, ".origin-*")
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("seeder directory: %w", err)
 		}
 		defer os.Remove(tmp.Name())
-		err = s.http.Download(ctx, a, tmp)
-		tmp.Close()
-		if errors.Is(err, fetch.ErrDigestMismatch) {
-			return nil, nil, &MismatchError{URL: a.URL, Want: a.SHA256}
+		err = s.download(ctx, a.URL, a.SHA256, tmp)
+		if cerr := tmp.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("write the copy of %s: %w", a.URL, cerr)
 		}
 		if err != nil {
 			return nil, nil, err
 		}
 		if err := os.Rename(tmp.Name(), file); err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("keep the copy of %s: %w", a.URL, err)
 		}
 	}
 	var webSeeds []string

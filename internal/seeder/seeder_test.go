@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
@@ -26,12 +28,24 @@ import (
 
 type env struct {
 	tr     tracker.Tracker
+	cl     *p2p.Client
+	dir    string
 	sd     *Seeder
 	events chan string
 }
 
-// newEnv starts a real ZooKeeper, a torrent client and a started Seeder with short backoffs.
+// loopbackOrigins is the explicit opt-in the tests whose origins are httptest servers on
+// 127.0.0.1 need: the default policy refuses loopback origins.
+var loopbackOrigins = OriginPolicy{AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
+
+// newEnv starts a real ZooKeeper, a torrent client and a started Seeder with short backoffs
+// that may read loopback origins.
 func newEnv(t *testing.T, ctx context.Context) *env {
+	return newEnvWith(t, ctx, loopbackOrigins, testr.New(t))
+}
+
+// newEnvWith is newEnv with the seeder's origin policy and logger.
+func newEnvWith(t *testing.T, ctx context.Context, origins OriginPolicy, log logr.Logger) *env {
 	t.Helper()
 	zk, err := zkserver.Start(ctx, t.TempDir(), 1)
 	if err != nil {
@@ -49,9 +63,10 @@ func newEnv(t *testing.T, ctx context.Context) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cl.Close() })
-	e := &env{tr: tracker.Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}, events: make(chan string, 100)}
-	e.sd = New(Config{Client: cl, Tracker: e.tr, Dir: filepath.Join(dir, "artifacts"), Name: "origin-test", Host: "127.0.0.1",
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: testr.New(t),
+	e := &env{tr: tracker.Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}, cl: cl, dir: filepath.Join(dir, "artifacts"),
+		events: make(chan string, 100)}
+	e.sd = New(Config{Client: cl, Tracker: e.tr, Dir: e.dir, Name: "origin-test", Host: "127.0.0.1",
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: log, Origins: origins,
 		OnChange: func(svc string) {
 			select {
 			case e.events <- svc:
