@@ -24,6 +24,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/controllers"
+	"github.com/rollkeeper/rollkeeper/internal/seeder"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
@@ -50,6 +51,8 @@ type config struct {
 	P2PPort    int
 	UploadRate int64
 	SeederDir  string
+	// Origins the seeder may read (comma-separated; parsed by originPolicy).
+	SeederFileRoots, SeederAllowOriginCIDRs string
 }
 
 // bindFlags registers the manager's flags on fs (controller-runtime registers --kubeconfig on
@@ -69,6 +72,8 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.IntVar(&c.P2PPort, "p2p-port", 6881, "TCP port the seeder listens on; 0 picks a free one.")
 	fs.Int64Var(&c.UploadRate, "p2p-upload-rate", 0, "Seeder upload limit in bytes/s; 0: unlimited.")
 	fs.StringVar(&c.SeederDir, "seeder-dir", "/var/lib/rollkeeper-seeder", "Directory for the artifacts read from the origins (an emptyDir in the chart).")
+	fs.StringVar(&c.SeederFileRoots, seeder.FlagFileRoots, "", fileRootsHelp)
+	fs.StringVar(&c.SeederAllowOriginCIDRs, seeder.FlagAllowOriginCIDRs, "", allowOriginCIDRsHelp)
 }
 
 // envName is the environment variable of a flag.

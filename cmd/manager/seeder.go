@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -31,6 +33,18 @@ func newSeeder(cfg config, zk *zkclient.Client, layout zklayout.Layout, onChange
 	if host == "" {
 		host = firstAddress()
 	}
+	origins, err := originPolicy(cfg.SeederFileRoots, cfg.SeederAllowOriginCIDRs)
+	if err != nil {
+		return seederParts{}, err
+	}
+	log := ctrl.Log.WithName("seeder")
+	if len(origins.FileRoots) > 0 {
+		log.Info("the seeder may read file:// origins under these directories, and seed them to every node", "--"+seeder.FlagFileRoots, origins.FileRoots)
+	}
+	if len(origins.AllowCIDRs) > 0 {
+		log.Info("WARNING: the seeder may read origins on addresses refused by default (loopback, link-local, metadata) within these prefixes",
+			"--"+seeder.FlagAllowOriginCIDRs, cfg.SeederAllowOriginCIDRs)
+	}
 	if err := os.MkdirAll(cfg.SeederDir, 0o755); err != nil {
 		return seederParts{}, fmt.Errorf("--seeder-dir: %w", err)
 	}
@@ -42,8 +56,47 @@ func newSeeder(cfg config, zk *zkclient.Client, layout zklayout.Layout, onChange
 	name, _ := os.Hostname()
 	sd := seeder.New(seeder.Config{Client: cl, Tracker: tracker.Tracker{ZK: zk, Layout: layout},
 		Dir: filepath.Join(cfg.SeederDir, "artifacts"), Name: "origin-" + name, Host: host,
-		OnChange: onChange, Logger: ctrl.Log.WithName("seeder")})
+		OnChange: onChange, Origins: origins, Logger: ctrl.Log.WithName("seeder")})
 	return seederParts{Seeder: sd, client: cl}, nil
+}
+
+// Help of the seeder's origin flags.
+const (
+	fileRootsHelp = "Comma-separated absolute directories the seeder may read file:// artifact URLs from (checked with `..` and symlinks resolved). " +
+		"Default: none, so file:// URLs are refused: whatever the operator reads it seeds to every node, and it can read its service-account token."
+	allowOriginCIDRsHelp = "OPEN DOOR, explicit opt-in: comma-separated CIDRs (or addresses) the seeder may read HTTP(S) origins on although they are refused by default: " +
+		"loopback, link-local (169.254.0.0/16, fe80::/10), unspecified, and the cloud metadata addresses (169.254.169.254, fd00:ec2::254, ...; " +
+		"a metadata address only when named exactly, e.g. 169.254.169.254/32). Checked on the address dialed, redirects included. " +
+		"Example for a local test origin: 127.0.0.0/8. Default: none."
+)
+
+// originPolicy parses --seeder-file-roots and --seeder-allow-origin-cidrs.
+func originPolicy(fileRoots, cidrs string) (seeder.OriginPolicy, error) {
+	var p seeder.OriginPolicy
+	for _, r := range strings.Split(fileRoots, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		if !filepath.IsAbs(r) {
+			return p, fmt.Errorf("--%s: %q is not an absolute directory", seeder.FlagFileRoots, r)
+		}
+		p.FileRoots = append(p.FileRoots, filepath.Clean(r))
+	}
+	for _, c := range strings.Split(cidrs, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(c)
+		if err != nil {
+			a, aerr := netip.ParseAddr(c)
+			if aerr != nil {
+				return p, fmt.Errorf("--%s: %q is neither a CIDR nor an address", seeder.FlagAllowOriginCIDRs, c)
+			}
+			prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		p.AllowCIDRs = append(p.AllowCIDRs, prefix.Masked())
+	}
+	return p, nil
 }
 
 func firstAddress() string {
