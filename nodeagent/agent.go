@@ -155,6 +155,8 @@ func (a *Agent) runSession(root, ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	workers := map[string]bool{}
+	// ignored holds the invalid service names already reported (each is logged once a session).
+	ignored := map[string]bool{}
 	for {
 		children, _, watch, err := a.cfg.ZK.ChildrenW(ctx, l.Staging())
 		if err != nil {
@@ -164,8 +166,12 @@ func (a *Agent) runSession(root, ctx context.Context) error {
 			if workers[svc] {
 				continue
 			}
-			if err := zklayout.ValidName(svc); err != nil {
-				a.log.Error(err, "ignoring staging entry with an invalid service name")
+			// The name becomes znode and file paths (and a unit name): the CRD's rule, nothing looser.
+			if err := zklayout.ValidService(svc); err != nil {
+				if !ignored[svc] {
+					a.log.Error(err, "ignoring staging entry with an invalid service name")
+					ignored[svc] = true
+				}
 				continue
 			}
 			workers[svc] = true

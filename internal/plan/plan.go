@@ -56,14 +56,14 @@ func Validate(spec v1alpha1.RollingDeploySpec) error {
 		field := fmt.Sprintf("spec.services[%d]", i)
 		if s.Name == "" {
 			add("%s.name is empty", field)
-		} else if err := zklayout.ValidName(s.Name); err != nil {
+		} else if err := zklayout.ValidService(s.Name); err != nil {
 			add("%s.name: %v", field, err)
 		}
 		if seen[s.Name] {
 			add("service name %q is used more than once", s.Name)
 		}
 		seen[s.Name] = true
-		if err := zklayout.ValidName(s.Version); err != nil {
+		if err := zklayout.ValidVersion(s.Version); err != nil {
 			add("service %q version: %v", s.Name, err)
 		}
 		if err := artifact(s.Artifact).Validate(); err != nil {

@@ -40,6 +40,20 @@ func FuzzDecode(f *testing.F) {
 		f.Add(uint8(i), []byte(seed))
 	}
 	f.Add(uint8(4), []byte(`{"schema":1,"service":"a","version":"v","run":{"command":[]},"healthCheck":{"exec":{"command":[]}}}`))
+	// Names that would leave their directory if they reached a path (see pathNames).
+	for i, seed := range []string{
+		`{"schema":1,"node":"n1","version":"../../../x","health":"healthy"}`,
+		`{"schema":1,"deploy":"d","service":"a","version":"v2","previousVersion":"..","failurePolicy":"Rollback"}`,
+		`{"schema":1,"node":"n1","version":"a/b","state":"ready"}`,
+		`{"schema":1,"deploy":"d","service":"../a","version":"v2"}`,
+		`{"schema":1,"service":"a","version":".","run":{"command":["x"]},"artifact":{"url":"http://x/a","sha256":"` + sha + `","unpack":"none"}}`,
+		`{"schema":1,"node":"..","version":"v2","kind":"HealthCheck"}`,
+		`{"schema":1,"service":"a","version":"v1\u0000","infoHash":"` + strings.Repeat("ab", 20) + `","size":1,"pieceLength":16384,"chunks":1,"metaSize":100}`,
+		`{"schema":1,"node":"n1/../n2","host":"h","port":1}`,
+		`{"schema":1,"node":"n1","version":"","done":0,"total":0}`,
+	} {
+		f.Add(uint8(i), []byte(seed))
+	}
 	f.Add(uint8(0), []byte(`null`))
 	f.Add(uint8(1), []byte(`{"schema":1e400}`))
 	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {
@@ -49,6 +63,11 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("Decode error does not wrap ErrMalformed: %v", err)
 			}
 			return
+		}
+		for _, n := range pathNames(p) {
+			if !pathElement(n) {
+				t.Fatalf("Decode accepted %T with name %q, which is not one path element", p, n)
+			}
 		}
 		out, err := Encode(p)
 		if err != nil {
@@ -97,4 +116,33 @@ func FuzzParseRollCallAnswer(f *testing.F) {
 			t.Fatalf("ParseRollCallAnswer(%q) = %d, %q", child, round, node)
 		}
 	})
+}
+
+// pathNames are the names in p that agents and the operator join into znode or file paths.
+func pathNames(p Payload) []string {
+	switch v := p.(type) {
+	case *Current:
+		return []string{v.Node, v.Version}
+	case *Plan:
+		out := append([]string{v.Deploy, v.Service, v.Version}, v.DependsOn...)
+		if v.PreviousVersion != "" {
+			out = append(out, v.PreviousVersion)
+		}
+		return out
+	case *Staged:
+		return []string{v.Node, v.Version}
+	case *DeployEntry:
+		return []string{v.Deploy, v.Service, v.Version}
+	case *Release:
+		return []string{v.Service, v.Version}
+	case *Failure:
+		return []string{v.Node, v.Version}
+	case *Torrent:
+		return []string{v.Service, v.Version, v.InfoHash}
+	case *Peer:
+		return []string{v.Node}
+	case *Progress:
+		return []string{v.Node, v.Version}
+	}
+	panic(fmt.Sprintf("pathNames: unknown payload %T", p))
 }

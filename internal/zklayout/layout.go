@@ -19,7 +19,6 @@ package zklayout
 import (
 	"fmt"
 	"path"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,9 +46,9 @@ const MetaChunkSize = 512 << 10
 // seqDigits is the width of the counter ZooKeeper appends to sequential nodes.
 const seqDigits = 10
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,252}$`)
-
-// Layout builds znode paths under a root.
+// Layout builds znode paths under a root. Its builders join names without checking them:
+// every name they are given must have passed ValidService, ValidNode or ValidVersion (Decode
+// checks every payload's), since path.Join would resolve a ".." in one.
 type Layout struct {
 	root string
 }
@@ -72,14 +71,6 @@ func MustNew(root string) Layout {
 		panic(err)
 	}
 	return l
-}
-
-// ValidName reports whether s can be a znode name for a service, node or version.
-func ValidName(s string) error {
-	if !nameRE.MatchString(s) || s == "." || s == ".." {
-		return fmt.Errorf("%q is not a valid name (letters, digits, '.', '_', '+', '-'; at most 253)", s)
-	}
-	return nil
 }
 
 // Root is the root znode.

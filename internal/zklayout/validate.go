@@ -59,6 +59,12 @@ var (
 	infoRE    = regexp.MustCompile(`^[a-f0-9]{40}$`)
 )
 
+// ValidService, ValidVersion and ValidNode are the one rule for each kind of name: every
+// service, version and node name read from ZooKeeper (or given to the store) passes its rule
+// before it reaches a znode or file path. None of the three admits '/', NUL, "." or "..", so a
+// valid name is always exactly one path element; crd_test.go checks the first two against the
+// CRD's patterns and lengths.
+
 // ValidService checks a service name: a DNS-1123 label of at most 63 characters (the CRD's rule).
 func ValidService(s string) error {
 	if errs := validation.IsDNS1123Label(s); len(errs) > 0 {

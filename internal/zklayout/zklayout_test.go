@@ -82,6 +82,15 @@ func TestDecodeRejects(t *testing.T) {
 		{"empty command", `{"schema":1,"service":"a","version":"v","run":{},` + okArtifact + `}`, &Release{}},
 		{"two probes", `{"schema":1,"service":"a","version":"v","run":{"command":["x"]},` + okArtifact + `,"healthCheck":{"tcpSocket":{"port":1},"exec":{"command":["y"]},"timeoutSeconds":1,"periodSeconds":1,"successThreshold":1,"failureThreshold":1}}`, &Release{}},
 		{"bad failure kind", `{"schema":1,"node":"n","version":"v","kind":"Oops"}`, &Failure{}},
+		// Names that would leave their directory in a znode or file path.
+		{"current version traversal", `{"schema":1,"node":"n","version":"../../../x","health":"healthy"}`, &Current{}},
+		{"current node traversal", `{"schema":1,"node":"..","version":"v","health":"healthy"}`, &Current{}},
+		{"staged version with slash", `{"schema":1,"node":"n","version":"a/b","state":"ready"}`, &Staged{}},
+		{"plan previous version dot", `{"schema":1,"deploy":"d","service":"a","version":"v","previousVersion":".","failurePolicy":"Rollback"}`, &Plan{}},
+		{"deploy entry version NUL", `{"schema":1,"deploy":"d","service":"a","version":"v\u0000"}`, &DeployEntry{}},
+		{"release version traversal", `{"schema":1,"service":"a","version":"../x","run":{"command":["x"]},` + okArtifact + `}`, &Release{}},
+		{"failure version dotdot", `{"schema":1,"node":"n","version":"..","kind":"HealthCheck"}`, &Failure{}},
+		{"progress version too long", `{"schema":1,"node":"n","version":"` + strings.Repeat("v", MaxVersionLength+1) + `","done":0,"total":0}`, &Progress{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := Decode([]byte(tc.data), tc.into)

@@ -108,7 +108,7 @@ func NewRecorder(ctx context.Context, servers string, layout zklayout.Layout, se
 // Watch adds a service to record (a service already watched is left as it is). Its first
 // snapshot is taken before Watch returns.
 func (r *Recorder) Watch(ctx context.Context, svc string) error {
-	if err := zklayout.ValidName(svc); err != nil {
+	if err := zklayout.ValidService(svc); err != nil {
 		return fmt.Errorf("recorder: %w", err)
 	}
 	r.mu.Lock()
