@@ -24,7 +24,40 @@ import (
 )
 
 // ErrDigestMismatch means the downloaded bytes do not match the artifact's sha256.
-var ErrDigestMismatch = errors.New("artifact failed sha256 verification")
+var ErrDigestMismatch = errors.New("sha256 mismatch")
+
+// ErrArchiveLimit means an archive would unpack to more than Limits allow, or holds entries
+// (sparse files) whose unpacked size its bytes do not bound.
+var ErrArchiveLimit = errors.New("archive refused")
+
+// Defaults of Limits.
+const (
+	// DefaultMaxUnpackedBytes is the unpacked size allowed for one archive (4 GiB).
+	DefaultMaxUnpackedBytes int64 = 4 << 30
+	// DefaultMaxArchiveEntries is the number of entries allowed in one archive.
+	DefaultMaxArchiveEntries = 100000
+)
+
+// Limits bound what unpacking one archive may write. A verified sha256 says whose bytes an
+// artifact holds, not that they are harmless: a 195-byte gzip can hold 1 GiB of zeros, and every
+// node would write it. The zero value means the defaults.
+type Limits struct {
+	// MaxUnpackedBytes bounds the bytes written for all of an archive's files together, counted
+	// as written (a header's size is not trusted). 0: DefaultMaxUnpackedBytes.
+	MaxUnpackedBytes int64
+	// MaxEntries bounds an archive's entries, directories included. 0: DefaultMaxArchiveEntries.
+	MaxEntries int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxUnpackedBytes <= 0 {
+		l.MaxUnpackedBytes = DefaultMaxUnpackedBytes
+	}
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = DefaultMaxArchiveEntries
+	}
+	return l
+}
 
 // Fetcher materialises a release's artifact into dest, which must not exist yet. On success
 // dest holds the verified (and, for tar.gz, extracted) artifact; on failure dest does not exist.
@@ -41,6 +74,8 @@ type Forgetter interface {
 // HTTP fetches from http(s) and file URLs by streaming download.
 type HTTP struct {
 	Client *http.Client
+	// Limits bound what an archive may unpack to.
+	Limits Limits
 }
 
 // NewHTTP returns a fetcher with a bounded connect/header timeout (downloads may take long).
@@ -72,7 +107,7 @@ func (h *HTTP) Fetch(ctx context.Context, rel *zklayout.Release, dest string) er
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	return Install(tmp, a, dest)
+	return InstallLimited(tmp, a, dest, h.Limits)
 }
 
 // Download streams a's bytes from its URL into out and checks their sha256 (ErrDigestMismatch).
@@ -100,7 +135,9 @@ func (h *HTTP) Download(ctx context.Context, a zklayout.Artifact, out *os.File) 
 
 func checkDigest(a zklayout.Artifact, got string) error {
 	if got != a.SHA256 {
-		return fmt.Errorf("fetch %s: %w: want sha256 %s, got %s", a.URL, ErrDigestMismatch, a.SHA256, got)
+		// The computed digest is left out on purpose: nobody should copy it into a spec and so
+		// bless whatever bytes were served.
+		return fmt.Errorf("fetch %s: %w: the bytes do not match the spec's sha256 %s", a.URL, ErrDigestMismatch, a.SHA256)
 	}
 	return nil
 }
@@ -142,9 +179,15 @@ func (h *HTTP) open(ctx context.Context, raw string) (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
-// Install lays out verified artifact bytes in dest atomically: it builds a sibling temp
-// directory and renames it into place, so a crash never leaves a half-written version.
+// Install is InstallLimited with the default Limits.
 func Install(r io.Reader, a zklayout.Artifact, dest string) error {
+	return InstallLimited(r, a, dest, Limits{})
+}
+
+// InstallLimited lays out verified artifact bytes in dest atomically: it builds a sibling temp
+// directory and renames it into place, so a crash never leaves a half-written version. A tar.gz
+// archive that exceeds lim fails (ErrArchiveLimit) and leaves nothing behind.
+func InstallLimited(r io.Reader, a zklayout.Artifact, dest string, lim Limits) error {
 	work, err := os.MkdirTemp(filepath.Dir(dest), ".unpack-*")
 	if err != nil {
 		return fmt.Errorf("install %s: %w", dest, err)
@@ -152,7 +195,7 @@ func Install(r io.Reader, a zklayout.Artifact, dest string) error {
 	defer os.RemoveAll(work)
 	switch a.Unpack {
 	case zklayout.UnpackTarGz:
-		if err := untar(r, work); err != nil {
+		if err := untar(r, work, lim.withDefaults()); err != nil {
 			return fmt.Errorf("install %s: unpack %s: %w", dest, a.URL, err)
 		}
 	default:
@@ -189,21 +232,31 @@ func FileName(raw string) string {
 	return name
 }
 
-// untar extracts regular files and directories; anything escaping dir, links and devices are refused.
-func untar(r io.Reader, dir string) error {
+// untar extracts regular files and directories; anything escaping dir, links, devices and
+// sparse files are refused, and so is an archive beyond lim (bytes counted as written).
+func untar(r io.Reader, dir string, lim Limits) error {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
 		return err
 	}
 	defer gz.Close()
 	tr := tar.NewReader(gz)
-	for {
+	var written int64
+	for entries := 1; ; entries++ {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return err
+		}
+		if entries > lim.MaxEntries {
+			return fmt.Errorf("%w: more than %d entries, the limit (--max-archive-entries)", ErrArchiveLimit, lim.MaxEntries)
+		}
+		if sparse(hdr) {
+			// A sparse entry's holes read back as zeros that the archive does not hold: its
+			// bytes no longer bound what it unpacks to. Artifacts have no use for them.
+			return fmt.Errorf("%w: entry %q is a sparse file", ErrArchiveLimit, hdr.Name)
 		}
 		name := filepath.Clean(hdr.Name)
 		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
@@ -216,6 +269,12 @@ func untar(r io.Reader, dir string) error {
 				return err
 			}
 		case tar.TypeReg:
+			left := lim.MaxUnpackedBytes - written
+			if hdr.Size > left {
+				// Refused before writing anything when the header admits it.
+				return fmt.Errorf("%w: entry %q of %d bytes would make more than the limit %d (--max-unpacked-bytes)",
+					ErrArchiveLimit, hdr.Name, hdr.Size, lim.MaxUnpackedBytes)
+			}
 			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 				return err
 			}
@@ -223,15 +282,39 @@ func untar(r io.Reader, dir string) error {
 			if err != nil {
 				return err
 			}
-			if _, err := io.Copy(f, tr); err != nil {
-				f.Close()
+			// The header's size is not trusted: at most one byte past the limit is written,
+			// whatever the entry turns out to hold.
+			n, err := io.Copy(f, io.LimitReader(tr, left+1))
+			written += n
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
 				return err
 			}
-			if err := f.Close(); err != nil {
-				return err
+			if written > lim.MaxUnpackedBytes {
+				return tooLarge(written, lim)
 			}
 		default:
 			return fmt.Errorf("entry %q: unsupported type %c", hdr.Name, hdr.Typeflag)
 		}
 	}
+}
+
+func tooLarge(n int64, lim Limits) error {
+	return fmt.Errorf("%w: %d bytes unpacked, more than the limit %d (--max-unpacked-bytes)", ErrArchiveLimit, n, lim.MaxUnpackedBytes)
+}
+
+// sparse reports a GNU sparse entry: the old GNU format (type 'S') or the PAX formats (records
+// GNU.sparse.*, which archive/tar keeps in PAXRecords while presenting the entry as regular).
+func sparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }

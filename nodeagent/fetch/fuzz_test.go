@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -36,8 +37,12 @@ func tarGz(f *testing.F, entries ...tar.Header) []byte {
 	return buf.Bytes()
 }
 
+// fuzzLimits are small enough for fuzzed inputs (at most 8 KiB) to reach.
+var fuzzLimits = Limits{MaxUnpackedBytes: 256 << 10, MaxEntries: 64}
+
 // FuzzInstall: whatever bytes an artifact holds, Install writes nothing outside dest, creates
-// no links or devices, and leaves either a complete dest or none.
+// no links or devices, stays within its Limits (small here, so that inputs can reach them), and
+// leaves either a complete dest or none.
 func FuzzInstall(f *testing.F) {
 	reg := func(name string, size int64) tar.Header {
 		return tar.Header{Name: name, Mode: 0o755, Size: size, Typeflag: tar.TypeReg}
@@ -52,6 +57,15 @@ func FuzzInstall(f *testing.F) {
 	f.Add(true, tarGz(f, reg(".", 1)))
 	f.Add(true, []byte("not gzip"))
 	f.Add(false, []byte("#!/bin/sh\necho hi\n"))
+	f.Add(true, tarGz(f, reg("bomb", fuzzLimits.MaxUnpackedBytes+1)))
+	f.Add(true, tarGz(f, reg("a", fuzzLimits.MaxUnpackedBytes/2), reg("b", fuzzLimits.MaxUnpackedBytes/2+1)))
+	many := make([]tar.Header, fuzzLimits.MaxEntries+1)
+	for i := range many {
+		many[i] = reg(fmt.Sprintf("f%d", i), 0)
+	}
+	f.Add(true, tarGz(f, many...))
+	f.Add(true, oldGNUSparse(f, 1<<20))
+	f.Add(true, paxSparse(f, 1<<20))
 	f.Fuzz(func(t *testing.T, unpack bool, data []byte) {
 		if len(data) > 8<<10 {
 			// Deflate expands up to ~1000:1; larger inputs only make each run slower. Real
@@ -64,7 +78,7 @@ func FuzzInstall(f *testing.F) {
 		if unpack {
 			a.Unpack = zklayout.UnpackTarGz
 		}
-		err := Install(bytes.NewReader(data), a, dest)
+		err := InstallLimited(bytes.NewReader(data), a, dest, fuzzLimits)
 		entries, rerr := os.ReadDir(root)
 		if rerr != nil {
 			t.Fatal(rerr)
@@ -80,6 +94,8 @@ func FuzzInstall(f *testing.F) {
 			}
 			return
 		}
+		var files int
+		var size int64
 		werr := filepath.WalkDir(dest, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
@@ -87,10 +103,24 @@ func FuzzInstall(f *testing.F) {
 			if !d.Type().IsRegular() && !d.IsDir() {
 				t.Fatalf("Install created %s of type %v", p, d.Type())
 			}
+			if p == dest {
+				return nil
+			}
+			files++
+			if d.Type().IsRegular() {
+				fi, err := d.Info()
+				if err != nil {
+					return err
+				}
+				size += fi.Size()
+			}
 			return nil
 		})
 		if werr != nil {
 			t.Fatal(werr)
+		}
+		if unpack && (size > fuzzLimits.MaxUnpackedBytes || files > fuzzLimits.MaxEntries) {
+			t.Fatalf("Install unpacked %d entries, %d bytes; limits %+v", files, size, fuzzLimits)
 		}
 	})
 }

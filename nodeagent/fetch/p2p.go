@@ -42,7 +42,9 @@ type P2PConfig struct {
 	// from the origin directly (0: wait as long as the fetch may take). The operator publishes
 	// the torrent before the plan, so this only matters when its seeder could not.
 	TorrentWait time.Duration
-	Logger      logr.Logger
+	// Limits bound what an archive may unpack to.
+	Limits Limits
+	Logger logr.Logger
 }
 
 // P2P fetches artifacts over BitTorrent with ZooKeeper as the tracker: it waits for the
@@ -138,7 +140,7 @@ func (f *P2P) Fetch(ctx context.Context, rel *zklayout.Release, dest string) err
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return err
 	}
-	if err := Install(file, a, dest); err != nil {
+	if err := InstallLimited(file, a, dest, f.cfg.Limits); err != nil {
 		return err
 	}
 	_ = pagecache.Drop(path)
@@ -404,7 +406,7 @@ func (f *P2P) fetchOrigin(ctx context.Context, rel *zklayout.Release, dest strin
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	if err := Install(tmp, a, dest); err != nil {
+	if err := InstallLimited(tmp, a, dest, f.cfg.Limits); err != nil {
 		return err
 	}
 	f.log.Info("fetched from the origin", "service", rel.Service, "version", rel.Version, "bytes", done.Load())
