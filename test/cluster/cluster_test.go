@@ -274,6 +274,9 @@ func writeValues(t *testing.T, path string, c *cluster.Cluster, zkServers, state
 			"replicas": 1, "hostNetwork": true, "logLevel": "debug",
 			"p2pPort": ports[0], "metricsPort": ports[1], "healthPort": ports[2],
 			"extraEnv": apiEnv,
+			// The origin is the test's artifact server on 127.0.0.1 (the operator is on the host
+			// network): loopback origins are refused unless opted in.
+			"extraArgs": []string{"--seeder-allow-origin-cidrs=127.0.0.0/8"},
 		},
 		"agent": map[string]any{
 			"stateDir": stateDir, "logLevel": "debug",

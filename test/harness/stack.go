@@ -322,6 +322,10 @@ func (s *Stack) managerArgs() []string {
 		"--p2p-host=127.0.0.1",
 		"--p2p-port=0",
 		"--seeder-dir=" + filepath.Join(s.Dir, "seeder"),
+		// The artifact server is on 127.0.0.1 and FileURL fixtures name its directory: the
+		// seeder refuses both by default, so the stack opts in explicitly.
+		"--seeder-allow-origin-cidrs=127.0.0.0/8",
+		"--seeder-file-roots=" + filepath.Join(s.Dir, "artifacts"),
 	}
 	if s.Config.ZKAuth != "" {
 		args = append(args, "--zk-auth="+s.Config.ZKAuth)
