@@ -48,6 +48,8 @@ type options struct {
 	rollCallWait                      time.Duration
 	torrentWait                       time.Duration
 	fetcher                           string
+	maxUnpackedBytes                  int64
+	maxArchiveEntries                 int
 	p2pPort                           int
 	uploadRate, downloadRate          int64
 	zoneLabel, rackLabel              string
@@ -89,6 +91,8 @@ func main() {
 	fs.DurationVar(&o.rollCallWait, "roll-call-wait", 0, "how long a node about to stop waits for the other registered nodes to answer its roll call (only nodes that answer count toward the quorum); 0: the ZooKeeper session timeout")
 	fs.DurationVar(&o.fetchTimeout, "fetch-timeout", nodeagent.DefaultFetchTimeout, "how long one artifact fetch may take; past it the fetch is abandoned, reported as an Artifact failure and retried later")
 	fs.DurationVar(&o.torrentWait, "torrent-wait", 2*time.Minute, "p2p fetcher: how long to wait for a version's torrent before fetching it from the origin directly (the operator publishes it before the plan; this covers an operator that died in between); 0: wait as long as --fetch-timeout")
+	fs.Int64Var(&o.maxUnpackedBytes, "max-unpacked-bytes", fetch.DefaultMaxUnpackedBytes, "most bytes one tar.gz artifact may unpack to (its files' data, counted as written); a larger one fails the fetch and leaves nothing behind. Default 4 GiB; 0: the default")
+	fs.IntVar(&o.maxArchiveEntries, "max-archive-entries", fetch.DefaultMaxArchiveEntries, "most entries (files and directories) one tar.gz artifact may hold; 0: the default")
 	fs.DurationVar(&o.pinHold, "pin-hold", 5*time.Minute, "how long a new version stays pinned after it became healthy")
 	zopts := zap.Options{Development: false}
 	zopts.BindFlags(fs)
@@ -176,7 +180,10 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 		be = ex
 	}
 	metrics := nodeagent.NewMetrics()
-	var fetcher fetch.Fetcher = fetch.NewHTTP()
+	limits := fetch.Limits{MaxUnpackedBytes: o.maxUnpackedBytes, MaxEntries: o.maxArchiveEntries}
+	httpFetcher := fetch.NewHTTP()
+	httpFetcher.Limits = limits
+	var fetcher fetch.Fetcher = httpFetcher
 	switch o.fetcher {
 	case "http":
 	case "p2p":
@@ -188,7 +195,7 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 		defer cl.Close()
 		pf := fetch.NewP2P(fetch.P2PConfig{Client: cl, Tracker: tracker.Tracker{ZK: zk, Layout: layout},
 			Node: o.node, Host: o.address, Topology: tracker.Topology{Zone: labels[o.zoneLabel], Rack: labels[o.rackLabel]},
-			DataDir: filepath.Join(o.stateDir, "torrent", "data"), TorrentWait: o.torrentWait, Logger: log.WithName("p2p")})
+			DataDir: filepath.Join(o.stateDir, "torrent", "data"), TorrentWait: o.torrentWait, Limits: limits, Logger: log.WithName("p2p")})
 		defer pf.Close()
 		fetcher = pf
 		metrics.WatchP2P(pf)
