@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"reflect"
 	"runtime/debug"
 	"slices"
@@ -600,7 +599,7 @@ func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 		}
 		return nil
 	}
-	err := health.Wait(ctx, rel.HealthCheck, cfg.Address, append(os.Environ(), env...), alive)
+	err := health.Wait(ctx, rel.HealthCheck, cfg.Address, env, alive)
 	if err != nil && ctx.Err() == nil {
 		cfg.Metrics.healthCheckFailed(w.svc)
 	}
@@ -633,7 +632,7 @@ func (w *worker) checkAdopted(root, ctx context.Context, version, planVersion st
 		}
 		return nil
 	}
-	err = health.Wait(ctx, rel.HealthCheck, cfg.Address, append(os.Environ(), env...), alive)
+	err = health.Wait(ctx, rel.HealthCheck, cfg.Address, env, alive)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -679,7 +678,9 @@ func (w *worker) rollBackAdopted(root, ctx context.Context, version, prev string
 	return nil
 }
 
-// runEnv is the artifact dir, the $(VARS) and the environment a release runs and is checked with.
+// runEnv is the artifact dir, the $(VARS) and the environment a release runs and is checked
+// with: the run's variables only. The backend and the health checks add PATH (hostenv); the
+// agent's own environment holds its secrets and is never passed on.
 func (w *worker) runEnv(rel *zklayout.Release) (dir string, vars map[string]string, env []string) {
 	cfg := w.a.cfg
 	dir = cfg.Store.CurrentLink(w.svc)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/rollkeeper/rollkeeper/nodeagent/hostenv"
 )
 
 // ownerEnv marks the processes an Exec backend started (its value is the backend's directory),
@@ -236,7 +239,9 @@ func (e *Exec) launch(svc string, spec Spec) (*exec.Cmd, uint64, error) {
 	fmt.Fprintf(logf, "--- %s rollkeeper: starting %s %s: %v %v\n", time.Now().Format(time.RFC3339), svc, spec.Version, spec.Command, spec.Args)
 	cmd := exec.Command(spec.Command[0], append(append([]string{}, spec.Command[1:]...), spec.Args...)...)
 	cmd.Dir = spec.Dir
-	cmd.Env = append(append(os.Environ(), spec.Env...), ownerEnv+"="+e.cfg.Dir)
+	// Not the agent's environment (it holds the agent's secrets): the allowlist, and the owner
+	// marker last so that no release can override it.
+	cmd.Env = hostenv.Build(append(slices.Clone(spec.Env), ownerEnv+"="+e.cfg.Dir)...)
 	// Files, not pipes: the agent's death must not leave the service writing to a closed pipe.
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session: no signal aimed at the agent's process group or terminal reaches it, and

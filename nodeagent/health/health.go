@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent/hostenv"
 )
 
 // ErrUnhealthy wraps the last probe failure once FailureThreshold probes in a row failed.
@@ -24,7 +25,8 @@ type Prober func(ctx context.Context) error
 
 // Wait probes every period until SuccessThreshold probes pass in a row (nil) or
 // FailureThreshold fail in a row (ErrUnhealthy). alive, if set, is consulted before each probe
-// so a crashed process fails fast. A nil check passes once the process is alive.
+// so a crashed process fails fast. A nil check passes once the process is alive. env is the
+// run's environment for exec checks (see NewProber).
 func Wait(ctx context.Context, hc *zklayout.HealthCheck, defaultHost string, env []string, alive func() error) error {
 	if hc == nil {
 		if alive != nil {
@@ -69,7 +71,8 @@ func Wait(ctx context.Context, hc *zklayout.HealthCheck, defaultHost string, env
 	}
 }
 
-// NewProber builds the probe the check describes.
+// NewProber builds the probe the check describes. An exec check runs with PATH and env only
+// (hostenv.Build), never with the agent's environment, which holds its secrets.
 func NewProber(hc *zklayout.HealthCheck, defaultHost string, env []string) Prober {
 	host := func(h string) string {
 		if h == "" {
@@ -123,7 +126,7 @@ func NewProber(hc *zklayout.HealthCheck, defaultHost string, env []string) Probe
 		}
 		return func(ctx context.Context) error {
 			cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-			cmd.Env = env
+			cmd.Env = hostenv.Build(env...)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				return fmt.Errorf("exec %v: %w: %.200s", argv, err, out)
 			}

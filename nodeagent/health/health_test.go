@@ -6,7 +6,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -88,5 +92,37 @@ func TestExecWithoutCommandFailsWithoutPanic(t *testing.T) {
 		if err := Wait(context.Background(), hc, "127.0.0.1", nil, nil); !errors.Is(err, ErrUnhealthy) {
 			t.Errorf("exec %q: Wait = %v, want ErrUnhealthy", argv, err)
 		}
+	}
+}
+
+// An exec check runs with PATH and the run's variables, not the agent's environment (where
+// the agent keeps its ZooKeeper credentials), even when it is given no variables at all.
+func TestExecCheckSeesNoAgentSecrets(t *testing.T) {
+	t.Setenv("ROLLKEEPER_ZK_AUTH", "agent:zk-secret")
+	t.Setenv("PATH", "/usr/bin:/bin:/rollkeeper-agent-path")
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"no variables", nil, []string{"PATH=/usr/bin:/bin:/rollkeeper-agent-path"}},
+		{"run variables", []string{"ROLLKEEPER_VERSION=v1"}, []string{"PATH=/usr/bin:/bin:/rollkeeper-agent-path", "ROLLKEEPER_VERSION=v1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "env")
+			hc := check()
+			// cp copies its own environment; a shell would add variables of its own (PWD...).
+			hc.Exec = &zklayout.Exec{Command: []string{"/bin/cp", "/proc/self/environ", out}}
+			if err := Wait(context.Background(), hc, "", tc.env, nil); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"); !slices.Equal(got, tc.want) {
+				t.Fatalf("check's environment = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
