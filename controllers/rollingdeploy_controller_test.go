@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,9 +14,11 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/yaml"
 
@@ -168,6 +173,18 @@ func TestAPIServerRejectsInvalidSpecs(t *testing.T) {
 		{name: "unknown dependsOn", rd: newRD("unknown-dep", service("x", "v1", "g", dependsOn("ghost"))),
 			want: "every dependsOn entry must name a service of this RollingDeploy"},
 		{name: "self dependency", rd: newRD("self-dep", service("x", "v1", "g", dependsOn("x"))), want: "a service cannot depend on itself"},
+		{name: "negative runAsUser", rd: func() *v1alpha1.RollingDeploy {
+			s := service("x", "v1", "g")
+			uid, gid := int64(-1), int64(0)
+			s.Run.RunAsUser, s.Run.RunAsGroup = &uid, &gid
+			return newRD("bad-uid", s)
+		}(), want: "spec.services[0].run.runAsUser"},
+		{name: "runAsGroup without runAsUser", rd: func() *v1alpha1.RollingDeploy {
+			s := service("x", "v1", "g")
+			gid := int64(1000)
+			s.Run.RunAsGroup = &gid
+			return newRD("group-only", s)
+		}(), want: "runAsUser and runAsGroup must be set together"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -319,13 +336,39 @@ func TestArtifactFailureSaysWhichArtifact(t *testing.T) {
 	createRD(t, newRD("art", service("art-a", "v2", "art")))
 	waitCondition(t, "art", v1alpha1.ConditionReconciling, condTrue, v1alpha1.ReasonProgressing)
 
-	recordFailure(t, "art-a", "art-n1", "v2", zklayout.FailureArtifact, "sha256 mismatch: got "+sha1hex)
+	// An agent reports the digest it computed from what it downloaded (as older agents do):
+	// status and events, readable by anyone with view, never show it, or a user could copy it
+	// into the spec and bless whatever the origin served.
+	sum := sha256.Sum256([]byte("whatever the origin served"))
+	computed := hex.EncodeToString(sum[:])
+	recordFailure(t, "art-a", "art-n1", "v2", zklayout.FailureArtifact,
+		"sha256 mismatch: want sha256 "+sha2hex+", got "+strings.ToUpper(computed[:32])+computed[32:])
 	rd := waitCondition(t, "art", v1alpha1.ConditionDegraded, condTrue, v1alpha1.ReasonArtifactFailed,
 		"https://artifacts.example/art-a-v2.tar.gz", sha2hex, "node art-n1", "sha256 mismatch")
 	if rd.Status.Phase != v1alpha1.PhaseFailed || rd.Status.Services[0].FailedNodes[0].Kind != zklayout.FailureArtifact {
 		t.Fatalf("status = %+v", rd.Status)
 	}
 	waitEvent(t, "art", v1alpha1.ReasonArtifactFailed)
+	rd = getRD(t, "art")
+	status, err := json.Marshal(rd.Status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(strings.ToLower(string(status)), computed) {
+		t.Fatalf("the status shows the computed digest: %s", status)
+	}
+	if r := rd.Status.Services[0].FailedNodes[0].Reason; !strings.Contains(r, "sha256 mismatch") || !strings.Contains(r, "[digest withheld]") {
+		t.Fatalf("failed node reason %q: want the mismatch, its digests withheld", r)
+	}
+	list := &eventsv1.EventList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range list.Items {
+		if e.Regarding.Name == "art" && strings.Contains(strings.ToLower(e.Note), computed) {
+			t.Fatalf("event %s shows the computed digest: %s", e.Reason, e.Note)
+		}
+	}
 }
 
 func TestSecondDeployOfAServiceWaits(t *testing.T) {

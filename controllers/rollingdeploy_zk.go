@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
@@ -114,7 +115,23 @@ func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (
 		func(n string) string { return r.Layout.Failure(svc, n) }, malformed, nil); err != nil {
 		return nil, err
 	}
+	for i := range st.obs.Failures {
+		if f := &st.obs.Failures[i]; f.Kind == zklayout.FailureArtifact {
+			f.Reason = withholdDigests(f.Reason)
+		}
+	}
 	return st, nil
+}
+
+// sha256Hex is a sha256 digest in hex, standing alone.
+var sha256Hex = regexp.MustCompile(`\b[0-9a-fA-F]{64}\b`)
+
+// withholdDigests replaces every sha256 digest in an agent's artifact failure reason. An agent
+// may report the digest it computed from what it downloaded ("want sha256 X, got Y"); status
+// and events are readable by anyone with view, who could copy it into a spec and so bless
+// whatever the origin served. The spec's digest is named by the status message already.
+func withholdDigests(reason string) string {
+	return sha256Hex.ReplaceAllString(reason, "[digest withheld]")
 }
 
 // readChildren decodes every child of parent (child builds its path) into a T. Children that
