@@ -397,10 +397,14 @@ func (w *worker) step(root, ctx context.Context) error {
 // fetchStaging downloads rel for an upgrade, keeping the live version's pages pinned while the
 // download streams through the page cache.
 func (w *worker) fetchStaging(ctx context.Context, rel *zklayout.Release) error {
-	live := w.pin(ctx, w.a.cfg.Store.CurrentLink(w.svc))
+	link, err := w.a.cfg.Store.CurrentLink(w.svc)
+	if err != nil {
+		return fmt.Errorf("fetch %s/%s: %w", w.svc, rel.Version, err)
+	}
+	live := w.pin(ctx, link)
 	defer w.unpin(live)
 	began := time.Now()
-	err := w.fetch(ctx, rel)
+	err = w.fetch(ctx, rel)
 	if ctx.Err() == nil {
 		w.a.cfg.Metrics.fetched(w.svc, err, time.Since(began))
 	}
@@ -683,7 +687,8 @@ func (w *worker) rollBackAdopted(root, ctx context.Context, version, prev string
 // agent's own environment holds its secrets and is never passed on.
 func (w *worker) runEnv(rel *zklayout.Release) (dir string, vars map[string]string, env []string) {
 	cfg := w.a.cfg
-	dir = cfg.Store.CurrentLink(w.svc)
+	// Cannot fail: w.svc passed zklayout.ValidService before its worker was made (runSession).
+	dir, _ = cfg.Store.CurrentLink(w.svc)
 	vars = map[string]string{
 		"ROLLKEEPER_ARTIFACT_DIR": dir,
 		"ROLLKEEPER_VERSION":      rel.Version,
@@ -1249,7 +1254,11 @@ func (w *worker) prewarm(ctx context.Context, version string) {
 		return
 	}
 	w.unwarm()
-	dir := w.a.cfg.Store.VersionDir(w.svc, version)
+	dir, err := w.a.cfg.Store.VersionDir(w.svc, version)
+	if err != nil {
+		w.log.Error(err, "prewarm staged version", "version", version)
+		return
+	}
 	if _, err := pagecache.Prewarm(ctx, dir, pagecache.DefaultPrewarmChunk); err != nil {
 		w.log.Error(err, "prewarm staged version", "version", version)
 	}

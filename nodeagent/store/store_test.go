@@ -3,8 +3,11 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
@@ -51,7 +54,11 @@ func TestSwitchKeepsPreviousAndPrunes(t *testing.T) {
 	if s.Current("a") != "v3" || s.Previous("a") != "v2" {
 		t.Fatalf("current %q previous %q", s.Current("a"), s.Previous("a"))
 	}
-	if b, _ := os.ReadFile(filepath.Join(s.CurrentLink("a"), "VERSION")); string(b) != "v3" {
+	link, err := s.CurrentLink("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(link, "VERSION")); string(b) != "v3" {
 		t.Fatalf("current link serves %q", b)
 	}
 	if err := s.Prune("a"); err != nil {
@@ -119,5 +126,127 @@ func TestHangingFetchBlocksOnlyItself(t *testing.T) {
 	}
 	if len(s.installs) != 0 {
 		t.Fatalf("install locks left behind: %d", len(s.installs))
+	}
+}
+
+// badNames are service or version names that must never reach a path: traversal, separators,
+// dot elements, empty, NUL, over the CRD's length, and what only the looser rule of old took.
+var badNames = []string{"../../../x", "..", ".", "", "a/b", "/abs", "a\\b", "v\x00", "x/../../y",
+	strings.Repeat("v", zklayout.MaxVersionLength+1), "-v", ".hidden"}
+
+// Every exported function refuses an invalid service or version name with ErrInvalidName and
+// touches nothing: the current and previous links point where they did, nothing is fetched,
+// nothing is created or removed anywhere under (or next to) the store's directory.
+func TestInvalidNamesAreRefused(t *testing.T) {
+	f := &dirFetcher{}
+	parent := t.TempDir()
+	s, err := New(filepath.Join(parent, "store"), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, v := range []string{"v1", "v2"} {
+		if err := s.Ensure(ctx, &zklayout.Release{Service: "a", Version: v}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Switch("a", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A directory the traversal would reach from a/versions/: were it followed, current would
+	// point at it (Switch) or it would be removed (Prune).
+	if err := os.MkdirAll(filepath.Join(parent, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	readLinks := func() (string, string) {
+		t.Helper()
+		cur, err := os.Readlink(filepath.Join(s.dir, "a", "current"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev, err := os.Readlink(filepath.Join(s.dir, "a", "previous"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cur, prev
+	}
+	tree := func() []string {
+		t.Helper()
+		var paths []string
+		err := filepath.WalkDir(parent, func(p string, d os.DirEntry, err error) error {
+			paths = append(paths, p)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return paths
+	}
+	cur, prev := readLinks()
+	before, calls := tree(), f.calls
+	refused := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrInvalidName) {
+			t.Errorf("%s = %v, want ErrInvalidName", what, err)
+		}
+	}
+	for _, bad := range badNames {
+		refused(fmt.Sprintf("Switch(a, %q)", bad), s.Switch("a", bad))
+		refused(fmt.Sprintf("Switch(%q, v1)", bad), s.Switch(bad, "v1"))
+		refused(fmt.Sprintf("Ensure(a, %q)", bad), s.Ensure(ctx, &zklayout.Release{Service: "a", Version: bad}))
+		refused(fmt.Sprintf("Ensure(%q, v1)", bad), s.Ensure(ctx, &zklayout.Release{Service: bad, Version: "v1"}))
+		refused(fmt.Sprintf("Prune(%q)", bad), s.Prune(bad))
+		refused(fmt.Sprintf("Prune(a, %q)", bad), s.Prune("a", bad))
+		_, err := s.ServiceDir(bad)
+		refused(fmt.Sprintf("ServiceDir(%q)", bad), err)
+		_, err = s.CurrentLink(bad)
+		refused(fmt.Sprintf("CurrentLink(%q)", bad), err)
+		_, err = s.VersionDir("a", bad)
+		refused(fmt.Sprintf("VersionDir(a, %q)", bad), err)
+		_, err = s.VersionDir(bad, "v1")
+		refused(fmt.Sprintf("VersionDir(%q, v1)", bad), err)
+		if s.Has("a", bad) || s.Has(bad, "v1") {
+			t.Errorf("Has says %q is installed", bad)
+		}
+		if s.Current(bad) != "" || s.Previous(bad) != "" {
+			t.Errorf("Current or Previous of service %q is not empty", bad)
+		}
+	}
+	if err := s.Ensure(ctx, nil); err == nil {
+		t.Error("Ensure(nil) succeeded")
+	}
+	if c, p := readLinks(); c != cur || p != prev {
+		t.Fatalf("links moved: current %q -> %q, previous %q -> %q", cur, c, prev, p)
+	}
+	if after := tree(); !slices.Equal(before, after) {
+		t.Fatalf("the file tree changed:\nbefore %v\nafter  %v", before, after)
+	}
+	if f.calls != calls {
+		t.Fatalf("fetched %d times for invalid names", f.calls-calls)
+	}
+	if s.Current("a") != "v2" || s.Previous("a") != "v1" {
+		t.Fatalf("current %q previous %q, want v2 and v1", s.Current("a"), s.Previous("a"))
+	}
+}
+
+// A link this store could not have written (pointing outside versions/, or at an invalid
+// version) reads as no version, so what Current returns is always safe to build a path from.
+func TestForeignLinkReadsAsNone(t *testing.T) {
+	s, err := New(t.TempDir(), &dirFetcher{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(s.dir, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"../../x", "/etc", "versions/../../x", "versions/..", "elsewhere/v1", "versions/-v"} {
+		link := filepath.Join(s.dir, "a", "current")
+		_ = os.Remove(link)
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+		if v := s.Current("a"); v != "" {
+			t.Errorf("current -> %q reads as version %q, want none", target, v)
+		}
 	}
 }
