@@ -62,7 +62,7 @@ func newSeeder(cfg config, zk *zkclient.Client, layout zklayout.Layout, onChange
 
 // Help of the seeder's origin flags.
 const (
-	fileRootsHelp = "Comma-separated absolute directories the seeder may read file:// artifact URLs from (checked with `..` and symlinks resolved). " +
+	fileRootsHelp = "Comma-separated absolute directories the seeder may read file:// artifact URLs from (checked once .. and symlinks are resolved). " +
 		"Default: none, so file:// URLs are refused: whatever the operator reads it seeds to every node, and it can read its service-account token."
 	allowOriginCIDRsHelp = "OPEN DOOR, explicit opt-in: comma-separated CIDRs (or addresses) the seeder may read HTTP(S) origins on although they are refused by default: " +
 		"loopback, link-local (169.254.0.0/16, fe80::/10), unspecified, and the cloud metadata addresses (169.254.169.254, fd00:ec2::254, ...; " +
