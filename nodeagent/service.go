@@ -503,6 +503,12 @@ func (w *worker) target(ctx context.Context, plan *zklayout.Plan) (string, bool,
 			w.log.Error(err, "ignoring malformed failure record", "znode", n)
 			continue
 		}
+		if f.Node != n {
+			// Agents record failures under their own name; a record naming another node
+			// was not written by it (it still decoded: its version is a valid name).
+			w.log.Error(zklayout.ErrMalformed, "ignoring failure record that names another node", "znode", n, "node", f.Node)
+			continue
+		}
 		if f.Kind == zklayout.FailureHealthCheck && f.Version == plan.Version {
 			if plan.FailurePolicy == zklayout.FailurePolicyRollback && plan.PreviousVersion != "" {
 				return plan.PreviousVersion, false, nil
@@ -514,6 +520,11 @@ func (w *worker) target(ctx context.Context, plan *zklayout.Plan) (string, bool,
 }
 
 func (w *worker) release(ctx context.Context, version string) (*zklayout.Release, error) {
+	// version comes from a plan, a registration, a failure record or the local store: it
+	// names a znode (and later a directory) only if it is a version.
+	if err := zklayout.ValidVersion(version); err != nil {
+		return nil, fmt.Errorf("release %s: %w", w.svc, err)
+	}
 	data, _, err := w.zk.Get(ctx, w.l.Release(w.svc, version))
 	if err != nil {
 		return nil, fmt.Errorf("release %s/%s: %w", w.svc, version, err)
@@ -521,6 +532,11 @@ func (w *worker) release(ctx context.Context, version string) (*zklayout.Release
 	var r zklayout.Release
 	if err := zklayout.Decode(data, &r); err != nil {
 		return nil, fmt.Errorf("release %s/%s: %w", w.svc, version, err)
+	}
+	// The store installs under the payload's names and the switch follows the znode's: they
+	// must be the same, or an install would land where nothing looks for it.
+	if r.Service != w.svc || r.Version != version {
+		return nil, fmt.Errorf("release %s/%s: %w: the payload is for %s/%s", w.svc, version, zklayout.ErrMalformed, r.Service, r.Version)
 	}
 	return &r, nil
 }
