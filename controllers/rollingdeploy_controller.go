@@ -36,6 +36,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/plan"
 	"github.com/rollkeeper/rollkeeper/internal/seeder"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
 
@@ -61,6 +62,9 @@ type RollingDeployReconciler struct {
 	// Seeder, if set, publishes each target version as a torrent and seeds it until the
 	// service's rollout is complete (peer-to-peer distribution).
 	Seeder *seeder.Seeder
+	// Guard, if set, must find rollkeeper's ZooKeeper tree locked to rollkeeper's identity for
+	// a pass to write plans (the manager re-checks it after every reconnection).
+	Guard *zkguard.Guard
 	// PublishHook, if set, is called with each step of publication (Step*) and a target
 	// version as a pass reaches it (the manager's test hook: it may block for good).
 	PublishHook func(step, version string)
@@ -129,6 +133,20 @@ func (r *RollingDeployReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 
 	before := rd.DeepCopy()
+	if r.Guard != nil {
+		if gerr := r.Guard.Err(); gerr != nil {
+			// Plans in a tree others may change would be obeyed next to anyone's: write none.
+			applySummary(&rd.Status, rd.Generation, summary{outcome: outcomeZooKeeper, reason: v1alpha1.ReasonZooKeeperInsecure,
+				message: "not writing plans to ZooKeeper: " + gerr.Error()})
+			if !apiequality.Semantic.DeepEqual(before.Status, rd.Status) {
+				if err := r.Status().Patch(ctx, rd, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+					return ctrl.Result{}, fmt.Errorf("patch status of RollingDeploy %s: %w", rd.Name, err)
+				}
+				emitTransitions(r.Recorder, rd, &before.Status, &rd.Status)
+			}
+			return ctrl.Result{RequeueAfter: r.resync()}, nil
+		}
+	}
 	s := &scope{rd: rd, hook: r.hook()}
 	defer func() {
 		// observedGeneration moves only when the whole pass succeeded.

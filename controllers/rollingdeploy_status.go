@@ -285,8 +285,8 @@ func emitTransitions(rec events.EventRecorder, rd *v1alpha1.RollingDeploy, prev,
 		switch {
 		case r.Status == metav1.ConditionTrue && (p == nil || p.Status != metav1.ConditionTrue):
 			rec.Eventf(rd, nil, corev1.EventTypeNormal, v1alpha1.ReasonComplete, action, "%s", r.Message)
-		case r.Reason == v1alpha1.ReasonZooKeeperError && (p == nil || p.Reason != r.Reason):
-			rec.Eventf(rd, nil, corev1.EventTypeWarning, v1alpha1.ReasonZooKeeperError, action, "%s", r.Message)
+		case (r.Reason == v1alpha1.ReasonZooKeeperError || r.Reason == v1alpha1.ReasonZooKeeperInsecure) && (p == nil || p.Reason != r.Reason):
+			rec.Eventf(rd, nil, corev1.EventTypeWarning, r.Reason, action, "%s", r.Message)
 		}
 	}
 	if cur.Phase == v1alpha1.PhaseWaiting {

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
@@ -52,6 +53,10 @@ type Config struct {
 	// its roll call before it gives up and tries again later (default: the ZooKeeper session
 	// timeout, past which an unanswered node's registration has expired if it is dead).
 	RollCallWait time.Duration
+	// Guard, if set, must find rollkeeper's ZooKeeper tree locked to rollkeeper's identity for
+	// the agent to act on plans; Run re-checks it after every reconnection. Without it (no
+	// credentials, --insecure-allow-open-zookeeper) anyone who can write the tree is obeyed.
+	Guard *zkguard.Guard
 }
 
 // DefaultFetchTimeout is Config.FetchTimeout's default.
@@ -99,6 +104,12 @@ func New(cfg Config) (*Agent, error) {
 // services keep running meanwhile.
 func (a *Agent) Run(ctx context.Context) error {
 	backoff := a.cfg.RetryInterval
+	if g := a.cfg.Guard; g != nil {
+		gctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); g.Run(gctx) }()
+		defer func() { cancel(); <-done }()
+	}
 	for {
 		sess := a.cfg.ZK.Session()
 		select {

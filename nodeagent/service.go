@@ -167,6 +167,9 @@ func (w *worker) waitAny(ctx context.Context) {
 		keys = append(keys, k)
 		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(wt.C())})
 	}
+	if g := w.a.cfg.Guard; g != nil {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(g.Changed())})
+	}
 	if !w.retryAt.IsZero() {
 		t := time.NewTimer(time.Until(w.retryAt))
 		defer t.Stop()
@@ -236,6 +239,13 @@ func (w *worker) children(ctx context.Context, p string) ([]string, error) {
 
 // step does the next thing this node's service needs, or arms watches and returns errWait.
 func (w *worker) step(root, ctx context.Context) error {
+	// A tree others may change could hold anyone's plan and release: act on nothing in it (the
+	// host service is left as it is) until the guard finds it locked again.
+	if g := w.a.cfg.Guard; g != nil {
+		if err := g.Err(); err != nil {
+			return w.waiting("not acting on plans: rollkeeper's ZooKeeper tree is not locked to rollkeeper's identity; the service is left as it is", "err", err.Error())
+		}
+	}
 	plan, err := w.readPlan(ctx)
 	if err != nil {
 		return err

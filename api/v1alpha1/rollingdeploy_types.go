@@ -262,16 +262,19 @@ const (
 
 // Condition reasons.
 const (
-	ReasonComplete           = "RolloutComplete"
-	ReasonProgressing        = "RolloutProgressing"
-	ReasonPaused             = "Paused"
-	ReasonInvalidSpec        = "InvalidSpec"
-	ReasonQuorumUnreachable  = "QuorumUnreachable"
-	ReasonServiceConflict    = "ServiceOwnedByOtherDeploy"
-	ReasonHealthCheckFailed  = "HealthCheckFailed"
-	ReasonArtifactFailed     = "ArtifactFailed"
-	ReasonRollingBack        = "RollingBack"
-	ReasonZooKeeperError     = "ZooKeeperUnavailable"
+	ReasonComplete          = "RolloutComplete"
+	ReasonProgressing       = "RolloutProgressing"
+	ReasonPaused            = "Paused"
+	ReasonInvalidSpec       = "InvalidSpec"
+	ReasonQuorumUnreachable = "QuorumUnreachable"
+	ReasonServiceConflict   = "ServiceOwnedByOtherDeploy"
+	ReasonHealthCheckFailed = "HealthCheckFailed"
+	ReasonArtifactFailed    = "ArtifactFailed"
+	ReasonRollingBack       = "RollingBack"
+	ReasonZooKeeperError    = "ZooKeeperUnavailable"
+	// ReasonZooKeeperInsecure: rollkeeper's ZooKeeper tree may be changed by others than
+	// rollkeeper's identity; the operator writes nothing there until it is locked.
+	ReasonZooKeeperInsecure  = "ZooKeeperInsecure"
 	ReasonAsExpected         = "AsExpected"
 	ReasonWaitingForServices = "WaitingForDependencies"
 )

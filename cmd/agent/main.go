@@ -29,6 +29,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
 	"github.com/rollkeeper/rollkeeper/internal/tracker"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/nodeagent"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
@@ -40,6 +41,8 @@ import (
 type options struct {
 	node, address, labels, kubeconfig string
 	zkServers, zkRoot, zkAuth         string
+	zkAuthFile                        string
+	insecureOpenZK                    bool
 	zkSessionTimeout                  time.Duration
 	stateDir, backend, healthAddr     string
 	pinBudget                         int64
@@ -70,7 +73,9 @@ func main() {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig to read the Node's labels (in-cluster config when empty and available); labels are cached in the state dir for when the API server is down")
 	fs.StringVar(&o.zkServers, "zk-servers", "", "ZooKeeper connect string host:port,host:port (required)")
 	fs.StringVar(&o.zkRoot, "zk-root", zklayout.DefaultRoot, "root znode of rollkeeper's tree")
-	fs.StringVar(&o.zkAuth, "zk-auth", "", "ZooKeeper digest credentials user:password; the znodes rollkeeper creates are then writable only with them (operator and agents share them)")
+	fs.StringVar(&o.zkAuth, "zk-auth", "", "ZooKeeper digest credentials user:password; the znodes rollkeeper creates are then writable only with them (operator and agents share them). Prefer --zk-auth-file: a flag or variable is visible to more eyes")
+	fs.StringVar(&o.zkAuthFile, "zk-auth-file", "", "file holding the ZooKeeper digest credentials user:password (a mounted Secret)")
+	fs.BoolVar(&o.insecureOpenZK, "insecure-allow-open-zookeeper", false, "INSECURE: run without ZooKeeper credentials. Anyone who can reach ZooKeeper can then make this agent run commands as root")
 	fs.DurationVar(&o.zkSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rollkeeper", "directory for versions, logs and cached labels")
 	fs.StringVar(&o.backend, "backend", "exec", "host service backend: exec (detached processes the agent supervises and a restarted agent adopts), systemd (units, over D-Bus), or auto (systemd, with transient units, when the host booted with systemd: <run dir of --systemd-socket>/systemd/system exists; else exec)")
@@ -127,6 +132,10 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	if o.zkServers == "" {
 		return errors.New("--zk-servers is required")
 	}
+	auth, err := zkAuth(o, log)
+	if err != nil {
+		return err
+	}
 	switch o.backend {
 	case "exec", "systemd":
 	case "auto":
@@ -154,11 +163,21 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	log.Info("starting", "address", o.address, "labels", labels, "zk", o.zkServers, "root", o.zkRoot, "stateDir", o.stateDir)
 
 	zk, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(o.zkServers),
-		SessionTimeout: o.zkSessionTimeout, Auth: o.zkAuth, Logger: log.WithName("zk")})
+		SessionTimeout: o.zkSessionTimeout, Auth: auth, Logger: log.WithName("zk")})
 	if err != nil {
 		return err
 	}
 	defer zk.Close()
+	var guard *zkguard.Guard
+	if auth != "" {
+		if guard, err = zkguard.New(zk, layout, log.WithName("zkguard")); err != nil {
+			return err
+		}
+		// Refuse to start on a tree others may change; a running agent stops acting instead.
+		if err := guard.Check(ctx); err != nil {
+			return err
+		}
+	}
 
 	var be backend.Backend
 	if o.backend == "systemd" {
@@ -209,7 +228,8 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	pinner := pagecache.New(o.pinBudget, log.WithName("pagecache"))
 	defer pinner.Close()
 	agent, err := nodeagent.New(nodeagent.Config{Node: o.node, Address: o.address, Labels: labels,
-		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold, FetchTimeout: o.fetchTimeout, RollCallWait: o.rollCallWait, Metrics: metrics})
+		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold, FetchTimeout: o.fetchTimeout, RollCallWait: o.rollCallWait, Metrics: metrics,
+		Guard: guard})
 	if err != nil {
 		return err
 	}
@@ -348,4 +368,34 @@ func defaultAddress() (string, error) {
 		}
 	}
 	return "127.0.0.1", nil
+}
+
+// zkAuth returns the ZooKeeper credentials from --zk-auth-file or --zk-auth. Without either the
+// agent refuses to start unless --insecure-allow-open-zookeeper says to run open, and then
+// says loudly what that means.
+func zkAuth(o options, log logr.Logger) (string, error) {
+	auth := o.zkAuth
+	switch {
+	case o.zkAuthFile != "" && o.zkAuth != "":
+		return "", errors.New("--zk-auth and --zk-auth-file: give one")
+	case o.zkAuthFile != "":
+		a, err := zkclient.ReadAuthFile(o.zkAuthFile)
+		if err != nil {
+			return "", fmt.Errorf("--zk-auth-file: %w", err)
+		}
+		auth = a
+	case auth != "":
+		if err := zkclient.ValidateAuth(auth); err != nil {
+			return "", fmt.Errorf("--zk-auth: %w", err)
+		}
+	}
+	if auth == "" {
+		if !o.insecureOpenZK {
+			return "", errors.New("no ZooKeeper credentials: without them anyone who can reach ZooKeeper can make this agent run commands as root. " +
+				"Give the credentials the operator uses with --zk-auth-file (a mounted Secret; the Helm chart does this by default), " +
+				"or pass --insecure-allow-open-zookeeper to run open anyway")
+		}
+		log.Info("WARNING: running without ZooKeeper credentials (--insecure-allow-open-zookeeper): anyone who can reach ZooKeeper can make this agent run commands as root")
+	}
+	return auth, nil
 }

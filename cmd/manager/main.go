@@ -20,12 +20,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/controllers"
 	"github.com/rollkeeper/rollkeeper/internal/seeder"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
 
@@ -41,6 +43,8 @@ type config struct {
 	ZKRoot                  string
 	ZKSessionTimeout        time.Duration
 	ZKAuth                  string
+	ZKAuthFile              string
+	InsecureOpenZooKeeper   bool
 	MetricsAddr             string
 	ProbeAddr               string
 	LeaderElect             bool
@@ -61,7 +65,9 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.ZKServers, "zk-servers", "", "ZooKeeper ensemble, comma-separated host:port list (required).")
 	fs.StringVar(&c.ZKRoot, "zk-root", zklayout.DefaultRoot, "Root znode of rollkeeper's tree.")
 	fs.DurationVar(&c.ZKSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout.")
-	fs.StringVar(&c.ZKAuth, "zk-auth", "", "ZooKeeper digest credentials user:password; the znodes rollkeeper creates are then writable only with them (operator and agents share them).")
+	fs.StringVar(&c.ZKAuth, "zk-auth", "", "ZooKeeper digest credentials user:password; the znodes rollkeeper creates are then writable only with them (operator and agents share them). Prefer --zk-auth-file.")
+	fs.StringVar(&c.ZKAuthFile, "zk-auth-file", "", "File holding the ZooKeeper digest credentials user:password (a mounted Secret).")
+	fs.BoolVar(&c.InsecureOpenZooKeeper, "insecure-allow-open-zookeeper", false, "INSECURE: run without ZooKeeper credentials. Anyone who can reach ZooKeeper can then make every agent run commands as root.")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" turns it off.")
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", false, "Elect a leader among manager replicas; only the leader reconciles.")
@@ -109,7 +115,31 @@ func (c *config) validate() (zklayout.Layout, []string, error) {
 	if c.ZKSessionTimeout <= 0 {
 		return zklayout.Layout{}, nil, errors.New("--zk-session-timeout must be positive")
 	}
+	switch {
+	case c.ZKAuth != "" && c.ZKAuthFile != "":
+		return zklayout.Layout{}, nil, errors.New("--zk-auth and --zk-auth-file: give one")
+	case c.ZKAuth != "":
+		if err := zkclient.ValidateAuth(c.ZKAuth); err != nil {
+			return zklayout.Layout{}, nil, fmt.Errorf("--zk-auth: %w", err)
+		}
+	case c.ZKAuthFile == "" && !c.InsecureOpenZooKeeper:
+		return zklayout.Layout{}, nil, errors.New("no ZooKeeper credentials: without them anyone who can reach ZooKeeper can make every agent run commands as root. " +
+			"Give them with --zk-auth-file (a mounted Secret; the Helm chart does this by default) or " + envName("zk-auth") +
+			", or pass --insecure-allow-open-zookeeper to run open anyway")
+	}
 	return layout, servers, nil
+}
+
+// auth returns the ZooKeeper credentials ("" when running open, which validate allowed).
+func (c *config) auth() (string, error) {
+	if c.ZKAuthFile == "" {
+		return c.ZKAuth, nil
+	}
+	a, err := zkclient.ReadAuthFile(c.ZKAuthFile)
+	if err != nil {
+		return "", fmt.Errorf("--zk-auth-file: %w", err)
+	}
+	return a, nil
 }
 
 func main() {
@@ -162,17 +192,41 @@ func run(ctx context.Context, cfg config) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 
+	auth, err := cfg.auth()
+	if err != nil {
+		return err
+	}
+	if auth == "" {
+		log.Info("WARNING: running without ZooKeeper credentials (--insecure-allow-open-zookeeper): anyone who can reach ZooKeeper can make every agent run commands as root")
+	}
 	log.Info("connecting to ZooKeeper", "servers", servers, "root", layout.Root(), "sessionTimeout", cfg.ZKSessionTimeout)
 	zk, err := zkclient.Dial(ctx, zkclient.Config{
 		Servers:        servers,
 		SessionTimeout: cfg.ZKSessionTimeout,
-		Auth:           cfg.ZKAuth,
+		Auth:           auth,
 		Logger:         ctrl.Log.WithName("zookeeper"),
 	})
 	if err != nil {
 		return fmt.Errorf("connect to ZooKeeper %s (--zk-servers): %w", strings.Join(servers, ","), err)
 	}
 	defer zk.Close()
+	var guard *zkguard.Guard
+	if auth != "" {
+		if guard, err = zkguard.New(zk, layout, ctrl.Log.WithName("zkguard")); err != nil {
+			return err
+		}
+		// Refuse to start on a tree others may change; once running, passes write nothing
+		// while it is open (the guard checks again after every reconnection).
+		if err := guard.Check(ctx); err != nil {
+			return err
+		}
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { guard.Run(ctx); return nil })); err != nil {
+			return fmt.Errorf("add ZooKeeper ACL guard: %w", err)
+		}
+		if err := mgr.AddReadyzCheck("zookeeper-acl", func(*http.Request) error { return guard.Err() }); err != nil {
+			return fmt.Errorf("add zookeeper-acl readyz check: %w", err)
+		}
+	}
 
 	r := &controllers.RollingDeployReconciler{
 		Client:    mgr.GetClient(),
@@ -181,6 +235,7 @@ func run(ctx context.Context, cfg config) error {
 		Recorder:  mgr.GetEventRecorder("rollkeeper-manager"),
 		ZK:        zk,
 		Layout:    layout,
+		Guard:     guard,
 	}
 	if r.PublishHook, err = testHook(log, os.LookupEnv); err != nil {
 		return err

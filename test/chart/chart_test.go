@@ -8,6 +8,7 @@ package chart
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -319,7 +321,7 @@ func TestTemplateDefaults(t *testing.T) {
 			t.Errorf("agent args %v lack %s", ac.Args, a)
 		}
 	}
-	if len(apod.Volumes) != 2 || apod.Volumes[0].HostPath == nil || apod.Volumes[0].HostPath.Path != "/var/lib/rollkeeper" {
+	if len(apod.Volumes) != 3 || apod.Volumes[0].HostPath == nil || apod.Volumes[0].HostPath.Path != "/var/lib/rollkeeper" {
 		t.Errorf("agent state dir is not a hostPath: %+v", apod.Volumes)
 	}
 	// backend auto: the host's /run (present on every host, with or without systemd) is where
@@ -335,13 +337,73 @@ func TestTemplateDefaults(t *testing.T) {
 	if ac.Resources.Limits.Memory() != nil && !ac.Resources.Limits.Memory().IsZero() {
 		t.Errorf("agent has a memory limit by default (its host services share its cgroup): %+v", ac.Resources)
 	}
-	for _, e := range ac.Env {
-		if e.Name == "ROLLKEEPER_ZK_AUTH" {
-			t.Error("ROLLKEEPER_ZK_AUTH set without zookeeper.auth.existingSecret")
-		}
+	// Secure by default: credentials generated into a kept Secret, mounted as a file into both.
+	sec := one(t, objs, "Secret", "-zk-auth")
+	if sec.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+		t.Errorf("the credentials Secret is not kept on uninstall: %v", sec.GetAnnotations())
 	}
+	data, _, _ := unstructured.NestedString(sec.Object, "data", "auth")
+	if cred, err := base64.StdEncoding.DecodeString(data); err != nil || !regexp.MustCompile(`^rollkeeper:[A-Za-z0-9]{32}$`).Match(cred) {
+		t.Errorf("generated credentials %q (%v): want rollkeeper:<32 random characters>", cred, err)
+	}
+	checkZKAuth(t, "operator", pod, c, sec.GetName(), "auth")
+	checkZKAuth(t, "agent", apod, ac, sec.GetName(), "auth")
 	checkServiceAccounts(t, objs, dep, ds)
 	checkUserRoles(t, one(t, objs, "ClusterRole", "-viewer"), one(t, objs, "ClusterRole", "-editor"))
+}
+
+// checkZKAuth: the container reads the ZooKeeper credentials from key of Secret secret, mounted
+// as a file (--zk-auth-file), never from an environment variable its children could inherit.
+func checkZKAuth(t *testing.T, who string, pod corev1.PodSpec, c corev1.Container, secret, key string) {
+	t.Helper()
+	var vol *corev1.Volume
+	for i := range pod.Volumes {
+		if pod.Volumes[i].Name == "zk-auth" {
+			vol = &pod.Volumes[i]
+		}
+	}
+	if vol == nil || vol.Secret == nil || vol.Secret.SecretName != secret || len(vol.Secret.Items) != 1 ||
+		vol.Secret.Items[0].Key != key || vol.Secret.Items[0].Path != "auth" {
+		t.Errorf("%s: zk-auth volume %+v, want Secret %s key %s as auth", who, vol, secret, key)
+	}
+	mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.Name == "zk-auth" && m.MountPath == "/etc/rollkeeper/zk-auth" && m.ReadOnly
+	})
+	if !mounted {
+		t.Errorf("%s: zk-auth not mounted read-only at /etc/rollkeeper/zk-auth: %+v", who, c.VolumeMounts)
+	}
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "ROLLKEEPER_ZK_AUTH_FILE" && e.Value == "/etc/rollkeeper/zk-auth/auth"
+	}) {
+		t.Errorf("%s: env lacks ROLLKEEPER_ZK_AUTH_FILE: %+v", who, c.Env)
+	}
+	for _, e := range c.Env {
+		if e.Name == "ROLLKEEPER_ZK_AUTH" || e.Name == "ROLLKEEPER_INSECURE_ALLOW_OPEN_ZOOKEEPER" {
+			t.Errorf("%s: env has %s", who, e.Name)
+		}
+	}
+}
+
+// zookeeper.insecureAllowOpen runs both without credentials, by name, and renders no Secret.
+func TestTemplateOpenZooKeeper(t *testing.T) {
+	objs := render(t, release{name: "rk", namespace: "rk-open", set: []string{"zookeeper.servers=zk:2181", "zookeeper.insecureAllowOpen=true"}})
+	if got := byKind(objs, "Secret"); len(got) != 0 {
+		t.Errorf("Secrets rendered when running open: %v", got)
+	}
+	var dep appsv1.Deployment
+	convert(t, one(t, objs, "Deployment", "-manager"), &dep)
+	var ds appsv1.DaemonSet
+	convert(t, one(t, objs, "DaemonSet", "-agent"), &ds)
+	for who, c := range map[string]corev1.Container{"operator": dep.Spec.Template.Spec.Containers[0], "agent": ds.Spec.Template.Spec.Containers[0]} {
+		if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+			return e.Name == "ROLLKEEPER_INSECURE_ALLOW_OPEN_ZOOKEEPER" && e.Value == "true"
+		}) {
+			t.Errorf("%s: env lacks ROLLKEEPER_INSECURE_ALLOW_OPEN_ZOOKEEPER=true: %+v", who, c.Env)
+		}
+		if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "zk-auth" }) {
+			t.Errorf("%s mounts zk-auth when running open", who)
+		}
+	}
 }
 
 // checkUserRoles checks the ClusterRoles for people: aggregated into view, and into edit and
@@ -450,15 +512,11 @@ func TestTemplateCustomValues(t *testing.T) {
 	if !slices.ContainsFunc(ac.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" && e.Value == "2" }) {
 		t.Errorf("agent env lacks extraEnv: %v", ac.Env)
 	}
-	var auth *corev1.EnvVar
-	for i := range ac.Env {
-		if ac.Env[i].Name == "ROLLKEEPER_ZK_AUTH" {
-			auth = &ac.Env[i]
-		}
-	}
-	if auth == nil || auth.ValueFrom == nil || auth.ValueFrom.SecretKeyRef == nil ||
-		auth.ValueFrom.SecretKeyRef.Name != "zk-digest" || auth.ValueFrom.SecretKeyRef.Key != "credentials" {
-		t.Errorf("agent ROLLKEEPER_ZK_AUTH: %+v", auth)
+	// An existing Secret: mounted, none generated.
+	checkZKAuth(t, "agent", apod, ac, "zk-digest", "credentials")
+	checkZKAuth(t, "operator", dep.Spec.Template.Spec, dep.Spec.Template.Spec.Containers[0], "zk-digest", "credentials")
+	if got := byKind(objs, "Secret"); len(got) != 0 {
+		t.Errorf("Secrets rendered with zookeeper.auth.existingSecret: %v", got)
 	}
 	checkServiceAccounts(t, objs, dep, ds)
 }
@@ -595,7 +653,9 @@ func TestKustomizeInSyncWithChart(t *testing.T) {
 	kinds := func(objs []*unstructured.Unstructured) map[string]int {
 		m := map[string]int{}
 		for _, o := range objs {
-			if o.GetKind() != "Namespace" { // helm installs into an existing (or --create-namespace) namespace
+			// helm installs into an existing (or --create-namespace) namespace; kustomize cannot
+			// generate credentials (the user creates the Secret, see config/default).
+			if o.GetKind() != "Namespace" && o.GetKind() != "Secret" {
 				m[o.GetKind()]++
 			}
 		}
@@ -628,6 +688,17 @@ func TestKustomizeInSyncWithChart(t *testing.T) {
 	convert(t, one(t, kobjs, "DaemonSet", "-agent"), &kds)
 	convert(t, one(t, cobjs, "DaemonSet", "-agent"), &cds)
 	kp, cp := kds.Spec.Template.Spec, cds.Spec.Template.Spec
+	// The same credentials Secret under each one's name.
+	checkZKAuth(t, "config/ agent", kp, kp.Containers[0], "rollkeeper-zk-auth", "auth")
+	checkZKAuth(t, "config/ operator", kdep.Spec.Template.Spec, kdep.Spec.Template.Spec.Containers[0], "rollkeeper-zk-auth", "auth")
+	kp.Volumes = slices.Clone(kp.Volumes)
+	for i := range kp.Volumes {
+		if kp.Volumes[i].Secret != nil {
+			s := *kp.Volumes[i].Secret
+			s.SecretName = "rk-rollkeeper-zk-auth"
+			kp.Volumes[i].Secret = &s
+		}
+	}
 	if kp.HostNetwork != cp.HostNetwork || kp.HostPID != cp.HostPID || kp.PriorityClassName != cp.PriorityClassName ||
 		!reflect.DeepEqual(kp.Tolerations, cp.Tolerations) || !reflect.DeepEqual(kp.Volumes, cp.Volumes) ||
 		!reflect.DeepEqual(kp.Containers[0].SecurityContext, cp.Containers[0].SecurityContext) ||

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -43,6 +44,26 @@ func TestHelmInstallUninstall(t *testing.T) {
 		if err := cp.Client.Get(ctx, keys[i], o); err != nil {
 			t.Errorf("after install: %T %s: %v", o, keys[i], err)
 		}
+	}
+
+	// The generated ZooKeeper credentials survive an upgrade: the tree is locked to them.
+	secret := func() string {
+		sec := &corev1.Secret{}
+		if err := cp.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: rel + "-rollkeeper-zk-auth"}, sec); err != nil {
+			t.Fatalf("ZooKeeper credentials Secret: %v", err)
+		}
+		if !strings.HasPrefix(string(sec.Data["auth"]), "rollkeeper:") {
+			t.Fatalf("ZooKeeper credentials %q: want rollkeeper:<generated>", sec.Data["auth"])
+		}
+		return string(sec.Data["auth"])
+	}
+	installed := secret()
+	if out, stderr, err := runHelm(t, "upgrade", rel, "charts/rollkeeper", "--namespace", ns,
+		"--set", "zookeeper.servers=zk-0.zk:2181", kc); err != nil {
+		t.Fatalf("helm upgrade: %v\n%s%s", err, out, stderr)
+	}
+	if upgraded := secret(); upgraded != installed {
+		t.Errorf("helm upgrade changed the generated ZooKeeper credentials")
 	}
 
 	if out, stderr, err := runHelm(t, "uninstall", rel, "--namespace", ns, kc); err != nil {

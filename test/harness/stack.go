@@ -2,6 +2,8 @@ package harness
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -43,8 +45,11 @@ type Config struct {
 	// ZKRoot is the ZooKeeper root of rollkeeper (default /rollkeeper).
 	ZKRoot string
 	// ZKAuth is the digest "user:password" the operator, the agents and Stack.ZK use (default:
-	// none, world-open znodes).
+	// generated for the stack, as a real install has; given to them in a file, --zk-auth-file).
 	ZKAuth string
+	// OpenZooKeeper runs the operator and the agents without credentials
+	// (--insecure-allow-open-zookeeper): world-open znodes. ZKAuth must be empty.
+	OpenZooKeeper bool
 	// ZKSessionTimeout is passed to the operator and agents (default 4s, so a killed agent's
 	// ephemeral znodes vanish quickly).
 	ZKSessionTimeout time.Duration
@@ -76,7 +81,9 @@ type Config struct {
 type Stack struct {
 	Config Config
 	Dir    string
-	Bins   Binaries
+	// zkAuthFile holds Config.ZKAuth for the operator and the agents ("" when running open).
+	zkAuthFile string
+	Bins       Binaries
 
 	ZooKeeper *zkserver.Ensemble
 	// ZKServers is the ZooKeeper connect string.
@@ -150,6 +157,17 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
+	if cfg.OpenZooKeeper && cfg.ZKAuth != "" {
+		return nil, errors.New("stack: OpenZooKeeper with ZKAuth")
+	}
+	if !cfg.OpenZooKeeper && cfg.ZKAuth == "" {
+		// Secure by default, like a real install: rollkeeper's tree is locked to its identity.
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("stack: credentials: %w", err)
+		}
+		cfg.ZKAuth = "rollkeeper:" + hex.EncodeToString(b)
+	}
 	s = &Stack{Config: cfg, Layout: layout, logf: cfg.Logf, ports: map[string]int{}, artifacts: map[string]Artifact{}}
 	s.Dir = cfg.Dir
 	if s.Dir == "" {
@@ -159,6 +177,12 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		s.removeDir = os.Getenv(KeepDirEnv) != "1"
 	} else if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
+	}
+	if cfg.ZKAuth != "" {
+		s.zkAuthFile = filepath.Join(s.Dir, "zk-auth")
+		if err := os.WriteFile(s.zkAuthFile, []byte(cfg.ZKAuth+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("stack: %w", err)
+		}
 	}
 	defer func() {
 		if err != nil {
@@ -286,9 +310,7 @@ func (s *Stack) agentArgs(n *Node) []string {
 		// Free ports: stacks of parallel test packages share the loopback addresses.
 		"--p2p-port=0",
 	}
-	if s.Config.ZKAuth != "" {
-		args = append(args, "--zk-auth="+s.Config.ZKAuth)
-	}
+	args = append(args, s.zkAuthArg())
 	metrics := "0"
 	if n.MetricsAddr != "" {
 		metrics = n.MetricsAddr
@@ -306,6 +328,10 @@ func freeAddr(host string) (string, error) {
 	defer ln.Close()
 	return ln.Addr().String(), nil
 }
+
+// AgentArgs is node n's agent command line (Config.AgentArgs included), for a test that runs
+// the agent itself.
+func (s *Stack) AgentArgs(n *Node) []string { return s.agentArgs(n) }
 
 // ManagerArgs is the operator's command line (Config.ManagerArgs included), for a test that
 // runs more replicas of it.
@@ -327,10 +353,16 @@ func (s *Stack) managerArgs() []string {
 		"--seeder-allow-origin-cidrs=127.0.0.0/8",
 		"--seeder-file-roots=" + filepath.Join(s.Dir, "artifacts"),
 	}
-	if s.Config.ZKAuth != "" {
-		args = append(args, "--zk-auth="+s.Config.ZKAuth)
-	}
+	args = append(args, s.zkAuthArg())
 	return append(args, s.Config.ManagerArgs...)
+}
+
+// zkAuthArg gives the operator and the agents the stack's credentials, or runs them open.
+func (s *Stack) zkAuthArg() string {
+	if s.zkAuthFile == "" {
+		return "--insecure-allow-open-zookeeper"
+	}
+	return "--zk-auth-file=" + s.zkAuthFile
 }
 
 // StartT is Start for a test: it fails the test on error, and on cleanup dumps every log when

@@ -7,7 +7,7 @@
 {{- define "rollkeeper.fullname" -}}
 {{- if contains .Chart.Name .Release.Name }}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else }}
+{{- else -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
@@ -55,4 +55,45 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{- define "rollkeeper.agentImage" -}}
 {{ .Values.image.agent.repository }}:{{ .Values.image.agent.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* The Secret holding the ZooKeeper credentials ("" when running open). */}}
+{{- define "rollkeeper.zkAuthSecret" -}}
+{{- if not .Values.zookeeper.insecureAllowOpen -}}
+{{- .Values.zookeeper.auth.existingSecret | default (printf "%s-zk-auth" (include "rollkeeper.fullname" .)) -}}
+{{- end -}}
+{{- end }}
+
+{{/* Environment giving the operator or an agent its ZooKeeper credentials, or running it open. */}}
+{{- define "rollkeeper.zkAuthEnv" -}}
+{{- if include "rollkeeper.zkAuthSecret" . -}}
+# ZooKeeper digest credentials, user:password, from the mounted Secret.
+- name: ROLLKEEPER_ZK_AUTH_FILE
+  value: /etc/rollkeeper/zk-auth/auth
+{{- else -}}
+# INSECURE (zookeeper.insecureAllowOpen): anyone who can reach ZooKeeper can run commands as root on the nodes.
+- name: ROLLKEEPER_INSECURE_ALLOW_OPEN_ZOOKEEPER
+  value: "true"
+{{- end }}
+{{- end }}
+
+{{- define "rollkeeper.zkAuthMount" -}}
+{{- if include "rollkeeper.zkAuthSecret" . -}}
+- name: zk-auth
+  mountPath: /etc/rollkeeper/zk-auth
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "rollkeeper.zkAuthVolume" -}}
+{{- if include "rollkeeper.zkAuthSecret" . -}}
+- name: zk-auth
+  secret:
+    secretName: {{ include "rollkeeper.zkAuthSecret" . }}
+    # Group-readable: the operator runs as 65532 with fsGroup 65532.
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.zookeeper.auth.key }}
+        path: auth
+{{- end }}
 {{- end }}

@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-zookeeper/zk"
+
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/test/harness"
+)
+
+// Secure by default: with the stack's credentials (as a real install has them), an anonymous
+// ZooKeeper client can write neither a plan nor a release, so it runs nothing on the nodes.
+// Before, the tree was world-writable and one plan and one release made every agent start the
+// release's command as root.
+func TestAnonymousWriteRunsNothing(t *testing.T) {
+	s, ctx := start(t, harness.Config{Nodes: 2})
+	anon, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(s.ZKServers), Logger: logr.Discard()})
+	must(t, err)
+	defer anon.Close()
+
+	// Wait for rollkeeper to have created its tree (the operator and the agents do, at start).
+	admin, err := s.ZK(ctx)
+	must(t, err)
+	for _, p := range s.Layout.Bases() {
+		must(t, waitExists(ctx, admin, p))
+	}
+
+	marker := filepath.Join(t.TempDir(), "pwned")
+	// What an attacker would write (the payloads need not be valid: the writes must fail).
+	rel := []byte(`{"service":"evil","version":"v1","run":{"command":["/bin/sh","-c","touch ` + marker + `"]}}`)
+	plan := []byte(`{"service":"evil","version":"v1","minAvailable":0}`)
+	l := s.Layout
+	for p, data := range map[string][]byte{
+		l.ReleaseService("evil"):   rel,
+		l.StagingService("evil"):   plan,
+		l.DeployPrefix("evil"):     nil,
+		l.Root() + "/anything":     nil,
+		l.CurrentService("evil"):   nil,
+		l.FailureService("evil"):   nil,
+		l.Torrents() + "/evil":     nil,
+		l.RollCalls() + "/evil":    nil,
+		l.Progress() + "/evil":     nil,
+		l.Peers() + "/0123456789":  nil,
+		l.Staging() + "/evil-plan": plan,
+	} {
+		if _, err := anon.Create(ctx, p, data, zkclient.Persistent); !errors.Is(err, zkclient.ErrNoAuth) {
+			t.Errorf("anonymous create %s: %v, want ErrNoAuth", p, err)
+		}
+	}
+	// The tree an agent reads is the operator's alone: nothing anonymous in it.
+	for _, p := range []string{l.Staging(), l.Releases()} {
+		children, _, err := admin.Children(ctx, p)
+		must(t, err)
+		if slices.Contains(children, "evil") || slices.Contains(children, "evil-plan") {
+			t.Errorf("%s holds an anonymous entry: %v", p, children)
+		}
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the anonymous release's command ran: %v", err)
+	}
+}
+
+// A tree created anonymously before rollkeeper had credentials keeps its open ACL: the agent
+// and the operator refuse to start on it and name the znode and the fix; without credentials
+// at all they refuse and say how to give them (or to run open by name).
+func TestOpenTreeAndMissingCredentialsAreRefused(t *testing.T) {
+	s, ctx := start(t, harness.Config{Nodes: 1, SkipAgents: true, SkipOperator: true, ZKRoot: "/rk-open"})
+	bins, err := harness.Build(ctx, harness.AgentBinary, harness.ManagerBinary)
+	must(t, err)
+
+	conn, _, err := zk.Connect(zkclient.ParseServers(s.ZKServers), 10*time.Second, zk.WithLogInfo(false))
+	must(t, err)
+	defer conn.Close()
+	for _, p := range append([]string{s.Layout.Root()}, s.Layout.Bases()...) {
+		if _, err := conn.Create(p, nil, 0, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// refuses runs cmd, which must exit on its own (a process that starts is killed at the
+	// deadline and fails the test) with an error saying each of want.
+	refuses := func(who, bin string, args []string, want ...string) {
+		t.Helper()
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(cctx, bin, args...).CombinedOutput()
+		if cctx.Err() != nil {
+			t.Fatalf("%s did not refuse to start; output:\n%s", who, out)
+		}
+		if err == nil {
+			t.Fatalf("%s exited 0; output:\n%s", who, out)
+		}
+		for _, w := range want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("%s's error does not say %q:\n%s", who, w, out)
+			}
+		}
+	}
+	n := s.Node(1)
+	open := []string{"znode /rk-open may be changed by world:anyone:cdrwa", "setAcl -R /rk-open"}
+	refuses("the agent", bins[harness.AgentBinary], s.AgentArgs(n), open...)
+	refuses("the operator", bins[harness.ManagerBinary], s.ManagerArgs(), open...)
+
+	noCreds := func(args []string) []string {
+		return slices.DeleteFunc(slices.Clone(args), func(a string) bool { return strings.HasPrefix(a, "--zk-auth-file=") })
+	}
+	missing := []string{"no ZooKeeper credentials", "--zk-auth-file", "--insecure-allow-open-zookeeper"}
+	refuses("the agent without credentials", bins[harness.AgentBinary], noCreds(s.AgentArgs(n)), missing...)
+	refuses("the operator without credentials", bins[harness.ManagerBinary], noCreds(s.ManagerArgs()), missing...)
+}
+
+// waitExists waits (on an exists watch) until p exists.
+func waitExists(ctx context.Context, c *zkclient.Client, p string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		ok, _, w, err := c.ExistsW(ctx, p)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if err := w.Wait(ctx); err != nil {
+			return fmt.Errorf("waiting for %s: %w", p, err)
+		}
+	}
+}
