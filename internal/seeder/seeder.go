@@ -196,7 +196,11 @@ func (s *Seeder) run(ctx context.Context, j *job, rel *zklayout.Release) {
 		if errors.As(err, &mismatch) || errors.Is(err, ErrOriginRefused) {
 			j.state.Err, j.state.Permanent, j.state.NextAttempt = err, true, time.Time{}
 			s.mu.Unlock()
-			log.Error(err, "publishing artifact failed for good: fix the artifact and give it a new version")
+			advice := "fix the artifact and give it a new version"
+			if errors.Is(err, ErrOriginRefused) {
+				advice = "the operator does not read this origin: point the artifact at an allowed one and give it a new version"
+			}
+			log.Error(err, "publishing artifact failed for good: "+advice)
 			s.changed(rel.Service)
 			return
 		}
