@@ -616,6 +616,9 @@ func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 		Args:      expandAll(rel.Run.Args, vars),
 		Env:       env,
 		StopGrace: time.Duration(rel.Run.StopGracePeriodSeconds) * time.Second,
+		// zklayout checked both: within 0..MaxRunAsID, set together.
+		RunAsUser:  uint32Of(rel.Run.RunAsUser),
+		RunAsGroup: uint32Of(rel.Run.RunAsGroup),
 	}
 	w.checked = ""
 	if err := cfg.Backend.Start(ctx, w.svc, spec); err != nil {
@@ -706,6 +709,15 @@ func (w *worker) rollBackAdopted(root, ctx context.Context, version, prev string
 		w.log.Error(err, "previous version is unhealthy too after rollback", "version", prev)
 	}
 	return nil
+}
+
+// uint32Of converts a validated user or group id.
+func uint32Of(id *int64) *uint32 {
+	if id == nil {
+		return nil
+	}
+	v := uint32(*id)
+	return &v
 }
 
 // runEnv is the artifact dir, the $(VARS) and the environment a release runs and is checked

@@ -134,6 +134,9 @@ type QuorumSpec struct {
 // RunSpec says how the agent runs the host service. In command, args and env values,
 // $(ROLLKEEPER_ARTIFACT_DIR), $(ROLLKEEPER_VERSION), $(ROLLKEEPER_SERVICE), $(ROLLKEEPER_NODE)
 // and $(ROLLKEEPER_NODE_ADDRESS) are expanded; the same variables are in the environment.
+// The environment holds only those variables, env and PATH (the agent's, or a default): none
+// of the agent's own, such as its ZooKeeper credentials.
+// +kubebuilder:validation:XValidation:rule="has(self.runAsUser) == has(self.runAsGroup)",message="runAsUser and runAsGroup must be set together"
 type RunSpec struct {
 	// Command is the executable and its leading arguments.
 	// +kubebuilder:validation:MinItems=1
@@ -161,6 +164,25 @@ type RunSpec struct {
 	// +kubebuilder:validation:Maximum=86400
 	// +optional
 	StopGracePeriodSeconds int32 `json:"stopGracePeriodSeconds,omitempty"`
+
+	// RunAsUser is the numeric user id the service runs as, with no supplementary groups but
+	// runAsGroup. Unset, it runs as the agent (root on most nodes). Set together with
+	// runAsGroup: a group alone would leave the service root, a user alone would leave it in
+	// root's group, and the agent looks no names up in the host's user database. Exec health
+	// checks still run as the agent. The exec backend and the systemd backend's transient units
+	// (--systemd-manage-units) apply it; with the admin's installed units the start fails (set
+	// User= and Group= in the unit instead).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967294
+	// +optional
+	RunAsUser *int64 `json:"runAsUser,omitempty"`
+
+	// RunAsGroup is the numeric group id the service runs as (its primary and only group). Set
+	// together with runAsUser.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967294
+	// +optional
+	RunAsGroup *int64 `json:"runAsGroup,omitempty"`
 }
 
 // EnvVar is one environment variable of the host service.

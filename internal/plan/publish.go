@@ -28,6 +28,8 @@ func Release(s v1alpha1.ServiceSpec, now time.Time) zklayout.Release {
 			Command:                slices.Clone(s.Run.Command),
 			Args:                   slices.Clone(s.Run.Args),
 			StopGracePeriodSeconds: int(s.Run.StopGracePeriodSeconds),
+			RunAsUser:              clonePtr(s.Run.RunAsUser),
+			RunAsGroup:             clonePtr(s.Run.RunAsGroup),
 		},
 		CreatedAt: now.UTC(),
 	}
@@ -165,4 +167,13 @@ func MostPopular(online []zklayout.Current, except string) string {
 		}
 	}
 	return best
+}
+
+// clonePtr copies *p: the payload must not share memory with the cached API object.
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }

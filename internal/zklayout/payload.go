@@ -197,12 +197,20 @@ type EnvVar struct {
 	Value string `json:"value"`
 }
 
+// MaxRunAsID is the largest user or group id a service may run as, the CRD's bound:
+// 4294967295 is (uid_t)-1, which means "unchanged" to setuid(2) and friends.
+const MaxRunAsID = 1<<32 - 2
+
 // Run says how a host service is started.
 type Run struct {
 	Command                []string `json:"command"`
 	Args                   []string `json:"args,omitempty"`
 	Env                    []EnvVar `json:"env,omitempty"`
 	StopGracePeriodSeconds int      `json:"stopGracePeriodSeconds"`
+	// RunAsUser and RunAsGroup are the numeric user and group the service runs as (unset: the
+	// agent's). Set together or not at all.
+	RunAsUser  *int64 `json:"runAsUser,omitempty"`
+	RunAsGroup *int64 `json:"runAsGroup,omitempty"`
 }
 
 // HTTPGet probes with an HTTP GET.
@@ -302,6 +310,17 @@ func (r *Run) validate() error {
 		seen[e.Name] = true
 		if err := maxLen("run.env "+e.Name, e.Value, MaxEnvValueLength); err != nil {
 			return err
+		}
+	}
+	if (r.RunAsUser == nil) != (r.RunAsGroup == nil) {
+		return errors.New("run.runAsUser and run.runAsGroup must be set together")
+	}
+	for _, id := range []struct {
+		field string
+		v     *int64
+	}{{"run.runAsUser", r.RunAsUser}, {"run.runAsGroup", r.RunAsGroup}} {
+		if id.v != nil && (*id.v < 0 || *id.v > MaxRunAsID) {
+			return fmt.Errorf("%s is %d, not within 0..%d", id.field, *id.v, int64(MaxRunAsID))
 		}
 	}
 	return inRange("run.stopGracePeriodSeconds", r.StopGracePeriodSeconds, 0, MaxStopGraceSeconds)

@@ -82,6 +82,10 @@ func TestDecodeRejects(t *testing.T) {
 		{"empty command", `{"schema":1,"service":"a","version":"v","run":{},` + okArtifact + `}`, &Release{}},
 		{"two probes", `{"schema":1,"service":"a","version":"v","run":{"command":["x"]},` + okArtifact + `,"healthCheck":{"tcpSocket":{"port":1},"exec":{"command":["y"]},"timeoutSeconds":1,"periodSeconds":1,"successThreshold":1,"failureThreshold":1}}`, &Release{}},
 		{"bad failure kind", `{"schema":1,"node":"n","version":"v","kind":"Oops"}`, &Failure{}},
+		{"negative runAsUser", `{"schema":1,"service":"a","version":"v","run":{"command":["x"],"runAsUser":-1,"runAsGroup":1},` + okArtifact + `}`, &Release{}},
+		{"runAsGroup above the largest id", `{"schema":1,"service":"a","version":"v","run":{"command":["x"],"runAsUser":1,"runAsGroup":4294967295},` + okArtifact + `}`, &Release{}},
+		{"runAsGroup without runAsUser", `{"schema":1,"service":"a","version":"v","run":{"command":["x"],"runAsGroup":1},` + okArtifact + `}`, &Release{}},
+		{"runAsUser without runAsGroup", `{"schema":1,"service":"a","version":"v","run":{"command":["x"],"runAsUser":1},` + okArtifact + `}`, &Release{}},
 		// Names that would leave their directory in a znode or file path.
 		{"current version traversal", `{"schema":1,"node":"n","version":"../../../x","health":"healthy"}`, &Current{}},
 		{"current node traversal", `{"schema":1,"node":"..","version":"v","health":"healthy"}`, &Current{}},
@@ -98,5 +102,23 @@ func TestDecodeRejects(t *testing.T) {
 				t.Fatalf("Decode = %v, want ErrMalformed", err)
 			}
 		})
+	}
+}
+
+func TestReleaseRunAsRoundTrip(t *testing.T) {
+	uid, gid := int64(0), int64(MaxRunAsID)
+	in := &Release{Service: "a", Version: "v",
+		Artifact: Artifact{URL: "http://x/a", SHA256: strings.Repeat("a", 64), Unpack: UnpackNone},
+		Run:      Run{Command: []string{"x"}, RunAsUser: &uid, RunAsGroup: &gid}}
+	data, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Release
+	if err := Decode(data, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Run.RunAsUser == nil || *out.Run.RunAsUser != 0 || out.Run.RunAsGroup == nil || *out.Run.RunAsGroup != MaxRunAsID {
+		t.Fatalf("round trip run = %+v", out.Run)
 	}
 }

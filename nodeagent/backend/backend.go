@@ -5,6 +5,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -19,6 +20,19 @@ type Spec struct {
 	Env []string
 	// StopGrace is the wait between SIGTERM and SIGKILL.
 	StopGrace time.Duration
+	// RunAsUser and RunAsGroup are the numeric user and group the service runs as; unset, it
+	// runs as the agent. They are set together (a group alone would leave the agent's user,
+	// a user alone would leave the agent's group): see ValidateCredentials.
+	RunAsUser  *uint32 `json:",omitempty"`
+	RunAsGroup *uint32 `json:",omitempty"`
+}
+
+// ValidateCredentials refuses a spec with only one of RunAsUser and RunAsGroup.
+func (s Spec) ValidateCredentials() error {
+	if (s.RunAsUser == nil) != (s.RunAsGroup == nil) {
+		return errors.New("runAsUser and runAsGroup must be set together")
+	}
+	return nil
 }
 
 // Status is what the backend knows of a service.

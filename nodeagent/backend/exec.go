@@ -202,6 +202,9 @@ func (e *Exec) Start(ctx context.Context, svc string, spec Spec) error {
 	if len(spec.Command) == 0 {
 		return fmt.Errorf("start %s %s: empty command", svc, spec.Version)
 	}
+	if err := spec.ValidateCredentials(); err != nil {
+		return fmt.Errorf("start %s %s: %w", svc, spec.Version, err)
+	}
 	e.mu.Lock()
 	if p := e.procs[svc]; p != nil {
 		select {
@@ -247,6 +250,12 @@ func (e *Exec) launch(svc string, spec Spec) (*exec.Cmd, uint64, error) {
 	// Its own session: no signal aimed at the agent's process group or terminal reaches it, and
 	// no parent-death signal, so it outlives the agent.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if spec.RunAsUser != nil && spec.RunAsGroup != nil {
+		// Supplementary groups are replaced by the one group: the agent's (root's) must not
+		// stay with the service.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: *spec.RunAsUser, Gid: *spec.RunAsGroup,
+			Groups: []uint32{*spec.RunAsGroup}}
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, 0, err
 	}

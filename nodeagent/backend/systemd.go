@@ -29,6 +29,8 @@ var (
 	ErrUnitNotFound = errors.New("systemd unit not found")
 	// ErrSystemdUnreachable means the agent cannot talk to systemd over D-Bus.
 	ErrSystemdUnreachable = errors.New("systemd unreachable over D-Bus")
+	// ErrUnsupported means the spec asks for something the backend's mode cannot do.
+	ErrUnsupported = errors.New("not supported by the systemd backend with the admin's units")
 )
 
 // statusTimeout bounds one Status query: Status has no ctx, and a hung systemd must not hang
@@ -302,8 +304,17 @@ func expectedExecStart(spec Spec) string {
 // Start implements Backend: it starts the service's unit and waits for systemd's start job.
 func (s *Systemd) Start(ctx context.Context, svc string, spec Spec) error {
 	unit := s.Unit(svc)
+	if err := spec.ValidateCredentials(); err != nil {
+		return fmt.Errorf("start %s %s: %w", svc, spec.Version, err)
+	}
 	if s.cfg.ManageUnits {
 		return s.startTransient(ctx, svc, unit, spec)
+	}
+	if spec.RunAsUser != nil {
+		// The admin's unit decides its User= and Group=; running it as root when the release
+		// asks for another user would be worse than not running it.
+		return fmt.Errorf("start %s %s: %w: runAsUser/runAsGroup need the agent's transient units (--systemd-manage-units); set User= and Group= in unit %s instead",
+			svc, spec.Version, ErrUnsupported, unit)
 	}
 	st, conn, lost, err := s.state(ctx, unit)
 	if err != nil {
@@ -386,6 +397,12 @@ func (s *Systemd) startTransient(ctx context.Context, svc, unit string, spec Spe
 	}
 	if spec.Dir != "" {
 		props = append(props, sdbus.Property{Name: "WorkingDirectory", Value: dbus.MakeVariant(spec.Dir)})
+	}
+	if spec.RunAsUser != nil && spec.RunAsGroup != nil {
+		// Numeric: systemd takes them as ids, with no lookup in the host's user database.
+		props = append(props,
+			sdbus.Property{Name: "User", Value: dbus.MakeVariant(strconv.FormatUint(uint64(*spec.RunAsUser), 10))},
+			sdbus.Property{Name: "Group", Value: dbus.MakeVariant(strconv.FormatUint(uint64(*spec.RunAsGroup), 10))})
 	}
 	return s.startJob(ctx, conn, lost, svc, unit, spec, func(done chan<- string) (int, error) {
 		return conn.StartTransientUnitContext(ctx, unit, "replace", props, done)

@@ -102,6 +102,8 @@ func validDeploy() *v1alpha1.RollingDeploy {
 					Args:                   []string{"--port", "8080"},
 					Env:                    []v1alpha1.EnvVar{{Name: "LOG_LEVEL", Value: "info"}},
 					StopGracePeriodSeconds: 30,
+					RunAsUser:              id(65534),
+					RunAsGroup:             id(65534),
 				},
 				Distribution: &v1alpha1.DistributionSpec{MinStaged: &minStaged},
 				HealthCheck: &v1alpha1.HealthCheckSpec{
@@ -210,6 +212,8 @@ func edit(t *testing.T, data []byte, change func(m map[string]any)) []byte {
 	return out
 }
 
+func id(v int64) *int64 { return &v }
+
 func obj(m map[string]any, key string) map[string]any { return m[key].(map[string]any) }
 
 func strs(n int, s string) []string {
@@ -297,6 +301,16 @@ func constraints(t *testing.T) []constraint {
 	})
 	spec("stopGracePeriodSeconds not negative", release, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) { s.Run.StopGracePeriodSeconds = -1 })
 	spec("stopGracePeriodSeconds at most 86400", release, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) { s.Run.StopGracePeriodSeconds = 86401 })
+	spec("runAsUser not negative", release, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) { s.Run.RunAsUser = id(-1) })
+	spec("runAsUser at most 4294967294", release, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Run.RunAsUser = id(zklayout.MaxRunAsID + 1)
+	})
+	spec("runAsGroup not negative", release, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) { s.Run.RunAsGroup = id(-1) })
+	spec("runAsGroup at most 4294967294", release, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Run.RunAsGroup = id(zklayout.MaxRunAsID + 1)
+	})
+	spec("runAsGroup needs runAsUser", release, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) { s.Run.RunAsUser = nil })
+	spec("runAsUser needs runAsGroup", release, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) { s.Run.RunAsGroup = nil })
 
 	// Health check.
 	spec("health check needs a probe", release, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) { s.HealthCheck.HTTPGet = nil })
