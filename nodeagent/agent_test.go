@@ -20,6 +20,7 @@ import (
 	"github.com/go-logr/logr/testr"
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/nodeagent"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
@@ -140,6 +141,10 @@ type env struct {
 	labels       map[string]string
 	fetchTimeout time.Duration
 	wrapBackend  func(node string, b backend.Backend) backend.Backend
+	// auth, if set, is the digest credentials of the test's session and the agents', which then
+	// run with an ACL guard (guards holds them by node).
+	auth   string
+	guards map[string]*zkguard.Guard
 }
 
 type testAgent struct {
@@ -151,14 +156,17 @@ type testAgent struct {
 	done   chan struct{}
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { t.Helper(); return newEnvWith(t, "") }
+
+// newEnvWith is newEnv with digest credentials for every session (see env.auth).
+func newEnvWith(t *testing.T, auth string) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	root := fmt.Sprintf("/%s-%d", strings.NewReplacer("/", "-", "_", "-").Replace(strings.ToLower(t.Name())), envs.Add(1))
 	e := &env{t: t, ctx: ctx, layout: zklayout.MustNew(root), files: map[string][]byte{}, av: newAvailability(),
-		bodies: map[string][]byte{}, stateDirs: map[string]string{}}
-	e.zk = dial(t, ctx, testr.New(t))
+		bodies: map[string][]byte{}, stateDirs: map[string]string{}, auth: auth, guards: map[string]*zkguard.Guard{}}
+	e.zk = dialAuth(t, ctx, testr.New(t), auth)
 	for _, p := range e.layout.Bases() {
 		must(t, e.zk.EnsurePath(ctx, p))
 	}
@@ -179,7 +187,12 @@ func newEnv(t *testing.T) *env {
 
 func dial(t *testing.T, ctx context.Context, log logr.Logger) *zkclient.Client {
 	t.Helper()
-	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(zkConnect), SessionTimeout: 4 * time.Second, Logger: log})
+	return dialAuth(t, ctx, log, "")
+}
+
+func dialAuth(t *testing.T, ctx context.Context, log logr.Logger, auth string) *zkclient.Client {
+	t.Helper()
+	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(zkConnect), SessionTimeout: 4 * time.Second, Auth: auth, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +252,15 @@ func (e *env) startAgent(name string) *testAgent {
 	if testing.Verbose() {
 		log = testr.New(t)
 	}
-	zk := dial(t, e.ctx, log)
+	zk := dialAuth(t, e.ctx, log, e.auth)
+	var guard *zkguard.Guard
+	if e.auth != "" {
+		var err error
+		guard, err = zkguard.New(zk, e.layout, log)
+		must(t, err)
+		must(t, guard.Check(e.ctx))
+		e.guards[name] = guard
+	}
 	var f fetch.Fetcher = fetch.NewHTTP()
 	if e.fetcherFor != nil {
 		f = e.fetcherFor(name)
@@ -255,7 +276,7 @@ func (e *env) startAgent(name string) *testAgent {
 	m := nodeagent.NewMetrics()
 	a, err := nodeagent.New(nodeagent.Config{Node: name, Address: "127.0.0.1", Labels: e.labels, Layout: e.layout, ZK: zk,
 		Backend: b, Store: st, Logger: log, Pinner: e.pinner, PinHold: time.Minute, RetryInterval: 50 * time.Millisecond, MaxRetryInterval: time.Second,
-		FetchTimeout: e.fetchTimeout, Metrics: m})
+		FetchTimeout: e.fetchTimeout, Metrics: m, Guard: guard})
 	must(t, err)
 	ctx, cancel := context.WithCancel(e.ctx)
 	ta := &testAgent{name: name, zk: zk, be: be, m: m, cancel: cancel, done: make(chan struct{})}
