@@ -41,6 +41,15 @@ type Config struct {
 	UploadRate, DownloadRate int64
 	// Logger receives this package's and the library's messages (see LibraryErrorV).
 	Logger logr.Logger
+	// OnlyListedPeers accepts a peer connection only from an IP listed for the torrent it asks
+	// for (Torrent.AddPeers, Torrent.AllowPeers); others are closed at accept, or right after
+	// the handshake when the IP is listed for another torrent only. Outgoing connections go
+	// only to added peers anyway. Off, anyone reaching the port may download what we seed.
+	OnlyListedPeers bool
+	// MaxPeersPerTorrent caps established connections per torrent (0: DefaultMaxPeersPerTorrent).
+	MaxPeersPerTorrent int
+	// MaxAcceptedConns caps accepted connections open at once (0: DefaultMaxAcceptedConns).
+	MaxAcceptedConns int
 }
 
 // CompletionDBName is the bolt database in Config.DataDir recording verified pieces per info
@@ -78,6 +87,8 @@ type Client struct {
 	slogger    *slog.Logger
 	log        logr.Logger
 	listenHost string
+	listener   net.Listener
+	gate       *gate
 
 	mu       sync.Mutex
 	torrents map[string]*Torrent // by info hash hex
@@ -125,6 +136,25 @@ func New(cfg Config) (*Client, error) {
 	logger := cfg.Logger.WithName("p2p")
 	slogger := slog.New(newLevelHandler(logger.WithName("torrent")))
 
+	if cfg.MaxPeersPerTorrent <= 0 {
+		cfg.MaxPeersPerTorrent = DefaultMaxPeersPerTorrent
+	}
+	if cfg.MaxAcceptedConns <= 0 {
+		cfg.MaxAcceptedConns = DefaultMaxAcceptedConns
+	}
+	gt := newGate(cfg.OnlyListedPeers, cfg.MaxAcceptedConns, logger)
+	network := "tcp4"
+	if ipv6 {
+		network = "tcp6"
+	}
+	// Our own listener, so that every accepted connection passes the gate first; the library
+	// opens none (DisableTCP only stops it listening: it still dials TCP with our dialer).
+	ln, err := net.Listen(network, net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.ListenPort)))
+	if err != nil {
+		completion.Close()
+		return nil, fmt.Errorf("p2p: %w", err)
+	}
+
 	tc := torrent.NewDefaultClientConfig()
 	// Storage: per-torrent file storage is passed to AddTorrentOpt; this default is never used
 	// by our torrents but keeps the library from opening its own completion database.
@@ -139,15 +169,21 @@ func New(cfg Config) (*Client, error) {
 	host := cfg.ListenHost
 	tc.ListenHost = func(string) string { return host }
 	tc.ListenPort = cfg.ListenPort
-	tc.DisableTCP = false
+	tc.DisableTCP = true
 	tc.DisableUTP = true
 	tc.DisableIPv6 = !ipv6
 	tc.DisableIPv4 = ipv6
 	tc.DisableIPv4Peers = ipv6
 	tc.AcceptPeerConnections = true
-	// With a specific listen IP we add our own dialer bound to it (below).
-	tc.DialForPeerConns = !listenIP.IsValid() || listenIP.IsUnspecified()
+	// The library has no socket of its own to dial from; we add a dialer (below).
+	tc.DialForPeerConns = false
+	// The gate limits accepts instead (see gate): the library's limiter refuses a whole /24.
 	tc.DisableAcceptRateLimiting = true
+	tc.Callbacks.CompletedHandshake = gt.completedHandshake
+	// Connection caps: established per torrent, half-open per torrent and in total.
+	tc.EstablishedConnsPerTorrent = cfg.MaxPeersPerTorrent
+	tc.HalfOpenConnsPerTorrent = 25
+	tc.TotalHalfOpenConns = 100
 	tc.PublicIp4, tc.PublicIp6 = nil, nil
 	// Peer discovery: only what the caller adds.
 	tc.NoDHT = true
@@ -183,29 +219,27 @@ func New(cfg Config) (*Client, error) {
 
 	cl, err := torrent.NewClient(tc)
 	if err != nil {
+		ln.Close()
 		completion.Close()
 		return nil, fmt.Errorf("p2p: starting torrent client: %w", err)
 	}
-	if !tc.DialForPeerConns {
-		network := "tcp4"
-		if ipv6 {
-			network = "tcp6"
-		}
-		cl.AddDialer(torrent.NetworkDialer{
-			Network: network,
-			Dialer: &net.Dialer{
-				LocalAddr: &net.TCPAddr{IP: listenIP.AsSlice()},
-				// BitTorrent connections manage their own keep-alives.
-				KeepAlive: -1,
-			},
-		})
+	dialer := &net.Dialer{
+		// BitTorrent connections manage their own keep-alives.
+		KeepAlive: -1,
 	}
+	if listenIP.IsValid() && !listenIP.IsUnspecified() {
+		dialer.LocalAddr = &net.TCPAddr{IP: listenIP.AsSlice()}
+	}
+	cl.AddDialer(torrent.NetworkDialer{Network: network, Dialer: dialer})
+	cl.AddListener(gateListener{Listener: ln, g: gt})
 	c := &Client{
 		cl:         cl,
 		completion: completion,
 		slogger:    slogger,
 		log:        logger,
 		listenHost: host,
+		listener:   ln,
+		gate:       gt,
 		torrents:   map[string]*Torrent{},
 	}
 	logger.V(1).Info("torrent client started", "addr", c.Addr(), "dataDir", cfg.DataDir, "fileIO", FileIO(),
@@ -216,9 +250,17 @@ func New(cfg Config) (*Client, error) {
 // Close drops every torrent, stops the client and closes the completion database.
 func (c *Client) Close() error {
 	errs := c.cl.Close()
+	// After the client: its accept loop ends on the first error once the client is closed (an
+	// error before that would be retried at once, in a loop).
+	if err := c.listener.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		errs = append(errs, err)
+	}
 	errs = append(errs, c.completion.Close())
 	return errors.Join(errs...)
 }
+
+// RefusedConns counts the peer connections refused so far (OnlyListedPeers, caps, accept rate).
+func (c *Client) RefusedConns() int64 { return c.gate.rejected.Load() }
 
 // ListenPort is the TCP port the client accepts peers on.
 func (c *Client) ListenPort() int { return c.cl.LocalPort() }
@@ -364,11 +406,21 @@ func (c *Client) add(mi MetaInfo, st storage.ClientImpl, path string, download b
 	return t, nil
 }
 
+// allow lists ips for t while t is in the client (a dropped torrent lists nothing).
+func (c *Client) allow(t *Torrent, ips []netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.torrents[t.mi.InfoHash] == t {
+		c.gate.allow(t.mi.hash, ips)
+	}
+}
+
 func (c *Client) remove(t *Torrent) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.torrents[t.mi.InfoHash] == t {
 		delete(c.torrents, t.mi.InfoHash)
+		c.gate.forget(t.mi.hash)
 	}
 }
 

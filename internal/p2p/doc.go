@@ -11,7 +11,8 @@
 //	(*Client).Seed(ctx, mi, file) (*Torrent, error)              // hash-check a complete local file, then serve it
 //	(*Client).Download(ctx, mi, dir) (*Torrent, error)           // fetch into dir/mi.Name, resuming
 //	(*Client).Forget(mi) error                                   // discard recorded piece completion
-//	(*Torrent).AddPeers([]Peer) error; (*Torrent).Wait(ctx) error; (*Torrent).Drop()
+//	(*Torrent).AddPeers([]Peer) error; (*Torrent).AllowPeers([]Peer) error
+//	(*Torrent).Wait(ctx) error; (*Torrent).Drop(); (*Client).RefusedConns() int64
 //	(*Torrent).Path() string; (*Torrent).Progress() Progress; (*Torrent).Stats() Stats
 //	FileIO() string; EnsureClassicFileIO() error
 //
@@ -24,11 +25,23 @@
 // New starts from torrent.NewDefaultClientConfig and sets every relevant field: listen on
 // Config.ListenHost:ListenPort, TCP only (no uTP), IPv6 only if ListenHost is IPv6; no DHT, no
 // trackers, no PEX, no UPnP/NAT-PMP, no WebTorrent; web seeds on; plaintext handshakes
-// preferred; Seed on (completed torrents upload to anyone); upload and download rate limits
-// (0 = unlimited). Peers come only from Torrent.AddPeers and the web seeds. When ListenHost is a
+// preferred; Seed on (completed torrents upload to any peer the gate admits, below); upload
+// and download rate limits (0 = unlimited). Peers come only from Torrent.AddPeers and the web seeds. When ListenHost is a
 // specific IP, outgoing connections are bound to it as well: the library bans misbehaving peers
 // by IP, so several clients on one machine need distinct IPs (127.0.0.N on loopback) or one bad
 // client gets all of them banned.
+//
+// # Who may connect
+//
+// The client listens through its own listener, so every accepted connection passes a gate
+// first: at most MaxAcceptedConns open (default 200), 16 per source IP, 100 accepts/s (burst
+// 200). This replaces the library's accept rate limiting (DisableAcceptRateLimiting), which
+// refuses a whole /24 for up to 15 minutes after one bad handshake. With
+// Config.OnlyListedPeers, a connection is accepted only from an IP listed for some torrent of
+// the client (Torrent.AddPeers, Torrent.AllowPeers), and closed right after the BitTorrent
+// handshake, before any piece, if the IP is not listed for the torrent it asked for.
+// RefusedConns counts refusals. Established connections per torrent are capped by
+// MaxPeersPerTorrent (default 50), half-open ones at 25 per torrent and 100 in total.
 //
 // # Storage, completion and resume
 //

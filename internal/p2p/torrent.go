@@ -65,12 +65,32 @@ func (t *Torrent) MetaInfo() MetaInfo { return t.mi }
 // complete only after Wait returned nil.
 func (t *Torrent) Path() string { return t.path }
 
-// AddPeers adds peer addresses to connect to. Invalid addresses are reported in the error and
-// skipped; the client's own address is skipped silently.
+// AllowPeers lists the peers' IPs for this torrent: with Config.OnlyListedPeers, only they may
+// connect to us for it. Invalid addresses are reported in the error and skipped.
+func (t *Torrent) AllowPeers(peers []Peer) error {
+	var errs []error
+	ips := make([]netip.Addr, 0, len(peers))
+	for _, p := range peers {
+		ap, err := netip.ParseAddrPort(p.Addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("peer %q: want ip:port", p.Addr))
+			continue
+		}
+		ips = append(ips, ap.Addr())
+	}
+	t.c.allow(t, ips)
+	return errors.Join(errs...)
+}
+
+// AddPeers adds peer addresses to connect to, and lists them as AllowPeers does (listed
+// first, so that a peer that dials us back once it has seen us too is accepted). Invalid
+// addresses are reported in the error and skipped; the client's own address is skipped
+// silently.
 func (t *Torrent) AddPeers(peers []Peer) error {
 	self := t.c.Addr()
 	var errs []error
 	infos := make([]torrent.PeerInfo, 0, len(peers))
+	ips := make([]netip.Addr, 0, len(peers))
 	for _, p := range peers {
 		ap, err := netip.ParseAddrPort(p.Addr)
 		if err != nil || ap.Port() == 0 {
@@ -81,7 +101,9 @@ func (t *Torrent) AddPeers(peers []Peer) error {
 			continue
 		}
 		infos = append(infos, torrent.PeerInfo{Addr: ap, Source: torrent.PeerSourceTracker})
+		ips = append(ips, ap.Addr())
 	}
+	t.c.allow(t, ips)
 	if len(infos) > 0 {
 		t.t.AddPeers(infos)
 	}

@@ -1,0 +1,89 @@
+package p2p
+
+import (
+	"testing"
+	"time"
+)
+
+// waitRefused polls (with a deadline) until c has refused more than n connections.
+func waitRefused(t *testing.T, c *Client, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for c.RefusedConns() <= n {
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection refused after 20s (refused %d)", c.RefusedConns())
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline, not synchronisation
+	}
+}
+
+// With OnlyListedPeers, a seeder serves a torrent only to the addresses listed for it: a
+// registered peer downloads; a peer listed nowhere is refused at accept; a peer listed for
+// another torrent only is refused after the handshake; once listed, the same peer downloads.
+// The seeder never dials (AllowPeers, not AddPeers), so every transfer goes through its
+// listener.
+func TestOnlyListedPeers(t *testing.T) {
+	const size = 2 * MiB
+	src, sum := writeRandomFile(t, t.TempDir(), "a.bin", size)
+	mi := buildMI(t, src, "a.bin")
+	other, _ := writeRandomFile(t, t.TempDir(), "b.bin", 64<<10)
+	miOther := buildMI(t, other, "b.bin")
+
+	seeder := newTestClient(t, "seeder", "127.0.0.1", func(c *Config) { c.OnlyListedPeers = true })
+	seedT := seed(t, seeder, mi, src)
+	seedOther := seed(t, seeder, miOther, other)
+	registered := newTestClient(t, "registered", "127.0.0.2", nil)
+	stranger := newTestClient(t, "stranger", "127.0.0.3", nil)
+	elsewhere := newTestClient(t, "elsewhere", "127.0.0.4", nil)
+	if err := seedT.AllowPeers([]Peer{{Addr: registered.Addr()}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := seedOther.AllowPeers([]Peer{{Addr: elsewhere.Addr()}}); err != nil {
+		t.Fatal(err)
+	}
+
+	tor := download(t, registered, mi, t.TempDir(), seeder)
+	wait(t, tor, 30*time.Second)
+	if got := fileSHA256(t, tor.Path()); got != sum {
+		t.Fatalf("registered peer: sha256 %s, want %s", got, sum)
+	}
+
+	for _, c := range []*Client{stranger, elsewhere} {
+		refused := seeder.RefusedConns()
+		tor := download(t, c, mi, t.TempDir(), seeder)
+		waitRefused(t, seeder, refused)
+		// The refused connection was closed before any piece: nothing was received, and the
+		// library does not redial an address whose connection failed.
+		if st := tor.Stats(); st.BytesReadData != 0 || st.PiecesDone != 0 {
+			t.Fatalf("%s: received data from a seeder that refused it: %+v", c.Addr(), st)
+		}
+		if tor.Complete() {
+			t.Fatalf("%s: download complete", c.Addr())
+		}
+		tor.Drop()
+	}
+
+	// Listed, the stranger downloads (a fresh torrent: the dropped one gave up on the seeder).
+	if err := seedT.AllowPeers([]Peer{{Addr: stranger.Addr()}}); err != nil {
+		t.Fatal(err)
+	}
+	tor = download(t, stranger, mi, t.TempDir(), seeder)
+	wait(t, tor, 30*time.Second)
+	if got := fileSHA256(t, tor.Path()); got != sum {
+		t.Fatalf("stranger once listed: sha256 %s, want %s", got, sum)
+	}
+}
+
+// Without OnlyListedPeers anyone may download (the default, kept for the operator's seeder).
+func TestUnlistedPeersWhenOpen(t *testing.T) {
+	src, sum := writeRandomFile(t, t.TempDir(), "a.bin", 256<<10)
+	mi := buildMI(t, src, "a.bin")
+	seeder := newTestClient(t, "seeder", "127.0.0.1", nil)
+	seed(t, seeder, mi, src)
+	c := newTestClient(t, "peer", "127.0.0.2", nil)
+	tor := download(t, c, mi, t.TempDir(), seeder)
+	wait(t, tor, 30*time.Second)
+	if got := fileSHA256(t, tor.Path()); got != sum {
+		t.Fatalf("sha256 %s, want %s", got, sum)
+	}
+}
