@@ -207,7 +207,9 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	case "http":
 	case "p2p":
 		cl, err := p2p.New(p2p.Config{DataDir: filepath.Join(o.stateDir, "torrent"), ListenHost: o.address, ListenPort: o.p2pPort,
-			UploadRate: o.uploadRate, DownloadRate: o.downloadRate, Logger: log.WithName("p2p")})
+			UploadRate: o.uploadRate, DownloadRate: o.downloadRate, Logger: log.WithName("p2p"),
+			// Only the peers registered in a version's swarm may download it from this node.
+			OnlyListedPeers: true})
 		if err != nil {
 			return fmt.Errorf("torrent client on %s:%d (--node-address, --p2p-port): %w", o.address, o.p2pPort, err)
 		}
