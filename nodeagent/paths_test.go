@@ -50,6 +50,24 @@ func (b *logBuffer) matching(subs ...string) []string {
 	return out
 }
 
+// startLoggedAgent starts an agent for node with its store at storeDir and its log collected.
+func (e *env) startLoggedAgent(node, storeDir string) (*logBuffer, *store.Store) {
+	t := e.t
+	logs := &logBuffer{}
+	log := funcr.New(logs.add, funcr.Options{Verbosity: 1})
+	zk := dial(t, e.ctx, log)
+	st, err := store.New(storeDir, fetch.NewHTTP())
+	must(t, err)
+	a, err := nodeagent.New(nodeagent.Config{Node: node, Address: "127.0.0.1", Layout: e.layout, ZK: zk,
+		Backend: backend.NewMemory(), Store: st, Logger: log, RetryInterval: 50 * time.Millisecond, MaxRetryInterval: time.Second})
+	must(t, err)
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return logs, st
+}
+
 // The scenario: other nodes' current registrations (written raw into ZooKeeper)
 // carry version "../../../x", and so does a failure record. Two such registrations would
 // outvote the plan's version as the most popular one a fresh node starts. The fresh node
@@ -79,19 +97,7 @@ func TestTraversalVersionInRegistrationIsNotFollowed(t *testing.T) {
 		t.Fatalf("test setup: %s is outside %s", escaped, parent)
 	}
 
-	logs := &logBuffer{}
-	log := funcr.New(logs.add, funcr.Options{Verbosity: 1})
-	zk := dial(t, e.ctx, log)
-	st, err := store.New(storeDir, fetch.NewHTTP())
-	must(t, err)
-	a, err := nodeagent.New(nodeagent.Config{Node: "node-01", Address: "127.0.0.1", Layout: e.layout, ZK: zk,
-		Backend: backend.NewMemory(), Store: st, Logger: log, RetryInterval: 50 * time.Millisecond, MaxRetryInterval: time.Second})
-	must(t, err)
-	ctx, cancel := context.WithCancel(e.ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-
+	logs, st := e.startLoggedAgent("node-01", storeDir)
 	e.waitFor("node-01 online", time.Minute, func() bool { return e.versions("a")["node-01"] != "" })
 	if v := e.versions("a")["node-01"]; v != "v1" {
 		t.Fatalf("node-01 started %q, want the plan's v1 (the registrations carrying %q do not count)", v, bad)
@@ -126,5 +132,33 @@ func TestTraversalVersionInRegistrationIsNotFollowed(t *testing.T) {
 	}
 	if got := logs.matching("panic"); len(got) > 0 {
 		t.Errorf("the agent panicked: %v", got)
+	}
+}
+
+// A release whose payload names another version than its znode (releases/a/v1 saying v2) is
+// refused before anything is fetched: the store installs under the payload's names, so it
+// would have installed v2 where the switch to v1 never looks.
+func TestReleaseNamingAnotherVersionIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	data, _, err := e.zk.Get(e.ctx, e.layout.Release("a", "v1"))
+	must(t, err)
+	var rel zklayout.Release
+	must(t, zklayout.Decode(data, &rel))
+	rel.Version = "v2"
+	_, err = e.zk.Set(e.ctx, e.layout.Release("a", "v1"), encode(t, &rel), -1)
+	must(t, err)
+
+	storeDir := filepath.Join(t.TempDir(), "store")
+	logs, st := e.startLoggedAgent("node-01", storeDir)
+	e.waitFor("the agent to report the mismatch", time.Minute, func() bool {
+		return len(logs.matching("release a/v1", "the payload is for a/v2")) > 0
+	})
+	// Each step fails at the same check, before any fetch: nothing is ever installed.
+	if st.Has("a", "v2") || st.Has("a", "v1") || st.Current("a") != "" {
+		t.Fatalf("installed despite the mismatch: v1 %v, v2 %v, current %q", st.Has("a", "v1"), st.Has("a", "v2"), st.Current("a"))
+	}
+	if v, ok := e.versions("a")["node-01"]; ok {
+		t.Fatalf("node-01 registered on %s", v)
 	}
 }
