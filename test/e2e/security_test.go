@@ -14,6 +14,10 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-zookeeper/zk"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	rkv1alpha1 "github.com/rollkeeper/rollkeeper/api/v1alpha1"
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/test/harness"
@@ -136,4 +140,52 @@ func waitExists(ctx context.Context, c *zkclient.Client, p string) error {
 			return fmt.Errorf("waiting for %s: %w", p, err)
 		}
 	}
+}
+
+// An ACL opened while everything runs is found at the next reconnection: the operator writes no
+// plan (Ready=False, reason ZooKeeperInsecure) and the services keep serving their version;
+// locked again and reconnected, the rollout goes on.
+func TestTreeOpenedAtRuntimeHaltsTheRollout(t *testing.T) {
+	s, ctx := start(t, harness.Config{Nodes: 2})
+	deployV1(t, s, ctx, "a", service(t, s, "a", "v1"))
+
+	conn, _, err := zk.Connect(zkclient.ParseServers(s.ZKServers), 10*time.Second, zk.WithLogInfo(false))
+	must(t, err)
+	defer conn.Close()
+	must(t, conn.AddAuth("digest", []byte(s.Config.ZKAuth)))
+	reconnect := func() {
+		t.Helper()
+		srv := s.ZooKeeper.Servers[0]
+		srv.Stop()
+		must(t, srv.Start())
+		must(t, srv.WaitReady(ctx, time.Minute))
+	}
+	_, err = conn.SetACL(s.Layout.Staging(), zk.WorldACL(zk.PermAll), -1)
+	must(t, err)
+	reconnect()
+
+	setServices(t, s, ctx, "a", service(t, s, "a", "v2"))
+	_, err = s.WaitForRD(ctx, "a", time.Minute, "Ready=False ZooKeeperInsecure naming the open znode", func(rd *rkv1alpha1.RollingDeploy) bool {
+		c := meta.FindStatusCondition(rd.Status.Conditions, rkv1alpha1.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == rkv1alpha1.ReasonZooKeeperInsecure &&
+			strings.Contains(c.Message, "znode "+s.Layout.Staging())
+	})
+	must(t, err)
+	// No plan for v2 was written, so every node still serves v1.
+	admin, err := s.ZK(ctx)
+	must(t, err)
+	data, _, err := admin.Get(ctx, s.Layout.StagingService("a"))
+	must(t, err)
+	if strings.Contains(string(data), `"v2"`) {
+		t.Fatalf("the operator wrote a plan for v2 into an open tree: %s", data)
+	}
+	must(t, s.WaitForServiceVersions(ctx, "a", "v1", time.Minute))
+
+	_, err = conn.SetACL(s.Layout.Staging(), []zk.ACL{{Perms: zk.PermRead, Scheme: "world", ID: "anyone"},
+		{Perms: zk.PermAll, Scheme: "digest", ID: zkclient.DigestID(s.Config.ZKAuth)}}, -1)
+	must(t, err)
+	reconnect()
+	_, err = s.WaitForReady(ctx, "a", rolloutTime)
+	must(t, err)
+	must(t, s.WaitForServiceVersions(ctx, "a", "v2", time.Minute))
 }
