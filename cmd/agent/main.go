@@ -84,8 +84,8 @@ func main() {
 	fs.StringVar(&o.systemdSocket, "systemd-socket", "", "systemd backend: D-Bus socket (default "+backend.DefaultSystemdSocket+", or "+backend.DefaultSystemBusSocket+" with --systemd-via-bus)")
 	fs.BoolVar(&o.systemdViaBus, "systemd-via-bus", false, "systemd backend: reach systemd through the system bus (dbus-daemon) instead of its private socket, which only serves peers in the host's PID namespace")
 	fs.BoolVar(&o.systemdManageUnit, "systemd-manage-units", false, "systemd backend: run each service as a transient unit built from its release, instead of the admin's installed unit")
-	fs.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz (empty: off)")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9441", "address for Prometheus /metrics (\"0\" or empty: off)")
+	fs.StringVar(&o.healthAddr, "health-addr", "", "address for /healthz (empty: off); without a host (\":9440\") it binds --node-address, not every interface")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9441", "address for Prometheus /metrics (\"0\" or empty: off); without a host (\":9441\") it binds --node-address, not every interface (\"0.0.0.0:9441\" for all, explicitly)")
 	fs.StringVar(&o.fetcher, "fetcher", "p2p", "how artifacts are fetched: p2p (BitTorrent, ZooKeeper as tracker, origin as web seed) or http (straight from the origin)")
 	fs.IntVar(&o.p2pPort, "p2p-port", 6881, "TCP port for peer connections, on --node-address; 0 picks a free one")
 	fs.Int64Var(&o.uploadRate, "p2p-upload-rate", 0, "peer upload limit in bytes/s; 0: unlimited")
@@ -235,6 +235,8 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	// The node's own address, not every interface: the endpoints are for the node's network.
+	o.metricsAddr, o.healthAddr = onNode(o.metricsAddr, o.address), onNode(o.healthAddr, o.address)
 	stopMetrics, err := serveMetrics(o.metricsAddr, metrics, log)
 	if err != nil {
 		return err
@@ -400,4 +402,17 @@ func zkAuth(o options, log logr.Logger) (string, error) {
 		log.Info("WARNING: running without ZooKeeper credentials (--insecure-allow-open-zookeeper): anyone who can reach ZooKeeper can make this agent run commands as root")
 	}
 	return auth, nil
+}
+
+// onNode puts a host-less listen address (":9441") on the node's address; "", "0" and
+// addresses with a host (an explicit "0.0.0.0:9441" included) are kept.
+func onNode(addr, nodeAddress string) string {
+	if addr == "" || addr == "0" {
+		return addr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != "" {
+		return addr
+	}
+	return net.JoinHostPort(nodeAddress, port)
 }
