@@ -349,7 +349,16 @@ func TestTemplateDefaults(t *testing.T) {
 	checkZKAuth(t, "operator", pod, c, sec.GetName(), "auth")
 	checkZKAuth(t, "agent", apod, ac, sec.GetName(), "auth")
 	checkServiceAccounts(t, objs, dep, ds)
-	checkUserRoles(t, one(t, objs, "ClusterRole", "-viewer"), one(t, objs, "ClusterRole", "-editor"))
+	checkUserRoles(t, one(t, objs, "ClusterRole", "-viewer"), one(t, objs, "ClusterRole", "-deployer"))
+	// Not on the control plane by default.
+	aff := apod.Affinity
+	if aff == nil || aff.NodeAffinity == nil || aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil ||
+		len(aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms) != 1 ||
+		!slices.ContainsFunc(aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions, func(r corev1.NodeSelectorRequirement) bool {
+			return r.Key == "node-role.kubernetes.io/control-plane" && r.Operator == corev1.NodeSelectorOpDoesNotExist
+		}) {
+		t.Errorf("agent may run on control-plane nodes by default: affinity %+v", aff)
+	}
 }
 
 // checkZKAuth: the container reads the ZooKeeper credentials from key of Secret secret, mounted
@@ -406,16 +415,19 @@ func TestTemplateOpenZooKeeper(t *testing.T) {
 	}
 }
 
-// checkUserRoles checks the ClusterRoles for people: aggregated into view, and into edit and
-// admin; view only reads; nobody but the operator writes status or node sets.
+// checkUserRoles checks the ClusterRoles for people: the viewer aggregated into view, the
+// deployer (root on the selected nodes) into nothing; the viewer only reads; nobody but the
+// operator writes status or node sets.
 func checkUserRoles(t *testing.T, viewer, editor *unstructured.Unstructured) {
 	t.Helper()
 	const agg = "rbac.authorization.k8s.io/aggregate-to-"
 	if l := viewer.GetLabels(); l[agg+"view"] != "true" || l[agg+"edit"] != "" || l[agg+"admin"] != "" {
 		t.Errorf("viewer role %s labels %v: want aggregated into view only", viewer.GetName(), l)
 	}
-	if l := editor.GetLabels(); l[agg+"edit"] != "true" || l[agg+"admin"] != "true" || l[agg+"view"] != "" {
-		t.Errorf("editor role %s labels %v: want aggregated into edit and admin", editor.GetName(), l)
+	for k := range editor.GetLabels() {
+		if strings.HasPrefix(k, agg) {
+			t.Errorf("deployer role %s is aggregated (%s): creating a RollingDeploy is root on the nodes", editor.GetName(), k)
+		}
 	}
 	// verbs maps "resource" to the verbs a role grants on it in rollkeeper.io.
 	verbs := func(u *unstructured.Unstructured) map[string][]string {
@@ -439,7 +451,7 @@ func checkUserRoles(t *testing.T, viewer, editor *unstructured.Unstructured) {
 		t.Errorf("viewer role grants %v, want %v", got, wantViewer)
 	}
 	if got := verbs(editor); !reflect.DeepEqual(got, wantEditor) {
-		t.Errorf("editor role grants %v, want %v", got, wantEditor)
+		t.Errorf("deployer role grants %v, want %v", got, wantEditor)
 	}
 }
 
@@ -448,10 +460,14 @@ func TestTemplateCustomValues(t *testing.T) {
 	objs := render(t, customRelease)
 	checkNoWildcards(t, objs)
 	for _, o := range byKind(objs, "ClusterRole") {
-		if strings.HasSuffix(o.GetName(), "-viewer") || strings.HasSuffix(o.GetName(), "-editor") {
-			t.Errorf("ClusterRole %s rendered with rbac.aggregateToDefaultRoles: false", o.GetName())
+		for k := range o.GetLabels() {
+			if strings.HasPrefix(k, "rbac.authorization.k8s.io/aggregate-to-") {
+				t.Errorf("ClusterRole %s aggregated (%s) with rbac.aggregateToDefaultRoles: false", o.GetName(), k)
+			}
 		}
 	}
+	one(t, objs, "ClusterRole", "-viewer")
+	one(t, objs, "ClusterRole", "-deployer")
 	sm := one(t, objs, "ServiceMonitor", "-manager")
 	if sm.GetLabels()["release"] != "prometheus" {
 		t.Errorf("ServiceMonitor labels %v", sm.GetLabels())
@@ -673,7 +689,7 @@ func TestKustomizeInSyncWithChart(t *testing.T) {
 	if k, c := rulesOf(t, one(t, kobjs, "Role", "-leader-election-role")), rulesOf(t, one(t, cobjs, "Role", "-leader-election")); !reflect.DeepEqual(k, c) {
 		t.Errorf("leader election rules: config %+v, chart %+v", k, c)
 	}
-	checkUserRoles(t, one(t, kobjs, "ClusterRole", "-viewer-role"), one(t, kobjs, "ClusterRole", "-editor-role"))
+	checkUserRoles(t, one(t, kobjs, "ClusterRole", "-viewer-role"), one(t, kobjs, "ClusterRole", "-deployer"))
 
 	// The workloads' security-relevant settings agree.
 	var kdep, cdep appsv1.Deployment

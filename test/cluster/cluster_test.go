@@ -430,12 +430,13 @@ func waitServes(t *testing.T, ctx context.Context, url, version string) {
 }
 
 // checkDefaultRolesAsUsers shows the chart's roles for people at work: the controller manager's
-// clusterrole-aggregation controller folds them into the default view and edit roles, so a user
+// clusterrole-aggregation controller folds the viewer role into the default view role, so a user
 // bound cluster-wide to view can run `kubectl rollkeeper status` but not pause, and a user bound
-// to edit can pause and resume. The users are impersonated through their kubeconfigs.
+// to the chart's deployer role (root on the selected nodes, aggregated nowhere) can pause and
+// resume. The users are impersonated through their kubeconfigs.
 func checkDefaultRolesAsUsers(t *testing.T, ctx context.Context, c *cluster.Cluster, plugin, dir string) {
 	t.Helper()
-	users := map[string]string{"rk-e2e-viewer": "view", "rk-e2e-editor": "edit"}
+	users := map[string]string{"rk-e2e-viewer": "view", "rk-e2e-editor": release + "-rollkeeper-deployer"}
 	kubeconfigs := map[string]string{}
 	for user, role := range users {
 		crb := &rbacv1.ClusterRoleBinding{
@@ -486,7 +487,7 @@ func checkDefaultRolesAsUsers(t *testing.T, ctx context.Context, c *cluster.Clus
 	if paused() {
 		t.Error("RollingDeploy web paused by a user bound to view")
 	}
-	err = harness.WaitFor(ctx, time.Minute, "kubectl rollkeeper pause as a user bound to edit", func(ctx context.Context) (bool, error) {
+	err = harness.WaitFor(ctx, time.Minute, "kubectl rollkeeper pause as a user bound to the deployer role", func(ctx context.Context) (bool, error) {
 		_, err := run("rk-e2e-editor", "pause", "web")
 		return err == nil, nil
 	})
@@ -495,10 +496,10 @@ func checkDefaultRolesAsUsers(t *testing.T, ctx context.Context, c *cluster.Clus
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if !paused() {
-		t.Error("RollingDeploy web not paused after kubectl rollkeeper pause as a user bound to edit")
+		t.Error("RollingDeploy web not paused after kubectl rollkeeper pause as a user bound to the deployer role")
 	}
 	if out, err := run("rk-e2e-editor", "resume", "web"); err != nil || paused() {
-		t.Errorf("kubectl rollkeeper resume as a user bound to edit: %v\n%s", err, out)
+		t.Errorf("kubectl rollkeeper resume as a user bound to the deployer role: %v\n%s", err, out)
 	}
 }
 
