@@ -5,8 +5,10 @@ package zkclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"path"
 	"strings"
 	"sync"
@@ -43,6 +45,10 @@ type Config struct {
 	// creates may be changed only by the same identity (anyone may read them); without it they
 	// are open to every client (world ACL).
 	Auth string
+	// TLS, if set, makes every connection TLS (ZooKeeper's secureClientPort): the servers'
+	// certificates are checked against its RootCAs and ServerName (the host of each address when
+	// empty), and its certificate is presented to servers that ask for one (LoadTLS builds it).
+	TLS *tls.Config
 	// Logger receives the library's own log lines.
 	Logger logr.Logger
 }
@@ -164,8 +170,17 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			c.rotateSession()
 		}
 	}
+	dialer := zk.Dialer(net.DialTimeout)
+	if cfg.TLS != nil {
+		tc := cfg.TLS.Clone()
+		dialer = func(network, address string, timeout time.Duration) (net.Conn, error) {
+			// The handshake is bounded too: a server that accepts and says nothing must not
+			// hold the connection loop.
+			return tls.DialWithDialer(&net.Dialer{Timeout: timeout}, network, address, tc)
+		}
+	}
 	conn, _, err := zk.Connect(cfg.Servers, cfg.SessionTimeout,
-		zk.WithLogger(logAdapter{cfg.Logger}), zk.WithEventCallback(cb), zk.WithLogInfo(false))
+		zk.WithLogger(logAdapter{cfg.Logger}), zk.WithEventCallback(cb), zk.WithLogInfo(false), zk.WithDialer(dialer))
 	if err != nil {
 		return nil, fmt.Errorf("dial zookeeper %v: %w", cfg.Servers, err)
 	}

@@ -23,6 +23,10 @@ import (
 // server that failed to start left an empty log.
 const ClassPath = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"
 
+// tlsClassPath adds what Debian's zookeeper.jar manifest leaves out and Netty's TLS server
+// needs (its codec classes; the jar names netty-handler, which uses them).
+const tlsClassPath = ":/usr/share/java/netty-codec.jar:/usr/share/java/netty-resolver.jar"
+
 // startAttempts bounds how often Start picks new ports after a server could not bind one (a
 // port found free can be taken by another process before the server binds it).
 const startAttempts = 5
@@ -32,10 +36,13 @@ type Server struct {
 	ID         int
 	Dir        string
 	ClientPort int
+	// SecurePort serves TLS clients (Options.TLS), 0 without.
+	SecurePort int
 	cfgPath    string
 	logPath    string
 	cmd        *exec.Cmd
 	exited     chan struct{}
+	classPath  string
 }
 
 // Ensemble is one or more servers forming a cluster.
@@ -46,11 +53,32 @@ type Ensemble struct {
 // Start launches an ensemble of n servers (1 for a standalone server) under dir and waits until
 // every server answers "imok" and a client session can be made.
 func Start(ctx context.Context, dir string, n int) (*Ensemble, error) {
+	return StartWith(ctx, dir, n, Options{})
+}
+
+// Options adjusts StartWith.
+type Options struct {
+	// TLS, if set, makes every server also serve TLS clients on its SecurePort (Netty, PEM
+	// files, client certificates required); the plain client port stays, for the four-letter
+	// words and the tests' own checks.
+	TLS *TLS
+}
+
+// TLS names the servers' PEM files.
+type TLS struct {
+	// KeyStore holds the server's private key (PKCS#8) and certificate chain.
+	KeyStore string
+	// TrustStore holds the CA certificates client certificates must chain to.
+	TrustStore string
+}
+
+// StartWith is Start with options.
+func StartWith(ctx context.Context, dir string, n int, opts Options) (*Ensemble, error) {
 	if _, err := os.Stat("/usr/share/java/zookeeper.jar"); err != nil {
 		return nil, fmt.Errorf("zookeeper is not installed (run hack/install-deps.sh): %w", err)
 	}
 	for attempt := 1; ; attempt++ {
-		e, err := start(ctx, dir, n)
+		e, err := start(ctx, dir, n, opts)
 		if err == nil || !errors.Is(err, errPortTaken) || attempt == startAttempts {
 			return e, err
 		}
@@ -68,10 +96,16 @@ var errPortTaken = errors.New("port already in use")
 // freePorts is FreePorts; a test replaces it to hand out a port that is taken.
 var freePorts = FreePorts
 
-func start(ctx context.Context, dir string, n int) (*Ensemble, error) {
+func start(ctx context.Context, dir string, n int, opts Options) (*Ensemble, error) {
 	ports, err := freePorts(3 * n)
 	if err != nil {
 		return nil, err
+	}
+	var securePorts []int
+	if opts.TLS != nil {
+		if securePorts, err = freePorts(n); err != nil {
+			return nil, err
+		}
 	}
 	e := &Ensemble{}
 	var peers []string
@@ -79,7 +113,7 @@ func start(ctx context.Context, dir string, n int) (*Ensemble, error) {
 		peers = append(peers, fmt.Sprintf("server.%d=127.0.0.1:%d:%d", i, ports[3*(i-1)+1], ports[3*(i-1)+2]))
 	}
 	for i := 1; i <= n; i++ {
-		s := &Server{ID: i, Dir: filepath.Join(dir, fmt.Sprintf("zk%d", i)), ClientPort: ports[3*(i-1)]}
+		s := &Server{ID: i, Dir: filepath.Join(dir, fmt.Sprintf("zk%d", i)), ClientPort: ports[3*(i-1)], classPath: ClassPath}
 		if err := os.MkdirAll(filepath.Join(s.Dir, "data"), 0o755); err != nil {
 			return nil, err
 		}
@@ -96,6 +130,18 @@ func start(ctx context.Context, dir string, n int) (*Ensemble, error) {
 			"admin.enableServer=false",
 			"4lw.commands.whitelist=ruok,stat,mntr,srvr,conf",
 			"maxClientCnxns=0",
+		}
+		if opts.TLS != nil {
+			s.SecurePort = securePorts[i-1]
+			s.classPath += tlsClassPath
+			// Keys ZooKeeper does not know become system properties "zookeeper.<key>".
+			cfg = append(cfg,
+				"secureClientPort="+strconv.Itoa(s.SecurePort),
+				"secureClientPortAddress=127.0.0.1",
+				"serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+				"ssl.keyStore.location="+opts.TLS.KeyStore, "ssl.keyStore.type=PEM",
+				"ssl.trustStore.location="+opts.TLS.TrustStore, "ssl.trustStore.type=PEM",
+				"ssl.clientAuth=need")
 		}
 		if n > 1 {
 			cfg = append(cfg, peers...)
@@ -141,6 +187,15 @@ func (e *Ensemble) Stop() {
 	}
 }
 
+// SecureConnect is the TLS connect string of the whole ensemble (Options.TLS).
+func (e *Ensemble) SecureConnect() string {
+	var a []string
+	for _, s := range e.Servers {
+		a = append(a, fmt.Sprintf("127.0.0.1:%d", s.SecurePort))
+	}
+	return strings.Join(a, ",")
+}
+
 // Addr is the server's client address.
 func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.ClientPort) }
 
@@ -153,7 +208,7 @@ func (s *Server) Start() error {
 	cmd := exec.Command("java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
 		"-Dorg.slf4j.simpleLogger.defaultLogLevel=info", "-Dorg.slf4j.simpleLogger.showDateTime=true",
 		"-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
-		"-cp", ClassPath, "org.apache.zookeeper.server.quorum.QuorumPeerMain", s.cfgPath)
+		"-cp", s.classPath, "org.apache.zookeeper.server.quorum.QuorumPeerMain", s.cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The server dies with whoever started it, even on SIGKILL.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

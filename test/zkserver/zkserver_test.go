@@ -49,7 +49,7 @@ func TestStartPicksNewPortsWhenOneIsTaken(t *testing.T) {
 
 	// The failed attempt's log, read before Start cleans the directory for the next one.
 	dir := t.TempDir()
-	_, err = start(context.Background(), dir, 1)
+	_, err = start(context.Background(), dir, 1, Options{})
 	if !errors.Is(err, errPortTaken) {
 		t.Fatalf("start on a taken client port: %v, want errPortTaken", err)
 	}
