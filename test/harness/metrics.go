@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -36,13 +37,52 @@ func (s Samples) Has(name, kv string) bool {
 	return false
 }
 
-var scrapeClient = &http.Client{Timeout: 2 * time.Second}
+var scrapeClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+	// The operator's metrics certificate is self-signed (controller-runtime generates it).
+	TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // test scraper
+}}
 
-// Scrape fetches http://addr/metrics and parses the text exposition format.
-func Scrape(ctx context.Context, addr string) (Samples, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+// metricsURL is addr's /metrics: addr is host:port (http) or a URL with its scheme.
+func metricsURL(addr string) string {
+	if strings.Contains(addr, "://") {
+		return strings.TrimSuffix(addr, "/") + "/metrics"
+	}
+	return "http://" + addr + "/metrics"
+}
+
+// GetMetrics fetches addr's /metrics (addr is host:port for http, or https://host:port),
+// presenting token as a bearer token unless it is empty, and returns the status code and at
+// most 1 MiB of the body.
+func GetMetrics(ctx context.Context, addr, token string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL(addr), nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := scrapeClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, b, err
+}
+
+// Scrape fetches addr's /metrics and parses the text exposition format (see ScrapeAs).
+func Scrape(ctx context.Context, addr string) (Samples, error) { return ScrapeAs(ctx, addr, "") }
+
+// ScrapeAs fetches addr's /metrics (addr is host:port for http, or https://host:port, whose
+// certificate is not verified) presenting token as a bearer token unless it is empty, and
+// parses the text exposition format.
+func ScrapeAs(ctx context.Context, addr, token string) (Samples, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL(addr), nil)
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := scrapeClient.Do(req)
 	if err != nil {
@@ -86,9 +126,14 @@ func Scrape(ctx context.Context, addr string) (Samples, error) {
 // WaitScrape polls addr's metrics until check returns "" (met) and returns that scrape; on
 // timeout the error holds check's last complaint.
 func WaitScrape(ctx context.Context, addr string, timeout time.Duration, what string, check func(Samples) string) (Samples, error) {
+	return WaitScrapeAs(ctx, addr, "", timeout, what, check)
+}
+
+// WaitScrapeAs is WaitScrape presenting token (see ScrapeAs).
+func WaitScrapeAs(ctx context.Context, addr, token string, timeout time.Duration, what string, check func(Samples) string) (Samples, error) {
 	var last Samples
 	err := WaitFor(ctx, timeout, what, func(ctx context.Context) (bool, error) {
-		s, err := Scrape(ctx, addr)
+		s, err := ScrapeAs(ctx, addr, token)
 		if err != nil {
 			return false, err
 		}
