@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
@@ -46,6 +48,8 @@ type config struct {
 	ZKAuthFile              string
 	InsecureOpenZooKeeper   bool
 	MetricsAddr             string
+	MetricsSecure           bool
+	MetricsCertDir          string
 	ProbeAddr               string
 	LeaderElect             bool
 	LeaderElectionNamespace string
@@ -69,6 +73,10 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.ZKAuthFile, "zk-auth-file", "", "File holding the ZooKeeper digest credentials user:password (a mounted Secret).")
 	fs.BoolVar(&c.InsecureOpenZooKeeper, "insecure-allow-open-zookeeper", false, "INSECURE: run without ZooKeeper credentials. Anyone who can reach ZooKeeper can then make every agent run commands as root.")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" turns it off.")
+	fs.BoolVar(&c.MetricsSecure, "metrics-secure", true, "Serve the metrics over HTTPS, only to clients whose bearer token the API server authenticates (TokenReview) "+
+		"and authorizes for GET /metrics (SubjectAccessReview; the metrics-reader ClusterRole). false: INSECURE, plain HTTP without authentication, anyone who reaches the port reads the metrics.")
+	fs.StringVar(&c.MetricsCertDir, "metrics-cert-dir", "", "Directory with the metrics server's tls.crt and tls.key (a mounted Secret); "+
+		"empty: a self-signed certificate generated at start. Only with --metrics-secure.")
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", false, "Elect a leader among manager replicas; only the leader reconciles.")
 	fs.StringVar(&c.LeaderElectionNamespace, "leader-election-namespace", "",
@@ -142,6 +150,40 @@ func (c *config) auth() (string, error) {
 	return a, nil
 }
 
+// metricsOptions is the metrics server: by default HTTPS (controller-runtime generates a
+// self-signed certificate unless --metrics-cert-dir gives one) behind controller-runtime's
+// authentication and authorization filter, which checks the client's bearer token with a
+// TokenReview and its right to GET /metrics with a SubjectAccessReview.
+func (c *config) metricsOptions() (metricsserver.Options, error) {
+	o := metricsserver.Options{BindAddress: c.MetricsAddr}
+	if !c.MetricsSecure {
+		if c.MetricsCertDir != "" {
+			return o, errors.New("--metrics-cert-dir needs --metrics-secure")
+		}
+		return o, nil
+	}
+	o.SecureServing = true
+	o.FilterProvider = filters.WithAuthenticationAndAuthorization
+	if c.MetricsCertDir != "" {
+		o.CertDir, o.CertName, o.KeyName = c.MetricsCertDir, "tls.crt", "tls.key"
+	}
+	return o, nil
+}
+
+// checkMetricsCertDir fails when --metrics-cert-dir lacks the certificate: controller-runtime
+// would silently serve a self-signed one instead.
+func (c *config) checkMetricsCertDir() error {
+	if c.MetricsCertDir == "" {
+		return nil
+	}
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		if _, err := os.Stat(filepath.Join(c.MetricsCertDir, f)); err != nil {
+			return fmt.Errorf("--metrics-cert-dir: %w", err)
+		}
+	}
+	return nil
+}
+
 func main() {
 	var cfg config
 	bindFlags(flag.CommandLine, &cfg)
@@ -179,9 +221,19 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return fmt.Errorf("load kubeconfig (--kubeconfig, KUBECONFIG or in-cluster): %w", err)
 	}
+	metricsOpts, err := cfg.metricsOptions()
+	if err != nil {
+		return err
+	}
+	if err := cfg.checkMetricsCertDir(); err != nil {
+		return err
+	}
+	if cfg.MetricsAddr != "0" && !cfg.MetricsSecure {
+		log.Info("WARNING: metrics served over plain HTTP without authentication (--metrics-secure=false)", "address", cfg.MetricsAddr)
+	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        cfg.ProbeAddr,
 		LeaderElection:                cfg.LeaderElect,
 		LeaderElectionID:              LeaderElectionID,

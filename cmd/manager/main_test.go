@@ -10,6 +10,7 @@ import (
 // withDefaults fills in the flags a case does not set.
 func withDefaults(c config) config {
 	c.P2P, c.P2PPort, c.SeederDir = true, 6881, "/var/lib/rollkeeper-seeder"
+	c.MetricsSecure = true
 	return c
 }
 
@@ -62,6 +63,52 @@ func TestFlagsFromEnvironment(t *testing.T) {
 				t.Fatalf("config = %+v, want %+v", c, tt.want)
 			}
 		})
+	}
+}
+
+// The metrics are served over HTTPS behind the authentication and authorization filter unless
+// --metrics-secure=false asks for plain HTTP by name.
+func TestMetricsSecureByDefault(t *testing.T) {
+	parse := func(args ...string) config {
+		t.Helper()
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		var c config
+		bindFlags(fs, &c)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := parse()
+	o, err := c.metricsOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.SecureServing || o.FilterProvider == nil || o.BindAddress != ":8080" || o.CertDir != "" {
+		t.Fatalf("default metrics options %+v: want HTTPS with a generated certificate and the authn/authz filter", o)
+	}
+	c = parse("--metrics-cert-dir=/certs")
+	if o, err = c.metricsOptions(); err != nil {
+		t.Fatal(err)
+	}
+	if !o.SecureServing || o.FilterProvider == nil || o.CertDir != "/certs" || o.CertName != "tls.crt" || o.KeyName != "tls.key" {
+		t.Fatalf("metrics options with a cert dir %+v", o)
+	}
+	c = parse("--metrics-secure=false")
+	if o, err = c.metricsOptions(); err != nil {
+		t.Fatal(err)
+	}
+	if o.SecureServing || o.FilterProvider != nil {
+		t.Fatalf("--metrics-secure=false: %+v, want plain HTTP", o)
+	}
+	c = parse("--metrics-secure=false", "--metrics-cert-dir=/certs")
+	if _, err = c.metricsOptions(); err == nil {
+		t.Fatal("--metrics-cert-dir without --metrics-secure accepted")
+	}
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	bindFlags(fs, &config{})
+	if u := fs.Lookup("metrics-secure").Usage; !strings.Contains(u, "INSECURE") {
+		t.Errorf("--metrics-secure help does not say INSECURE: %q", u)
 	}
 }
 

@@ -150,8 +150,13 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 		t.Logf("kubectl rollkeeper status web:\n%s", out)
 	}
 
-	// What Prometheus scrapes from the installed pods (host network: node ports) agrees.
-	_, err = harness.WaitScrape(ctx, fmt.Sprintf("127.0.0.1:%d", ports[1]), time.Minute, "operator metrics after the upgrade", func(s harness.Samples) string {
+	// What Prometheus scrapes from the installed pods (host network: node ports) agrees. The
+	// operator's metrics are HTTPS, for a ServiceAccount bound to the chart's metrics-reader role.
+	token, err := harness.ServiceAccountToken(ctx, c.Client, namespace, "prometheus", release+"-rollkeeper-metrics-reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = harness.WaitScrapeAs(ctx, fmt.Sprintf("https://127.0.0.1:%d", ports[1]), token, time.Minute, "operator metrics after the upgrade", func(s harness.Samples) string {
 		l := []string{"rollingdeploy=web", "service=web"}
 		if v, _ := s.Get("rollkeeper_rollout_progress_ratio", l...); v != 1 {
 			return fmt.Sprintf("progress ratio %v, want 1", v)

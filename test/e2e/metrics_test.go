@@ -44,13 +44,18 @@ func rolloutCheck(s harness.Samples, rd, svc string) string {
 func TestMetricsFollowRollout(t *testing.T) {
 	ports, err := zkserver.FreePorts(1)
 	must(t, err)
-	opAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	// The operator serves its metrics as in a cluster: HTTPS, to a ServiceAccount bound to the
+	// metrics-reader ClusterRole that config/rbac ships.
+	opHostPort := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	opAddr := "https://" + opHostPort
 	s, ctx := start(t, harness.Config{AgentMetrics: true, RecordServices: []string{"a"},
-		ManagerArgs: []string{"--metrics-bind-address=" + opAddr}})
+		ManagerArgs: []string{"--metrics-bind-address=" + opHostPort}})
+	opToken, err := harness.MetricsReaderToken(ctx, s.Client)
+	must(t, err)
 	const rd, minAvailable = "metrics", 3
 	deployV1(t, s, ctx, rd, service(t, s, "a", "v1", harness.MinAvailable(minAvailable)))
 
-	_, err = harness.WaitScrape(ctx, opAddr, time.Minute, "operator metrics of v1 complete", func(m harness.Samples) string {
+	_, err = harness.WaitScrapeAs(ctx, opAddr, opToken, time.Minute, "operator metrics of v1 complete", func(m harness.Samples) string {
 		if msg := rolloutCheck(m, rd, "a"); msg != "" {
 			return msg
 		}
@@ -76,7 +81,7 @@ func TestMetricsFollowRollout(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		_ = harness.WaitFor(sctx, rolloutTime, "end of the rollout", func(ctx context.Context) (bool, error) {
-			m, err := harness.Scrape(ctx, opAddr)
+			m, err := harness.ScrapeAs(ctx, opAddr, opToken)
 			if err != nil {
 				return false, nil
 			}
@@ -100,7 +105,7 @@ func TestMetricsFollowRollout(t *testing.T) {
 		v, _ := m.Get("rollkeeper_rollout_nodes", append(l, "state="+state)...)
 		return v
 	}
-	_, err = harness.WaitScrape(ctx, opAddr, rolloutTime, "operator metrics: 4 of 5 updated, node-5 unreachable", func(m harness.Samples) string {
+	_, err = harness.WaitScrapeAs(ctx, opAddr, opToken, rolloutTime, "operator metrics: 4 of 5 updated, node-5 unreachable", func(m harness.Samples) string {
 		if msg := rolloutCheck(m, rd, "a"); msg != "" {
 			return msg
 		}
@@ -117,7 +122,7 @@ func TestMetricsFollowRollout(t *testing.T) {
 	must(t, err)
 	must(t, s.WaitForServiceVersions(ctx, "a", "v2", time.Minute))
 
-	m, err := harness.WaitScrape(ctx, opAddr, time.Minute, "operator metrics of v2 complete", func(m harness.Samples) string {
+	m, err := harness.WaitScrapeAs(ctx, opAddr, opToken, time.Minute, "operator metrics of v2 complete", func(m harness.Samples) string {
 		if msg := rolloutCheck(m, rd, "a"); msg != "" {
 			return msg
 		}
@@ -189,7 +194,7 @@ func TestMetricsFollowRollout(t *testing.T) {
 	// and each counts the reconnect.
 	zk := s.ZooKeeper.Servers[0]
 	zk.Stop()
-	_, err = harness.WaitScrape(ctx, opAddr, time.Minute, "operator without a ZooKeeper session", func(m harness.Samples) string {
+	_, err = harness.WaitScrapeAs(ctx, opAddr, opToken, time.Minute, "operator without a ZooKeeper session", func(m harness.Samples) string {
 		if v, _ := m.Get("rollkeeper_zookeeper_session_state"); v != 0 {
 			return fmt.Sprintf("session state %v", v)
 		}
@@ -199,11 +204,11 @@ func TestMetricsFollowRollout(t *testing.T) {
 	must(t, zk.Start())
 	must(t, zk.WaitReady(ctx, time.Minute))
 	for _, addr := range append([]string{opAddr}, nodeMetricsAddrs(s)...) {
-		prefix := "rollkeeper_agent_"
+		prefix, token := "rollkeeper_agent_", ""
 		if addr == opAddr {
-			prefix = "rollkeeper_"
+			prefix, token = "rollkeeper_", opToken
 		}
-		_, err := harness.WaitScrape(ctx, addr, time.Minute, addr+" reconnected to ZooKeeper", func(m harness.Samples) string {
+		_, err := harness.WaitScrapeAs(ctx, addr, token, time.Minute, addr+" reconnected to ZooKeeper", func(m harness.Samples) string {
 			state, _ := m.Get(prefix + "zookeeper_session_state")
 			reconnects, _ := m.Get(prefix + "zookeeper_reconnects_total")
 			if state != 1 || reconnects < 1 {
@@ -239,7 +244,7 @@ func TestMetricsFollowRollout(t *testing.T) {
 		t.Fatalf("%v: %v", err, agentReport)
 	}
 	t.Logf("agents after the unhealthy version: %v", agentReport)
-	_, err = harness.WaitScrape(ctx, opAddr, time.Minute, "operator metrics of the failed v3", func(m harness.Samples) string {
+	_, err = harness.WaitScrapeAs(ctx, opAddr, opToken, time.Minute, "operator metrics of the failed v3", func(m harness.Samples) string {
 		l := []string{"rollingdeploy=" + rd, "service=a"}
 		failed, _ := m.Get("rollkeeper_rollout_nodes", append(l, "state=failed")...)
 		phase, _ := m.Get("rollkeeper_rollout_phase", append(l, "phase=Failed")...)
@@ -254,7 +259,7 @@ func TestMetricsFollowRollout(t *testing.T) {
 	obj, err := s.GetRD(ctx, rd)
 	must(t, err)
 	must(t, s.Client.Delete(ctx, obj))
-	_, err = harness.WaitScrape(ctx, opAddr, time.Minute, "no series of the deleted RollingDeploy", func(m harness.Samples) string {
+	_, err = harness.WaitScrapeAs(ctx, opAddr, opToken, time.Minute, "no series of the deleted RollingDeploy", func(m harness.Samples) string {
 		for _, name := range []string{"rollkeeper_rollout_nodes", "rollkeeper_rollout_progress_ratio", "rollkeeper_rollout_phase",
 			"rollkeeper_rollingdeploy_phase", "rollkeeper_quorum_headroom", "rollkeeper_quorum_min_available"} {
 			if m.Has(name, "rollingdeploy="+rd) {
