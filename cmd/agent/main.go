@@ -42,6 +42,7 @@ type options struct {
 	node, address, labels, kubeconfig string
 	zkServers, zkRoot, zkAuth         string
 	zkAuthFile                        string
+	zkTLS                             zkclient.TLSFiles
 	insecureOpenZK                    bool
 	zkSessionTimeout                  time.Duration
 	stateDir, backend, healthAddr     string
@@ -75,6 +76,10 @@ func main() {
 	fs.StringVar(&o.zkRoot, "zk-root", zklayout.DefaultRoot, "root znode of rollkeeper's tree")
 	fs.StringVar(&o.zkAuth, "zk-auth", "", "ZooKeeper digest credentials user:password; the znodes rollkeeper creates are then writable only with them (operator and agents share them). Prefer --zk-auth-file: a flag or variable is visible to more eyes")
 	fs.StringVar(&o.zkAuthFile, "zk-auth-file", "", "file holding the ZooKeeper digest credentials user:password (a mounted Secret)")
+	fs.StringVar(&o.zkTLS.CA, "zk-tls-ca-file", "", "connect to ZooKeeper over TLS (its secureClientPort), trusting the CA certificates in this PEM file")
+	fs.StringVar(&o.zkTLS.Cert, "zk-tls-cert-file", "", "with --zk-tls-ca-file: this client's certificate (PEM), for servers that require one")
+	fs.StringVar(&o.zkTLS.Key, "zk-tls-key-file", "", "with --zk-tls-cert-file: its private key (PEM)")
+	fs.StringVar(&o.zkTLS.ServerName, "zk-tls-server-name", "", "with --zk-tls-ca-file: the name the servers' certificates must carry (default: the host of each --zk-servers address)")
 	fs.BoolVar(&o.insecureOpenZK, "insecure-allow-open-zookeeper", false, "INSECURE: run without ZooKeeper credentials. Anyone who can reach ZooKeeper can then make this agent run commands as root")
 	fs.DurationVar(&o.zkSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rollkeeper", "directory for versions, logs and cached labels")
@@ -162,8 +167,14 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	log = log.WithValues("node", o.node)
 	log.Info("starting", "address", o.address, "labels", labels, "zk", o.zkServers, "root", o.zkRoot, "stateDir", o.stateDir)
 
-	zk, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(o.zkServers),
-		SessionTimeout: o.zkSessionTimeout, Auth: auth, Logger: log.WithName("zk")})
+	zcfg := zkclient.Config{Servers: zkclient.ParseServers(o.zkServers),
+		SessionTimeout: o.zkSessionTimeout, Auth: auth, Logger: log.WithName("zk")}
+	if o.zkTLS.Enabled() {
+		if zcfg.TLS, err = zkclient.LoadTLS(o.zkTLS); err != nil {
+			return err
+		}
+	}
+	zk, err := zkclient.Dial(ctx, zcfg)
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,7 @@ type config struct {
 	ZKSessionTimeout        time.Duration
 	ZKAuth                  string
 	ZKAuthFile              string
+	ZKTLS                   zkclient.TLSFiles
 	InsecureOpenZooKeeper   bool
 	MetricsAddr             string
 	MetricsSecure           bool
@@ -71,6 +72,10 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.DurationVar(&c.ZKSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout.")
 	fs.StringVar(&c.ZKAuth, "zk-auth", "", "ZooKeeper digest credentials user:password; the znodes rollkeeper creates are then writable only with them (operator and agents share them). Prefer --zk-auth-file.")
 	fs.StringVar(&c.ZKAuthFile, "zk-auth-file", "", "File holding the ZooKeeper digest credentials user:password (a mounted Secret).")
+	fs.StringVar(&c.ZKTLS.CA, "zk-tls-ca-file", "", "Connect to ZooKeeper over TLS (its secureClientPort), trusting the CA certificates in this PEM file.")
+	fs.StringVar(&c.ZKTLS.Cert, "zk-tls-cert-file", "", "With --zk-tls-ca-file: this client's certificate (PEM), for servers that require one.")
+	fs.StringVar(&c.ZKTLS.Key, "zk-tls-key-file", "", "With --zk-tls-cert-file: its private key (PEM).")
+	fs.StringVar(&c.ZKTLS.ServerName, "zk-tls-server-name", "", "With --zk-tls-ca-file: the name the servers' certificates must carry (default: the host of each --zk-servers address).")
 	fs.BoolVar(&c.InsecureOpenZooKeeper, "insecure-allow-open-zookeeper", false, "INSECURE: run without ZooKeeper credentials. Anyone who can reach ZooKeeper can then make every agent run commands as root.")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" turns it off.")
 	fs.BoolVar(&c.MetricsSecure, "metrics-secure", true, "Serve the metrics over HTTPS, only to clients whose bearer token the API server authenticates (TokenReview) "+
@@ -252,12 +257,18 @@ func run(ctx context.Context, cfg config) error {
 		log.Info("WARNING: running without ZooKeeper credentials (--insecure-allow-open-zookeeper): anyone who can reach ZooKeeper can make every agent run commands as root")
 	}
 	log.Info("connecting to ZooKeeper", "servers", servers, "root", layout.Root(), "sessionTimeout", cfg.ZKSessionTimeout)
-	zk, err := zkclient.Dial(ctx, zkclient.Config{
+	zcfg := zkclient.Config{
 		Servers:        servers,
 		SessionTimeout: cfg.ZKSessionTimeout,
 		Auth:           auth,
 		Logger:         ctrl.Log.WithName("zookeeper"),
-	})
+	}
+	if cfg.ZKTLS.Enabled() {
+		if zcfg.TLS, err = zkclient.LoadTLS(cfg.ZKTLS); err != nil {
+			return err
+		}
+	}
+	zk, err := zkclient.Dial(ctx, zcfg)
 	if err != nil {
 		return fmt.Errorf("connect to ZooKeeper %s (--zk-servers): %w", strings.Join(servers, ","), err)
 	}

@@ -145,7 +145,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 	}
 	c := &Client{log: cfg.Logger, done: make(chan struct{}), established: make(chan struct{}), auth: cfg.Auth,
-		acl: aclFor(cfg.Auth != ""), sessionTimeout: cfg.SessionTimeout}
+		acl: aclFor(cfg.Auth), sessionTimeout: cfg.SessionTimeout}
 	connected := make(chan struct{}, 1)
 	authFailed := make(chan struct{}, 1)
 	cb := func(ev zk.Event) {
@@ -444,15 +444,17 @@ func CheckOp(p string, version int32) Op {
 
 // aclFor is what the znodes rollkeeper creates carry. Without digest auth: open to all (the world
 // ACL). With it: readable by anyone (the state is not secret, and zkCli shows it to an admin
-// without the credentials) and changed only by the creating identity ("auth" expands to the
-// session's digest id), so a client without the credentials cannot move a rollout.
-func aclFor(authenticated bool) []zk.ACL {
-	if !authenticated {
+// without the credentials) and changed only by rollkeeper's digest identity, so a client
+// without the credentials cannot move a rollout. The id is spelled out rather than "auth",
+// which expands to every identity of the session: over TLS that includes the client
+// certificate's (x509:CN=...), which any holder of a certificate from the same CA may share.
+func aclFor(auth string) []zk.ACL {
+	if auth == "" {
 		return zk.WorldACL(zk.PermAll)
 	}
 	return []zk.ACL{
 		{Perms: zk.PermRead, Scheme: "world", ID: "anyone"},
-		{Perms: zk.PermAll, Scheme: "auth", ID: ""},
+		{Perms: zk.PermAll, Scheme: "digest", ID: DigestID(auth)},
 	}
 }
 

@@ -848,3 +848,40 @@ func TestTemplateSystemdBackend(t *testing.T) {
 		t.Error("agent without hostPID: systemd's private socket refuses peers of other PID namespaces")
 	}
 }
+
+// zookeeper.tls.existingSecret mounts the Secret's CA and client certificate into the operator
+// and the agents and points their --zk-tls-* flags (environment) at the files.
+func TestTemplateZooKeeperTLS(t *testing.T) {
+	objs := render(t, release{name: "rk", namespace: "rk-tls", set: []string{"zookeeper.servers=zk:2281",
+		"zookeeper.tls.existingSecret=zk-tls", "zookeeper.tls.serverName=zk.example"}})
+	var dep appsv1.Deployment
+	convert(t, one(t, objs, "Deployment", "-manager"), &dep)
+	var ds appsv1.DaemonSet
+	convert(t, one(t, objs, "DaemonSet", "-agent"), &ds)
+	for who, pod := range map[string]corev1.PodSpec{"operator": dep.Spec.Template.Spec, "agent": ds.Spec.Template.Spec} {
+		c := pod.Containers[0]
+		if !slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool {
+			return v.Name == "zk-tls" && v.Secret != nil && v.Secret.SecretName == "zk-tls"
+		}) || !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.Name == "zk-tls" && m.MountPath == "/etc/rollkeeper/zk-tls" && m.ReadOnly
+		}) {
+			t.Errorf("%s: zk-tls Secret not mounted: %+v %+v", who, pod.Volumes, c.VolumeMounts)
+		}
+		want := map[string]string{"ROLLKEEPER_ZK_TLS_CA_FILE": "/etc/rollkeeper/zk-tls/ca.crt",
+			"ROLLKEEPER_ZK_TLS_CERT_FILE": "/etc/rollkeeper/zk-tls/tls.crt", "ROLLKEEPER_ZK_TLS_KEY_FILE": "/etc/rollkeeper/zk-tls/tls.key",
+			"ROLLKEEPER_ZK_TLS_SERVER_NAME": "zk.example"}
+		for name, value := range want {
+			if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name && e.Value == value }) {
+				t.Errorf("%s: env lacks %s=%s", who, name, value)
+			}
+		}
+	}
+	// Without it: no TLS environment.
+	objs = render(t, defaultRelease)
+	convert(t, one(t, objs, "Deployment", "-manager"), &dep)
+	for _, e := range dep.Spec.Template.Spec.Containers[0].Env {
+		if strings.HasPrefix(e.Name, "ROLLKEEPER_ZK_TLS_") {
+			t.Errorf("operator has %s without zookeeper.tls", e.Name)
+		}
+	}
+}

@@ -189,3 +189,19 @@ func TestTreeOpenedAtRuntimeHaltsTheRollout(t *testing.T) {
 	must(t, err)
 	must(t, s.WaitForServiceVersions(ctx, "a", "v2", time.Minute))
 }
+
+// The operator and the agents talk to ZooKeeper over TLS only (its secureClientPort, client
+// certificates required, certificates generated for the test): a rollout goes through.
+func TestRolloutOverTLSToZooKeeper(t *testing.T) {
+	s, ctx := start(t, harness.Config{Nodes: 2, ZooKeeperTLS: true})
+	for _, a := range s.ManagerArgs() {
+		if strings.HasPrefix(a, "--zk-servers=") && strings.Contains(a, s.ZKServers) {
+			t.Fatalf("the operator is given the plain port: %s", a)
+		}
+	}
+	deployV1(t, s, ctx, "a", service(t, s, "a", "v1"))
+	setServices(t, s, ctx, "a", service(t, s, "a", "v2"))
+	_, err := s.WaitForReady(ctx, "a", rolloutTime)
+	must(t, err)
+	must(t, s.WaitForServiceVersions(ctx, "a", "v2", time.Minute))
+}

@@ -47,6 +47,10 @@ type Config struct {
 	// ZKAuth is the digest "user:password" the operator, the agents and Stack.ZK use (default:
 	// generated for the stack, as a real install has; given to them in a file, --zk-auth-file).
 	ZKAuth string
+	// ZooKeeperTLS makes the operator and the agents talk to ZooKeeper over TLS (its
+	// secureClientPort, client certificates required), with a PKI generated for the stack. The
+	// test's own sessions (Stack.ZK, the recorder) use the plain port.
+	ZooKeeperTLS bool
 	// OpenZooKeeper runs the operator and the agents without credentials
 	// (--insecure-allow-open-zookeeper): world-open znodes. ZKAuth must be empty.
 	OpenZooKeeper bool
@@ -83,7 +87,9 @@ type Stack struct {
 	Dir    string
 	// zkAuthFile holds Config.ZKAuth for the operator and the agents ("" when running open).
 	zkAuthFile string
-	Bins       Binaries
+	// zkTLS is the stack's PKI with Config.ZooKeeperTLS.
+	zkTLS *zkserver.PKI
+	Bins  Binaries
 
 	ZooKeeper *zkserver.Ensemble
 	// ZKServers is the ZooKeeper connect string.
@@ -212,7 +218,15 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	}()
 	go func() {
 		defer wg.Done()
-		s.ZooKeeper, zkErr = zkserver.Start(ctx, filepath.Join(s.Dir, "zookeeper"), cfg.ZooKeeperServers)
+		var opts zkserver.Options
+		if cfg.ZooKeeperTLS {
+			var pki zkserver.PKI
+			if pki, zkErr = zkserver.WritePKI(filepath.Join(s.Dir, "zk-tls")); zkErr != nil {
+				return
+			}
+			s.zkTLS, opts.TLS = &pki, pki.TLS()
+		}
+		s.ZooKeeper, zkErr = zkserver.StartWith(ctx, filepath.Join(s.Dir, "zookeeper"), cfg.ZooKeeperServers, opts)
 	}()
 	go func() {
 		defer wg.Done()
@@ -292,7 +306,7 @@ func (s *Stack) agentArgs(n *Node) []string {
 	for _, k := range keys {
 		labels = append(labels, k+"="+n.Labels[k])
 	}
-	zkServers := s.ZKServers
+	zkServers := s.processZKServers()
 	if s.Config.AgentZKServers != nil {
 		if z := s.Config.AgentZKServers(n.Index, s.ZKServers); z != "" {
 			zkServers = z
@@ -311,6 +325,7 @@ func (s *Stack) agentArgs(n *Node) []string {
 		"--p2p-port=0",
 	}
 	args = append(args, s.zkAuthArg())
+	args = append(args, s.zkTLSArgs()...)
 	metrics := "0"
 	if n.MetricsAddr != "" {
 		metrics = n.MetricsAddr
@@ -339,7 +354,7 @@ func (s *Stack) ManagerArgs() []string { return s.managerArgs() }
 
 func (s *Stack) managerArgs() []string {
 	args := []string{
-		"--zk-servers=" + s.ZKServers,
+		"--zk-servers=" + s.processZKServers(),
 		"--zk-root=" + s.Layout.Root(),
 		"--zk-session-timeout=" + s.Config.ZKSessionTimeout.String(),
 		"--kubeconfig=" + s.Kubeconfig,
@@ -354,7 +369,26 @@ func (s *Stack) managerArgs() []string {
 		"--seeder-file-roots=" + filepath.Join(s.Dir, "artifacts"),
 	}
 	args = append(args, s.zkAuthArg())
+	args = append(args, s.zkTLSArgs()...)
 	return append(args, s.Config.ManagerArgs...)
+}
+
+// processZKServers is the connect string of the operator and the agents: the TLS ports with
+// Config.ZooKeeperTLS.
+func (s *Stack) processZKServers() string {
+	if s.zkTLS != nil {
+		return s.ZooKeeper.SecureConnect()
+	}
+	return s.ZKServers
+}
+
+// zkTLSArgs gives the operator and the agents the stack's client certificate (ZooKeeperTLS).
+func (s *Stack) zkTLSArgs() []string {
+	if s.zkTLS == nil {
+		return nil
+	}
+	return []string{"--zk-tls-ca-file=" + s.zkTLS.CA, "--zk-tls-cert-file=" + s.zkTLS.ClientCert,
+		"--zk-tls-key-file=" + s.zkTLS.ClientKey, "--zk-tls-server-name=" + s.zkTLS.ServerName}
 }
 
 // zkAuthArg gives the operator and the agents the stack's credentials, or runs them open.

@@ -97,3 +97,42 @@ app.kubernetes.io/component: {{ index . 1 }}
         path: auth
 {{- end }}
 {{- end }}
+
+{{/* TLS to ZooKeeper: environment, mount and volume (zookeeper.tls.existingSecret). */}}
+{{- define "rollkeeper.zkTLSEnv" -}}
+{{- with .Values.zookeeper.tls -}}
+{{- if .existingSecret -}}
+# TLS to ZooKeeper, files from secret/{{ .existingSecret }}.
+- name: ROLLKEEPER_ZK_TLS_CA_FILE
+  value: /etc/rollkeeper/zk-tls/ca.crt
+{{- if .clientCertificate }}
+- name: ROLLKEEPER_ZK_TLS_CERT_FILE
+  value: /etc/rollkeeper/zk-tls/tls.crt
+- name: ROLLKEEPER_ZK_TLS_KEY_FILE
+  value: /etc/rollkeeper/zk-tls/tls.key
+{{- end }}
+{{- with .serverName }}
+- name: ROLLKEEPER_ZK_TLS_SERVER_NAME
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "rollkeeper.zkTLSMount" -}}
+{{- if .Values.zookeeper.tls.existingSecret -}}
+- name: zk-tls
+  mountPath: /etc/rollkeeper/zk-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "rollkeeper.zkTLSVolume" -}}
+{{- if .Values.zookeeper.tls.existingSecret -}}
+- name: zk-tls
+  secret:
+    secretName: {{ .Values.zookeeper.tls.existingSecret }}
+    # Group-readable: the operator runs as 65532 with fsGroup 65532.
+    defaultMode: 0440
+{{- end }}
+{{- end }}
