@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -152,7 +154,9 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 
 	// What Prometheus scrapes from the installed pods (host network: node ports) agrees. The
 	// operator's metrics are HTTPS, for a ServiceAccount bound to the chart's metrics-reader role.
-	token, err := harness.ServiceAccountToken(ctx, c.Client, namespace, "prometheus", release+"-rollkeeper-metrics-reader")
+	// Prometheus' ServiceAccount lives in its own namespace: the release's must be empty after
+	// helm uninstall.
+	token, err := harness.ServiceAccountToken(ctx, c.Client, namespace+"-monitoring", "prometheus", release+"-rollkeeper-metrics-reader")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +173,8 @@ func TestHelmInstallUpgradesHostServiceOnRealNode(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
-	_, err = harness.WaitScrape(ctx, fmt.Sprintf("127.0.0.1:%d", ports[6]), time.Minute, "agent metrics after the upgrade", func(s harness.Samples) string {
+	// The agent's metrics bind the node's address (not every interface of the host network).
+	_, err = harness.WaitScrape(ctx, net.JoinHostPort(c.NodeIP, strconv.Itoa(ports[6])), time.Minute, "agent metrics after the upgrade", func(s harness.Samples) string {
 		if v, _ := s.Get("rollkeeper_agent_service_info", "service=web", "version=v2"); v != 1 {
 			return fmt.Sprintf("service info of web v2 %v, want 1", v)
 		}
@@ -552,6 +557,11 @@ func leftovers(ctx context.Context, c *cluster.Cluster) ([]string, error) {
 		for _, it := range items {
 			o := it.(client.Object)
 			if (kind == "ServiceAccount" && o.GetName() == "default") || (kind == "ConfigMap" && o.GetName() == "kube-root-ca.crt") {
+				continue
+			}
+			// The generated ZooKeeper credentials are kept on purpose (helm.sh/resource-policy:
+			// keep): the tree in ZooKeeper stays locked to them, and a new install reuses them.
+			if kind == "Secret" && o.GetName() == release+"-rollkeeper-zk-auth" && o.GetAnnotations()["helm.sh/resource-policy"] == "keep" {
 				continue
 			}
 			left = append(left, kind+" "+namespace+"/"+o.GetName())
