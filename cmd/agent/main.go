@@ -137,9 +137,12 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	if o.zkServers == "" {
 		return errors.New("--zk-servers is required")
 	}
-	auth, err := zkAuth(o, log)
+	auth, err := zkclient.Credentials(o.zkAuth, o.zkAuthFile, o.insecureOpenZK)
 	if err != nil {
 		return err
+	}
+	if auth == "" {
+		log.Info(zkclient.OpenWarning)
 	}
 	switch o.backend {
 	case "exec", "systemd":
@@ -383,36 +386,6 @@ func defaultAddress() (string, error) {
 		}
 	}
 	return "127.0.0.1", nil
-}
-
-// zkAuth returns the ZooKeeper credentials from --zk-auth-file or --zk-auth. Without either the
-// agent refuses to start unless --insecure-allow-open-zookeeper says to run open, and then
-// says loudly what that means.
-func zkAuth(o options, log logr.Logger) (string, error) {
-	auth := o.zkAuth
-	switch {
-	case o.zkAuthFile != "" && o.zkAuth != "":
-		return "", errors.New("--zk-auth and --zk-auth-file: give one")
-	case o.zkAuthFile != "":
-		a, err := zkclient.ReadAuthFile(o.zkAuthFile)
-		if err != nil {
-			return "", fmt.Errorf("--zk-auth-file: %w", err)
-		}
-		auth = a
-	case auth != "":
-		if err := zkclient.ValidateAuth(auth); err != nil {
-			return "", fmt.Errorf("--zk-auth: %w", err)
-		}
-	}
-	if auth == "" {
-		if !o.insecureOpenZK {
-			return "", errors.New("no ZooKeeper credentials: without them anyone who can reach ZooKeeper can make this agent run commands as root. " +
-				"Give the credentials the operator uses with --zk-auth-file (a mounted Secret; the Helm chart does this by default), " +
-				"or pass --insecure-allow-open-zookeeper to run open anyway")
-		}
-		log.Info("WARNING: running without ZooKeeper credentials (--insecure-allow-open-zookeeper): anyone who can reach ZooKeeper can make this agent run commands as root")
-	}
-	return auth, nil
 }
 
 // onNode puts a host-less listen address (":9441") on the node's address; "", "0" and

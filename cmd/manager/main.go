@@ -115,44 +115,25 @@ func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 	return errors.Join(errs...)
 }
 
-// validate checks the flags and returns the znode layout.
-func (c *config) validate() (zklayout.Layout, []string, error) {
+// validate checks the flags and returns the znode layout, the servers and the ZooKeeper
+// credentials ("" when running open by choice).
+func (c *config) validate() (zklayout.Layout, []string, string, error) {
 	servers := zkclient.ParseServers(c.ZKServers)
 	if len(servers) == 0 {
-		return zklayout.Layout{}, nil, errors.New("--zk-servers (or " + envName("zk-servers") + ") is required: the ZooKeeper ensemble as host:port[,host:port...]")
+		return zklayout.Layout{}, nil, "", errors.New("--zk-servers (or " + envName("zk-servers") + ") is required: the ZooKeeper ensemble as host:port[,host:port...]")
 	}
 	layout, err := zklayout.New(c.ZKRoot)
 	if err != nil {
-		return zklayout.Layout{}, nil, fmt.Errorf("--zk-root: %w", err)
+		return zklayout.Layout{}, nil, "", fmt.Errorf("--zk-root: %w", err)
 	}
 	if c.ZKSessionTimeout <= 0 {
-		return zklayout.Layout{}, nil, errors.New("--zk-session-timeout must be positive")
+		return zklayout.Layout{}, nil, "", errors.New("--zk-session-timeout must be positive")
 	}
-	switch {
-	case c.ZKAuth != "" && c.ZKAuthFile != "":
-		return zklayout.Layout{}, nil, errors.New("--zk-auth and --zk-auth-file: give one")
-	case c.ZKAuth != "":
-		if err := zkclient.ValidateAuth(c.ZKAuth); err != nil {
-			return zklayout.Layout{}, nil, fmt.Errorf("--zk-auth: %w", err)
-		}
-	case c.ZKAuthFile == "" && !c.InsecureOpenZooKeeper:
-		return zklayout.Layout{}, nil, errors.New("no ZooKeeper credentials: without them anyone who can reach ZooKeeper can make every agent run commands as root. " +
-			"Give them with --zk-auth-file (a mounted Secret; the Helm chart does this by default) or " + envName("zk-auth") +
-			", or pass --insecure-allow-open-zookeeper to run open anyway")
-	}
-	return layout, servers, nil
-}
-
-// auth returns the ZooKeeper credentials ("" when running open, which validate allowed).
-func (c *config) auth() (string, error) {
-	if c.ZKAuthFile == "" {
-		return c.ZKAuth, nil
-	}
-	a, err := zkclient.ReadAuthFile(c.ZKAuthFile)
+	auth, err := zkclient.Credentials(c.ZKAuth, c.ZKAuthFile, c.InsecureOpenZooKeeper)
 	if err != nil {
-		return "", fmt.Errorf("--zk-auth-file: %w", err)
+		return zklayout.Layout{}, nil, "", err
 	}
-	return a, nil
+	return layout, servers, auth, nil
 }
 
 // metricsOptions is the metrics server: by default HTTPS (controller-runtime generates a
@@ -210,7 +191,7 @@ func main() {
 
 func run(ctx context.Context, cfg config) error {
 	log := ctrl.Log.WithName("setup")
-	layout, servers, err := cfg.validate()
+	layout, servers, auth, err := cfg.validate()
 	if err != nil {
 		return err
 	}
@@ -249,12 +230,8 @@ func run(ctx context.Context, cfg config) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 
-	auth, err := cfg.auth()
-	if err != nil {
-		return err
-	}
 	if auth == "" {
-		log.Info("WARNING: running without ZooKeeper credentials (--insecure-allow-open-zookeeper): anyone who can reach ZooKeeper can make every agent run commands as root")
+		log.Info(zkclient.OpenWarning)
 	}
 	log.Info("connecting to ZooKeeper", "servers", servers, "root", layout.Root(), "sessionTimeout", cfg.ZKSessionTimeout)
 	zcfg := zkclient.Config{

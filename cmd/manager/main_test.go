@@ -114,36 +114,36 @@ func TestMetricsSecureByDefault(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	c := config{ZKRoot: "/rollkeeper", ZKSessionTimeout: time.Second}
-	if _, _, err := c.validate(); err == nil {
+	if _, _, _, err := c.validate(); err == nil {
 		t.Fatal("validate() without servers succeeded")
 	}
 	c.ZKServers = "127.0.0.1:2181"
 	c.ZKRoot = "relative"
-	if _, _, err := c.validate(); err == nil {
+	if _, _, _, err := c.validate(); err == nil {
 		t.Fatal("validate() with a relative root succeeded")
 	}
 	c.ZKRoot = "/rk"
 	// Secure by default: no credentials, no start, unless running open is asked for by name.
-	_, _, err := c.validate()
+	_, _, _, err := c.validate()
 	if err == nil || !strings.Contains(err.Error(), "--zk-auth-file") || !strings.Contains(err.Error(), "--insecure-allow-open-zookeeper") {
 		t.Fatalf("validate() without credentials: %v; want a refusal naming --zk-auth-file and --insecure-allow-open-zookeeper", err)
 	}
 	c.InsecureOpenZooKeeper = true
-	if _, _, err := c.validate(); err != nil {
+	if _, _, _, err := c.validate(); err != nil {
 		t.Fatalf("validate() open by choice: %v", err)
 	}
 	c.InsecureOpenZooKeeper = false
 	c.ZKAuth = "nocolon"
-	if _, _, err := c.validate(); err == nil {
+	if _, _, _, err := c.validate(); err == nil {
 		t.Fatal("validate() with malformed credentials succeeded")
 	}
 	c.ZKAuthFile = "/x"
 	c.ZKAuth = "u:p"
-	if _, _, err := c.validate(); err == nil {
+	if _, _, _, err := c.validate(); err == nil {
 		t.Fatal("validate() with both --zk-auth and --zk-auth-file succeeded")
 	}
 	c.ZKAuthFile = ""
-	l, servers, err := c.validate()
+	l, servers, _, err := c.validate()
 	if err != nil || l.Root() != "/rk" || len(servers) != 1 {
 		t.Fatalf("validate() = %v %v %v", l.Root(), servers, err)
 	}

@@ -162,3 +162,32 @@ func (c *Client) signalEstablished() {
 	close(c.established)
 	c.established = make(chan struct{})
 }
+
+// OpenWarning is what the operator and the agents log when they run without credentials.
+const OpenWarning = "WARNING: running without ZooKeeper credentials (--insecure-allow-open-zookeeper): anyone who can reach ZooKeeper can make the agents run commands as root"
+
+// Credentials resolves the digest credentials of the operator's and the agent's flags:
+// --zk-auth or --zk-auth-file (one of them), checked. Without either it refuses, saying what
+// to do, unless allowOpen (--insecure-allow-open-zookeeper): then it returns "".
+func Credentials(auth, authFile string, allowOpen bool) (string, error) {
+	switch {
+	case auth != "" && authFile != "":
+		return "", errors.New("--zk-auth and --zk-auth-file: give one")
+	case authFile != "":
+		a, err := ReadAuthFile(authFile)
+		if err != nil {
+			return "", fmt.Errorf("--zk-auth-file: %w", err)
+		}
+		return a, nil
+	case auth != "":
+		if err := ValidateAuth(auth); err != nil {
+			return "", fmt.Errorf("--zk-auth: %w", err)
+		}
+		return auth, nil
+	case !allowOpen:
+		return "", errors.New("no ZooKeeper credentials: without them anyone who can reach ZooKeeper can make the agents run commands as root. " +
+			"Give the operator and the agents the same ones with --zk-auth-file (a mounted Secret; the Helm chart does this by default) or --zk-auth (ROLLKEEPER_ZK_AUTH), " +
+			"or pass --insecure-allow-open-zookeeper to run open anyway")
+	}
+	return "", nil
+}

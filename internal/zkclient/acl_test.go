@@ -70,3 +70,34 @@ func FuzzValidateAuth(f *testing.F) {
 		}
 	})
 }
+
+func TestCredentials(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "auth")
+	if err := os.WriteFile(file, []byte("rollkeeper:s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		auth, file string
+		open       bool
+		want, err  string
+	}{
+		{auth: "u:p", want: "u:p"},
+		{file: file, want: "rollkeeper:s3cret"},
+		{auth: "u:p", file: file, err: "give one"},
+		{auth: "nocolon", err: "--zk-auth"},
+		{err: "--insecure-allow-open-zookeeper"},
+		{open: true, want: ""},
+		{auth: "u:p", open: true, want: "u:p"},
+	} {
+		got, err := Credentials(tc.auth, tc.file, tc.open)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Credentials(%q, %q, %v) = %q, %v; want an error with %q", tc.auth, tc.file, tc.open, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("Credentials(%q, %q, %v) = %q, %v; want %q", tc.auth, tc.file, tc.open, got, err, tc.want)
+		}
+	}
+}
