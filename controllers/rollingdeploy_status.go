@@ -22,6 +22,9 @@ const (
 	ReasonReleaseConflict = "ReleaseConflict"
 	// ReasonAgentError: an agent's step panicked (failures/ kind AgentError); reported only.
 	ReasonAgentError = "AgentError"
+	// ReasonSignatureRefused: an agent refused an unsigned or wrongly signed plan, release or
+	// deploy entry (failures/ kind Signature); reported only.
+	ReasonSignatureRefused = "SignatureRefused"
 
 	EventPlanPublished   = "PlanPublished"
 	EventPlanUpdated     = "PlanUpdated"
@@ -152,7 +155,7 @@ func applySummary(st *v1alpha1.RollingDeployStatus, gen int64, sum summary) {
 		return
 	}
 
-	var health, artifact, agent, progress, malformed []string
+	var health, artifact, agent, signature, progress, malformed []string
 	complete := true
 	for _, d := range sum.services {
 		complete = complete && d.Complete
@@ -165,6 +168,9 @@ func applySummary(st *v1alpha1.RollingDeployStatus, gen int64, sum summary) {
 		if m := plan.AgentFailureMessage(d.Status.Name, d.AgentFailures); m != "" {
 			agent = append(agent, m)
 		}
+		if m := plan.SignatureFailureMessage(d.Status.Name, d.SignatureFailures); m != "" {
+			signature = append(signature, m)
+		}
 		if !d.Complete {
 			progress = append(progress, fmt.Sprintf("%s: %s", d.Status.Name, d.Status.Message))
 		}
@@ -174,10 +180,13 @@ func applySummary(st *v1alpha1.RollingDeployStatus, gen int64, sum summary) {
 	}
 	malformed = append(malformed, sum.malformed...)
 
-	// Degraded: failures first, then unreadable znodes.
+	// Degraded: failures first (a refused signature may be an attack: before the lesser ones),
+	// then unreadable znodes.
 	switch {
 	case len(health) > 0:
 		set(v1alpha1.ConditionDegraded, T, v1alpha1.ReasonHealthCheckFailed, strings.Join(append(health, artifact...), "; "))
+	case len(signature) > 0:
+		set(v1alpha1.ConditionDegraded, T, ReasonSignatureRefused, strings.Join(signature, "; "))
 	case len(artifact) > 0:
 		set(v1alpha1.ConditionDegraded, T, v1alpha1.ReasonArtifactFailed, strings.Join(append(artifact, agent...), "; "))
 	case len(agent) > 0:

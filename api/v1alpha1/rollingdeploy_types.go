@@ -400,7 +400,8 @@ type ServiceStatus struct {
 type NodeFailure struct {
 	Node    string `json:"node"`
 	Version string `json:"version"`
-	// Kind is HealthCheck, Artifact or AgentError (the agent's step panicked: reported only).
+	// Kind is HealthCheck, Artifact, AgentError (the agent's step panicked: reported only) or
+	// Signature (the agent refused an unsigned or wrongly signed znode: reported only).
 	Kind   string `json:"kind"`
 	Reason string `json:"reason"`
 }

@@ -50,6 +50,9 @@ type Digest struct {
 	// AgentFailures are agent steps that panicked (an agent bug), whatever the version: they are
 	// reported, never halt the rollout (the agent backs off and goes on).
 	AgentFailures []zklayout.Failure
+	// SignatureFailures are nodes that refused an unsigned or wrongly signed plan, release or
+	// deploy entry, whatever the version: reported, the agent acts on none of it.
+	SignatureFailures []zklayout.Failure
 	// Artifact is the target's artifact (for failure messages).
 	Artifact v1alpha1.ArtifactSpec
 	// Malformed describes the service's unreadable znodes (reported, never acted on).
@@ -183,8 +186,12 @@ func DigestService(o Observation) Digest {
 	failures := append([]zklayout.Failure(nil), o.Failures...)
 	sort.Slice(failures, func(i, j int) bool { return failures[i].Node < failures[j].Node })
 	for _, f := range failures {
-		if f.Kind == zklayout.FailureAgent {
+		switch f.Kind {
+		case zklayout.FailureAgent:
 			d.AgentFailures = append(d.AgentFailures, f)
+			continue
+		case zklayout.FailureSignature:
+			d.SignatureFailures = append(d.SignatureFailures, f)
 			continue
 		}
 		if f.Version != o.Target {
@@ -291,6 +298,9 @@ func Phase(d *Digest, in PhaseInput) {
 	if m := AgentFailureMessage(st.Name, d.AgentFailures); m != "" {
 		msg = append(msg, m)
 	}
+	if m := SignatureFailureMessage(st.Name, d.SignatureFailures); m != "" {
+		msg = append(msg, m)
+	}
 	msg = append(msg, d.Malformed...)
 	st.Message = strings.Join(msg, "; ")
 }
@@ -301,6 +311,16 @@ func AgentFailureMessage(svc string, failures []zklayout.Failure) string {
 		return ""
 	}
 	return fmt.Sprintf("the agent on %s hit an internal error handling %s (%s); it backs off and retries, report it as a bug",
+		nodeList(failures), svc, failures[0].Reason)
+}
+
+// SignatureFailureMessage says which nodes refused a service's znodes for their signature.
+func SignatureFailureMessage(svc string, failures []zklayout.Failure) string {
+	if len(failures) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the agent on %s refused what it read for %s: %s; it acts on none of it. Something other than this operator "+
+		"wrote to ZooKeeper, or the agents do not trust the operator's signing key (docs/security.md)",
 		nodeList(failures), svc, failures[0].Reason)
 }
 

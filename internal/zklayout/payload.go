@@ -31,6 +31,9 @@ const (
 	FailureHealthCheck = "HealthCheck"
 	FailureArtifact    = "Artifact"
 	FailureAgent       = "AgentError" // the agent's step panicked (a bug): reported only
+	// FailureSignature: a plan, release or deploy entry the agent must act on is unsigned or
+	// wrongly signed; the agent acts on none of it. Reported only.
+	FailureSignature = "Signature"
 )
 
 // Unpack modes of an artifact.
@@ -362,8 +365,10 @@ type Failure struct {
 }
 
 func (f *Failure) validate() error {
-	if f.Kind != FailureHealthCheck && f.Kind != FailureArtifact && f.Kind != FailureAgent {
-		return fmt.Errorf("kind %q is not %s, %s or %s", f.Kind, FailureHealthCheck, FailureArtifact, FailureAgent)
+	switch f.Kind {
+	case FailureHealthCheck, FailureArtifact, FailureAgent, FailureSignature:
+	default:
+		return fmt.Errorf("kind %q is not %s, %s, %s or %s", clip(f.Kind), FailureHealthCheck, FailureArtifact, FailureAgent, FailureSignature)
 	}
 	return firstErr(ValidNode(f.Node), ValidVersion(f.Version), maxLen("reason", f.Reason, MaxTextLength))
 }
