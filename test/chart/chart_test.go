@@ -321,7 +321,8 @@ func TestTemplateDefaults(t *testing.T) {
 			t.Errorf("agent args %v lack %s", ac.Args, a)
 		}
 	}
-	if len(apod.Volumes) != 3 || apod.Volumes[0].HostPath == nil || apod.Volumes[0].HostPath.Path != "/var/lib/rollkeeper" {
+	// state, the host's /run, the ZooKeeper credentials and the trusted keys.
+	if len(apod.Volumes) != 4 || apod.Volumes[0].HostPath == nil || apod.Volumes[0].HostPath.Path != "/var/lib/rollkeeper" {
 		t.Errorf("agent state dir is not a hostPath: %+v", apod.Volumes)
 	}
 	// backend auto: the host's /run (present on every host, with or without systemd) is where
@@ -396,8 +397,10 @@ func checkZKAuth(t *testing.T, who string, pod corev1.PodSpec, c corev1.Containe
 // zookeeper.insecureAllowOpen runs both without credentials, by name, and renders no Secret.
 func TestTemplateOpenZooKeeper(t *testing.T) {
 	objs := render(t, release{name: "rk", namespace: "rk-open", set: []string{"zookeeper.servers=zk:2181", "zookeeper.insecureAllowOpen=true"}})
-	if got := byKind(objs, "Secret"); len(got) != 0 {
-		t.Errorf("Secrets rendered when running open: %v", got)
+	for _, s := range byKind(objs, "Secret") {
+		if strings.HasSuffix(s.GetName(), "-zk-auth") {
+			t.Errorf("credentials Secret %s rendered when running open", s.GetName())
+		}
 	}
 	var dep appsv1.Deployment
 	convert(t, one(t, objs, "Deployment", "-manager"), &dep)
@@ -532,8 +535,15 @@ func TestTemplateCustomValues(t *testing.T) {
 	checkZKAuth(t, "agent", apod, ac, "zk-digest", "credentials")
 	checkZKAuth(t, "operator", dep.Spec.Template.Spec, dep.Spec.Template.Spec.Containers[0], "zk-digest", "credentials")
 	if got := byKind(objs, "Secret"); len(got) != 0 {
-		t.Errorf("Secrets rendered with zookeeper.auth.existingSecret: %v", got)
+		t.Errorf("Secrets rendered with zookeeper.auth.existingSecret and signing.existingSecret: %v", got)
 	}
+	// An existing signing key: mounted into the operator only; its public key, from
+	// signing.trustedKeys, in the ConfigMap.
+	cmName, keys := trustedKeysOf(t, objs)
+	if len(keys) != 1 {
+		t.Errorf("ConfigMap %s trusts %d keys, want signing.trustedKeys' one", cmName, len(keys))
+	}
+	checkSigningMounts(t, "chart", dep, ds, "plan-signing", cmName)
 	checkServiceAccounts(t, objs, dep, ds)
 }
 
@@ -670,8 +680,9 @@ func TestKustomizeInSyncWithChart(t *testing.T) {
 		m := map[string]int{}
 		for _, o := range objs {
 			// helm installs into an existing (or --create-namespace) namespace; kustomize cannot
-			// generate credentials (the user creates the Secret, see config/default).
-			if o.GetKind() != "Namespace" && o.GetKind() != "Secret" {
+			// generate credentials or a signing key (the user creates the Secrets and the trusted
+			// keys' ConfigMap, see config/default).
+			if o.GetKind() != "Namespace" && o.GetKind() != "Secret" && o.GetKind() != "ConfigMap" {
 				m[o.GetKind()]++
 			}
 		}
@@ -704,15 +715,49 @@ func TestKustomizeInSyncWithChart(t *testing.T) {
 	convert(t, one(t, kobjs, "DaemonSet", "-agent"), &kds)
 	convert(t, one(t, cobjs, "DaemonSet", "-agent"), &cds)
 	kp, cp := kds.Spec.Template.Spec, cds.Spec.Template.Spec
-	// The same credentials Secret under each one's name.
+	// The same credentials Secret, signing key Secret and trusted keys ConfigMap under each
+	// one's name.
 	checkZKAuth(t, "config/ agent", kp, kp.Containers[0], "rollkeeper-zk-auth", "auth")
 	checkZKAuth(t, "config/ operator", kdep.Spec.Template.Spec, kdep.Spec.Template.Spec.Containers[0], "rollkeeper-zk-auth", "auth")
+	checkSigningMounts(t, "config/", kdep, kds, "rollkeeper-signing", "rollkeeper-trusted-keys")
 	kp.Volumes = slices.Clone(kp.Volumes)
 	for i := range kp.Volumes {
 		if kp.Volumes[i].Secret != nil {
 			s := *kp.Volumes[i].Secret
 			s.SecretName = "rk-rollkeeper-zk-auth"
 			kp.Volumes[i].Secret = &s
+		}
+		if kp.Volumes[i].ConfigMap != nil {
+			c := *kp.Volumes[i].ConfigMap
+			c.Name = "rk-rollkeeper-trusted-keys"
+			kp.Volumes[i].ConfigMap = &c
+		}
+	}
+	kdepPod, cdepPod := kdep.Spec.Template.Spec, cdep.Spec.Template.Spec
+	kdepPod.Volumes = slices.Clone(kdepPod.Volumes)
+	for i := range kdepPod.Volumes {
+		switch v := &kdepPod.Volumes[i]; {
+		case v.Secret != nil && v.Secret.SecretName == "rollkeeper-signing":
+			s := *v.Secret
+			s.SecretName = "rk-rollkeeper-signing"
+			v.Secret = &s
+		case v.ConfigMap != nil:
+			c := *v.ConfigMap
+			c.Name = "rk-rollkeeper-trusted-keys"
+			v.ConfigMap = &c
+		}
+	}
+	for _, name := range []string{"signing-key", "trusted-keys"} {
+		find := func(p corev1.PodSpec) *corev1.Volume {
+			for i := range p.Volumes {
+				if p.Volumes[i].Name == name {
+					return &p.Volumes[i]
+				}
+			}
+			return nil
+		}
+		if k, c := find(kdepPod), find(cdepPod); !reflect.DeepEqual(k, c) {
+			t.Errorf("operator volume %s: config/ %+v, chart %+v", name, k, c)
 		}
 	}
 	if kp.HostNetwork != cp.HostNetwork || kp.HostPID != cp.HostPID || kp.PriorityClassName != cp.PriorityClassName ||

@@ -2,6 +2,7 @@ package chart
 
 import (
 	"context"
+	"crypto/ed25519"
 	"strings"
 	"testing"
 	"time"
@@ -58,12 +59,36 @@ func TestHelmInstallUninstall(t *testing.T) {
 		return string(sec.Data["auth"])
 	}
 	installed := secret()
+	// The generated signing key survives an upgrade too, and the trusted keys' ConfigMap keeps
+	// carrying its public half: what ZooKeeper holds stays signed with a key the agents trust.
+	signingKey := func() ed25519.PrivateKey {
+		sec := &corev1.Secret{}
+		if err := cp.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: rel + "-rollkeeper-signing"}, sec); err != nil {
+			t.Fatalf("signing key Secret: %v", err)
+		}
+		if sec.Annotations["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("signing key Secret not kept on uninstall: %v", sec.Annotations)
+		}
+		priv := parsePrivateKey(t, sec.Data["signing.key"])
+		cm := &corev1.ConfigMap{}
+		if err := cp.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: rel + "-rollkeeper-trusted-keys"}, cm); err != nil {
+			t.Fatalf("trusted keys ConfigMap: %v", err)
+		}
+		if keys := parseTrustedKeys(t, []byte(cm.Data["trusted-keys.pem"])); len(keys) != 1 || !keys[0].Equal(priv.Public()) {
+			t.Errorf("ConfigMap %s trusts %d key(s), want the signing key's public half", cm.Name, len(keys))
+		}
+		return priv
+	}
+	installedKey := signingKey()
 	if out, stderr, err := runHelm(t, "upgrade", rel, "charts/rollkeeper", "--namespace", ns,
 		"--set", "zookeeper.servers=zk-0.zk:2181", kc); err != nil {
 		t.Fatalf("helm upgrade: %v\n%s%s", err, out, stderr)
 	}
 	if upgraded := secret(); upgraded != installed {
 		t.Errorf("helm upgrade changed the generated ZooKeeper credentials")
+	}
+	if upgraded := signingKey(); !upgraded.Equal(installedKey) {
+		t.Errorf("helm upgrade changed the generated signing key")
 	}
 
 	if out, stderr, err := runHelm(t, "uninstall", rel, "--namespace", ns, kc); err != nil {
@@ -73,5 +98,14 @@ func TestHelmInstallUninstall(t *testing.T) {
 		if err := cp.Client.Get(ctx, keys[i], o); !apierrors.IsNotFound(err) {
 			t.Errorf("after uninstall: %T %s still there (err %v)", o, keys[i], err)
 		}
+	}
+	// The generated Secrets are kept (helm.sh/resource-policy: keep), the ConfigMap is not.
+	for _, name := range []string{rel + "-rollkeeper-zk-auth", rel + "-rollkeeper-signing"} {
+		if err := cp.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Secret{}); err != nil {
+			t.Errorf("after uninstall: Secret %s: %v, want it kept", name, err)
+		}
+	}
+	if err := cp.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: rel + "-rollkeeper-trusted-keys"}, &corev1.ConfigMap{}); !apierrors.IsNotFound(err) {
+		t.Errorf("after uninstall: ConfigMap %s-rollkeeper-trusted-keys still there (err %v)", rel, err)
 	}
 }

@@ -71,7 +71,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 - name: ROLLKEEPER_ZK_AUTH_FILE
   value: /etc/rollkeeper/zk-auth/auth
 {{- else -}}
-# INSECURE (zookeeper.insecureAllowOpen): anyone who can reach ZooKeeper can run commands as root on the nodes.
+# INSECURE (zookeeper.insecureAllowOpen): anyone who can reach ZooKeeper can write rollkeeper's tree.
 - name: ROLLKEEPER_INSECURE_ALLOW_OPEN_ZOOKEEPER
   value: "true"
 {{- end }}
@@ -134,5 +134,84 @@ app.kubernetes.io/component: {{ index . 1 }}
     secretName: {{ .Values.zookeeper.tls.existingSecret }}
     # Group-readable: the operator runs as 65532 with fsGroup 65532.
     defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/* Signed plans and releases (signing.*). */}}
+{{/* The Secret holding the operator's signing key ("" with signing.insecureAllowUnsigned). */}}
+{{- define "rollkeeper.signingSecret" -}}
+{{- if not .Values.signing.insecureAllowUnsigned -}}
+{{- .Values.signing.existingSecret | default (printf "%s-signing" (include "rollkeeper.fullname" .)) -}}
+{{- end -}}
+{{- end }}
+
+{{/* The ConfigMap of trusted public keys ("" with signing.insecureAllowUnsigned). */}}
+{{- define "rollkeeper.trustedKeysConfigMap" -}}
+{{- if not .Values.signing.insecureAllowUnsigned -}}
+{{- printf "%s-trusted-keys" (include "rollkeeper.fullname" .) -}}
+{{- end -}}
+{{- end }}
+
+{{/* The operator's signing environment: its private key and the trusted public keys, or INSECURE unsigned. */}}
+{{- define "rollkeeper.signingEnv" -}}
+{{- if include "rollkeeper.signingSecret" . -}}
+# The ed25519 key the operator signs plans, releases and deploy entries with (mounted Secret).
+- name: ROLLKEEPER_SIGNING_KEY_FILE
+  value: /etc/rollkeeper/signing/signing.key
+{{ end -}}
+{{ include "rollkeeper.trustedKeysEnv" . }}
+{{- end }}
+
+{{/* The trusted public keys (operator and agents), or INSECURE unsigned plans. */}}
+{{- define "rollkeeper.trustedKeysEnv" -}}
+{{- if include "rollkeeper.trustedKeysConfigMap" . -}}
+# Public keys whose signatures are trusted (mounted ConfigMap; the agents re-read it when it changes).
+- name: ROLLKEEPER_TRUSTED_KEYS_FILE
+  value: /etc/rollkeeper/trusted-keys/trusted-keys.pem
+{{- else -}}
+# INSECURE (signing.insecureAllowUnsigned): whoever can write to ZooKeeper can run commands as root on the nodes.
+- name: ROLLKEEPER_INSECURE_ALLOW_UNSIGNED_PLANS
+  value: "true"
+{{- end }}
+{{- end }}
+
+{{/* Mount and volume of the signing key: the operator's only, never the agents'. */}}
+{{- define "rollkeeper.signingKeyMount" -}}
+{{- if include "rollkeeper.signingSecret" . -}}
+- name: signing-key
+  mountPath: /etc/rollkeeper/signing
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "rollkeeper.signingKeyVolume" -}}
+{{- if include "rollkeeper.signingSecret" . -}}
+# The operator's private signing key (only this key of the Secret).
+- name: signing-key
+  secret:
+    secretName: {{ include "rollkeeper.signingSecret" . }}
+    # Group-readable: the operator runs as 65532 with fsGroup 65532.
+    defaultMode: 0440
+    items:
+      - key: signing.key
+        path: signing.key
+{{- end }}
+{{- end }}
+
+{{/* Mount and volume of the trusted public keys (operator and agents). A directory mount, never
+subPath: the kubelet updates a ConfigMap volume in place only without subPath. */}}
+{{- define "rollkeeper.trustedKeysMount" -}}
+{{- if include "rollkeeper.trustedKeysConfigMap" . -}}
+- name: trusted-keys
+  mountPath: /etc/rollkeeper/trusted-keys
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "rollkeeper.trustedKeysVolume" -}}
+{{- if include "rollkeeper.trustedKeysConfigMap" . -}}
+- name: trusted-keys
+  configMap:
+    name: {{ include "rollkeeper.trustedKeysConfigMap" . }}
 {{- end }}
 {{- end }}
