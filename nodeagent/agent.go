@@ -17,6 +17,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/internal/zksign"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
 	"github.com/rollkeeper/rollkeeper/nodeagent/store"
@@ -57,6 +58,10 @@ type Config struct {
 	// the agent to act on plans; Run re-checks it after every reconnection. Without it (no
 	// credentials, --insecure-allow-open-zookeeper) anyone who can write the tree is obeyed.
 	Guard *zkguard.Guard
+	// Trust, if set, verifies every plan, release and deploy entry before the agent acts on it
+	// (zksign): only what the operator's key signed is obeyed. Without it (--insecure-allow-
+	// unsigned-plans) anyone who can write rollkeeper's tree is.
+	Trust zksign.Verifier
 }
 
 // DefaultFetchTimeout is Config.FetchTimeout's default.

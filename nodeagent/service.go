@@ -17,6 +17,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/internal/zksign"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/health"
 	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
@@ -72,12 +73,51 @@ type worker struct {
 	// was killed or restarted, perhaps before its health check passed — is checked before it is
 	// registered, so an unhealthy process never counts as an online node.
 	checked string
+	// refused holds the znodes this worker refused for their signature, with the reason it
+	// recorded (recorded again only when it changes); sigRecord is set while a Signature
+	// failure may stand in failures/<svc>/<node> (at start: a previous agent's may).
+	refused   map[string]string
+	sigRecord bool
 }
 
 func newWorker(a *Agent, svc string) *worker {
 	return &worker{a: a, svc: svc, log: a.log.WithValues("service", svc), zk: a.cfg.ZK, l: a.cfg.Layout,
 		armed: map[string]zkclient.Watch{}, regs: registrations{entries: map[string]registration{}, reported: map[string]string{}},
-		badStaging: map[string]bool{}}
+		badStaging: map[string]bool{}, refused: map[string]string{}, sigRecord: true}
+}
+
+// decodeSigned verifies data read from the znode at p with the agent's trusted keys (Config.Trust)
+// and decodes it. A signature failure is recorded (failure kind Signature, naming the znode,
+// version being what the znode is about, as far as known) and returned: the caller acts on
+// nothing from p. sigPath is what the signature binds: p itself, or a deploy entry's prefix.
+func (w *worker) decodeSigned(ctx context.Context, p, sigPath, version string, data []byte, into zklayout.Payload) error {
+	err := zksign.Decode(w.a.cfg.Trust, sigPath, data, into)
+	if err == nil {
+		if _, was := w.refused[p]; was || len(w.refused) == 0 && w.sigRecord {
+			delete(w.refused, p)
+			if len(w.refused) == 0 {
+				w.clearFailure(ctx, zklayout.FailureSignature)
+				w.sigRecord = false
+			}
+		}
+		return nil
+	}
+	if !zksign.IsSignatureError(err) {
+		return err
+	}
+	if p != sigPath {
+		err = fmt.Errorf("znode %s: %w", p, err)
+	}
+	if w.refused[p] != err.Error() {
+		w.refused[p] = err.Error()
+		w.log.Error(err, "refusing an unsigned or wrongly signed znode; not acting on it", "znode", p)
+		if zklayout.ValidVersion(version) != nil {
+			version = "unknown"
+		}
+		w.recordFailure(ctx, version, zklayout.FailureSignature, err)
+		w.sigRecord = true
+	}
+	return err
 }
 
 func (w *worker) run(root, ctx context.Context) {
@@ -472,10 +512,13 @@ func (w *worker) readPlan(ctx context.Context) (*zklayout.Plan, error) {
 		return nil, err
 	}
 	var p zklayout.Plan
-	if err := zklayout.Decode(data, &p); err != nil {
+	pp := w.l.StagingService(w.svc)
+	if err := w.decodeSigned(ctx, pp, pp, w.a.cfg.Store.Current(w.svc), data, &p); err != nil {
 		// Treated as no plan: the node keeps (or brings) its service up as it is, and the data
 		// watch armed above wakes it when the plan is rewritten.
-		w.log.Error(err, "plan is malformed; not acting on it")
+		if !zksign.IsSignatureError(err) {
+			w.log.Error(err, "plan is malformed; not acting on it")
+		}
 		return nil, nil
 	}
 	w.planVersion = p.Version
@@ -535,12 +578,13 @@ func (w *worker) release(ctx context.Context, version string) (*zklayout.Release
 	if err := zklayout.ValidVersion(version); err != nil {
 		return nil, fmt.Errorf("release %s: %w", w.svc, err)
 	}
-	data, _, err := w.zk.Get(ctx, w.l.Release(w.svc, version))
+	rp := w.l.Release(w.svc, version)
+	data, _, err := w.zk.Get(ctx, rp)
 	if err != nil {
 		return nil, fmt.Errorf("release %s/%s: %w", w.svc, version, err)
 	}
 	var r zklayout.Release
-	if err := zklayout.Decode(data, &r); err != nil {
+	if err := w.decodeSigned(ctx, rp, rp, version, data, &r); err != nil {
 		return nil, fmt.Errorf("release %s/%s: %w", w.svc, version, err)
 	}
 	// The store installs under the payload's names and the switch follows the znode's: they
@@ -919,7 +963,8 @@ func (w *worker) myTurn(ctx context.Context, child, target string) (bool, error)
 	if len(ordered) == 0 {
 		return false, w.waiting("deploy queue is empty")
 	}
-	data, _, err := w.zk.Get(ctx, w.l.DeployEntry(ordered[0].Child))
+	hp := w.l.DeployEntry(ordered[0].Child)
+	data, _, err := w.zk.Get(ctx, hp)
 	if errors.Is(err, zkclient.ErrNoNode) {
 		return false, nil
 	}
@@ -927,8 +972,9 @@ func (w *worker) myTurn(ctx context.Context, child, target string) (bool, error)
 		return false, err
 	}
 	var head zklayout.DeployEntry
-	if err := zklayout.Decode(data, &head); err != nil {
-		return false, w.waiting("deploy queue head is malformed; not acting on it", "znode", ordered[0].Child, "err", err.Error())
+	// An entry's signature binds its service's prefix (ZooKeeper picks the counter).
+	if err := w.decodeSigned(ctx, hp, w.l.DeployPrefix(ordered[0].Name), target, data, &head); err != nil {
+		return false, w.waiting("deploy queue head is malformed or not validly signed; not acting on it", "znode", ordered[0].Child, "err", err.Error())
 	}
 	if head.Service != w.svc {
 		catchUp, err := w.catchUpQueued(ctx, ordered[1:], target)
@@ -1244,7 +1290,8 @@ func (w *worker) catchUpQueued(ctx context.Context, entries []zklayout.SeqName, 
 		if e.Name != w.svc {
 			continue
 		}
-		data, _, err := w.zk.Get(ctx, w.l.DeployEntry(e.Child))
+		ep := w.l.DeployEntry(e.Child)
+		data, _, err := w.zk.Get(ctx, ep)
 		if errors.Is(err, zkclient.ErrNoNode) {
 			continue
 		}
@@ -1252,7 +1299,7 @@ func (w *worker) catchUpQueued(ctx context.Context, entries []zklayout.SeqName, 
 			return false, err
 		}
 		var d zklayout.DeployEntry
-		if zklayout.Decode(data, &d) == nil && d.Service == w.svc && d.Version == target && d.CatchUp {
+		if w.decodeSigned(ctx, ep, w.l.DeployPrefix(e.Name), target, data, &d) == nil && d.Service == w.svc && d.Version == target && d.CatchUp {
 			return true, nil
 		}
 	}

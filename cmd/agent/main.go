@@ -31,6 +31,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/internal/zksign"
 	"github.com/rollkeeper/rollkeeper/nodeagent"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
@@ -44,6 +45,8 @@ type options struct {
 	zkAuthFile                        string
 	zkTLS                             zkclient.TLSFiles
 	insecureOpenZK                    bool
+	trustedKeysFile                   string
+	insecureUnsigned                  bool
 	zkSessionTimeout                  time.Duration
 	stateDir, backend, healthAddr     string
 	pinBudget                         int64
@@ -80,6 +83,8 @@ func main() {
 	fs.StringVar(&o.zkTLS.Cert, "zk-tls-cert-file", "", "with --zk-tls-ca-file: this client's certificate (PEM), for servers that require one")
 	fs.StringVar(&o.zkTLS.Key, "zk-tls-key-file", "", "with --zk-tls-cert-file: its private key (PEM)")
 	fs.StringVar(&o.zkTLS.ServerName, "zk-tls-server-name", "", "with --zk-tls-ca-file: the name the servers' certificates must carry (default: the host of each --zk-servers address)")
+	fs.StringVar(&o.trustedKeysFile, "trusted-keys-file", "", "PEM file of the public keys (PUBLIC KEY or CERTIFICATE blocks, ed25519) whose signatures on plans, releases and deploy entries this agent obeys; read again when it changes (a mounted ConfigMap)")
+	fs.BoolVar(&o.insecureUnsigned, "insecure-allow-unsigned-plans", false, "INSECURE: run without --trusted-keys-file and obey unsigned plans. Anyone who can write to ZooKeeper can then make this agent run commands as root")
 	fs.BoolVar(&o.insecureOpenZK, "insecure-allow-open-zookeeper", false, "INSECURE: run without ZooKeeper credentials. Anyone who can reach ZooKeeper can then make this agent run commands as root")
 	fs.DurationVar(&o.zkSessionTimeout, "zk-session-timeout", 10*time.Second, "ZooKeeper session timeout")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/rollkeeper", "directory for versions, logs and cached labels")
@@ -143,6 +148,13 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	}
 	if auth == "" {
 		log.Info(zkclient.OpenWarning)
+	}
+	trust, err := zksign.AgentTrust(o.trustedKeysFile, o.insecureUnsigned)
+	if err != nil {
+		return err
+	}
+	if trust == nil {
+		log.Info(zksign.UnsignedWarning)
 	}
 	switch o.backend {
 	case "exec", "systemd":
@@ -245,7 +257,7 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	defer pinner.Close()
 	agent, err := nodeagent.New(nodeagent.Config{Node: o.node, Address: o.address, Labels: labels,
 		Layout: layout, ZK: zk, Backend: be, Store: st, Logger: log, Pinner: pinner, PinHold: o.pinHold, FetchTimeout: o.fetchTimeout, RollCallWait: o.rollCallWait, Metrics: metrics,
-		Guard: guard})
+		Guard: guard, Trust: trust})
 	if err != nil {
 		return err
 	}
