@@ -125,17 +125,17 @@ func (r *RollingDeployReconciler) repairReleases(ctx context.Context, s *scope) 
 		rp := r.Layout.Release(name, spec.Version)
 		s.at("repair release", name, rp)
 		var rel zklayout.Release
-		found, version, bad, err := r.readPayload(ctx, rp, &rel)
+		found, stat, _, bad, err := r.readSigned(ctx, rp, rp, &rel)
 		if err != nil {
 			return fmt.Errorf("read release %s: %w", rp, err)
 		}
 		if found && bad != nil {
 			fixed := plan.Release(spec, now)
-			data, err := zklayout.Encode(&fixed)
+			data, err := r.Signer.Encode(rp, &fixed)
 			if err != nil {
 				return fmt.Errorf("encode release %s: %w", rp, err)
 			}
-			if _, err := r.ZK.Set(ctx, rp, data, version); err != nil {
+			if _, err := r.ZK.Set(ctx, rp, data, stat.Version); err != nil {
 				return fmt.Errorf("rewrite malformed release %s: %w", rp, err)
 			}
 			log.Info("rewrote a malformed release", "service", name, "znode", rp, "problem", bad.Error())
@@ -178,7 +178,7 @@ func (r *RollingDeployReconciler) repairPlans(ctx context.Context, s *scope) err
 		if err := r.ensureEntry(ctx, s, name); err != nil {
 			return err
 		}
-		data, err := zklayout.Encode(&want)
+		data, err := r.Signer.Encode(pp, &want)
 		if err != nil {
 			return fmt.Errorf("encode plan of %s: %w", name, err)
 		}
@@ -210,7 +210,7 @@ func (r *RollingDeployReconciler) ensureEntry(ctx context.Context, s *scope, nam
 		}
 	}
 	e := zklayout.DeployEntry{Deploy: s.rd.Name, Service: name, Version: spec.Version, Generation: s.rd.Generation}
-	data, err := zklayout.Encode(&e)
+	data, err := r.Signer.Encode(r.Layout.DeployPrefix(name), &e)
 	if err != nil {
 		return fmt.Errorf("encode deploy entry for %s: %w", name, err)
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/internal/zksign"
 )
 
 // Finalizer keeps a RollingDeploy until its znodes are cleaned up.
@@ -65,6 +66,11 @@ type RollingDeployReconciler struct {
 	// Guard, if set, must find rollkeeper's ZooKeeper tree locked to rollkeeper's identity for
 	// a pass to write plans (the manager re-checks it after every reconnection).
 	Guard *zkguard.Guard
+	// Signer, if set, signs every plan, release and deploy entry written (zksign), and Trust
+	// verifies them when read back: one that does not verify is malformed (rewritten or
+	// reported like any malformed znode). Both nil: --insecure-allow-unsigned-plans.
+	Signer *zksign.Signer
+	Trust  zksign.Verifier
 	// PublishHook, if set, is called with each step of publication (Step*) and a target
 	// version as a pass reaches it (the manager's test hook: it may block for good).
 	PublishHook func(step, version string)
@@ -503,7 +509,7 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 		if st.plan != nil && plan.SamePlan(*st.plan, want) {
 			continue
 		}
-		data, err := zklayout.Encode(&want)
+		data, err := r.Signer.Encode(r.Layout.StagingService(name), &want)
 		if err != nil {
 			return fmt.Errorf("encode plan of %s: %w", name, err)
 		}

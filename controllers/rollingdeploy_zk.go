@@ -57,17 +57,39 @@ func (r *RollingDeployReconciler) readPayload(ctx context.Context, p string, int
 
 // readPayloadStat is readPayload with the znode's whole Stat (its ephemeral owner, say).
 func (r *RollingDeployReconciler) readPayloadStat(ctx context.Context, p string, into zklayout.Payload) (found bool, st zkclient.Stat, malformed, err error) {
-	data, st, err := r.ZK.Get(ctx, p)
+	found, st, _, malformed, err = r.readSigned(ctx, p, "", into)
+	return found, st, malformed, err
+}
+
+// readSigned is readPayloadStat for a signed znode (a plan, release or deploy entry), whose
+// signature binds sigPath (the znode's path; a deploy entry's prefix): one that Trust does not
+// verify is malformed. An empty sigPath reads an unsigned znode. data is what was read.
+func (r *RollingDeployReconciler) readSigned(ctx context.Context, p, sigPath string, into zklayout.Payload) (found bool, st zkclient.Stat, data []byte, malformed, err error) {
+	data, st, err = r.ZK.Get(ctx, p)
 	if errors.Is(err, zkclient.ErrNoNode) {
-		return false, st, nil, nil
+		return false, st, nil, nil, nil
 	}
 	if err != nil {
-		return false, st, nil, err
+		return false, st, nil, nil, err
+	}
+	if derr := r.decodeSigned(p, sigPath, data, into); derr != nil {
+		return true, st, data, derr, nil
+	}
+	return true, st, data, nil, nil
+}
+
+// decodeSigned verifies (unless sigPath is empty) and decodes data read from p. A signature
+// failure wraps zklayout.ErrMalformed as well: it is handled like any malformed znode.
+func (r *RollingDeployReconciler) decodeSigned(p, sigPath string, data []byte, into zklayout.Payload) error {
+	if sigPath != "" && r.Trust != nil {
+		if _, err := r.Trust.Verify(sigPath, data); err != nil {
+			return fmt.Errorf("znode %s: %w: %w", p, zklayout.ErrMalformed, err)
+		}
 	}
 	if derr := zklayout.Decode(data, into); derr != nil {
-		return true, st, fmt.Errorf("znode %s: %w", p, derr), nil
+		return fmt.Errorf("znode %s: %w", p, derr)
 	}
-	return true, st, nil, nil
+	return nil
 }
 
 // readService reads a service's plan and its current/, staging/, progress/ and failures/ children.
@@ -84,8 +106,8 @@ func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (
 		// An empty staging/<svc> (someone made the path) is a missing plan, not a bad one.
 		if len(bytes.TrimSpace(data)) > 0 {
 			var pl zklayout.Plan
-			if derr := zklayout.Decode(data, &pl); derr != nil {
-				st.planMalformed = fmt.Errorf("znode %s: %w", p, derr)
+			if derr := r.decodeSigned(p, p, data, &pl); derr != nil {
+				st.planMalformed = derr
 			} else {
 				st.plan = &pl
 			}
@@ -176,7 +198,7 @@ func (r *RollingDeployReconciler) ensureRelease(ctx context.Context, spec v1alph
 	want := plan.Release(spec, now)
 	p := r.Layout.Release(spec.Name, spec.Version)
 	var have zklayout.Release
-	found, version, bad, err := r.readPayload(ctx, p, &have)
+	found, stat, haveData, bad, err := r.readSigned(ctx, p, p, &have)
 	if err != nil {
 		return "", err
 	}
@@ -188,19 +210,23 @@ func (r *RollingDeployReconciler) ensureRelease(ctx context.Context, spec v1alph
 			return err.Error(), nil
 		}
 		want.CreatedAt = have.CreatedAt
-		haveData, _ := zklayout.Encode(&have)
-		wantData, err := zklayout.Encode(&want)
+		if r.Signer == nil {
+			// Unsigned: compare what the payloads say, not how they were written.
+			haveData, _ = zklayout.Encode(&have)
+		}
+		wantData, err := r.Signer.Encode(p, &want)
 		if err != nil {
 			return "", fmt.Errorf("encode release %s/%s: %w", spec.Name, spec.Version, err)
 		}
+		// Signed (deterministic) bytes also differ when another trusted key signed it: re-signed.
 		if !bytes.Equal(haveData, wantData) {
-			if _, err := r.ZK.Set(ctx, p, wantData, version); err != nil {
+			if _, err := r.ZK.Set(ctx, p, wantData, stat.Version); err != nil {
 				return "", fmt.Errorf("update release %s/%s: %w", spec.Name, spec.Version, err)
 			}
 		}
 		return "", nil
 	}
-	data, err := zklayout.Encode(&want)
+	data, err := r.Signer.Encode(p, &want)
 	if err != nil {
 		return "", fmt.Errorf("encode release %s/%s: %w", spec.Name, spec.Version, err)
 	}
@@ -255,7 +281,7 @@ func (r *RollingDeployReconciler) readDeployQueue(ctx context.Context) ([]deploy
 	var out []deployEntry
 	for _, s := range ordered {
 		var e zklayout.DeployEntry
-		found, _, bad, err := r.readPayload(ctx, r.Layout.DeployEntry(s.Child), &e)
+		found, _, _, bad, err := r.readSigned(ctx, r.Layout.DeployEntry(s.Child), r.Layout.DeployPrefix(s.Name), &e)
 		switch {
 		case err != nil:
 			return nil, nil, err
@@ -291,7 +317,7 @@ func (r *RollingDeployReconciler) deleteEntries(ctx context.Context, queue []dep
 
 // createEntry appends a deploy entry for one service of rd.
 func (r *RollingDeployReconciler) createEntry(ctx context.Context, rd *v1alpha1.RollingDeploy, spec v1alpha1.ServiceSpec, catchUp bool) error {
-	data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: rd.Name, Service: spec.Name, Version: spec.Version, Generation: rd.Generation,
+	data, err := r.Signer.Encode(r.Layout.DeployPrefix(spec.Name), &zklayout.DeployEntry{Deploy: rd.Name, Service: spec.Name, Version: spec.Version, Generation: rd.Generation,
 		CatchUp: catchUp})
 	if err != nil {
 		return fmt.Errorf("encode deploy entry for %s: %w", spec.Name, err)

@@ -31,6 +31,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/internal/zksign"
 )
 
 // EnvPrefix prefixes the environment variable of every flag.
@@ -48,6 +49,9 @@ type config struct {
 	ZKAuthFile              string
 	ZKTLS                   zkclient.TLSFiles
 	InsecureOpenZooKeeper   bool
+	SigningKeyFile          string
+	TrustedKeysFile         string
+	InsecureUnsigned        bool
 	MetricsAddr             string
 	MetricsSecure           bool
 	MetricsCertDir          string
@@ -76,6 +80,9 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.ZKTLS.Cert, "zk-tls-cert-file", "", "With --zk-tls-ca-file: this client's certificate (PEM), for servers that require one.")
 	fs.StringVar(&c.ZKTLS.Key, "zk-tls-key-file", "", "With --zk-tls-cert-file: its private key (PEM).")
 	fs.StringVar(&c.ZKTLS.ServerName, "zk-tls-server-name", "", "With --zk-tls-ca-file: the name the servers' certificates must carry (default: the host of each --zk-servers address).")
+	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "PEM file of the ed25519 private key (PKCS#8) that signs every plan, release and deploy entry; agents obey only signed ones (a mounted Secret).")
+	fs.StringVar(&c.TrustedKeysFile, "trusted-keys-file", "", "PEM file of further public keys whose signatures are valid (the agents' trusted keys, during a key rotation); what they signed is re-signed with --signing-key-file's key at start.")
+	fs.BoolVar(&c.InsecureUnsigned, "insecure-allow-unsigned-plans", false, "INSECURE: run without --signing-key-file and write unsigned plans; agents must then be told to obey unsigned plans too, so anyone who can write to ZooKeeper can make every agent run commands as root.")
 	fs.BoolVar(&c.InsecureOpenZooKeeper, "insecure-allow-open-zookeeper", false, "INSECURE: run without ZooKeeper credentials. Anyone who can reach ZooKeeper can then make every agent run commands as root.")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; \"0\" turns it off.")
 	fs.BoolVar(&c.MetricsSecure, "metrics-secure", true, "Serve the metrics over HTTPS, only to clients whose bearer token the API server authenticates (TokenReview) "+
@@ -195,6 +202,10 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
+	signer, trust, err := zksign.OperatorKeys(cfg.SigningKeyFile, cfg.TrustedKeysFile, cfg.InsecureUnsigned)
+	if err != nil {
+		return err
+	}
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -232,6 +243,11 @@ func run(ctx context.Context, cfg config) error {
 
 	if auth == "" {
 		log.Info(zkclient.OpenWarning)
+	}
+	if signer == nil {
+		log.Info(zksign.UnsignedWarning)
+	} else {
+		log.Info("signing plans, releases and deploy entries", "key", signer.KeyID())
 	}
 	log.Info("connecting to ZooKeeper", "servers", servers, "root", layout.Root(), "sessionTimeout", cfg.ZKSessionTimeout)
 	zcfg := zkclient.Config{
@@ -276,6 +292,22 @@ func run(ctx context.Context, cfg config) error {
 		ZK:        zk,
 		Layout:    layout,
 		Guard:     guard,
+		Signer:    signer,
+		Trust:     trust,
+	}
+	if signer != nil {
+		// Once leader: what an older key signed is signed again, so it can be retired.
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			n, err := r.Resign(ctx)
+			if err != nil && ctx.Err() == nil {
+				log.Error(err, "re-signing with the current key stopped; the next start tries again", "resigned", n)
+				return nil
+			}
+			log.Info("re-signed what other trusted keys signed", "resigned", n, "key", signer.KeyID())
+			return nil
+		})); err != nil {
+			return fmt.Errorf("add re-signing: %w", err)
+		}
 	}
 	if r.PublishHook, err = testHook(log, os.LookupEnv); err != nil {
 		return err
