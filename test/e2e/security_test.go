@@ -122,6 +122,14 @@ func TestOpenTreeAndMissingCredentialsAreRefused(t *testing.T) {
 	missing := []string{"no ZooKeeper credentials", "--zk-auth-file", "--insecure-allow-open-zookeeper"}
 	refuses("the agent without credentials", bins[harness.AgentBinary], noCreds(s.AgentArgs(n)), missing...)
 	refuses("the operator without credentials", bins[harness.ManagerBinary], noCreds(s.ManagerArgs()), missing...)
+
+	without := func(args []string, flag string) []string {
+		return slices.DeleteFunc(slices.Clone(args), func(a string) bool { return strings.HasPrefix(a, flag+"=") })
+	}
+	refuses("the agent without trusted keys", bins[harness.AgentBinary], without(s.AgentArgs(n), "--trusted-keys-file"),
+		"no trusted keys", "--trusted-keys-file", "--insecure-allow-unsigned-plans")
+	refuses("the operator without a signing key", bins[harness.ManagerBinary], without(s.ManagerArgs(), "--signing-key-file"),
+		"no signing key", "--signing-key-file", "--insecure-allow-unsigned-plans")
 }
 
 // waitExists waits (on an exists watch) until p exists.

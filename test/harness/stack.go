@@ -54,6 +54,10 @@ type Config struct {
 	// OpenZooKeeper runs the operator and the agents without credentials
 	// (--insecure-allow-open-zookeeper): world-open znodes. ZKAuth must be empty.
 	OpenZooKeeper bool
+	// UnsignedPlans runs the operator and the agents without signatures
+	// (--insecure-allow-unsigned-plans). By default the stack generates the operator's ed25519
+	// key (--signing-key-file) and gives the agents its public key (--trusted-keys-file).
+	UnsignedPlans bool
 	// ZKSessionTimeout is passed to the operator and agents (default 4s, so a killed agent's
 	// ephemeral znodes vanish quickly).
 	ZKSessionTimeout time.Duration
@@ -87,6 +91,10 @@ type Stack struct {
 	Dir    string
 	// zkAuthFile holds Config.ZKAuth for the operator and the agents ("" when running open).
 	zkAuthFile string
+	// SigningKeyFile and TrustedKeysFile are the operator's private key and the agents'
+	// trusted keys (PEM; "" with UnsignedPlans). A test may rewrite TrustedKeysFile: agents
+	// read it again when it changes.
+	SigningKeyFile, TrustedKeysFile string
 	// zkTLS is the stack's PKI with Config.ZooKeeperTLS.
 	zkTLS *zkserver.PKI
 	Bins  Binaries
@@ -187,6 +195,11 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	if cfg.ZKAuth != "" {
 		s.zkAuthFile = filepath.Join(s.Dir, "zk-auth")
 		if err := os.WriteFile(s.zkAuthFile, []byte(cfg.ZKAuth+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("stack: %w", err)
+		}
+	}
+	if !cfg.UnsignedPlans {
+		if s.SigningKeyFile, s.TrustedKeysFile, err = WriteSigningKey(s.Dir, "signing"); err != nil {
 			return nil, fmt.Errorf("stack: %w", err)
 		}
 	}
@@ -326,6 +339,11 @@ func (s *Stack) agentArgs(n *Node) []string {
 	}
 	args = append(args, s.zkAuthArg())
 	args = append(args, s.zkTLSArgs()...)
+	if s.TrustedKeysFile == "" {
+		args = append(args, "--insecure-allow-unsigned-plans")
+	} else {
+		args = append(args, "--trusted-keys-file="+s.TrustedKeysFile)
+	}
 	metrics := "0"
 	if n.MetricsAddr != "" {
 		metrics = n.MetricsAddr
@@ -370,6 +388,11 @@ func (s *Stack) managerArgs() []string {
 	}
 	args = append(args, s.zkAuthArg())
 	args = append(args, s.zkTLSArgs()...)
+	if s.SigningKeyFile == "" {
+		args = append(args, "--insecure-allow-unsigned-plans")
+	} else {
+		args = append(args, "--signing-key-file="+s.SigningKeyFile)
+	}
 	return append(args, s.Config.ManagerArgs...)
 }
 
