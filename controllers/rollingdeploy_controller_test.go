@@ -328,6 +328,25 @@ func TestHealthCheckFailureDegradesNamingTheNode(t *testing.T) {
 	waitEvent(t, "health", v1alpha1.ReasonHealthCheckFailed)
 }
 
+// A node that refused a znode for its signature (whatever the version) makes the deploy
+// Degraded=SignatureRefused, naming the node and the znode; it never halts the rollout.
+func TestSignatureFailureIsDegraded(t *testing.T) {
+	nodes := nodeNames("sig", 2)
+	makeNodes(t, "sig", nodes...)
+	cleanupZK(t, "sig-a")
+	for _, n := range nodes {
+		register(t, "sig-a", n, "v1")
+	}
+	createRD(t, newRD("sig", service("sig-a", "v2", "sig")))
+	waitCondition(t, "sig", v1alpha1.ConditionReconciling, condTrue, v1alpha1.ReasonProgressing)
+	recordFailure(t, "sig-a", "sig-n2", "v1", zklayout.FailureSignature, "znode /rollkeeper/staging/sig-a: not signed")
+	rd := waitCondition(t, "sig", v1alpha1.ConditionDegraded, condTrue, ReasonSignatureRefused,
+		"sig-n2", "/rollkeeper/staging/sig-a", "not signed")
+	if rd.Status.Phase == v1alpha1.PhaseFailed {
+		t.Fatalf("a refused signature halted the rollout: %+v", rd.Status)
+	}
+}
+
 func TestArtifactFailureSaysWhichArtifact(t *testing.T) {
 	nodes := nodeNames("art", 2)
 	makeNodes(t, "art", nodes...)

@@ -93,3 +93,21 @@ func TestAgentErrorIsReportedNotHalting(t *testing.T) {
 		t.Fatalf("message does not name the node and reason: %q", d.Status.Message)
 	}
 }
+
+func TestSignatureFailureIsReportedNotHalting(t *testing.T) {
+	o := Observation{Service: "a", Target: "v2", MinAvailable: 1, Selected: []string{"n1", "n2"},
+		Current: []zklayout.Current{{Node: "n1", Version: "v1"}, {Node: "n2", Version: "v1"}},
+		Failures: []zklayout.Failure{{Node: "n1", Version: "unknown", Kind: zklayout.FailureSignature,
+			Reason: "znode /rollkeeper/staging/a: not signed"}}}
+	d := DigestService(o)
+	Phase(&d, PhaseInput{})
+	if len(d.HealthFailures) != 0 || len(d.ArtifactFailures) != 0 || len(d.SignatureFailures) != 1 {
+		t.Fatalf("failures: health %v artifact %v signature %v", d.HealthFailures, d.ArtifactFailures, d.SignatureFailures)
+	}
+	if d.Status.Phase != v1alpha1.PhaseProgressing {
+		t.Fatalf("phase %s, want Progressing (a refused signature never halts)", d.Status.Phase)
+	}
+	if !strings.Contains(d.Status.Message, "n1") || !strings.Contains(d.Status.Message, "/rollkeeper/staging/a") {
+		t.Fatalf("message does not name the node and znode: %q", d.Status.Message)
+	}
+}
