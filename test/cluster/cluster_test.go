@@ -559,9 +559,11 @@ func leftovers(ctx context.Context, c *cluster.Cluster) ([]string, error) {
 			if (kind == "ServiceAccount" && o.GetName() == "default") || (kind == "ConfigMap" && o.GetName() == "kube-root-ca.crt") {
 				continue
 			}
-			// The generated ZooKeeper credentials are kept on purpose (helm.sh/resource-policy:
-			// keep): the tree in ZooKeeper stays locked to them, and a new install reuses them.
-			if kind == "Secret" && o.GetName() == release+"-rollkeeper-zk-auth" && o.GetAnnotations()["helm.sh/resource-policy"] == "keep" {
+			// The generated ZooKeeper credentials and signing key are kept on purpose
+			// (helm.sh/resource-policy: keep): the tree in ZooKeeper stays locked to the one and
+			// signed with the other, and a new install reuses them.
+			kept := o.GetName() == release+"-rollkeeper-zk-auth" || o.GetName() == release+"-rollkeeper-signing"
+			if kind == "Secret" && kept && o.GetAnnotations()["helm.sh/resource-policy"] == "keep" {
 				continue
 			}
 			left = append(left, kind+" "+namespace+"/"+o.GetName())
