@@ -15,6 +15,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/controllers"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/internal/zksign"
 	"github.com/rollkeeper/rollkeeper/test/harness"
 	"github.com/rollkeeper/rollkeeper/test/zkserver"
 )
@@ -231,7 +232,10 @@ func TestOrphanedQueueHeadDoesNotBlock(t *testing.T) {
 
 	zk, err := s.ZK(ctx)
 	must(t, err)
-	data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: "gone", Service: "x", Version: "v1", Generation: 1})
+	// Signed with the operator's key, as the deleted RollingDeploy's entry was.
+	signer, err := zksign.LoadSigner(s.SigningKeyFile)
+	must(t, err)
+	data, err := signer.Encode(s.Layout.DeployPrefix("x"), &zklayout.DeployEntry{Deploy: "gone", Service: "x", Version: "v1", Generation: 1})
 	must(t, err)
 	orphan, err := zk.Create(ctx, s.Layout.DeployPrefix("x"), data, zkclient.PersistentSequential)
 	must(t, err)
