@@ -299,7 +299,8 @@ func clip(s string) string {
 
 // KeyFile is a Keyring read from a PEM file (a mounted ConfigMap), read again whenever the
 // file changes, so trust follows a rotation without a restart. A file that cannot be read or
-// parsed fails every verification (closed), naming the file, until it is fixed.
+// parsed leaves only the always-trusted keys (the operator's own), and with none fails every
+// verification (closed: an agent acts on nothing new), naming the file, until it is fixed.
 type KeyFile struct {
 	path   string
 	always []ed25519.PublicKey
@@ -364,7 +365,14 @@ func (f *KeyFile) current() (*Keyring, error) {
 		err = errors.New("no key in it")
 	}
 	if err != nil {
-		f.ring, f.err, f.seen = nil, fmt.Errorf("%w: trusted keys file %s: %v", errKeys, f.path, err), fileID{}
+		f.err = fmt.Errorf("%w: trusted keys file %s: %v", errKeys, f.path, err)
+		if len(f.always) > 0 {
+			// The operator's own key stays valid: failing closed would make it take its own
+			// plans for malformed ones and rewrite them on every pass.
+			f.ring, f.seen = NewKeyring(f.always...), id
+			return f.ring, nil
+		}
+		f.ring, f.seen = nil, fileID{}
 		return nil, f.err
 	}
 	f.ring, f.err, f.seen = NewKeyring(append(keys, f.always...)...), nil, id

@@ -198,8 +198,17 @@ func TestKeyFileFollowsRotation(t *testing.T) {
 	if _, err := zksign.OpenKeyFile(file); err == nil {
 		t.Fatal("an empty key file opened: nothing would ever be trusted")
 	}
-	if _, err := zksign.OpenKeyFile(file, next.Public()); err != nil {
+	own, err := zksign.OpenKeyFile(file, next.Public())
+	if err != nil {
 		t.Fatalf("an empty extra-keys file with an own key: %v", err)
+	}
+	// A broken file leaves the own key trusted, and only it.
+	write([]byte("not pem"))
+	if _, err := own.Verify(p, byNext); err != nil {
+		t.Fatalf("own key with a broken file: %v", err)
+	}
+	if _, err := own.Verify(p, byOld); err == nil {
+		t.Fatal("a broken file trusted another key")
 	}
 }
 
