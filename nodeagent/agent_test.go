@@ -22,6 +22,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/internal/zksign"
 	"github.com/rollkeeper/rollkeeper/nodeagent"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
@@ -145,6 +146,17 @@ type env struct {
 	// run with an ACL guard (guards holds them by node).
 	auth   string
 	guards map[string]*zkguard.Guard
+	// signer, if set, signs what publish writes, and the agents trust only its key.
+	signer *zksign.Signer
+	// noEntry makes publish write no deploy entry (the test queues one itself).
+	noEntry bool
+}
+
+// encode encodes p for the znode at path, signed with e.signer if set (as the operator does).
+func (e *env) encode(path string, p zklayout.Payload) []byte {
+	data, err := e.signer.Encode(path, p)
+	must(e.t, err)
+	return data
 }
 
 type testAgent struct {
@@ -216,22 +228,21 @@ func (e *env) publish(svc, version, previous string, minAvailable int, policy st
 	}
 	sum := sha256.Sum256(body)
 	e.files["/"+svc+"-"+version] = body
-	rel, err := zklayout.Encode(&zklayout.Release{Service: svc, Version: version,
+	rel := e.encode(e.layout.Release(svc, version), &zklayout.Release{Service: svc, Version: version,
 		Artifact: zklayout.Artifact{URL: e.srv.URL + "/" + svc + "-" + version, SHA256: hex.EncodeToString(sum[:]), Unpack: zklayout.UnpackNone},
 		Run:      zklayout.Run{Command: []string{"/bin/true"}}, HealthCheck: hc})
-	must(t, err)
 	must(t, e.zk.EnsurePath(e.ctx, e.layout.ReleaseService(svc)))
 	if _, err := e.zk.Create(e.ctx, e.layout.Release(svc, version), rel, zkclient.Persistent); err != nil && !errors.Is(err, zkclient.ErrNodeExists) {
 		t.Fatal(err)
 	}
-	entry, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: "test", Service: svc, Version: version})
-	must(t, err)
-	_, err = e.zk.Create(e.ctx, e.layout.DeployPrefix(svc), entry, zkclient.PersistentSequential)
-	must(t, err)
-	plan, err := zklayout.Encode(&zklayout.Plan{Deploy: "test", DeployUID: "uid", Service: svc, Version: version,
+	if !e.noEntry {
+		entry := e.encode(e.layout.DeployPrefix(svc), &zklayout.DeployEntry{Deploy: "test", Service: svc, Version: version})
+		_, err := e.zk.Create(e.ctx, e.layout.DeployPrefix(svc), entry, zkclient.PersistentSequential)
+		must(t, err)
+	}
+	plan := e.encode(e.layout.StagingService(svc), &zklayout.Plan{Deploy: "test", DeployUID: "uid", Service: svc, Version: version,
 		PreviousVersion: previous, MinAvailable: minAvailable, MinStaged: e.minStaged, Paused: e.paused, FailurePolicy: policy,
 		Selector: e.selector})
-	must(t, err)
 	if _, err := e.zk.Set(e.ctx, e.layout.StagingService(svc), plan, -1); errors.Is(err, zkclient.ErrNoNode) {
 		_, err = e.zk.Create(e.ctx, e.layout.StagingService(svc), plan, zkclient.Persistent)
 		must(t, err)
@@ -274,9 +285,13 @@ func (e *env) startAgent(name string) *testAgent {
 		b = e.wrapBackend(name, be)
 	}
 	m := nodeagent.NewMetrics()
+	var trust zksign.Verifier
+	if e.signer != nil {
+		trust = zksign.NewKeyring(e.signer.Public())
+	}
 	a, err := nodeagent.New(nodeagent.Config{Node: name, Address: "127.0.0.1", Labels: e.labels, Layout: e.layout, ZK: zk,
 		Backend: b, Store: st, Logger: log, Pinner: e.pinner, PinHold: time.Minute, RetryInterval: 50 * time.Millisecond, MaxRetryInterval: time.Second,
-		FetchTimeout: e.fetchTimeout, Metrics: m, Guard: guard})
+		FetchTimeout: e.fetchTimeout, Metrics: m, Guard: guard, Trust: trust})
 	must(t, err)
 	ctx, cancel := context.WithCancel(e.ctx)
 	ta := &testAgent{name: name, zk: zk, be: be, m: m, cancel: cancel, done: make(chan struct{})}

@@ -73,17 +73,19 @@ type worker struct {
 	// was killed or restarted, perhaps before its health check passed — is checked before it is
 	// registered, so an unhealthy process never counts as an online node.
 	checked string
-	// refused holds the znodes this worker refused for their signature, with the reason it
-	// recorded (recorded again only when it changes); sigRecord is set while a Signature
-	// failure may stand in failures/<svc>/<node> (at start: a previous agent's may).
-	refused   map[string]string
-	sigRecord bool
+	// refusedNow is set when the current step refused a znode for its signature; sigReason is
+	// the refusal last recorded (recorded again only when it changes), and sigRecord is set
+	// while a Signature failure may stand in failures/<svc>/<node> (at start: a previous
+	// agent's may). A step that decides (nil or errWait) without refusing anything clears it.
+	refusedNow bool
+	sigReason  string
+	sigRecord  bool
 }
 
 func newWorker(a *Agent, svc string) *worker {
 	return &worker{a: a, svc: svc, log: a.log.WithValues("service", svc), zk: a.cfg.ZK, l: a.cfg.Layout,
 		armed: map[string]zkclient.Watch{}, regs: registrations{entries: map[string]registration{}, reported: map[string]string{}},
-		badStaging: map[string]bool{}, refused: map[string]string{}, sigRecord: true}
+		badStaging: map[string]bool{}, sigRecord: true}
 }
 
 // decodeSigned verifies data read from the znode at p with the agent's trusted keys (Config.Trust)
@@ -92,24 +94,18 @@ func newWorker(a *Agent, svc string) *worker {
 // nothing from p. sigPath is what the signature binds: p itself, or a deploy entry's prefix.
 func (w *worker) decodeSigned(ctx context.Context, p, sigPath, version string, data []byte, into zklayout.Payload) error {
 	err := zksign.Decode(w.a.cfg.Trust, sigPath, data, into)
-	if err == nil {
-		if _, was := w.refused[p]; was || len(w.refused) == 0 && w.sigRecord {
-			delete(w.refused, p)
-			if len(w.refused) == 0 {
-				w.clearFailure(ctx, zklayout.FailureSignature)
-				w.sigRecord = false
-			}
-		}
-		return nil
-	}
-	if !zksign.IsSignatureError(err) {
+	if err == nil || !zksign.IsSignatureError(err) {
 		return err
 	}
 	if p != sigPath {
 		err = fmt.Errorf("znode %s: %w", p, err)
 	}
-	if w.refused[p] != err.Error() {
-		w.refused[p] = err.Error()
+	// One record per step, its first refusal: two alternating reasons would rewrite it twice
+	// on every retry.
+	first := !w.refusedNow
+	w.refusedNow = true
+	if first && w.sigReason != err.Error() {
+		w.sigReason = err.Error()
 		w.log.Error(err, "refusing an unsigned or wrongly signed znode; not acting on it", "znode", p)
 		if zklayout.ValidVersion(version) != nil {
 			version = "unknown"
@@ -135,10 +131,16 @@ func (w *worker) run(root, ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		err := w.safeStep(root, ctx)
-		if w.panicked && !errors.Is(err, errPanic) && (err == nil || errors.Is(err, errWait)) {
+		decided := err == nil || errors.Is(err, errWait)
+		if w.panicked && decided {
 			w.panicked = false
 			w.clearFailure(ctx, zklayout.FailureAgent)
 		}
+		if w.sigRecord && decided && !w.refusedNow {
+			w.sigRecord, w.sigReason = false, ""
+			w.clearFailure(ctx, zklayout.FailureSignature)
+		}
+		w.refusedNow = false
 		switch {
 		case err == nil:
 			backoff = w.a.cfg.RetryInterval
