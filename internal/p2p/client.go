@@ -259,8 +259,25 @@ func (c *Client) Close() error {
 	return errors.Join(errs...)
 }
 
-// RefusedConns counts the peer connections refused so far (OnlyListedPeers, caps, accept rate).
+// RefusedConns counts the peer connections refused so far (OnlyListedPeers, caps, accept rate),
+// and those closed because AllowPeers no longer lists their address.
 func (c *Client) RefusedConns() int64 { return c.gate.rejected.Load() }
+
+// WaitRefused blocks until RefusedConns exceeds n, or ctx ends (returning its error). It is
+// signalled by each refusal, not polled.
+func (c *Client) WaitRefused(ctx context.Context, n int64) error {
+	for {
+		count, next := c.gate.refusals()
+		if count > n {
+			return nil
+		}
+		select {
+		case <-next:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a refused peer connection (refused %d): %w", count, ctx.Err())
+		}
+	}
+}
 
 // ListenPort is the TCP port the client accepts peers on.
 func (c *Client) ListenPort() int { return c.cl.LocalPort() }
@@ -412,6 +429,14 @@ func (c *Client) allow(t *Torrent, ips []netip.Addr) {
 	defer c.mu.Unlock()
 	if c.torrents[t.mi.InfoHash] == t {
 		c.gate.allow(t.mi.hash, ips)
+	}
+}
+
+func (c *Client) setAllowed(t *Torrent, ips []netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.torrents[t.mi.InfoHash] == t {
+		c.gate.set(t.mi.hash, ips)
 	}
 }
 

@@ -13,6 +13,7 @@
 //	(*Client).Forget(mi) error                                   // discard recorded piece completion
 //	(*Torrent).AddPeers([]Peer) error; (*Torrent).AllowPeers([]Peer) error
 //	(*Torrent).Wait(ctx) error; (*Torrent).Drop(); (*Client).RefusedConns() int64
+//	(*Client).WaitRefused(ctx, n) error                          // until RefusedConns() > n (signalled)
 //	(*Torrent).Path() string; (*Torrent).Progress() Progress; (*Torrent).Stats() Stats
 //	FileIO() string; EnsureClassicFileIO() error
 //
@@ -39,8 +40,10 @@
 // refuses a whole /24 for up to 15 minutes after one bad handshake. With
 // Config.OnlyListedPeers, a connection is accepted only from an IP listed for some torrent of
 // the client (Torrent.AddPeers, Torrent.AllowPeers), and closed right after the BitTorrent
-// handshake, before any piece, if the IP is not listed for the torrent it asked for.
-// RefusedConns counts refusals. Established connections per torrent are capped by
+// handshake, before any piece, if the IP is not listed for the torrent it asked for. AddPeers
+// adds to a torrent's list; AllowPeers replaces it, and closes the connections that addresses
+// no longer listed opened to us for that torrent (the seeder keeps each list in step with the
+// swarm). RefusedConns counts refusals (and those closures). Established connections per torrent are capped by
 // MaxPeersPerTorrent (default 50), half-open ones at 25 per torrent and 100 in total.
 //
 // # Storage, completion and resume

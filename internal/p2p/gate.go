@@ -38,6 +38,10 @@ type gate struct {
 	limiter  *rate.Limiter
 	log      logr.Logger
 	rejected atomic.Int64
+	// refusedCh is closed and replaced at every refusal (guarded by refusedMu), for
+	// WaitRefused.
+	refusedMu sync.Mutex
+	refusedCh chan struct{}
 
 	mu      sync.Mutex
 	allowed map[metainfo.Hash]map[netip.Addr]struct{}
@@ -47,7 +51,24 @@ type gate struct {
 
 func newGate(only bool, maxConns int, log logr.Logger) *gate {
 	return &gate{only: only, maxConns: maxConns, limiter: rate.NewLimiter(acceptRate, acceptBurst), log: log,
-		allowed: map[metainfo.Hash]map[netip.Addr]struct{}{}, open: map[string]*gatedConn{}, perIP: map[netip.Addr]int{}}
+		allowed: map[metainfo.Hash]map[netip.Addr]struct{}{}, open: map[string]*gatedConn{}, perIP: map[netip.Addr]int{},
+		refusedCh: make(chan struct{})}
+}
+
+// refused counts one refused (or, for a peer no longer listed, closed) connection.
+func (g *gate) refused() {
+	g.refusedMu.Lock()
+	g.rejected.Add(1)
+	close(g.refusedCh)
+	g.refusedCh = make(chan struct{})
+	g.refusedMu.Unlock()
+}
+
+// refusals returns the count and a channel closed at the next refusal.
+func (g *gate) refusals() (int64, <-chan struct{}) {
+	g.refusedMu.Lock()
+	defer g.refusedMu.Unlock()
+	return g.rejected.Load(), g.refusedCh
 }
 
 // allow lists ip for the torrent ih.
@@ -61,6 +82,31 @@ func (g *gate) allow(ih metainfo.Hash, ips []netip.Addr) {
 	}
 	for _, ip := range ips {
 		set[ip.Unmap()] = struct{}{}
+	}
+}
+
+// set replaces the list of the torrent ih with ips, and closes the accepted connections of
+// addresses no longer listed that were admitted for ih (their handshake named it).
+func (g *gate) set(ih metainfo.Hash, ips []netip.Addr) {
+	set := make(map[netip.Addr]struct{}, len(ips))
+	for _, ip := range ips {
+		set[ip.Unmap()] = struct{}{}
+	}
+	var drop []*gatedConn
+	g.mu.Lock()
+	g.allowed[ih] = set
+	if g.only {
+		for _, gc := range g.open {
+			if _, ok := set[gc.ip]; !ok && gc.ih == ih {
+				drop = append(drop, gc)
+			}
+		}
+	}
+	g.mu.Unlock()
+	for _, gc := range drop {
+		g.refused()
+		g.log.V(1).Info("closed a peer connection: address no longer in the torrent's swarm", "remote", gc.key, "infoHash", ih.HexString())
+		_ = gc.Close()
 	}
 }
 
@@ -129,13 +175,15 @@ func (g *gate) completedHandshake(pc *torrent.PeerConn, ih torrent.InfoHash) {
 	gc := g.open[pc.RemoteAddr.String()]
 	ok := false
 	if gc != nil {
-		_, ok = g.allowed[ih][gc.ip]
+		if _, ok = g.allowed[ih][gc.ip]; ok {
+			gc.ih = ih
+		}
 	}
 	g.mu.Unlock()
 	if gc == nil || ok {
 		return
 	}
-	g.rejected.Add(1)
+	g.refused()
 	g.log.V(1).Info("refused a peer connection: address not in the torrent's swarm", "remote", gc.key, "infoHash", ih.HexString())
 	_ = gc.Close()
 }
@@ -155,7 +203,7 @@ func (l gateListener) Accept() (net.Conn, error) {
 		if gc := l.g.admit(c); gc != nil {
 			return gc, nil
 		}
-		l.g.rejected.Add(1)
+		l.g.refused()
 		_ = c.Close()
 	}
 }
@@ -163,9 +211,11 @@ func (l gateListener) Accept() (net.Conn, error) {
 // gatedConn releases its place in the gate when closed.
 type gatedConn struct {
 	net.Conn
-	g    *gate
-	key  string
-	ip   netip.Addr
+	g   *gate
+	key string
+	ip  netip.Addr
+	// ih is the torrent the handshake asked for, once admitted for it (guarded by g.mu).
+	ih   metainfo.Hash
 	once sync.Once
 }
 

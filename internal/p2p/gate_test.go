@@ -1,19 +1,18 @@
 package p2p
 
 import (
+	"context"
 	"testing"
 	"time"
 )
 
-// waitRefused polls (with a deadline) until c has refused more than n connections.
+// waitRefused waits (at most 20s) until c has refused more than n connections.
 func waitRefused(t *testing.T, c *Client, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for c.RefusedConns() <= n {
-		if time.Now().After(deadline) {
-			t.Fatalf("no connection refused after 20s (refused %d)", c.RefusedConns())
-		}
-		time.Sleep(10 * time.Millisecond) // polling with a deadline, not synchronisation
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.WaitRefused(ctx, n); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -83,6 +82,52 @@ func TestUnlistedPeersWhenOpen(t *testing.T) {
 	c := newTestClient(t, "peer", "127.0.0.2", nil)
 	tor := download(t, c, mi, t.TempDir(), seeder)
 	wait(t, tor, 30*time.Second)
+	if got := fileSHA256(t, tor.Path()); got != sum {
+		t.Fatalf("sha256 %s, want %s", got, sum)
+	}
+}
+
+// AllowPeers replaces the torrent's list: an address left out is refused from then on, and the
+// connection it opened to us for the torrent is closed mid-download.
+func TestAllowPeersReplacesTheList(t *testing.T) {
+	const size = 4 * MiB
+	src, sum := writeRandomFile(t, t.TempDir(), "a.bin", size)
+	mi := buildMI(t, src, "a.bin")
+	// 512 KiB/s: the first download takes about 8s, time enough to drop it midway.
+	seeder := newTestClient(t, "seeder", "127.0.0.1", func(c *Config) { c.OnlyListedPeers = true; c.UploadRate = 512 << 10 })
+	seedT := seed(t, seeder, mi, src)
+	leaving := newTestClient(t, "leaving", "127.0.0.2", nil)
+	staying := newTestClient(t, "staying", "127.0.0.3", nil)
+	if err := seedT.AllowPeers([]Peer{{Addr: leaving.Addr()}}); err != nil {
+		t.Fatal(err)
+	}
+	tor := download(t, leaving, mi, t.TempDir(), seeder)
+	deadline := time.Now().Add(20 * time.Second)
+	for tor.Stats().BytesReadData == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the listed peer received nothing in 20s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline: no signal for the first bytes
+	}
+	refused := seeder.RefusedConns()
+	if err := seedT.AllowPeers([]Peer{{Addr: staying.Addr()}}); err != nil {
+		t.Fatal(err)
+	}
+	waitRefused(t, seeder, refused)
+	if tor.Complete() {
+		t.Fatal("the peer left out completed its download")
+	}
+	tor.Drop()
+	// A fresh attempt from the address left out is refused too.
+	refused = seeder.RefusedConns()
+	again := download(t, leaving, mi, t.TempDir(), seeder)
+	waitRefused(t, seeder, refused)
+	if st := again.Stats(); st.BytesReadData != 0 {
+		t.Fatalf("the peer left out received data again: %+v", st)
+	}
+	// The peer listed now downloads.
+	tor = download(t, staying, mi, t.TempDir(), seeder)
+	wait(t, tor, 60*time.Second)
 	if got := fileSHA256(t, tor.Path()); got != sum {
 		t.Fatalf("sha256 %s, want %s", got, sum)
 	}

@@ -65,8 +65,11 @@ func (t *Torrent) MetaInfo() MetaInfo { return t.mi }
 // complete only after Wait returned nil.
 func (t *Torrent) Path() string { return t.path }
 
-// AllowPeers lists the peers' IPs for this torrent: with Config.OnlyListedPeers, only they may
-// connect to us for it. Invalid addresses are reported in the error and skipped.
+// AllowPeers replaces the list of IPs for this torrent with the peers' IPs: with
+// Config.OnlyListedPeers, only they may connect to us for it. IPs listed before (by AllowPeers
+// or AddPeers) and not in peers are no longer accepted for it, and the connections they opened
+// to us for it are closed (connections we dialed are kept). Invalid addresses are reported in
+// the error and skipped.
 func (t *Torrent) AllowPeers(peers []Peer) error {
 	var errs []error
 	ips := make([]netip.Addr, 0, len(peers))
@@ -78,14 +81,14 @@ func (t *Torrent) AllowPeers(peers []Peer) error {
 		}
 		ips = append(ips, ap.Addr())
 	}
-	t.c.allow(t, ips)
+	t.c.setAllowed(t, ips)
 	return errors.Join(errs...)
 }
 
-// AddPeers adds peer addresses to connect to, and lists them as AllowPeers does (listed
-// first, so that a peer that dials us back once it has seen us too is accepted). Invalid
-// addresses are reported in the error and skipped; the client's own address is skipped
-// silently.
+// AddPeers adds peer addresses to connect to, and adds their IPs to the torrent's list (see
+// AllowPeers; listed first, so that a peer that dials us back once it has seen us too is
+// accepted). Invalid addresses are reported in the error and skipped; the client's own address
+// is skipped silently.
 func (t *Torrent) AddPeers(peers []Peer) error {
 	self := t.c.Addr()
 	var errs []error
