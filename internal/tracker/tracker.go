@@ -148,7 +148,15 @@ func (t Tracker) Register(ctx context.Context, infoHash string, p zklayout.Peer)
 // whenever one joins, until ctx ends. Each join costs one children read and one read of the
 // new entry: no agent re-reads the whole set on every change.
 func (t Tracker) Follow(ctx context.Context, infoHash, self string, add func([]zklayout.Peer)) error {
-	seen := map[string]bool{self: true}
+	return t.FollowChanges(ctx, infoHash, self, add, nil)
+}
+
+// FollowChanges is Follow that also reports leaves: left (when not nil) is called with the node
+// names of peers reported to joined earlier whose entries are gone (unregistered, or their
+// session ended). A name that comes back is reported to joined again, with its new entry.
+func (t Tracker) FollowChanges(ctx context.Context, infoHash, self string, joined func([]zklayout.Peer), left func([]string)) error {
+	// seen: names read (true: reported to joined; false: malformed, reported never).
+	seen := map[string]bool{}
 	if err := t.ZK.EnsurePath(ctx, t.Layout.PeerSet(infoHash)); err != nil {
 		return err
 	}
@@ -159,7 +167,7 @@ func (t Tracker) Follow(ctx context.Context, infoHash, self string, add func([]z
 		}
 		var fresh []zklayout.Peer
 		for _, n := range names {
-			if seen[n] {
+			if _, ok := seen[n]; ok || n == self {
 				continue
 			}
 			data, _, err := t.ZK.Get(ctx, t.Layout.Peer(infoHash, n))
@@ -171,7 +179,7 @@ func (t Tracker) Follow(ctx context.Context, infoHash, self string, add func([]z
 			}
 			var p zklayout.Peer
 			if err := zklayout.Decode(data, &p); err != nil {
-				seen[n] = true // reported once, never acted on
+				seen[n] = false // never acted on
 				continue
 			}
 			seen[n] = true
@@ -182,13 +190,21 @@ func (t Tracker) Follow(ctx context.Context, infoHash, self string, add func([]z
 		for _, n := range names {
 			present[n] = true
 		}
-		for n := range seen {
-			if !present[n] && n != self {
+		var gone []string
+		for n, reported := range seen {
+			if !present[n] {
 				delete(seen, n)
+				if reported {
+					gone = append(gone, n)
+				}
 			}
 		}
+		if len(gone) > 0 && left != nil {
+			sort.Strings(gone)
+			left(gone)
+		}
 		if len(fresh) > 0 {
-			add(fresh)
+			joined(fresh)
 		}
 		if err := w.Wait(ctx); err != nil {
 			return err

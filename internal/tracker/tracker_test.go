@@ -112,6 +112,68 @@ func TestRegisterAndFollow(t *testing.T) {
 	}
 }
 
+// FollowChanges reports joins and leaves (never self), and a node that comes back as a join.
+func TestFollowChangesReportsLeaves(t *testing.T) {
+	tr, ctx := setup(t)
+	ih := strings.Repeat("cd", 20)
+	type change struct {
+		joined []string
+		left   []string
+	}
+	changes := make(chan change, 16)
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- tr.FollowChanges(fctx, ih, "self", func(ps []zklayout.Peer) {
+			var names []string
+			for _, p := range ps {
+				names = append(names, p.Node)
+			}
+			changes <- change{joined: names}
+		}, func(names []string) { changes <- change{left: names} })
+	}()
+	next := func(want string) {
+		t.Helper()
+		select {
+		case c := <-changes:
+			if got := fmt.Sprintf("joined %v left %v", c.joined, c.left); got != want {
+				t.Fatalf("change %q, want %q", got, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no change, want %q", want)
+		}
+	}
+	unregSelf, err := tr.Register(ctx, ih, zklayout.Peer{Node: "self", Host: "127.0.0.1", Port: 7000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unreg1, err := tr.Register(ctx, ih, zklayout.Peer{Node: "n1", Host: "127.0.0.2", Port: 7000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next("joined [n1] left []")
+	if err := unregSelf(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := unreg1(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next("joined [] left [n1]")
+	if _, err := tr.Register(ctx, ih, zklayout.Peer{Node: "n1", Host: "127.0.0.3", Port: 7000}); err != nil {
+		t.Fatal(err)
+	}
+	next("joined [n1] left []")
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("FollowChanges ended with %v", err)
+	}
+	select {
+	case c := <-changes:
+		t.Fatalf("unexpected change %+v", c)
+	default:
+	}
+}
+
 func TestOrderPrefersRackThenZone(t *testing.T) {
 	peers := []zklayout.Peer{
 		{Node: "far", Zone: "z2", Rack: "r9"},
