@@ -64,6 +64,8 @@ type config struct {
 	P2PPort    int
 	UploadRate int64
 	SeederDir  string
+	// SeederMaxBytes bounds what SeederDir's artifacts take.
+	SeederMaxBytes int64
 	// Origins the seeder may read (comma-separated; parsed by originPolicy).
 	SeederFileRoots, SeederAllowOriginCIDRs string
 }
@@ -98,6 +100,8 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.IntVar(&c.P2PPort, "p2p-port", 6881, "TCP port the seeder listens on; 0 picks a free one.")
 	fs.Int64Var(&c.UploadRate, "p2p-upload-rate", 0, "Seeder upload limit in bytes/s; 0: unlimited.")
 	fs.StringVar(&c.SeederDir, "seeder-dir", "/var/lib/rollkeeper-seeder", "Directory for the artifacts read from the origins (an emptyDir in the chart).")
+	c.SeederMaxBytes = seeder.DefaultMaxBytes
+	fs.Var((*byteSize)(&c.SeederMaxBytes), seeder.FlagMaxBytes, maxBytesHelp)
 	fs.StringVar(&c.SeederFileRoots, seeder.FlagFileRoots, "", fileRootsHelp)
 	fs.StringVar(&c.SeederAllowOriginCIDRs, seeder.FlagAllowOriginCIDRs, "", allowOriginCIDRsHelp)
 }

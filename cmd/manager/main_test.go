@@ -10,6 +10,7 @@ import (
 // withDefaults fills in the flags a case does not set.
 func withDefaults(c config) config {
 	c.P2P, c.P2PPort, c.SeederDir = true, 6881, "/var/lib/rollkeeper-seeder"
+	c.SeederMaxBytes = 20 << 30
 	c.MetricsSecure = true
 	return c
 }

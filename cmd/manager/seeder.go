@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
@@ -45,23 +46,29 @@ func newSeeder(cfg config, zk *zkclient.Client, layout zklayout.Layout, onChange
 		log.Info("WARNING: the seeder may read origins on addresses refused by default (loopback, link-local, metadata) within these prefixes",
 			"--"+seeder.FlagAllowOriginCIDRs, cfg.SeederAllowOriginCIDRs)
 	}
+	if cfg.SeederMaxBytes <= 0 {
+		return seederParts{}, fmt.Errorf("--%s=%d: want a positive number of bytes", seeder.FlagMaxBytes, cfg.SeederMaxBytes)
+	}
 	if err := os.MkdirAll(cfg.SeederDir, 0o755); err != nil {
 		return seederParts{}, fmt.Errorf("--seeder-dir: %w", err)
 	}
 	cl, err := p2p.New(p2p.Config{DataDir: filepath.Join(cfg.SeederDir, "client"), ListenHost: host, ListenPort: cfg.P2PPort,
-		UploadRate: cfg.UploadRate, Logger: ctrl.Log.WithName("p2p")})
+		UploadRate: cfg.UploadRate, OnlyListedPeers: true, Logger: ctrl.Log.WithName("p2p")})
 	if err != nil {
 		return seederParts{}, fmt.Errorf("torrent client on %s:%d (--p2p-host, --p2p-port): %w", host, cfg.P2PPort, err)
 	}
 	name, _ := os.Hostname()
 	sd := seeder.New(seeder.Config{Client: cl, Tracker: tracker.Tracker{ZK: zk, Layout: layout},
-		Dir: filepath.Join(cfg.SeederDir, "artifacts"), Name: "origin-" + name, Host: host,
+		Dir: filepath.Join(cfg.SeederDir, "artifacts"), MaxBytes: cfg.SeederMaxBytes, Name: "origin-" + name, Host: host,
 		OnChange: onChange, Origins: origins, Logger: ctrl.Log.WithName("seeder")})
 	return seederParts{Seeder: sd, client: cl}, nil
 }
 
-// Help of the seeder's origin flags.
+// Help of the seeder's flags.
 const (
+	maxBytesHelp = "Budget of the artifacts the seeder keeps under --seeder-dir, in bytes or as a quantity (1536Mi, 20Gi). A new copy that would not fit " +
+		"deletes the copies of versions no longer seeded, oldest first; an origin that still does not fit is not read further and " +
+		"its version is not published. Keep it below the volume's size."
 	fileRootsHelp = "Comma-separated absolute directories the seeder may read file:// artifact URLs from (checked once .. and symlinks are resolved). " +
 		"Default: none, so file:// URLs are refused: whatever the operator reads it seeds to every node, and it can read its service-account token."
 	allowOriginCIDRsHelp = "OPEN DOOR, explicit opt-in: comma-separated CIDRs (or addresses) the seeder may read HTTP(S) origins on although they are refused by default: " +
@@ -69,6 +76,31 @@ const (
 		"a metadata address only when named exactly, e.g. 169.254.169.254/32). Checked on the address dialed, redirects included. " +
 		"Example for a local test origin: 127.0.0.0/8. Default: none."
 )
+
+// byteSize is a flag holding a number of bytes, given as an integer or a Kubernetes quantity
+// (1536Mi, 20Gi, 1.5G).
+type byteSize int64
+
+func (b *byteSize) String() string {
+	if b == nil {
+		return ""
+	}
+	return resource.NewQuantity(int64(*b), resource.BinarySI).String()
+}
+
+func (b *byteSize) Set(v string) error {
+	q, err := resource.ParseQuantity(strings.TrimSpace(v))
+	if err != nil {
+		return fmt.Errorf("want a number of bytes or a quantity such as 20Gi: %w", err)
+	}
+	// Value rounds up: compared with the quantity, it tells a fraction of a byte.
+	n := q.Value()
+	if n <= 0 || q.Cmp(*resource.NewQuantity(n, resource.BinarySI)) != 0 {
+		return fmt.Errorf("%q: want a positive whole number of bytes", v)
+	}
+	*b = byteSize(n)
+	return nil
+}
 
 // originPolicy parses --seeder-file-roots and --seeder-allow-origin-cidrs.
 func originPolicy(fileRoots, cidrs string) (seeder.OriginPolicy, error) {

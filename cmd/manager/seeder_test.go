@@ -65,3 +65,27 @@ func TestOriginFlags(t *testing.T) {
 		}
 	}
 }
+
+// --seeder-max-bytes defaults to 20 GiB and takes bytes or quantities, positive only.
+func TestMaxBytesFlag(t *testing.T) {
+	parse := func(args ...string) (config, error) {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		var c config
+		bindFlags(fs, &c)
+		return c, fs.Parse(args)
+	}
+	c, err := parse()
+	if err != nil || c.SeederMaxBytes != seeder.DefaultMaxBytes || seeder.DefaultMaxBytes != 20<<30 {
+		t.Fatalf("default %d, %v; want 20 GiB", c.SeederMaxBytes, err)
+	}
+	for in, want := range map[string]int64{"1536Mi": 1536 << 20, "1.5Gi": 3 << 29, "1000000": 1_000_000, "2G": 2_000_000_000} {
+		if c, err := parse("--" + seeder.FlagMaxBytes + "=" + in); err != nil || c.SeederMaxBytes != want {
+			t.Errorf("--%s=%s: %d, %v; want %d", seeder.FlagMaxBytes, in, c.SeederMaxBytes, err, want)
+		}
+	}
+	for _, bad := range []string{"0", "-1Gi", "lots", "0.5"} {
+		if _, err := parse("--" + seeder.FlagMaxBytes + "=" + bad); err == nil {
+			t.Errorf("--%s=%s accepted", seeder.FlagMaxBytes, bad)
+		}
+	}
+}

@@ -300,16 +300,24 @@ func (p OriginPolicy) CheckURL(raw string) error {
 
 // download reads raw into out under the policy and checks the bytes' sha256 against want. A
 // mismatch is a *MismatchError, which never carries the digest computed from what was read.
-func (s *Seeder) download(ctx context.Context, raw, want string, out io.Writer) error {
+// out bounds what is written by the seeder's directory budget: a body announced or growing
+// larger than what the budget can hold is not read (further).
+func (s *Seeder) download(ctx context.Context, raw, want string, out *budgetWriter) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrOriginRefused, err)
 	}
 	var body io.ReadCloser
+	size := int64(-1) // announced size, when known
 	switch u.Scheme {
 	case "file":
 		if body, err = s.cfg.Origins.openFile(u); err != nil {
 			return fmt.Errorf("read origin %s: %w", raw, err)
+		}
+		if f, ok := body.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil {
+				size = fi.Size()
+			}
 		}
 	case "http", "https":
 		if err := s.cfg.Origins.checkHost(u); err != nil {
@@ -327,13 +335,21 @@ func (s *Seeder) download(ctx context.Context, raw, want string, out io.Writer) 
 			resp.Body.Close()
 			return fmt.Errorf("read origin %s: GET: %s", raw, resp.Status)
 		}
-		body = resp.Body
+		body, size = resp.Body, resp.ContentLength
 	default:
 		return fmt.Errorf("read origin %s: %w: scheme %q (want http, https or file)", raw, ErrOriginRefused, u.Scheme)
 	}
 	defer body.Close()
+	if size >= 0 {
+		if err := out.expect(size); err != nil {
+			return err
+		}
+	}
 	sum := sha256.New()
 	if _, err := io.Copy(io.MultiWriter(out, sum), body); err != nil {
+		if errors.Is(err, ErrOverBudget) || errors.Is(err, ErrTooLarge) {
+			return err
+		}
 		return fmt.Errorf("read origin %s: %w", raw, err)
 	}
 	// The computed digest stays here: compared, never returned, logged or reported.

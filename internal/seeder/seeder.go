@@ -28,8 +28,12 @@ import (
 type Config struct {
 	Client  *p2p.Client
 	Tracker tracker.Tracker
-	// Dir keeps the artifacts read from the origins.
+	// Dir keeps the artifacts read from the origins, as <svc>/<version>/<file>.
 	Dir string
+	// MaxBytes bounds what Dir holds (0: DefaultMaxBytes). A copy that would not fit deletes
+	// the copies of versions not being seeded, oldest first; an origin that still does not fit
+	// is not read further (ErrOverBudget, retried; ErrTooLarge, permanent).
+	MaxBytes int64
 	// Name is the seeder's peer name (e.g. "origin-<pod>"); Host the address nodes reach it on.
 	Name, Host string
 	// OnChange is called (from a seeder goroutine) when a version becomes ready, when an attempt
@@ -53,6 +57,14 @@ type Seeder struct {
 	ctx  context.Context
 	jobs map[key]*job
 	wg   sync.WaitGroup
+
+	// dirMu guards reserved and serialises pruning Dir (taken before mu, never under it).
+	dirMu sync.Mutex
+	// reserved is the budget claimed by copies being written (their temporary files).
+	reserved int64
+
+	// swarmChanged, when set (tests), is called by followSwarm after each AllowPeers.
+	swarmChanged func(infoHash string, allowed []p2p.Peer)
 }
 
 type key struct{ svc, version, sha string }
@@ -77,7 +89,7 @@ type State struct {
 	// Err is the last attempt's error (nil while the first attempt runs, or once Ready).
 	Err error
 	// Permanent: Err will not heal by itself (a sha256 mismatch, an origin the OriginPolicy
-	// refuses); the job stopped retrying.
+	// refuses, an artifact larger than the whole MaxBytes); the job stopped retrying.
 	Permanent bool
 	// Attempts counts the attempts made so far; NextAttempt is when the next one starts (zero
 	// when none is scheduled).
@@ -109,6 +121,9 @@ func New(cfg Config) *Seeder {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(cfg.MinBackoff, 30*time.Second)
 	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
 	return &Seeder{cfg: cfg, client: cfg.Origins.client(), jobs: map[key]*job{}}
 }
 
@@ -117,6 +132,8 @@ func (s *Seeder) NeedLeaderElection() bool { return true }
 
 // Start implements manager.Runnable: jobs run until ctx ends.
 func (s *Seeder) Start(ctx context.Context) error {
+	// Before any job: no read is under way.
+	s.cleanTemp()
 	s.mu.Lock()
 	s.ctx = ctx
 	s.mu.Unlock()
@@ -187,24 +204,37 @@ func (s *Seeder) run(ctx context.Context, j *job, rel *zklayout.Release) {
 		if err == nil {
 			j.state = State{Ready: true, Attempts: attempt}
 			j.t, j.unregister = t, unregister
+			// Admit the version's swarm, and only it, until the job is stopped.
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.followSwarm(ctx, t, log)
+			}()
 			s.mu.Unlock()
 			log.Info("artifact published and seeded", "attempts", attempt)
 			s.changed(rel.Service)
 			return
 		}
 		var mismatch *MismatchError
-		if errors.As(err, &mismatch) || errors.Is(err, ErrOriginRefused) {
+		if errors.As(err, &mismatch) || errors.Is(err, ErrOriginRefused) || errors.Is(err, ErrTooLarge) {
 			j.state.Err, j.state.Permanent, j.state.NextAttempt = err, true, time.Time{}
 			s.mu.Unlock()
 			advice := "fix the artifact and give it a new version"
 			if errors.Is(err, ErrOriginRefused) {
 				advice = "the operator does not read this origin: point the artifact at an allowed one and give it a new version"
+			} else if errors.Is(err, ErrTooLarge) {
+				advice = "raise --" + FlagMaxBytes + " (and the volume behind the seeder's directory), then retry"
 			}
 			log.Error(err, "publishing artifact failed for good: "+advice)
 			s.changed(rel.Service)
 			return
 		}
 		wait := backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, attempt)
+		if errors.Is(err, ErrOverBudget) {
+			// Heals only when rollouts finish (their copies become deletable): no quick retries,
+			// each of which may read much of the origin again.
+			wait = backoff(s.cfg.MaxBackoff, s.cfg.MaxBackoff, 1)
+		}
 		j.state.Err, j.state.NextAttempt = err, time.Now().Add(wait)
 		s.mu.Unlock()
 		log.Error(err, "publishing artifact failed; retrying", "attempt", attempt, "retryIn", wait.Round(time.Millisecond).String())
@@ -250,7 +280,8 @@ func (s *Seeder) Retry(rel *zklayout.Release) {
 
 // Stop stops seeding svc at version (its rollout is done; the nodes seed each other) and ends
 // any attempt still under way. The local copy stays, so seeding again does not read the
-// origin; a half-written torrent is replaced by the next Publish.
+// origin, until the budget (MaxBytes) needs its room for a newer copy; a half-written torrent
+// is replaced by the next Publish.
 func (s *Seeder) Stop(svc, version string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -280,12 +311,15 @@ func (s *Seeder) publish(ctx context.Context, rel *zklayout.Release) (*p2p.Torre
 	file := filepath.Join(dir, fetch.FileName(a.URL))
 	// A copy read earlier (operator restart, seeding resumed) is reused when it still matches.
 	if sum, err := fetch.FileDigest(file); err != nil || sum != a.SHA256 {
-		tmp, err := os.CreateTemp(dir, ".origin-*")
+		tmp, err := os.CreateTemp(dir, tempPrefix+"*")
 		if err != nil {
 			return nil, nil, fmt.Errorf("seeder directory: %w", err)
 		}
 		defer os.Remove(tmp.Name())
-		err = s.download(ctx, a.URL, a.SHA256, tmp)
+		out := &budgetWriter{s: s, w: tmp, svc: rel.Service, version: rel.Version, url: a.URL}
+		// Released once the copy is renamed into place (and counted as such) or abandoned.
+		defer out.release()
+		err = s.download(ctx, a.URL, a.SHA256, out)
 		if cerr := tmp.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("write the copy of %s: %w", a.URL, cerr)
 		}
@@ -296,6 +330,9 @@ func (s *Seeder) publish(ctx context.Context, rel *zklayout.Release) (*p2p.Torre
 			return nil, nil, fmt.Errorf("keep the copy of %s: %w", a.URL, err)
 		}
 	}
+	// The directory's mtime orders pruning (oldest first): a copy used now is the newest.
+	now := time.Now()
+	_ = os.Chtimes(dir, now, now)
 	var webSeeds []string
 	if u, err := url.Parse(a.URL); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
 		webSeeds = []string{a.URL}

@@ -47,6 +47,13 @@ func newEnv(t *testing.T, ctx context.Context) *env {
 // newEnvWith is newEnv with the seeder's origin policy and logger.
 func newEnvWith(t *testing.T, ctx context.Context, origins OriginPolicy, log logr.Logger) *env {
 	t.Helper()
+	return newEnvOpts(t, ctx, origins, log, nil, nil)
+}
+
+// newEnvOpts is newEnvWith that lets mod change the seeder's Config (before its Dir exists),
+// and hook see the Seeder before it starts.
+func newEnvOpts(t *testing.T, ctx context.Context, origins OriginPolicy, log logr.Logger, mod func(*Config), hook func(*Seeder)) *env {
+	t.Helper()
 	zk, err := zkserver.Start(ctx, t.TempDir(), 1)
 	if err != nil {
 		t.Fatal(err)
@@ -58,21 +65,30 @@ func newEnvWith(t *testing.T, ctx context.Context, origins OriginPolicy, log log
 	}
 	t.Cleanup(c.Close)
 	dir := t.TempDir()
-	cl, err := p2p.New(p2p.Config{DataDir: filepath.Join(dir, "client"), ListenHost: "127.0.0.1", Logger: testr.New(t)})
+	// As in the operator: only the peers of a version's swarm may connect.
+	cl, err := p2p.New(p2p.Config{DataDir: filepath.Join(dir, "client"), ListenHost: "127.0.0.1", OnlyListedPeers: true,
+		Logger: testr.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cl.Close() })
 	e := &env{tr: tracker.Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}, cl: cl, dir: filepath.Join(dir, "artifacts"),
 		events: make(chan string, 100)}
-	e.sd = New(Config{Client: cl, Tracker: e.tr, Dir: e.dir, Name: "origin-test", Host: "127.0.0.1",
+	cfg := Config{Client: cl, Tracker: e.tr, Dir: e.dir, Name: "origin-test", Host: "127.0.0.1",
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: log, Origins: origins,
 		OnChange: func(svc string) {
 			select {
 			case e.events <- svc:
 			default:
 			}
-		}})
+		}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e.sd = New(cfg)
+	if hook != nil {
+		hook(e.sd)
+	}
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
