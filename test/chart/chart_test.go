@@ -273,7 +273,8 @@ func TestTemplateDefaults(t *testing.T) {
 	}
 	c := pod.Containers[0]
 	for _, a := range []string{"--leader-elect", "--zk-servers=zk:2181", "--leader-election-namespace=rk-default",
-		"--health-probe-bind-address=:8081", "--p2p-host=$(POD_IP)", "--p2p-port=6881", "--seeder-dir=/var/lib/rollkeeper-seeder"} {
+		"--health-probe-bind-address=:8081", "--p2p-host=$(POD_IP)", "--p2p-port=6881", "--seeder-dir=/var/lib/rollkeeper-seeder",
+		"--seeder-max-bytes=1792Mi"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("operator args %v lack %s", c.Args, a)
 		}
@@ -491,7 +492,8 @@ func TestTemplateCustomValues(t *testing.T) {
 		t.Errorf("operator image %s %s", c.Image, c.ImagePullPolicy)
 	}
 	for _, a := range []string{"--zk-servers=zk-0.zk:2181,zk-1.zk:2181,zk-2.zk:2181", "--zk-root=/prod/rollkeeper",
-		"--zk-session-timeout=20s", "--zap-log-level=debug", "--p2p-port=7881", "--p2p-upload-rate=10485760"} {
+		"--zk-session-timeout=20s", "--zap-log-level=debug", "--p2p-port=7881", "--p2p-upload-rate=10485760",
+		"--seeder-max-bytes=9Gi"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("operator args %v lack %s", c.Args, a)
 		}
