@@ -73,13 +73,15 @@ type worker struct {
 	// was killed or restarted, perhaps before its health check passed — is checked before it is
 	// registered, so an unhealthy process never counts as an online node.
 	checked string
-	// refusedNow is set when the current step refused a znode for its signature; sigReason is
-	// the refusal last recorded (recorded again only when it changes), and sigRecord is set
-	// while a Signature failure may stand in failures/<svc>/<node> (at start: a previous
-	// agent's may). A step that decides (nil or errWait) without refusing anything clears it.
-	refusedNow bool
-	sigReason  string
-	sigRecord  bool
+	// refused lists what the current step refused for its signature (refusedVersion: what the
+	// first was about), recorded after the step as one Signature failure; sigReason is the
+	// reason last recorded (recorded again only when it changes), and sigRecord is set while a
+	// Signature failure may stand in failures/<svc>/<node> (at start: a previous agent's may).
+	// A step that decides (nil or errWait) without refusing anything clears it.
+	refused        []string
+	refusedVersion string
+	sigReason      string
+	sigRecord      bool
 }
 
 func newWorker(a *Agent, svc string) *worker {
@@ -89,10 +91,11 @@ func newWorker(a *Agent, svc string) *worker {
 }
 
 // decodeSigned verifies data read from the znode at p with the agent's trusted keys (Config.Trust)
-// and decodes it. A signature failure is recorded (failure kind Signature, naming the znode,
-// version being what the znode is about, as far as known) and returned: the caller acts on
-// nothing from p. sigPath is what the signature binds: p itself, or a deploy entry's prefix.
-func (w *worker) decodeSigned(ctx context.Context, p, sigPath, version string, data []byte, into zklayout.Payload) error {
+// and decodes it. A signature failure is noted for the step's Signature failure record (see
+// settleSignatures; version is what the znode is about, as far as known) and returned: the
+// caller acts on nothing from p. sigPath is what the signature binds: p itself, or a deploy
+// entry's prefix.
+func (w *worker) decodeSigned(p, sigPath, version string, data []byte, into zklayout.Payload) error {
 	err := zksign.Decode(w.a.cfg.Trust, sigPath, data, into)
 	if err == nil || !zksign.IsSignatureError(err) {
 		return err
@@ -100,20 +103,38 @@ func (w *worker) decodeSigned(ctx context.Context, p, sigPath, version string, d
 	if p != sigPath {
 		err = fmt.Errorf("znode %s: %w", p, err)
 	}
-	// One record per step, its first refusal: two alternating reasons would rewrite it twice
-	// on every retry.
-	first := !w.refusedNow
-	w.refusedNow = true
-	if first && w.sigReason != err.Error() {
-		w.sigReason = err.Error()
-		w.log.Error(err, "refusing an unsigned or wrongly signed znode; not acting on it", "znode", p)
-		if zklayout.ValidVersion(version) != nil {
-			version = "unknown"
-		}
-		w.recordFailure(ctx, version, zklayout.FailureSignature, err)
-		w.sigRecord = true
+	if len(w.refused) == 0 {
+		w.refusedVersion = version
+	}
+	if !slices.Contains(w.refused, err.Error()) {
+		w.refused = append(w.refused, err.Error())
 	}
 	return err
+}
+
+// settleSignatures records, after a step, what it refused for its signature as one Signature
+// failure (once per distinct reason, so retries write nothing), or clears the record after a
+// step that decided without refusing anything.
+func (w *worker) settleSignatures(ctx context.Context, decided bool) {
+	defer func() { w.refused, w.refusedVersion = nil, "" }()
+	if len(w.refused) == 0 {
+		if w.sigRecord && decided {
+			w.sigRecord, w.sigReason = false, ""
+			w.clearFailure(ctx, zklayout.FailureSignature)
+		}
+		return
+	}
+	reason := strings.Join(w.refused, "; ")
+	if reason == w.sigReason {
+		return
+	}
+	w.sigReason, w.sigRecord = reason, true
+	w.log.Error(errors.New(reason), "refused unsigned or wrongly signed znodes; not acting on them")
+	version := w.refusedVersion
+	if zklayout.ValidVersion(version) != nil {
+		version = "unknown"
+	}
+	w.recordFailure(ctx, version, zklayout.FailureSignature, errors.New(reason))
 }
 
 func (w *worker) run(root, ctx context.Context) {
@@ -136,11 +157,7 @@ func (w *worker) run(root, ctx context.Context) {
 			w.panicked = false
 			w.clearFailure(ctx, zklayout.FailureAgent)
 		}
-		if w.sigRecord && decided && !w.refusedNow {
-			w.sigRecord, w.sigReason = false, ""
-			w.clearFailure(ctx, zklayout.FailureSignature)
-		}
-		w.refusedNow = false
+		w.settleSignatures(ctx, decided)
 		switch {
 		case err == nil:
 			backoff = w.a.cfg.RetryInterval
@@ -515,7 +532,7 @@ func (w *worker) readPlan(ctx context.Context) (*zklayout.Plan, error) {
 	}
 	var p zklayout.Plan
 	pp := w.l.StagingService(w.svc)
-	if err := w.decodeSigned(ctx, pp, pp, w.a.cfg.Store.Current(w.svc), data, &p); err != nil {
+	if err := w.decodeSigned(pp, pp, w.a.cfg.Store.Current(w.svc), data, &p); err != nil {
 		// Treated as no plan: the node keeps (or brings) its service up as it is, and the data
 		// watch armed above wakes it when the plan is rewritten.
 		if !zksign.IsSignatureError(err) {
@@ -586,7 +603,7 @@ func (w *worker) release(ctx context.Context, version string) (*zklayout.Release
 		return nil, fmt.Errorf("release %s/%s: %w", w.svc, version, err)
 	}
 	var r zklayout.Release
-	if err := w.decodeSigned(ctx, rp, rp, version, data, &r); err != nil {
+	if err := w.decodeSigned(rp, rp, version, data, &r); err != nil {
 		return nil, fmt.Errorf("release %s/%s: %w", w.svc, version, err)
 	}
 	// The store installs under the payload's names and the switch follows the znode's: they
@@ -975,7 +992,7 @@ func (w *worker) myTurn(ctx context.Context, child, target string) (bool, error)
 	}
 	var head zklayout.DeployEntry
 	// An entry's signature binds its service's prefix (ZooKeeper picks the counter).
-	if err := w.decodeSigned(ctx, hp, w.l.DeployPrefix(ordered[0].Name), target, data, &head); err != nil {
+	if err := w.decodeSigned(hp, w.l.DeployPrefix(ordered[0].Name), target, data, &head); err != nil {
 		return false, w.waiting("deploy queue head is malformed or not validly signed; not acting on it", "znode", ordered[0].Child, "err", err.Error())
 	}
 	if head.Service != w.svc {
@@ -1301,7 +1318,7 @@ func (w *worker) catchUpQueued(ctx context.Context, entries []zklayout.SeqName, 
 			return false, err
 		}
 		var d zklayout.DeployEntry
-		if w.decodeSigned(ctx, ep, w.l.DeployPrefix(e.Name), target, data, &d) == nil && d.Service == w.svc && d.Version == target && d.CatchUp {
+		if w.decodeSigned(ep, w.l.DeployPrefix(e.Name), target, data, &d) == nil && d.Service == w.svc && d.Version == target && d.CatchUp {
 			return true, nil
 		}
 	}
