@@ -252,6 +252,11 @@ func run(ctx context.Context, cfg config) error {
 		log.Info(zksign.UnsignedWarning)
 	} else {
 		log.Info("signing plans, releases and deploy entries", "key", signer.KeyID())
+		if kf, ok := trust.(*zksign.KeyFile); ok && !kf.Lists(signer.KeyID()) {
+			// The chart gives the operator the agents' file: then this is a misconfiguration.
+			log.Info("WARNING: the signing key is not among the --trusted-keys-file keys; agents given the same file refuse everything this operator signs",
+				"key", signer.KeyID(), "file", cfg.TrustedKeysFile)
+		}
 	}
 	log.Info("connecting to ZooKeeper", "servers", servers, "root", layout.Root(), "sessionTimeout", cfg.ZKSessionTimeout)
 	zcfg := zkclient.Config{

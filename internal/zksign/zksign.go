@@ -305,10 +305,11 @@ type KeyFile struct {
 	path   string
 	always []ed25519.PublicKey
 
-	mu   sync.Mutex
-	seen fileID
-	ring *Keyring
-	err  error
+	mu     sync.Mutex
+	seen   fileID
+	ring   *Keyring
+	listed map[string]bool // the file's own keys, by id
+	err    error
 }
 
 // fileID tells versions of the file apart: the kubelet swaps a ConfigMap volume's files by a
@@ -376,7 +377,19 @@ func (f *KeyFile) current() (*Keyring, error) {
 		return nil, f.err
 	}
 	f.ring, f.err, f.seen = NewKeyring(append(keys, f.always...)...), nil, id
+	f.listed = map[string]bool{}
+	for _, k := range keys {
+		f.listed[KeyID(k)] = true
+	}
 	return f.ring, nil
+}
+
+// Lists reports whether the file itself (not the always-trusted keys) lists the key id, as last
+// read.
+func (f *KeyFile) Lists(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.listed[id]
 }
 
 // Verify implements Verifier with the keys trusted now.

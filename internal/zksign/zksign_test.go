@@ -182,6 +182,9 @@ func TestKeyFileFollowsRotation(t *testing.T) {
 	}
 	check(byOld, true)
 	check(byNext, false)
+	if !kf.Lists(old.KeyID()) || kf.Lists(next.KeyID()) {
+		t.Fatal("Lists does not follow the file")
+	}
 	write(append(oldPub, nextPub...))
 	check(byOld, true)
 	check(byNext, true)
