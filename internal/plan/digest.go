@@ -331,8 +331,12 @@ func ArtifactFailureMessage(svc string, a v1alpha1.ArtifactSpec, failures []zkla
 	}
 	f := failures[0]
 	advice := "the node retries; fix the node (disk, network) or the origin"
-	if strings.Contains(f.Reason, "sha256") {
+	switch {
+	case strings.Contains(f.Reason, "sha256"):
 		advice = fmt.Sprintf("fix the artifact of service %s and give it a new version", svc)
+	case strings.Contains(f.Reason, "origin refused"): // seeder.ErrOriginRefused: for good
+		advice = fmt.Sprintf("the operator does not read this origin (--seeder-file-roots, --seeder-allow-origin-cidrs): "+
+			"point the artifact of service %s at an allowed one and give it a new version", svc)
 	}
 	return fmt.Sprintf("artifact %s (sha256 %s) of %s %s failed on %s: %s; %s",
 		a.URL, a.SHA256, svc, f.Version, nodeList(failures), f.Reason, advice)

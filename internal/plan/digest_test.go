@@ -111,3 +111,13 @@ func TestSignatureFailureIsReportedNotHalting(t *testing.T) {
 		t.Fatalf("message does not name the node and znode: %q", d.Status.Message)
 	}
 }
+
+// A refused origin is refused for good: the advice is to change the artifact, not to wait.
+func TestArtifactFailureMessageRefusedOrigin(t *testing.T) {
+	a := v1alpha1.ArtifactSpec{URL: "http://169.254.169.254/latest", SHA256: strings.Repeat("a", 64)}
+	m := ArtifactFailureMessage("web", a, []zklayout.Failure{{Node: "origin", Version: "v2", Kind: zklayout.FailureArtifact,
+		Reason: "read origin http://169.254.169.254/latest: origin refused: link-local address"}})
+	if strings.Contains(m, "retries") || !strings.Contains(m, "--seeder-allow-origin-cidrs") {
+		t.Fatalf("message: %s", m)
+	}
+}
