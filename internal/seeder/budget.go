@@ -35,8 +35,8 @@ var ErrTooLarge = errors.New("artifact larger than the seeder's directory budget
 
 // tooLarge: the artifact alone is over the whole budget.
 func (s *Seeder) tooLarge(url string, size int64) error {
-	return fmt.Errorf("read origin %s: %w: it is at least %d bytes, the budget is %d bytes (--%s); "+
-		"stopped reading", url, ErrTooLarge, size, s.cfg.MaxBytes, FlagMaxBytes)
+	return fmt.Errorf("read origin %s: %w: it is at least %d bytes (announced, or read so far), over the whole budget of %d bytes, "+
+		"so it is not read further; to seed it, raise --%s (and the volume behind the seeder's directory)", url, ErrTooLarge, size, s.cfg.MaxBytes, FlagMaxBytes)
 }
 
 // overBudget: the copy does not fit beside the copies of versions being seeded.
