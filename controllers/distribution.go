@@ -81,8 +81,14 @@ func distributionMessage(spec v1alpha1.ServiceSpec, st seeder.State) string {
 		spec.Artifact.URL, spec.Version)
 	switch {
 	case st.Err == nil || errors.Is(st.Err, seeder.ErrNotStarted):
+	case st.Permanent && (errors.Is(st.Err, seeder.ErrTooLarge) || errors.Is(st.Err, seeder.ErrOriginRefused)):
+		msg += fmt.Sprintf("; %v", st.Err) // says what to do
 	case st.Permanent:
 		msg += fmt.Sprintf("; %v: fix the artifact of %s and give it a new version", st.Err, spec.Name)
+	case errors.Is(st.Err, seeder.ErrOverBudget):
+		// Not the origin's fault: the versions being seeded fill the budget; one finishing
+		// frees room, and the seeder retries by itself.
+		msg += fmt.Sprintf("; waiting for room in the seeder's directory (attempt %d): %v", st.Attempts, st.Err)
 	default:
 		next := ""
 		if !st.NextAttempt.IsZero() {
@@ -109,7 +115,7 @@ func reportDistribution(s *scope) {
 		d.Status.Phase = v1alpha1.PhasePending
 		d.Status.Message = msg
 		s.sum.distribution = append(s.sum.distribution, d.Status.Name+": "+msg)
-		if st := s.dist[d.Status.Name]; st.Err != nil && !st.Permanent && !errors.Is(st.Err, seeder.ErrNotStarted) {
+		if st := s.dist[d.Status.Name]; st.Err != nil && !st.Permanent && !errors.Is(st.Err, seeder.ErrNotStarted) && !errors.Is(st.Err, seeder.ErrOverBudget) {
 			s.sum.originUnreachable = append(s.sum.originUnreachable, d.Status.Name+": "+msg)
 		}
 	}

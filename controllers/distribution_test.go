@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,12 @@ func TestDistributionMessageAdvice(t *testing.T) {
 			"check the URL is reachable from the operator", "new version"},
 		{"mismatch", seeder.State{Err: &seeder.MismatchError{URL: "http://origin/a.tgz", Want: "ab"}, Permanent: true},
 			"sha256 mismatch", "reachable"},
+		{"over budget", seeder.State{Err: fmt.Errorf("copy of a: %w", seeder.ErrOverBudget), Attempts: 2},
+			"waiting for room in the seeder's directory", "reachable"},
+		{"too large", seeder.State{Err: fmt.Errorf("a: %w: raise --seeder-max-bytes", seeder.ErrTooLarge), Permanent: true},
+			"raise --seeder-max-bytes", "fix the artifact"},
+		{"refused origin", seeder.State{Err: fmt.Errorf("read origin: %w: link-local", seeder.ErrOriginRefused), Permanent: true},
+			"origin refused", "fix the artifact"},
 	} {
 		msg := distributionMessage(spec, tc.st)
 		if !strings.Contains(msg, tc.want) || strings.Contains(msg, tc.nope) {

@@ -334,6 +334,8 @@ func ArtifactFailureMessage(svc string, a v1alpha1.ArtifactSpec, failures []zkla
 	switch {
 	case strings.Contains(f.Reason, "sha256"):
 		advice = fmt.Sprintf("fix the artifact of service %s and give it a new version", svc)
+	case strings.Contains(f.Reason, "larger than the seeder's directory budget"): // seeder.ErrTooLarge
+		advice = "raise the operator's --seeder-max-bytes (and the volume behind it), or make the artifact smaller under a new version"
 	case strings.Contains(f.Reason, "origin refused"): // seeder.ErrOriginRefused: for good
 		advice = fmt.Sprintf("the operator does not read this origin (--seeder-file-roots, --seeder-allow-origin-cidrs): "+
 			"point the artifact of service %s at an allowed one and give it a new version", svc)
