@@ -346,8 +346,15 @@ func register(t *testing.T, svc, node, version string) {
 		t.Fatal(err)
 	}
 	data := encode(t, &zklayout.Current{Node: node, Version: version, Health: zklayout.HealthHealthy, Since: time.Now()})
-	_ = agentZK.Delete(ctx, layout.CurrentNode(svc, node), -1)
-	if _, err := agentZK.Create(ctx, layout.CurrentNode(svc, node), data, zkclient.Ephemeral); err != nil {
+	// An existing registration is replaced in one transaction, as an agent re-registers: a
+	// delete then a create would let the operator see the node gone in between (and a rollout
+	// complete without it).
+	p := layout.CurrentNode(svc, node)
+	err := agentZK.Multi(ctx, zkclient.DeleteOp(p, -1), zkclient.CreateOp(p, data, zkclient.Ephemeral))
+	if errors.Is(err, zkclient.ErrNoNode) {
+		_, err = agentZK.Create(ctx, p, data, zkclient.Ephemeral)
+	}
+	if err != nil {
 		t.Fatalf("register %s/%s: %v", svc, node, err)
 	}
 }
@@ -384,9 +391,11 @@ func startUpgrade(t *testing.T, svc, node, version, stagedPath string) {
 // finishUpgrade re-registers node on version and leaves the staging queue.
 func finishUpgrade(t *testing.T, svc, node, version, stagedPath string) {
 	t.Helper()
-	register(t, svc, node, version)
-	if err := agentZK.Delete(context.Background(), stagedPath, -1); err != nil {
-		t.Fatal(err)
+	// One transaction, as the agent does: never seen registered and still upgrading.
+	data := encode(t, &zklayout.Current{Node: node, Version: version, Health: zklayout.HealthHealthy, Since: time.Now()})
+	if err := agentZK.Multi(context.Background(), zkclient.CreateOp(layout.CurrentNode(svc, node), data, zkclient.Ephemeral),
+		zkclient.DeleteOp(stagedPath, -1)); err != nil {
+		t.Fatalf("finish upgrade of %s/%s: %v", svc, node, err)
 	}
 }
 
