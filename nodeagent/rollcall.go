@@ -10,7 +10,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/nodeagent/quorum"
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 )
 
 // The roll call closes the session-timeout window of the quorum rule. A registration under
@@ -52,7 +52,7 @@ func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan) (ok bool, an
 		answered = countAnswers(children, round, regs, w.a.cfg.Node)
 		online = len(regs)
 		// MayStop counts the caller among the online nodes.
-		if quorum.MayStop(answered+1, plan.MinAvailable) {
+		if rollout.MayStop(answered+1, plan.MinAvailable) {
 			return true, answered, online, round, nil
 		}
 		select {

@@ -21,7 +21,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/health"
 	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
-	"github.com/rollkeeper/rollkeeper/nodeagent/quorum"
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 )
 
 // errWait means the step armed watches and has nothing to do until one fires.
@@ -634,7 +634,7 @@ func (w *worker) start(root, ctx context.Context, plan *zklayout.Plan) error {
 	for _, v := range peers {
 		versions = append(versions, v)
 	}
-	v, ok := quorum.MostPopular(versions, preferred)
+	v, ok := rollout.MostPopular(versions, preferred)
 	if !ok {
 		if v = w.a.cfg.Store.Current(w.svc); v == "" {
 			return w.waiting("nothing to start: no plan, no online peer, no installed version")
@@ -1010,7 +1010,7 @@ func (w *worker) myTurn(ctx context.Context, child, target string) (bool, error)
 	}
 	at := child
 	for {
-		pred, found := quorum.Predecessor(queue, at)
+		pred, found := rollout.Predecessor(queue, at)
 		if !found {
 			return false, fmt.Errorf("own staging child %s vanished", child)
 		}
@@ -1097,7 +1097,7 @@ func (w *worker) quorumAllows(ctx context.Context, plan *zklayout.Plan) (bool, i
 	if err != nil {
 		return false, 0, err
 	}
-	return quorum.MayStop(len(online), plan.MinAvailable), len(online), nil
+	return rollout.MayStop(len(online), plan.MinAvailable), len(online), nil
 }
 
 // decide takes this node offline and marks it upgrading in one transaction. It fails if the
@@ -1276,7 +1276,7 @@ func (w *worker) completeIfDone(ctx context.Context, plan *zklayout.Plan) error 
 	if err != nil {
 		return err
 	}
-	// Same rule as the operator's (plan.Complete): the quorum, at least one, must be online on it.
+	// Same rule as the operator's (rollout.Complete): the quorum, at least one, must be online on it.
 	if len(online) < max(1, plan.MinAvailable) {
 		return nil
 	}

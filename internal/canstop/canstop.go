@@ -1,5 +1,5 @@
 // Package canstop answers, from a service's mirrored node states, whether the quorum would let
-// one more node go down now: the agents' own rule (nodeagent/quorum.MayStop) applied to the
+// one more node go down now: the agents' own rule (nodeagent/rollout.MayStop) applied to the
 // quorum resolved as the operator resolves it (plan.ResolveQuorum). It changes nothing.
 package canstop
 
@@ -11,7 +11,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/internal/plan"
-	"github.com/rollkeeper/rollkeeper/nodeagent/quorum"
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 )
 
 // maxListed caps the down nodes a reason names.
@@ -79,7 +79,7 @@ func Decide(in Input) (Verdict, error) {
 	case !v.NodeOnline:
 		v.Yes = true
 		v.Reason = fmt.Sprintf("%s is already down (not counted online): online %d, minAvailable %d", in.Node, v.Online, min)
-	case quorum.MayStop(v.Online, min):
+	case rollout.MayStop(v.Online, min):
 		v.Yes = true
 		v.Reason = fmt.Sprintf("online %d, minAvailable %d: stopping %s leaves %d ≥ %d", v.Online, min, in.Node, v.Online-1, min)
 	default:

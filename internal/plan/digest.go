@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
 
@@ -63,36 +64,6 @@ type Digest struct {
 	// NotStaged are the online nodes that have neither staged nor run the target while the
 	// distribution gate is closed (nil when it is open), at most MaxListedNodes.
 	NotStaged []string
-}
-
-// NeedOnline is how many nodes must be online on the target before a service counts as
-// complete: its quorum, and at least one when any node is selected, so a service whose nodes
-// have not registered yet is never reported done.
-func NeedOnline(minAvailable, selected int) int {
-	if selected == 0 {
-		return 0
-	}
-	return max(1, minAvailable)
-}
-
-// Complete reports whether a service's rollout to target is done: at least need nodes online,
-// every online node on target, none unreadable, none upgrading. Unreachable nodes do not block
-// it (they start the most popular version when they come back).
-func Complete(target string, current []zklayout.Current, unreadable int, staged []zklayout.Staged, need int) bool {
-	if unreadable > 0 || len(current) < need {
-		return false
-	}
-	for _, c := range current {
-		if c.Version != target {
-			return false
-		}
-	}
-	for _, s := range staged {
-		if s.State == zklayout.StagedUpgrading {
-			return false
-		}
-	}
-	return true
 }
 
 // DigestService counts an Observation into a ServiceStatus (counts only; Position, Phase and
@@ -156,7 +127,7 @@ func DigestService(o Observation) Digest {
 			st.UnreachableNodes = append(st.UnreachableNodes, n)
 		}
 	}
-	d := Digest{Artifact: o.Artifact, Malformed: o.Malformed, Complete: Complete(o.Target, o.Current, len(o.CurrentUnreadable), o.Staged, NeedOnline(o.MinAvailable, len(o.Selected)))}
+	d := Digest{Artifact: o.Artifact, Malformed: o.Malformed, Complete: rollout.Complete(o.Target, o.Current, len(o.CurrentUnreadable), o.Staged, rollout.NeedOnline(o.MinAvailable, len(o.Selected)))}
 	sort.Strings(unselected)
 	d.Unselected = unselected
 	// The gate counts as the agents do (every registration, selected or not): a node has the

@@ -1,6 +1,7 @@
-// Package quorum holds the agent's pure rollout arithmetic: may a node stop under the quorum
-// rule, where does it stand in the staging queue, which version is most popular. No clients.
-package quorum
+// Package rollout holds the protocol's pure rules, shared by the agent, the operator and the
+// kubectl plugin: may a node stop under the quorum rule, where does it stand in the staging
+// queue, which version is most popular, is a service's rollout complete. No clients, no I/O.
+package rollout
 
 import "sort"
 

@@ -1,0 +1,39 @@
+package rollout
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+func TestCompleteNeedsOnlineNodes(t *testing.T) {
+	on := func(vs ...string) []zklayout.Current {
+		var out []zklayout.Current
+		for i, v := range vs {
+			out = append(out, zklayout.Current{Node: fmt.Sprintf("n%d", i), Version: v})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name     string
+		current  []zklayout.Current
+		staged   []zklayout.Staged
+		min, sel int
+		want     bool
+	}{
+		{"nobody registered yet", nil, nil, 3, 5, false},
+		{"below quorum on target", on("v2", "v2"), nil, 3, 5, false},
+		{"quorum on target, two unreachable", on("v2", "v2", "v2"), nil, 3, 5, true},
+		{"one still on old", on("v2", "v2", "v1"), nil, 2, 3, false},
+		{"someone upgrading", on("v2", "v2"), []zklayout.Staged{{State: zklayout.StagedUpgrading}}, 1, 3, false},
+		{"quorum 0 still needs one", nil, nil, 0, 2, false},
+		{"no nodes selected", nil, nil, 0, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Complete("v2", tc.current, 0, tc.staged, NeedOnline(tc.min, tc.sel)); got != tc.want {
+				t.Errorf("Complete = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
