@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/rollkeeper/rollkeeper/internal/envflag"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
 	"github.com/rollkeeper/rollkeeper/internal/tracker"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
@@ -111,8 +112,11 @@ func main() {
 	fs.DurationVar(&o.pinHold, "pin-hold", 5*time.Minute, "how long a new version stays pinned after it became healthy")
 	zopts := zap.Options{Development: false}
 	zopts.BindFlags(fs)
+	if err := envflag.Apply(fs, os.LookupEnv); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	flag.Parse()
-	envFlags(fs)
 	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("agent")
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -121,18 +125,6 @@ func main() {
 		log.Error(err, "agent failed")
 		os.Exit(1)
 	}
-}
-
-// envFlags lets every flag come from ROLLKEEPER_<FLAG> when not given on the command line.
-func envFlags(fs *flag.FlagSet) {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	fs.VisitAll(func(f *flag.Flag) {
-		env := "ROLLKEEPER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok && !set[f.Name] {
-			_ = fs.Set(f.Name, v)
-		}
-	})
 }
 
 func run(ctx context.Context, o options, log logr.Logger) error {

@@ -27,15 +27,13 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/controllers"
+	"github.com/rollkeeper/rollkeeper/internal/envflag"
 	"github.com/rollkeeper/rollkeeper/internal/seeder"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/internal/zksign"
 )
-
-// EnvPrefix prefixes the environment variable of every flag.
-const EnvPrefix = "ROLLKEEPER_"
 
 // LeaderElectionID names the Lease the manager replicas compete for.
 const LeaderElectionID = "rollkeeper-manager.rollkeeper.io"
@@ -106,32 +104,12 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.SeederAllowOriginCIDRs, seeder.FlagAllowOriginCIDRs, "", allowOriginCIDRsHelp)
 }
 
-// envName is the environment variable of a flag.
-func envName(flagName string) string {
-	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
-// applyEnv sets every flag of fs that has a ROLLKEEPER_* variable in the environment. Call it
-// before fs.Parse, so the command line overrides the environment.
-func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := envName(f.Name)
-		if v, ok := lookup(name); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("environment %s=%q: %w", name, v, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
 // validate checks the flags and returns the znode layout, the servers and the ZooKeeper
 // credentials ("" when running open by choice).
 func (c *config) validate() (zklayout.Layout, []string, string, error) {
 	servers := zkclient.ParseServers(c.ZKServers)
 	if len(servers) == 0 {
-		return zklayout.Layout{}, nil, "", errors.New("--zk-servers (or " + envName("zk-servers") + ") is required: the ZooKeeper ensemble as host:port[,host:port...]")
+		return zklayout.Layout{}, nil, "", errors.New("--zk-servers (or " + envflag.Name("zk-servers") + ") is required: the ZooKeeper ensemble as host:port[,host:port...]")
 	}
 	layout, err := zklayout.New(c.ZKRoot)
 	if err != nil {
@@ -186,7 +164,7 @@ func main() {
 	bindFlags(flag.CommandLine, &cfg)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
-	if err := applyEnv(flag.CommandLine, os.LookupEnv); err != nil {
+	if err := envflag.Apply(flag.CommandLine, os.LookupEnv); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rollkeeper/rollkeeper/internal/envflag"
 )
 
 // withDefaults fills in the flags a case does not set.
@@ -47,10 +49,10 @@ func TestFlagsFromEnvironment(t *testing.T) {
 			fs := flag.NewFlagSet("test", flag.ContinueOnError)
 			var c config
 			bindFlags(fs, &c)
-			err := applyEnv(fs, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			err := envflag.Apply(fs, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
 			if tt.wantErr {
 				if err == nil {
-					t.Fatal("applyEnv() succeeded, want an error")
+					t.Fatal("envflag.Apply() succeeded, want an error")
 				}
 				return
 			}

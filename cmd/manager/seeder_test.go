@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rollkeeper/rollkeeper/internal/envflag"
 	"github.com/rollkeeper/rollkeeper/internal/seeder"
 )
 
@@ -40,7 +41,7 @@ func TestOriginFlags(t *testing.T) {
 	c = config{}
 	bindFlags(fs, &c)
 	env := map[string]string{"ROLLKEEPER_SEEDER_FILE_ROOTS": "/srv/artifacts, /mnt/a/../b/"}
-	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	if err := envflag.Apply(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
 	if err := fs.Parse([]string{"--seeder-allow-origin-cidrs=127.0.0.1/8,10.1.2.3"}); err != nil {
