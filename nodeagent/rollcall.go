@@ -8,9 +8,9 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/internal/rollout"
 )
 
 // The roll call closes the session-timeout window of the quorum rule. A registration under

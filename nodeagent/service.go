@@ -15,13 +15,13 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/internal/zksign"
 	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/health"
 	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
-	"github.com/rollkeeper/rollkeeper/internal/rollout"
 )
 
 // errWait means the step armed watches and has nothing to do until one fires.
