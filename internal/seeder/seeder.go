@@ -18,10 +18,10 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
 	"github.com/rollkeeper/rollkeeper/internal/tracker"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
 )
 
 // Config configures a Seeder.
@@ -111,7 +111,7 @@ func (e *MismatchError) Error() string {
 	return fmt.Sprintf("sha256 mismatch: the bytes at %s do not match the spec's sha256 %s", e.URL, e.Want)
 }
 
-func (e *MismatchError) Unwrap() error { return fetch.ErrDigestMismatch }
+func (e *MismatchError) Unwrap() error { return artifact.ErrDigestMismatch }
 
 // New returns a Seeder.
 func New(cfg Config) *Seeder {
@@ -308,9 +308,9 @@ func (s *Seeder) publish(ctx context.Context, rel *zklayout.Release) (*p2p.Torre
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("seeder directory: %w", err)
 	}
-	file := filepath.Join(dir, fetch.FileName(a.URL))
+	file := filepath.Join(dir, artifact.FileName(a.URL))
 	// A copy read earlier (operator restart, seeding resumed) is reused when it still matches.
-	if sum, err := fetch.FileDigest(file); err != nil || sum != a.SHA256 {
+	if sum, err := artifact.FileDigest(file); err != nil || sum != a.SHA256 {
 		tmp, err := os.CreateTemp(dir, tempPrefix+"*")
 		if err != nil {
 			return nil, nil, fmt.Errorf("seeder directory: %w", err)

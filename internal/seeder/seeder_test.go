@@ -18,11 +18,11 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 
+	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
 	"github.com/rollkeeper/rollkeeper/internal/tracker"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
 	"github.com/rollkeeper/rollkeeper/test/zkserver"
 )
 
@@ -210,7 +210,7 @@ func TestSeederMismatchIsPermanent(t *testing.T) {
 	e.sd.Ensure(rel)
 	e.waitChange(t, ctx)
 	st := e.sd.Ensure(rel)
-	if !st.Permanent || !errors.Is(st.Err, fetch.ErrDigestMismatch) || !st.NextAttempt.IsZero() {
+	if !st.Permanent || !errors.Is(st.Err, artifact.ErrDigestMismatch) || !st.NextAttempt.IsZero() {
 		t.Fatalf("state %+v, want a permanent sha256 mismatch", st)
 	}
 	msg := st.Err.Error()

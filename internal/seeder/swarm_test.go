@@ -13,9 +13,9 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
+	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
 )
 
 // The seeder serves a version only to the peers registered in its swarm: a node registered for
@@ -102,7 +102,7 @@ func TestSeederAdmitsOnlyItsSwarm(t *testing.T) {
 	if err := lt.Wait(ctx); err != nil {
 		t.Fatalf("registered node: %v", err)
 	}
-	if got, err := fetch.FileDigest(lt.Path()); err != nil || got != rel.Artifact.SHA256 {
+	if got, err := artifact.FileDigest(lt.Path()); err != nil || got != rel.Artifact.SHA256 {
 		t.Fatalf("registered node got sha256 %s, %v", got, err)
 	}
 

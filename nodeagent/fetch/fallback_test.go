@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
+	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
 	"github.com/rollkeeper/rollkeeper/internal/tracker"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
@@ -104,7 +105,7 @@ func TestP2PFetchFallsBackToTheOrigin(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("fetch from the origin: %v", err)
 	}
-	if got, err := FileDigest(filepath.Join(state, "v2", "a.bin")); err != nil || got != sum {
+	if got, err := artifact.FileDigest(filepath.Join(state, "v2", "a.bin")); err != nil || got != sum {
 		t.Fatalf("installed artifact sha256 %s, %v; want %s", got, err, sum)
 	}
 	if ok, err := c.Exists(ctx, tr.Layout.ProgressNode("a", "node-1")); err != nil || ok {
@@ -114,8 +115,8 @@ func TestP2PFetchFallsBackToTheOrigin(t *testing.T) {
 	// Bytes that do not match: an error saying so, without the digest of what was served.
 	bad := &zklayout.Release{Service: "a", Version: "v3", Artifact: zklayout.Artifact{URL: origin.URL + "/a.bin", SHA256: strings.Repeat("ab", 32), Unpack: zklayout.UnpackNone}}
 	err = f.Fetch(ctx, bad, filepath.Join(state, "v3"))
-	if !errors.Is(err, ErrDigestMismatch) || strings.Contains(err.Error(), sum) {
-		t.Fatalf("mismatching origin: %v; want %v without the computed digest", err, ErrDigestMismatch)
+	if !errors.Is(err, artifact.ErrDigestMismatch) || strings.Contains(err.Error(), sum) {
+		t.Fatalf("mismatching origin: %v; want %v without the computed digest", err, artifact.ErrDigestMismatch)
 	}
 	if _, err := os.Stat(filepath.Join(state, "v3")); !os.IsNotExist(err) {
 		t.Fatalf("a mismatching artifact was installed (%v)", err)

@@ -14,17 +14,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
 )
-
-// ErrDigestMismatch means the downloaded bytes do not match the artifact's sha256.
-var ErrDigestMismatch = errors.New("sha256 mismatch")
 
 // ErrArchiveLimit means an archive would unpack to more than Limits allow, or holds entries
 // (sparse files) whose unpacked size its bytes do not bound.
@@ -110,7 +107,7 @@ func (h *HTTP) Fetch(ctx context.Context, rel *zklayout.Release, dest string) er
 	return InstallLimited(tmp, a, dest, h.Limits)
 }
 
-// Download streams a's bytes from its URL into out and checks their sha256 (ErrDigestMismatch).
+// Download streams a's bytes from its URL into out and checks their sha256 (artifact.ErrDigestMismatch).
 // The written bytes are dropped from the page cache as they land, so a download does not evict
 // the live version's hot pages.
 func (h *HTTP) Download(ctx context.Context, a zklayout.Artifact, out *os.File) error {
@@ -130,30 +127,7 @@ func (h *HTTP) Download(ctx context.Context, a zklayout.Artifact, out *os.File) 
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("fetch %s: %w", a.URL, err)
 	}
-	return checkDigest(a, hex.EncodeToString(sum.Sum(nil)))
-}
-
-func checkDigest(a zklayout.Artifact, got string) error {
-	if got != a.SHA256 {
-		// The computed digest is left out on purpose: nobody should copy it into a spec and so
-		// bless whatever bytes were served.
-		return fmt.Errorf("fetch %s: %w: the bytes do not match the spec's sha256 %s", a.URL, ErrDigestMismatch, a.SHA256)
-	}
-	return nil
-}
-
-// FileDigest is the hex sha256 of the file at path.
-func FileDigest(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return artifact.CheckDigest(a, hex.EncodeToString(sum.Sum(nil)))
 }
 
 func (h *HTTP) open(ctx context.Context, raw string) (io.ReadCloser, error) {
@@ -199,7 +173,7 @@ func InstallLimited(r io.Reader, a zklayout.Artifact, dest string, lim Limits) e
 			return fmt.Errorf("install %s: unpack %s: %w", dest, a.URL, err)
 		}
 	default:
-		name := FileName(a.URL)
+		name := artifact.FileName(a.URL)
 		f, err := os.OpenFile(filepath.Join(work, name), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
 		if err != nil {
 			return fmt.Errorf("install %s: %w", dest, err)
@@ -219,17 +193,6 @@ func InstallLimited(r io.Reader, a zklayout.Artifact, dest string, lim Limits) e
 		return fmt.Errorf("install %s: %w", dest, err)
 	}
 	return nil
-}
-
-// FileName is the name a single-file artifact gets: the URL's last path element.
-func FileName(raw string) string {
-	name := "artifact"
-	if u, err := url.Parse(raw); err == nil {
-		if b := path.Base(u.Path); b != "" && b != "/" && b != "." {
-			name = b
-		}
-	}
-	return name
 }
 
 // untar extracts regular files and directories; anything escaping dir, links, devices and

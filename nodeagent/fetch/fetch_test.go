@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
 
@@ -87,7 +88,7 @@ func TestFetchFailuresLeaveNothing(t *testing.T) {
 		a    zklayout.Artifact
 		is   error
 	}{
-		{"wrong sha256", zklayout.Artifact{URL: url + "/a", SHA256: digest([]byte("other")), Unpack: zklayout.UnpackTarGz}, ErrDigestMismatch},
+		{"wrong sha256", zklayout.Artifact{URL: url + "/a", SHA256: digest([]byte("other")), Unpack: zklayout.UnpackTarGz}, artifact.ErrDigestMismatch},
 		{"404", zklayout.Artifact{URL: url + "/missing", SHA256: digest(good), Unpack: zklayout.UnpackTarGz}, nil},
 		{"path traversal", zklayout.Artifact{URL: evilURL + "/a", SHA256: digest(evil), Unpack: zklayout.UnpackTarGz}, nil},
 		{"not gzip", zklayout.Artifact{URL: url + "/a", SHA256: digest(good), Unpack: zklayout.UnpackTarGz}, nil},

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
 
@@ -257,7 +258,7 @@ func TestFetchDigestMismatchHidesComputedDigest(t *testing.T) {
 	parent := t.TempDir()
 	err := NewHTTP().Fetch(context.Background(), &zklayout.Release{Artifact: zklayout.Artifact{URL: url + "/a", SHA256: want, Unpack: zklayout.UnpackNone}},
 		filepath.Join(parent, "v"))
-	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), "sha256 mismatch") || !strings.Contains(err.Error(), want) {
+	if !errors.Is(err, artifact.ErrDigestMismatch) || !strings.Contains(err.Error(), "sha256 mismatch") || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %v; want a sha256 mismatch naming %s", err, want)
 	}
 	if strings.Contains(err.Error(), digest(body)) {

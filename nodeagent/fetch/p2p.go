@@ -19,6 +19,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
+	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
 	"github.com/rollkeeper/rollkeeper/internal/tracker"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
@@ -117,11 +118,11 @@ func (f *P2P) Fetch(ctx context.Context, rel *zklayout.Release, dest string) err
 	}
 	_ = f.cfg.Tracker.ClearProgress(context.WithoutCancel(ctx), rel.Service, f.cfg.Node)
 	path := sw.t.Path()
-	got, err := FileDigest(path)
+	got, err := artifact.FileDigest(path)
 	if err != nil {
 		return err
 	}
-	if err := checkDigest(a, got); err != nil {
+	if err := artifact.CheckDigest(a, got); err != nil {
 		// Every piece passed its hash as it arrived, so the file changed on disk since (or
 		// the completion database is wrong). Trusting that verification again would fail the
 		// same way for ever: leave the swarm (this node no longer serves the bad data) and
@@ -401,7 +402,7 @@ func (f *P2P) fetchOrigin(ctx context.Context, rel *zklayout.Release, dest strin
 	}
 	if got := hex.EncodeToString(sum.Sum(nil)); got != a.SHA256 {
 		// The computed digest is left out on purpose: nobody should copy it into a spec.
-		return fmt.Errorf("fetch %s/%s from the origin: %s: %w: want sha256 %s", rel.Service, rel.Version, a.URL, ErrDigestMismatch, a.SHA256)
+		return fmt.Errorf("fetch %s/%s from the origin: %s: %w: want sha256 %s", rel.Service, rel.Version, a.URL, artifact.ErrDigestMismatch, a.SHA256)
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return err

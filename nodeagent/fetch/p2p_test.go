@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
+	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
 	"github.com/rollkeeper/rollkeeper/internal/tracker"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
@@ -48,7 +49,7 @@ func TestP2PFetchResumesAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	sum, err := FileDigest(file)
+	sum, err := artifact.FileDigest(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func TestP2PFetchResumesAfterRestart(t *testing.T) {
 	if limit := mi.Size - before + mi.PieceLength; st.BytesReadUsefulData > limit {
 		t.Fatalf("fetched %d bytes after the restart, more than the %d missing (+1 piece)", st.BytesReadUsefulData, mi.Size-before)
 	}
-	if got, err := FileDigest(filepath.Join(state, "v2", "artifact.bin")); err != nil || got != sum {
+	if got, err := artifact.FileDigest(filepath.Join(state, "v2", "artifact.bin")); err != nil || got != sum {
 		t.Fatalf("installed artifact sha256 %s, %v; want %s", got, err, sum)
 	}
 
@@ -145,7 +146,7 @@ func TestP2PFetchResumesAfterRestart(t *testing.T) {
 	if err := f2.Fetch(ctx, rel, filepath.Join(state, "v2-healed")); err != nil {
 		t.Fatalf("fetch after a sha256 mismatch: %v", err)
 	}
-	if got, err := FileDigest(filepath.Join(state, "v2-healed", "artifact.bin")); err != nil || got != sum {
+	if got, err := artifact.FileDigest(filepath.Join(state, "v2-healed", "artifact.bin")); err != nil || got != sum {
 		t.Fatalf("healed artifact sha256 %s, %v; want %s", got, err, sum)
 	}
 }

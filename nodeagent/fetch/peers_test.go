@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
+	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
 	"github.com/rollkeeper/rollkeeper/internal/tracker"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
@@ -46,7 +47,7 @@ func TestP2PServesOnlyRegisteredPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	sum, err := FileDigest(file)
+	sum, err := artifact.FileDigest(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestP2PServesOnlyRegisteredPeers(t *testing.T) {
 	if err := n2.Fetch(ctx, rel, filepath.Join(state2, "v2")); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := FileDigest(filepath.Join(state2, "v2", "artifact.bin")); err != nil || got != sum {
+	if got, err := artifact.FileDigest(filepath.Join(state2, "v2", "artifact.bin")); err != nil || got != sum {
 		t.Fatalf("node-2 installed sha256 %s, %v; want %s", got, err, sum)
 	}
 	if st, _ := n1.Stats(mi.InfoHash); st.BytesWrittenData == 0 {
