@@ -12,6 +12,8 @@ GO ?= go
 # rest runs without it. Add a package here when its test needs the race detector.
 RACE_PKGS ?= ./internal/... ./nodeagent/... ./cmd/fixture/... ./test/zkserver/...
 TEST_TIMEOUT ?= 25m
+# Build tools with their own go.mod (kept out of the product's module) whose tests make test runs too.
+TEST_MODULES ?= hack/ocibuild
 # Extra flags for go test, e.g. GO_TEST_FLAGS='-run TestFoo'.
 GO_TEST_FLAGS ?=
 
@@ -72,8 +74,9 @@ fmt-check: ## Fail if a Go file is not gofmt-formatted.
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi; echo "gofmt: ok"
 
 .PHONY: vet
-vet: ## Run go vet.
+vet: ## Run go vet (the product's module and TEST_MODULES).
 	$(GO) vet ./...
+	for m in $(TEST_MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 
 .PHONY: verify-generated
 verify-generated: ## Regenerate code and manifests and fail if api/, config/ or charts/ changed.
@@ -98,7 +101,7 @@ images: ## Build the manager and agent images (and the test cluster's pause imag
 	$(GO_IMAGE_BUILD) -o $(LOCALBIN)/image/manager ./cmd/manager
 	$(GO_IMAGE_BUILD) -o $(LOCALBIN)/image/agent ./cmd/agent
 	$(GO_IMAGE_BUILD) -o $(LOCALBIN)/image/pause ./hack/pause
-	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/ocibuild ./hack/ocibuild
+	cd hack/ocibuild && CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/ocibuild .
 	$(LOCALBIN)/ocibuild -dockerfile Dockerfile -target manager -map /out=$(LOCALBIN)/image \
 		-name $(call qualify,$(IMG_MANAGER)) -o $(IMAGES_DIR)/rollkeeper-manager.tar
 	$(LOCALBIN)/ocibuild -dockerfile Dockerfile -target agent -map /out=$(LOCALBIN)/image \
@@ -119,7 +122,7 @@ docker-build: ## Build the manager and agent images (needs a Docker engine; none
 
 .PHONY: test
 test: deps verify-generated fmt-check vet build images ## Everything CI runs: generation check, gofmt, vet, unit and e2e tests.
-	ROLLKEEPER_BIN_DIR=$(LOCALBIN) RACE_PKGS="$(RACE_PKGS)" TEST_TIMEOUT=$(TEST_TIMEOUT) \
+	ROLLKEEPER_BIN_DIR=$(LOCALBIN) RACE_PKGS="$(RACE_PKGS)" TEST_TIMEOUT=$(TEST_TIMEOUT) TEST_MODULES="$(TEST_MODULES)" \
 		hack/run-tests.sh $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit

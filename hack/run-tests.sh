@@ -3,7 +3,7 @@
 # and without it on the rest, streams the verbose output (also kept in bin/test.log), and ends
 # with a summary of top-level tests and any failures.
 #
-# Usage: RACE_PKGS="./internal/..." TEST_TIMEOUT=25m hack/run-tests.sh [go test flags] packages...
+# Usage: RACE_PKGS="./internal/..." TEST_MODULES="hack/ocibuild" TEST_TIMEOUT=25m hack/run-tests.sh [go test flags] packages...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +54,13 @@ if [ ${#plain[@]} -gt 0 ]; then
 	go test -count=1 -v -timeout "$TIMEOUT" "${flags[@]}" "${plain[@]}" 2>&1 | tee -a "$LOG"
 	[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 fi
+
+# Modules of their own (build tools under hack/, $TEST_MODULES), tested in their directories.
+for m in ${TEST_MODULES:-}; do
+	echo "=== go test ($m, its own module)"
+	(cd "$m" && go test -count=1 -v -timeout "$TIMEOUT" "${flags[@]}" ./... 2>&1) | tee -a "$LOG"
+	[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+done
 
 count() { grep -cE "$1" "$LOG" || true; }
 passed=$(count '^--- PASS: ')
