@@ -173,13 +173,12 @@ func (p *plugin) canStop(ctx context.Context, node, service string) (int, error)
 				continue
 			}
 			m := mirrored[st.Name]
-			spec, ok := plan.ServiceByName(rd.Spec, st.Name)
+			_, ok := plan.ServiceByName(rd.Spec, st.Name)
 			if m == nil || !ok || !hasNode(m, node) {
 				continue
 			}
 			c := candidate{
-				in: canstop.Input{Deploy: rd.Name, Service: st.Name, Node: node, MinAvailable: spec.Quorum.MinAvailable,
-					Selected: int(st.Total), Nodes: m.Nodes},
+				in:      canstop.Input{Deploy: rd.Name, Service: st.Name, Node: node, MinAvailable: int(st.MinAvailable), Nodes: m.Nodes},
 				waiting: rd.Status.Phase == v1alpha1.PhaseWaiting,
 				partial: m.Incomplete,
 			}

@@ -1,16 +1,14 @@
 // Package canstop answers, from a service's mirrored node states, whether the quorum would let
-// one more node go down now: the agents' own rule (nodeagent/rollout.MayStop) applied to the
-// quorum resolved as the operator resolves it (plan.ResolveQuorum). It changes nothing.
+// one more node go down now: the agents' own rule (rollout.MayStop) applied to the quorum the
+// operator resolved (status.services[].minAvailable, the value in the service's plan). It
+// changes nothing.
 package canstop
 
 import (
 	"fmt"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/util/intstr"
-
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
-	"github.com/rollkeeper/rollkeeper/internal/plan"
 	"github.com/rollkeeper/rollkeeper/internal/rollout"
 )
 
@@ -22,10 +20,9 @@ type Input struct {
 	Deploy  string
 	Service string
 	Node    string
-	// MinAvailable is the service's quorum as the spec says it, and Selected the number of
-	// Nodes its nodeSelector matches (status.services[].total), which percentages resolve against.
-	MinAvailable intstr.IntOrString
-	Selected     int
+	// MinAvailable is the service's resolved quorum (status.services[].minAvailable): the
+	// agents' value, not the spec's (a percentage, resolved against the selected Nodes).
+	MinAvailable int
 	// Nodes are the service's mirrored node states.
 	Nodes []v1alpha1.NodeEntry
 }
@@ -70,10 +67,7 @@ func Decide(in Input) (Verdict, error) {
 	if !found {
 		return v, fmt.Errorf("node %s is not a node of service %s", in.Node, in.Service)
 	}
-	min, err := plan.ResolveQuorum(in.MinAvailable, in.Selected)
-	if err != nil {
-		return v, fmt.Errorf("service %s: %w", in.Service, err)
-	}
+	min := in.MinAvailable
 	v.MinAvailable = min
 	switch {
 	case !v.NodeOnline:

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/util/intstr"
-
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 )
 
@@ -27,7 +25,7 @@ func fleet(n int, down map[string]v1alpha1.NodeState) []v1alpha1.NodeEntry {
 func TestDecide(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		min     intstr.IntOrString
+		min     int
 		nodes   []v1alpha1.NodeEntry
 		node    string
 		yes     bool
@@ -35,29 +33,26 @@ func TestDecide(t *testing.T) {
 		reason  []string
 		wantErr string
 	}{
-		{name: "room to spare", min: intstr.FromInt32(3), nodes: fleet(5, nil), node: "node-3", yes: true, online: 5,
+		{name: "room to spare", min: 3, nodes: fleet(5, nil), node: "node-3", yes: true, online: 5,
 			reason: []string{"online 5, minAvailable 3: stopping node-3 leaves 4 ≥ 3"}},
-		{name: "exactly at the floor after the stop", min: intstr.FromInt32(4), nodes: fleet(5, nil), node: "node-3", yes: true, online: 5,
+		{name: "exactly at the floor after the stop", min: 4, nodes: fleet(5, nil), node: "node-3", yes: true, online: 5,
 			reason: []string{"leaves 4 ≥ 4"}},
-		{name: "quorum equals the node count", min: intstr.FromInt32(5), nodes: fleet(5, nil), node: "node-1", online: 5,
+		{name: "quorum equals the node count", min: 5, nodes: fleet(5, nil), node: "node-1", online: 5,
 			reason: []string{"online 5, minAvailable 5: stopping node-1 would leave 4 < 5"}},
-		{name: "others already down", min: intstr.FromInt32(3),
+		{name: "others already down", min: 3,
 			nodes: fleet(5, map[string]v1alpha1.NodeState{"node-4": v1alpha1.NodeUpgrading, "node-5": v1alpha1.NodeUnreachable}),
 			node:  "node-1", online: 3,
 			reason: []string{"would leave 2 < 3", "already down: node-4 (Upgrading), node-5 (Unreachable)"}},
-		{name: "percentage rounds up against the selected nodes", min: intstr.FromString("60%"), nodes: fleet(5, nil), node: "node-2", yes: true, online: 5,
-			reason: []string{"minAvailable 3"}},
-		{name: "the node is already down", min: intstr.FromInt32(5),
+		{name: "the node is already down", min: 5,
 			nodes: fleet(5, map[string]v1alpha1.NodeState{"node-2": v1alpha1.NodeUnreachable}), node: "node-2", yes: true, online: 4,
 			reason: []string{"node-2 is already down (not counted online): online 4, minAvailable 5"}},
-		{name: "the node and another are down", min: intstr.FromInt32(1),
+		{name: "the node and another are down", min: 1,
 			nodes: fleet(5, map[string]v1alpha1.NodeState{"node-2": v1alpha1.NodeUnreachable, "node-4": v1alpha1.NodeUpgrading}), node: "node-2", yes: true, online: 3,
 			reason: []string{"node-2 is already down", "; already down: node-4 (Upgrading)"}},
-		{name: "unknown node", min: intstr.FromInt32(1), nodes: fleet(2, nil), node: "node-9", wantErr: "not a node of service a"},
-		{name: "quorum larger than the service", min: intstr.FromInt32(9), nodes: fleet(2, nil), node: "node-1", wantErr: "larger than"},
+		{name: "unknown node", min: 1, nodes: fleet(2, nil), node: "node-9", wantErr: "not a node of service a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := Decide(Input{Deploy: "web", Service: "a", Node: tc.node, MinAvailable: tc.min, Selected: len(tc.nodes), Nodes: tc.nodes})
+			v, err := Decide(Input{Deploy: "web", Service: "a", Node: tc.node, MinAvailable: tc.min, Nodes: tc.nodes})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
@@ -84,7 +79,7 @@ func TestDownListIsBounded(t *testing.T) {
 	for i := 1; i <= 15; i++ {
 		down[fmt.Sprintf("node-%d", i)] = v1alpha1.NodeUnreachable
 	}
-	v, err := Decide(Input{Service: "a", Node: "node-20", MinAvailable: intstr.FromInt32(1), Selected: 20, Nodes: fleet(20, down)})
+	v, err := Decide(Input{Service: "a", Node: "node-20", MinAvailable: 1, Nodes: fleet(20, down)})
 	if err != nil {
 		t.Fatal(err)
 	}
