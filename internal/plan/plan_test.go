@@ -238,7 +238,7 @@ func TestPreviousVersion(t *testing.T) {
 		{name: "old plan other version", old: &zklayout.Plan{Version: "v1", PreviousVersion: "v0"}, want: "v1"},
 		{name: "old plan same version keeps previous", old: &zklayout.Plan{Version: "v2", PreviousVersion: "v1"}, want: "v1"},
 		{name: "most popular", online: cur("v1", "v0", "v1", "v2", "v2", "v2"), want: "v1"},
-		{name: "tie lowest", online: cur("v1", "v0"), want: "v0"},
+		{name: "tie: the agents' rule (highest)", online: cur("v1", "v0"), want: "v1"},
 		{name: "all on target", online: cur("v2"), want: ""},
 		{name: "nothing", want: ""},
 	}

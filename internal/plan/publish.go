@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
 
@@ -140,8 +141,9 @@ func ptrEqual(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || 
 
 // PreviousVersion is the version a new plan for target replaces: the old plan's version when
 // there was one (its own PreviousVersion when the version did not change); otherwise the most
-// popular version among the online nodes other than target (ties: the lowest version string),
-// or "" when every online node already runs target.
+// popular version among the online nodes other than target (rollout.MostPopular, the agents'
+// rule: ties go to the highest version string), or "" when every online node already runs
+// target.
 func PreviousVersion(old *zklayout.Plan, target string, online []zklayout.Current) string {
 	if old != nil {
 		if old.Version != target {
@@ -149,24 +151,14 @@ func PreviousVersion(old *zklayout.Plan, target string, online []zklayout.Curren
 		}
 		return old.PreviousVersion
 	}
-	return MostPopular(online, target)
-}
-
-// MostPopular is the version most online nodes run, ignoring except (ties: lowest string).
-func MostPopular(online []zklayout.Current, except string) string {
-	count := map[string]int{}
+	var versions []string
 	for _, c := range online {
-		if c.Version != except {
-			count[c.Version]++
+		if c.Version != target {
+			versions = append(versions, c.Version)
 		}
 	}
-	best, bestN := "", 0
-	for v, n := range count {
-		if n > bestN || n == bestN && v < best {
-			best, bestN = v, n
-		}
-	}
-	return best
+	v, _ := rollout.MostPopular(versions, "")
+	return v
 }
 
 // clonePtr copies *p: the payload must not share memory with the cached API object.
