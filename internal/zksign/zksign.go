@@ -287,9 +287,6 @@ func (k *Keyring) ids() string {
 	return strings.Join(ids, ",")
 }
 
-// Len is the number of trusted keys.
-func (k *Keyring) Len() int { return len(k.keys) }
-
 func clip(s string) string {
 	if len(s) > 32 {
 		return s[:32] + "…"
@@ -336,9 +333,6 @@ func OpenKeyFile(path string, always ...ed25519.PublicKey) (*KeyFile, error) {
 	}
 	return f, nil
 }
-
-// Keys returns the keys trusted now.
-func (f *KeyFile) Keys() (*Keyring, error) { return f.current() }
 
 func (f *KeyFile) current() (*Keyring, error) {
 	f.mu.Lock()
