@@ -119,12 +119,10 @@ func TestP2PServesOnlyRegisteredPeers(t *testing.T) {
 	if err := st.AddPeers([]p2p.Peer{{Addr: cl1.Addr()}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for cl1.RefusedConns() <= refused {
-		if time.Now().After(deadline) {
-			t.Fatal("node-1 refused no connection from the unregistered client")
-		}
-		time.Sleep(10 * time.Millisecond) // polling with a deadline, not synchronisation
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := cl1.WaitRefused(wctx, refused); err != nil {
+		t.Fatalf("node-1 refused no connection from the unregistered client: %v", err)
 	}
 	if s := st.Stats(); s.BytesReadData != 0 || s.PiecesDone != 0 {
 		t.Fatalf("unregistered client received data: %+v", s)
