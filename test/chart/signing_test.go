@@ -19,6 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/rollkeeper/rollkeeper/internal/zksign"
 )
 
 // Where the chart and config/ mount the signing key and the trusted keys.
@@ -27,60 +29,27 @@ const (
 	trustedKeysFile = "/etc/rollkeeper/trusted-keys/trusted-keys.pem"
 )
 
-// parsePrivateKey parses the PEM "PRIVATE KEY" (PKCS#8) the operator signs with.
+// parsePrivateKey parses the PEM "PRIVATE KEY" (PKCS#8) the operator signs with, as the operator
+// reads it (zksign), and checks it is the only block.
 func parsePrivateKey(t testing.TB, b []byte) ed25519.PrivateKey {
 	t.Helper()
-	block, rest := pem.Decode(b)
-	if block == nil || block.Type != "PRIVATE KEY" || len(bytes.TrimSpace(rest)) != 0 {
-		t.Fatalf("signing key: want one PEM PRIVATE KEY block, got %v (rest %d bytes)", block != nil, len(rest))
+	if _, rest := pem.Decode(b); len(bytes.TrimSpace(rest)) != 0 {
+		t.Fatalf("signing key: want one PEM PRIVATE KEY block, %d bytes follow it", len(rest))
 	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	priv, err := zksign.ParsePrivateKey(b)
 	if err != nil {
 		t.Fatalf("signing key: %v", err)
-	}
-	priv, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		t.Fatalf("signing key is a %T, want ed25519", k)
 	}
 	return priv
 }
 
-// parseTrustedKeys parses a trusted-keys file as the binaries read it: PEM "PUBLIC KEY" (PKIX)
-// and "CERTIFICATE" blocks whose key is ed25519, nothing else.
+// parseTrustedKeys parses a trusted-keys file as the binaries read it (zksign.ParseKeys): PEM
+// "PUBLIC KEY" (PKIX) and "CERTIFICATE" blocks whose key is ed25519, nothing else.
 func parseTrustedKeys(t testing.TB, b []byte) []ed25519.PublicKey {
 	t.Helper()
-	var keys []ed25519.PublicKey
-	rest := b
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		var pub any
-		var err error
-		switch block.Type {
-		case "PUBLIC KEY":
-			pub, err = x509.ParsePKIXPublicKey(block.Bytes)
-		case "CERTIFICATE":
-			var cert *x509.Certificate
-			if cert, err = x509.ParseCertificate(block.Bytes); err == nil {
-				pub = cert.PublicKey
-			}
-		default:
-			t.Fatalf("trusted keys: a %q block", block.Type)
-		}
-		if err != nil {
-			t.Fatalf("trusted keys: %s: %v", block.Type, err)
-		}
-		k, ok := pub.(ed25519.PublicKey)
-		if !ok {
-			t.Fatalf("trusted keys: a %T key, want ed25519", pub)
-		}
-		keys = append(keys, k)
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		t.Fatalf("trusted keys: %d bytes that are no PEM block: %q", len(rest), rest)
+	keys, err := zksign.ParseKeys(b)
+	if err != nil {
+		t.Fatalf("trusted keys: %v", err)
 	}
 	return keys
 }
