@@ -180,7 +180,7 @@ DIST_FLAGS ?=
 PAGECACHE_FLAGS ?=
 
 .PHONY: bench
-bench: bench-distribution bench-pagecache ## Run every benchmark.
+bench: bench-distribution bench-pagecache bench-zk-traffic ## Run every benchmark.
 
 .PHONY: bench-distribution
 bench-distribution: deps ## P2P vs HTTP distribution to N nodes under per-link rate limits (DIST_FLAGS='-n 8 -size 32MiB -rate 4MiB').
@@ -191,6 +191,11 @@ bench-distribution: deps ## P2P vs HTTP distribution to N nodes under per-link r
 bench-pagecache: ## Read time of a version right after the switch, pre-warmed and pinned vs cold (as root).
 	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/bench-pagecache ./cmd/bench-pagecache
 	$(LOCALBIN)/bench-pagecache $(PAGECACHE_FLAGS)
+
+.PHONY: bench-zk-traffic
+bench-zk-traffic: ## ZooKeeper requests per node per rollout (reads, watches set, writes) for 5 and 20 agents, against a real ZooKeeper.
+	hack/install-deps.sh zookeeper
+	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkZooKeeperTraffic$$' -benchtime 3x ./nodeagent
 
 ##@ Demo
 

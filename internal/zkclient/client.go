@@ -89,6 +89,12 @@ type Client struct {
 
 	watchesFired atomic.Int64
 
+	// Requests sent to the ensemble, for traffic accounting (Traffic).
+	reads    atomic.Int64
+	watches  atomic.Int64
+	writes   atomic.Int64
+	multiOps atomic.Int64
+
 	// Session accounting for metrics, updated by the library's session events.
 	hasSession  atomic.Bool
 	hadSession  atomic.Bool
@@ -245,6 +251,39 @@ func (c *Client) Close() {
 // WatchesFired counts watch events delivered to this client's callers (herd-effect accounting).
 func (c *Client) WatchesFired() int64 { return c.watchesFired.Load() }
 
+// Traffic counts the requests a client sent to the ensemble since it was dialed.
+type Traffic struct {
+	// Reads: Get, GetW, Exists, ExistsW, Children and ChildrenW calls, one each.
+	Reads int64
+	// Watches: the watches set, one per GetW, ExistsW and ChildrenW call (also counted in Reads).
+	Watches int64
+	// Writes: Create, Set, Delete and Multi calls, one each (a Multi is one request).
+	Writes int64
+	// MultiOps: the operations carried by the Multi calls, all kinds together.
+	MultiOps int64
+	// WatchesFired: watch events delivered to the callers (WatchesFired).
+	WatchesFired int64
+}
+
+// Sub returns t minus o, field by field: the traffic between two readings.
+func (t Traffic) Sub(o Traffic) Traffic {
+	return Traffic{Reads: t.Reads - o.Reads, Watches: t.Watches - o.Watches, Writes: t.Writes - o.Writes,
+		MultiOps: t.MultiOps - o.MultiOps, WatchesFired: t.WatchesFired - o.WatchesFired}
+}
+
+// Add returns t plus o, field by field.
+func (t Traffic) Add(o Traffic) Traffic {
+	return Traffic{Reads: t.Reads + o.Reads, Watches: t.Watches + o.Watches, Writes: t.Writes + o.Writes,
+		MultiOps: t.MultiOps + o.MultiOps, WatchesFired: t.WatchesFired + o.WatchesFired}
+}
+
+// Traffic reports the requests sent so far. A request is counted when it is handed to the
+// connection, whatever its outcome; calls refused before that (a done ctx) are not.
+func (c *Client) Traffic() Traffic {
+	return Traffic{Reads: c.reads.Load(), Watches: c.watches.Load(), Writes: c.writes.Load(),
+		MultiOps: c.multiOps.Load(), WatchesFired: c.watchesFired.Load()}
+}
+
 // Stat is the metadata of a znode.
 type Stat struct {
 	Version  int32
@@ -302,6 +341,7 @@ func (c *Client) Get(ctx context.Context, p string) ([]byte, Stat, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, Stat{}, err
 	}
+	c.reads.Add(1)
 	data, st, err := c.conn.Get(p)
 	return data, convStat(st), wrap("get", p, err)
 }
@@ -311,6 +351,8 @@ func (c *Client) GetW(ctx context.Context, p string) ([]byte, Stat, Watch, error
 	if err := ctx.Err(); err != nil {
 		return nil, Stat{}, Watch{}, err
 	}
+	c.reads.Add(1)
+	c.watches.Add(1)
 	data, st, ch, err := c.conn.GetW(p)
 	return data, convStat(st), Watch{c: c, ch: ch}, wrap("get", p, err)
 }
@@ -320,6 +362,8 @@ func (c *Client) ExistsW(ctx context.Context, p string) (bool, Stat, Watch, erro
 	if err := ctx.Err(); err != nil {
 		return false, Stat{}, Watch{}, err
 	}
+	c.reads.Add(1)
+	c.watches.Add(1)
 	ok, st, ch, err := c.conn.ExistsW(p)
 	return ok, convStat(st), Watch{c: c, ch: ch}, wrap("exists", p, err)
 }
@@ -329,6 +373,7 @@ func (c *Client) Exists(ctx context.Context, p string) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
+	c.reads.Add(1)
 	ok, _, err := c.conn.Exists(p)
 	return ok, wrap("exists", p, err)
 }
@@ -338,6 +383,7 @@ func (c *Client) Children(ctx context.Context, p string) ([]string, Stat, error)
 	if err := ctx.Err(); err != nil {
 		return nil, Stat{}, err
 	}
+	c.reads.Add(1)
 	ch, st, err := c.conn.Children(p)
 	return ch, convStat(st), wrap("children", p, err)
 }
@@ -347,6 +393,8 @@ func (c *Client) ChildrenW(ctx context.Context, p string) ([]string, Stat, Watch
 	if err := ctx.Err(); err != nil {
 		return nil, Stat{}, Watch{}, err
 	}
+	c.reads.Add(1)
+	c.watches.Add(1)
 	ch, st, w, err := c.conn.ChildrenW(p)
 	return ch, convStat(st), Watch{c: c, ch: w}, wrap("children", p, err)
 }
@@ -366,6 +414,7 @@ func (c *Client) Create(ctx context.Context, p string, data []byte, mode Mode) (
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
+	c.writes.Add(1)
 	out, err := c.conn.Create(p, data, int32(mode), c.acl)
 	return out, wrap("create", p, err)
 }
@@ -375,6 +424,7 @@ func (c *Client) Set(ctx context.Context, p string, data []byte, version int32) 
 	if err := ctx.Err(); err != nil {
 		return Stat{}, err
 	}
+	c.writes.Add(1)
 	st, err := c.conn.Set(p, data, version)
 	return convStat(st), wrap("set", p, err)
 }
@@ -384,6 +434,7 @@ func (c *Client) Delete(ctx context.Context, p string, version int32) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	c.writes.Add(1)
 	return wrap("delete", p, c.conn.Delete(p, version))
 }
 
@@ -479,6 +530,8 @@ func (c *Client) Multi(ctx context.Context, ops ...Op) error {
 			paths[i] = r.Path
 		}
 	}
+	c.writes.Add(1)
+	c.multiOps.Add(int64(len(ops)))
 	res, err := c.conn.Multi(reqs...)
 	for i, r := range res {
 		if r.Error != nil && !errors.Is(r.Error, zk.ErrAPIError) && i < len(paths) {

@@ -246,3 +246,69 @@ func TestDigestAuthGuardsWrites(t *testing.T) {
 		t.Errorf("set after a reconnect: %v", err)
 	}
 }
+
+// Traffic counts each request once as it is sent: reads, watches (the W variants, also
+// reads), writes (a Multi is one, its ops counted apart), and the composite helpers through
+// the calls they make.
+func TestTrafficCounts(t *testing.T) {
+	_, c := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	step := func(what string, want zkclient.Traffic, f func()) {
+		t.Helper()
+		before := c.Traffic()
+		f()
+		if got := c.Traffic().Sub(before); got != want {
+			t.Fatalf("%s: traffic %+v, want %+v", what, got, want)
+		}
+	}
+	step("EnsurePath of a 3-deep path", zkclient.Traffic{Writes: 3}, func() {
+		if err := c.EnsurePath(ctx, "/t/x/y"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("one of each read", zkclient.Traffic{Reads: 3}, func() {
+		_, _, _ = c.Get(ctx, "/t/x")
+		_, _ = c.Exists(ctx, "/t/nope") // failed requests count too
+		_, _, _ = c.Children(ctx, "/t")
+	})
+	var w zkclient.Watch
+	step("one of each watch", zkclient.Traffic{Reads: 3, Watches: 3}, func() {
+		_, _, _, _ = c.GetW(ctx, "/t/x")
+		_, _, _, _ = c.ExistsW(ctx, "/t/new")
+		_, _, w, _ = c.ChildrenW(ctx, "/t/x")
+	})
+	step("a create, a set and the watch it fires", zkclient.Traffic{Writes: 2, WatchesFired: 1}, func() {
+		if _, err := c.Create(ctx, "/t/x/z", nil, zkclient.Persistent); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Set(ctx, "/t/x", []byte("1"), -1); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("a multi of three ops", zkclient.Traffic{Writes: 1, MultiOps: 3}, func() {
+		if err := c.Multi(ctx, zkclient.CheckOp("/t", -1), zkclient.CreateOp("/t/m", nil, zkclient.Persistent),
+			zkclient.DeleteOp("/t/m", -1)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// Then /t holds x and new, x holds y and z: DeleteTree lists each of the 5 znodes and
+	// deletes each. (The ExistsW watch on /t/new fires unread: WatchesFired counts delivery.)
+	if _, err := c.Create(ctx, "/t/new", nil, zkclient.Persistent); err != nil {
+		t.Fatal(err)
+	}
+	step("DeleteTree of 5 znodes", zkclient.Traffic{Reads: 5, Writes: 5}, func() {
+		if err := c.DeleteTree(ctx, "/t"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	done, stop := context.WithCancel(ctx)
+	stop()
+	step("calls refused on a done context", zkclient.Traffic{}, func() {
+		_, _, _ = c.Get(done, "/t")
+		_, _ = c.Create(done, "/t", nil, zkclient.Persistent)
+	})
+}
