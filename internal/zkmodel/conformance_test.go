@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
+	"net"
 	"os"
 	"slices"
 	"sort"
@@ -104,9 +106,9 @@ type conf struct {
 func newConf(t *testing.T, sessions int) *conf {
 	t.Helper()
 	connect := server(t)
-	c := &conf{t: t, ctx: context.Background(), m: New(), owners: map[int64]string{}, mOwner: map[SessionID]string{}}
+	c := &conf{t: t, ctx: context.Background(), m: New(), label: t.Name(), owners: map[int64]string{}, mOwner: map[SessionID]string{}}
 	for i := 0; i < sessions; i++ {
-		c.slots = append(c.slots, c.open(connect, i))
+		c.slots = append(c.slots, c.open(connect, i, 10*time.Second))
 	}
 	c.base = "/zkmodel/" + strings.NewReplacer("/", "_", "#", "_").Replace(t.Name())
 	// The base exists on both sides, fresh: nothing else runs under it.
@@ -135,9 +137,9 @@ func newConf(t *testing.T, sessions int) *conf {
 	return c
 }
 
-func (c *conf) open(connect string, i int) *slot {
+func (c *conf) open(connect string, i int, timeout time.Duration) *slot {
 	c.t.Helper()
-	cl, err := zkclient.Dial(c.ctx, zkclient.Config{Servers: zkclient.ParseServers(connect), SessionTimeout: 10 * time.Second})
+	cl, err := zkclient.Dial(c.ctx, zkclient.Config{Servers: zkclient.ParseServers(connect), SessionTimeout: timeout})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -540,7 +542,107 @@ func (c *conf) close(i int) {
 	if _, _, err := c.m.Get(s.ms, "/"); !errors.Is(err, zkclient.ErrSessionExpired) {
 		c.fail("%s: an expired model session still answers: %v", s.name, err)
 	}
-	c.slots[i] = c.open(server(c.t), i)
+	c.slots[i] = c.open(server(c.t), i, 10*time.Second)
+}
+
+// expire lets slot i's session expire on the server (its client, connected through px, is cut
+// off until the server has removed one of its ephemerals), compares the events (its own
+// watches end with SessionExpired, NodeDeleted cannot reach it), and opens a new session in
+// the slot.
+func (c *conf) expire(i int, px *proxy) {
+	c.t.Helper()
+	s := c.slots[i]
+	eph := sortedKeys(c.m.sessions[s.ms].ephemerals)
+	if len(eph) == 0 {
+		c.t.Fatal("expire needs a session with an ephemeral znode, to see it expire")
+	}
+	probe, err := zkclient.Dial(c.ctx, zkclient.Config{Servers: zkclient.ParseServers(server(c.t)), SessionTimeout: 10 * time.Second})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer probe.Close()
+	ok, _, gone, err := probe.ExistsW(c.ctx, eph[0])
+	if err != nil || !ok {
+		c.fail("%s's ephemeral %s: %v %v", s.name, eph[0], ok, err)
+	}
+	px.cut()
+	select {
+	case <-gone.C():
+	case <-time.After(30 * time.Second):
+		c.t.Fatalf("%s did not expire in 30 s", s.name)
+	}
+	c.m.Expire(s.ms)
+	s.closed = true
+	c.logf("%s expired", s.name)
+	px.restore() // the client reconnects, learns of the expiry, and ends its watches
+	c.settle()
+	if len(s.watches) != 0 {
+		c.fail("%s expired, %d watches not ended by the model", s.name, len(s.watches))
+	}
+	s.real.Close()
+	c.slots[i] = c.open(server(c.t), i, 10*time.Second)
+}
+
+// proxy forwards TCP connections to ZooKeeper until cut: then it drops them and every new one.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := &proxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); px.cut() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go px.serve(in)
+		}
+	}()
+	return px
+}
+
+func (px *proxy) serve(in net.Conn) {
+	out, err := net.Dial("tcp", px.target)
+	px.mu.Lock()
+	if err != nil || px.down {
+		px.mu.Unlock()
+		in.Close()
+		if out != nil {
+			out.Close()
+		}
+		return
+	}
+	px.conns = append(px.conns, in, out)
+	px.mu.Unlock()
+	go func() { io.Copy(out, in); out.Close() }()
+	io.Copy(in, out)
+	in.Close()
+}
+
+func (px *proxy) cut() {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	px.down = true
+	for _, c := range px.conns {
+		c.Close()
+	}
+	px.conns = nil
+}
+
+func (px *proxy) restore() {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	px.down = false
 }
 
 // The hand-written scripts, one per rule.
@@ -734,6 +836,32 @@ func TestConformanceSessionClose(t *testing.T) {
 	c.get(b, c.p("/e1"))
 	c.close(1) // no watches anywhere this time but the base's
 	c.children(d, c.p("/d"))
+}
+
+// TestConformanceSessionExpiry: a session cut off from the server expires there; its
+// ephemerals go, the other sessions' watches fire, and its own watches end with
+// SessionExpired once it reconnects (none of them fires NodeDeleted: it was not connected).
+func TestConformanceSessionExpiry(t *testing.T) {
+	c := newConf(t, 2)
+	px := newProxy(t, server(t))
+	c.slots = append(c.slots, c.open(px.ln.Addr().String(), 2, time.Second))
+	a, b, x := c.slots[0], c.slots[1], c.slots[2]
+	c.create(x, c.p("/d"), nil, Persistent)
+	c.create(x, c.p("/d/e"), []byte("e"), Ephemeral)
+	c.create(x, c.p("/f"), nil, EphemeralSequential)
+	c.getW(x, c.p("/d/e"))
+	c.childrenW(x, c.p("/d"))
+	c.existsW(x, c.p("/none"))
+	c.getW(x, c.p("/d"))
+	c.getW(a, c.p("/d/e"))
+	c.childrenW(b, c.p("/d"))
+	c.existsW(b, c.p("/f0000000001"))
+	c.childrenW(a, c.base)
+	c.expire(2, px)
+	c.children(a, c.p("/d"))
+	c.children(a, c.base)
+	c.create(c.slots[2], c.p("/d/e"), nil, Ephemeral)
+	c.get(b, c.p("/d/e"))
 }
 
 func TestConformanceBadPaths(t *testing.T) {

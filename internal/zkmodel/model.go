@@ -24,7 +24,11 @@
 //     (session, path, kind) and go-zookeeper fans its one event out to every caller, so here
 //     every W call is its own WatchID and all of them fire;
 //   - watch events are queued per session in the order the client receives them (Pending,
-//     Deliver): the caller decides when a client gets to see them;
+//     Deliver): the caller decides when a client gets to see them. ZooKeeper guarantees that a
+//     client sees a watch event before the result of any call it makes after the change; a
+//     scheduler that keeps that guarantee delivers Pending(s) events before s's next call.
+//     Within one transaction a session's events are in go-zookeeper's order (exist, data,
+//     child watchers, each in registration order);
 //   - the end of a session, by expiry (Expire) or by the client's Close (Close): its ephemerals
 //     deleted in one transaction (firing the other sessions' watches, and on Close its own too,
 //     its connection being still up), its outstanding watches each ended with SessionExpired,
@@ -38,8 +42,11 @@
 // meaningful, and that is unaffected).
 //
 // conformance_test.go keeps the model honest: it runs the same scripts and seeded random
-// operation sequences against the model and a real ZooKeeper server and compares errors, names,
-// data, Stat fields, the order of zxids and the watch events each session receives.
+// operation sequences against the model and a real ZooKeeper server (started by the package's
+// tests) and compares errors, names, data, Stat fields, the order of zxids and the watch events
+// each session receives, operation by operation. (The order of the events one operation fires
+// on different watches of one session is not observable through go-zookeeper's separate
+// channels; the suite compares those as a set, and the order across operations.)
 //
 // Real-server behaviour worth knowing (all checked by the conformance suite):
 //
@@ -48,20 +55,26 @@
 //     2*creates - numChildren (creates + deletes). After creating a-0000000000 and b, then
 //     deleting both, the parent's Stat says CVersion 4 but the next sequential child is
 //     c-0000000002;
-//   - a failing read of a well-formed path that only the server would reject (a character the
-//     server refuses, such as one outside the Basic Multilingual Plane) is ErrNoNode, while a
-//     create, set or check of it is ErrBadArguments: the server validates only what it writes;
+//   - a path go-zookeeper accepts but the server refuses (a character outside the Basic
+//     Multilingual Plane, U+E000, U+FFFF) is ErrNoNode for reads and deletes but
+//     ErrBadArguments for create, set and check: the server validates those paths only;
 //   - a multi's ops are not validated by go-zookeeper, only by the server: a create of "a" in a
 //     multi is ErrBadArguments and a delete of "/a/" (trailing slash) is ErrNoNode;
 //   - a sequential create of "/a/" makes a child of /a named by the counter alone
 //     ("/a/0000000003"); the trailing slash is allowed only for sequential creates;
 //   - deleting "/" is ErrBadArguments (not ErrNotEmpty): the server refuses to delete its
-//     special paths.
+//     special paths;
+//   - on Client.Close the ephemerals go while the connection is still up: the closing client's
+//     own watches on them fire (NodeDeleted, NodeChildrenChanged) before the rest end with
+//     EventNotWatching (hence Close besides Expire); after a real expiry none of them fires;
+//   - delete checks the version before the children: a wrong version on a znode with
+//     children is ErrBadVersion, not ErrNotEmpty.
 package zkmodel
 
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -186,6 +199,7 @@ type Model struct {
 	zxid        int64
 	lastSession SessionID
 	lastWatch   WatchID
+	alive       []SessionID // live sessions, ascending: the ones watch triggers visit
 }
 
 // New returns a model holding only the root "/".
@@ -201,6 +215,7 @@ func (m *Model) NewSession() SessionID {
 	m.lastSession++
 	m.zxid++
 	m.sessions[m.lastSession] = &session{watches: map[string][]watch{}, ephemerals: map[string]struct{}{}}
+	m.alive = append(m.alive, m.lastSession)
 	return m.lastSession
 }
 
@@ -233,8 +248,7 @@ func (m *Model) end(s SessionID, clean bool) {
 		return
 	}
 	if !clean {
-		ss.expired = true
-		m.endWatches(ss)
+		m.kill(s)
 	}
 	m.zxid++
 	var trig []trigger
@@ -243,8 +257,17 @@ func (m *Model) end(s SessionID, clean bool) {
 	}
 	m.fire(trig)
 	if clean {
-		ss.expired = true
-		m.endWatches(ss)
+		m.kill(s)
+	}
+}
+
+// kill marks s expired and ends its watches.
+func (m *Model) kill(s SessionID) {
+	ss := m.sessions[s]
+	ss.expired = true
+	m.endWatches(ss)
+	if i, found := slices.BinarySearch(m.alive, s); found {
+		m.alive = slices.Delete(m.alive, i, i+1)
 	}
 }
 
@@ -718,10 +741,9 @@ func firedKinds(ev EventType) []watchKind {
 // fire queues the events of a committed transaction's triggers, in order, for every live
 // session's matching watches, and removes those watches (one-shot).
 func (m *Model) fire(trig []trigger) {
-	ids := m.sessionIDs()
 	for _, t := range trig {
 		kinds := firedKinds(t.ev)
-		for _, id := range ids {
+		for _, id := range m.alive {
 			ss := m.sessions[id]
 			ws := ss.watches[t.path]
 			if ss.expired || len(ws) == 0 {
@@ -910,8 +932,12 @@ func (m *Model) Check() error {
 			}
 		}
 	}
+	var alive []SessionID
 	for _, id := range m.sessionIDs() {
 		ss := m.sessions[id]
+		if !ss.expired {
+			alive = append(alive, id)
+		}
 		for _, p := range sortedKeys(ss.ephemerals) {
 			if n := m.nodes[p]; n == nil || n.stat.EphemeralOwner != id {
 				return fmt.Errorf("session %d lists %s, not its ephemeral", id, p)
@@ -920,6 +946,9 @@ func (m *Model) Check() error {
 		if ss.expired && (len(ss.ephemerals) > 0 || len(ss.watches) > 0) {
 			return fmt.Errorf("expired session %d keeps ephemerals or watches", id)
 		}
+	}
+	if !slices.Equal(alive, m.alive) {
+		return fmt.Errorf("live sessions %v, listed %v", alive, m.alive)
 	}
 	return nil
 }
