@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand"
@@ -98,7 +99,8 @@ type conf struct {
 	gen    int
 	label  string // printed with every failure (the seed of a random run)
 	log    []string
-	zx     []zxPair // sorted by real
+	zx     []zxPair       // sorted by real
+	counts map[string]int // outcomes and events compared, for the log
 	owners map[int64]string
 	mOwner map[SessionID]string
 }
@@ -106,7 +108,12 @@ type conf struct {
 func newConf(t *testing.T, sessions int) *conf {
 	t.Helper()
 	connect := server(t)
-	c := &conf{t: t, ctx: context.Background(), m: New(), label: t.Name(), owners: map[int64]string{}, mOwner: map[SessionID]string{}}
+	c := &conf{t: t, ctx: context.Background(), m: New(), label: t.Name(), owners: map[int64]string{}, mOwner: map[SessionID]string{}, counts: map[string]int{}}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			t.Logf("%d ops agree: %v", len(c.log), c.counts)
+		}
+	})
 	for i := 0; i < sessions; i++ {
 		c.slots = append(c.slots, c.open(connect, i, 10*time.Second))
 	}
@@ -204,6 +211,7 @@ func errSubject(err error) string {
 // sameErr compares the two sides' errors; it reports whether both succeeded.
 func (c *conf) sameErr(what string, real, model error) bool {
 	c.t.Helper()
+	c.counts[errClass(real)]++
 	if rc, mc := errClass(real), errClass(model); rc != mc {
 		c.fail("%s: ZooKeeper %s (%v), model %s (%v)", what, rc, real, mc, model)
 	}
@@ -299,6 +307,7 @@ func (c *conf) settle() {
 				c.fail("%s: the model fired watch %d (%v %s), which is not outstanding", s.name, ev.Watch, ev.Type, ev.Path)
 			}
 			pw := s.watches[i]
+			c.counts["event "+ev.Type.String()]++
 			s.watches = slices.Delete(s.watches, i, i+1)
 			timer := time.NewTimer(eventWait)
 			select {
@@ -898,31 +907,56 @@ func TestConformanceBadPaths(t *testing.T) {
 }
 
 // TestConformanceRandom: seeded random operations over a small path alphabet from three
-// sessions; a mismatch prints the seed and the ops (rerun one with -run 'TestConformanceRandom/seed=N$').
+// sessions; a mismatch prints the seed and the ops (rerun one with -run
+// 'TestConformanceRandom/seed=N$'). -zkmodel.seeds and -zkmodel.ops run more.
+var (
+	randomSeeds = flag.Int("zkmodel.seeds", 30, "seeds of TestConformanceRandom")
+	randomOps   = flag.Int("zkmodel.ops", 60, "operations per seed of TestConformanceRandom")
+)
+
 func TestConformanceRandom(t *testing.T) {
-	const seeds, ops = 30, 60
+	seeds, ops := int64(*randomSeeds), *randomOps
 	for seed := int64(1); seed <= seeds; seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			c := newConf(t, 3)
 			c.label = fmt.Sprintf("seed %d", seed)
-			randomOps(c, rand.New(rand.NewSource(seed)), ops)
+			runRandom(c, rand.New(rand.NewSource(seed)), ops)
 		})
 	}
 }
 
-func randomOps(c *conf, r *rand.Rand, n int) {
+func runRandom(c *conf, r *rand.Rand, n int) {
 	c.t.Helper()
 	alphabet := []string{"", "/a", "/b", "/a/x", "/a/y", "/b/x", "/a/x/z"}
 	seqBases := []string{"/s-", "/a/s-", "/b/"}
 	var made []string // sequential nodes made, so later ops can hit them
 	path := func() string {
-		if len(made) > 0 && r.Intn(4) == 0 {
-			return made[r.Intn(len(made))]
+		switch r.Intn(5) {
+		case 0:
+			if len(made) > 0 {
+				return made[r.Intn(len(made))]
+			}
+		case 1, 2:
+			// A znode that exists now (per the model, which is deterministic: the seed replays).
+			var live []string
+			for _, p := range sortedKeys(c.m.nodes) {
+				if strings.HasPrefix(p, c.base+"/") {
+					live = append(live, p)
+				}
+			}
+			if len(live) > 0 {
+				return live[r.Intn(len(live))]
+			}
 		}
 		return c.p(alphabet[r.Intn(len(alphabet))])
 	}
 	data := func() []byte { return []byte(strings.Repeat("d", r.Intn(3))) }
-	version := func() int32 { return int32(r.Intn(4)) - 1 }
+	version := func() int32 { // -1 half the time, so more writes go through
+		if r.Intn(2) == 0 {
+			return -1
+		}
+		return int32(r.Intn(3))
+	}
 	mode := func() Mode { return Mode(r.Intn(4)) }
 	create := func() (string, Mode) {
 		m := mode()
@@ -936,31 +970,34 @@ func randomOps(c *conf, r *rand.Rand, n int) {
 		}
 		return path(), m
 	}
+	for _, p := range []string{"/a", "/b", "/a/x", "/b/x"} { // a tree to start from
+		c.create(c.slots[0], c.p(p), nil, Persistent)
+	}
 	for i := 0; i < n; i++ {
 		s := c.slots[r.Intn(len(c.slots))]
 		switch k := r.Intn(100); {
-		case k < 25:
+		case k < 22:
 			p, m := create()
 			if out := c.create(s, p, data(), m); out != "" && m.sequential() {
 				made = append(made, out)
 			}
-		case k < 33:
+		case k < 34:
 			c.set(s, path(), data(), version())
-		case k < 45:
+		case k < 42:
 			if p := path(); p != c.base {
 				c.del(s, p, version())
 			}
-		case k < 50:
+		case k < 46:
 			c.get(s, path())
-		case k < 58:
+		case k < 56:
 			c.getW(s, path())
-		case k < 61:
+		case k < 58:
 			c.exists(s, path())
-		case k < 69:
+		case k < 68:
 			c.existsW(s, path())
-		case k < 72:
+		case k < 71:
 			c.children(s, path())
-		case k < 82:
+		case k < 83:
 			c.childrenW(s, path())
 		case k < 97:
 			var mops []mop
