@@ -31,7 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	rkv1alpha1 "github.com/rollkeeper/rollkeeper/api/v1alpha1"
-	"github.com/rollkeeper/rollkeeper/test/harness"
+	"github.com/rollkeeper/rollkeeper/internal/localstack"
 )
 
 type options struct {
@@ -71,7 +71,7 @@ func run(ctx context.Context, o options) int {
 		interactive = false
 	}
 	if o.keep {
-		os.Setenv(harness.KeepDirEnv, "1")
+		os.Setenv(localstack.KeepDirEnv, "1")
 	}
 	d := &demo{opts: o, out: os.Stdout, tty: term.IsTerminal(int(os.Stdout.Fd()))}
 	err := d.run(ctx)
@@ -90,7 +90,7 @@ func run(ctx context.Context, o options) int {
 		fmt.Fprintln(d.out, "Stopping the operator, the agents, the API server and ZooKeeper...")
 		d.stack.Stop()
 	}
-	harness.CleanupBinaries()
+	localstack.CleanupBinaries()
 	if interrupted {
 		fmt.Fprintln(os.Stderr, "demo interrupted")
 		return 130
@@ -107,7 +107,7 @@ type demo struct {
 	opts  options
 	out   io.Writer
 	tty   bool
-	stack *harness.Stack
+	stack *localstack.Stack
 	rd    *rkv1alpha1.RollingDeploy
 	// since is when the update to v2 was applied (zero before).
 	since     time.Time
@@ -132,7 +132,7 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	s, err := harness.Start(ctx, harness.Config{
+	s, err := localstack.Start(ctx, localstack.Config{
 		Nodes:          d.opts.nodes,
 		NodeLabels:     nodeLabels,
 		RecordServices: []string{"a", "b"},
@@ -215,7 +215,7 @@ func (d *demo) rollingDeploy(version string) (*rkv1alpha1.RollingDeploy, string,
 func (d *demo) chooseSample() error {
 	path := d.opts.sample
 	if path == "" {
-		root, err := harness.RepoRoot()
+		root, err := localstack.RepoRoot()
 		if err == nil {
 			matches, _ := filepath.Glob(filepath.Join(root, "config", "samples", "*rollingdeploy*.yaml"))
 			sort.Strings(matches)
@@ -254,10 +254,10 @@ func busyPort(path string, nodes int) (string, error) {
 	}
 	for _, m := range fixedPortRE.FindAllStringSubmatch(string(raw), -1) {
 		for i := 1; i <= nodes; i++ {
-			addr := net.JoinHostPort(harness.NodeAddress(i), m[1])
+			addr := net.JoinHostPort(localstack.NodeAddress(i), m[1])
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
-				return fmt.Sprintf("port %s on %s (%s)", m[1], harness.NodeAddress(i), harness.NodeName(i)), nil
+				return fmt.Sprintf("port %s on %s (%s)", m[1], localstack.NodeAddress(i), localstack.NodeName(i)), nil
 			}
 			ln.Close()
 		}
@@ -267,16 +267,16 @@ func busyPort(path string, nodes int) (string, error) {
 
 // builtIn is a with quorum 3 and b (depends on a) with quorum 60%, both the fixture service.
 func (d *demo) builtIn(version string) (*rkv1alpha1.RollingDeploy, error) {
-	sel := harness.NodeSelector(map[string]string{demoLabel: "true"})
-	a, err := d.stack.FixtureService("a", version, harness.MinAvailable(3), sel)
+	sel := localstack.NodeSelector(map[string]string{demoLabel: "true"})
+	a, err := d.stack.FixtureService("a", version, localstack.MinAvailable(3), sel)
 	if err != nil {
 		return nil, err
 	}
-	b, err := d.stack.FixtureService("b", version, harness.DependsOn("a"), harness.MinAvailablePercent("60%"), sel)
+	b, err := d.stack.FixtureService("b", version, localstack.DependsOn("a"), localstack.MinAvailablePercent("60%"), sel)
 	if err != nil {
 		return nil, err
 	}
-	return harness.NewRollingDeploy(rdName, a, b), nil
+	return localstack.NewRollingDeploy(rdName, a, b), nil
 }
 
 var placeholderRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
@@ -389,16 +389,16 @@ func (d *demo) follow(ctx context.Context, version string) error {
 		if err := failure(rd); err != nil {
 			return err
 		}
-		if harness.Observed(rd) && ready(rd) && allServe(serving, version) && d.allRegistered(rd, version) {
+		if localstack.Observed(rd) && ready(rd) && allServe(serving, version) && d.allRegistered(rd, version) {
 			d.lastFrame = ""
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("not done within --timeout=%s; last status: %s", d.opts.timeout, harness.DescribeStatus(rd))
+				return fmt.Errorf("not done within --timeout=%s; last status: %s", d.opts.timeout, localstack.DescribeStatus(rd))
 			}
-			return fmt.Errorf("%w; last status: %s", ctx.Err(), harness.DescribeStatus(rd))
+			return fmt.Errorf("%w; last status: %s", ctx.Err(), localstack.DescribeStatus(rd))
 		case <-ticker.C:
 		case <-d.stack.Recorder.Changed():
 		}
@@ -409,7 +409,7 @@ func (d *demo) follow(ctx context.Context, version string) error {
 // and ZooKeeper's current/ lists every demo node on version.
 func (d *demo) allRegistered(rd *rkv1alpha1.RollingDeploy, version string) bool {
 	for _, sp := range rd.Spec.Services {
-		st := harness.ServiceStatus(rd, sp.Name)
+		st := localstack.ServiceStatus(rd, sp.Name)
 		if st == nil || st.Total != int32(len(d.stack.Nodes)) || st.Updated != st.Total {
 			return false
 		}
@@ -434,7 +434,7 @@ func ready(rd *rkv1alpha1.RollingDeploy) bool {
 
 // failure reports a Degraded or Stalled RollingDeploy as an error.
 func failure(rd *rkv1alpha1.RollingDeploy) error {
-	if !harness.Observed(rd) {
+	if !localstack.Observed(rd) {
 		return nil
 	}
 	for _, c := range rd.Status.Conditions {
@@ -496,7 +496,7 @@ func (d *demo) draw(rd *rkv1alpha1.RollingDeploy, serving map[string]map[string]
 	var svcs []string
 	for _, sp := range rd.Spec.Services {
 		svcs = append(svcs, sp.Name)
-		st := harness.ServiceStatus(rd, sp.Name)
+		st := localstack.ServiceStatus(rd, sp.Name)
 		if st == nil {
 			fmt.Fprintf(&b, "%-8s %3s %-8s %-12s\n", sp.Name, "-", sp.Version, "(no status yet)")
 			continue
@@ -572,7 +572,7 @@ func (d *demo) recentEvents(svcs []string, n int) string {
 	}
 	var evs []ev
 	for _, svc := range svcs {
-		snaps := d.stack.Recorder.Snapshots(svc, harness.KindCurrent)
+		snaps := d.stack.Recorder.Snapshots(svc, localstack.KindCurrent)
 		for i := 1; i < len(snaps); i++ {
 			prev, cur := snaps[i-1].Members, snaps[i].Members
 			var parts []string
@@ -608,7 +608,7 @@ func (d *demo) recentEvents(svcs []string, n int) string {
 // quorum is svc's minAvailable as a node count: from the status when resolved, else from an
 // integer spec value.
 func quorum(rd *rkv1alpha1.RollingDeploy, svc string) int {
-	if st := harness.ServiceStatus(rd, svc); st != nil && st.MinAvailable > 0 {
+	if st := localstack.ServiceStatus(rd, svc); st != nil && st.MinAvailable > 0 {
 		return int(st.MinAvailable)
 	}
 	for _, sp := range rd.Spec.Services {
@@ -631,7 +631,7 @@ func (d *demo) verify(rd *rkv1alpha1.RollingDeploy, since time.Time) error {
 			sp.Name, min, at.Time.Format("15:04:05.000"), q, missed)
 		if q > 0 && min < q {
 			errs = append(errs, fmt.Errorf("service %s: only %d nodes online at %s, below its quorum %d: %s",
-				sp.Name, min, at.Time.Format("15:04:05.000"), q, harness.FormatMembers(at.Members)))
+				sp.Name, min, at.Time.Format("15:04:05.000"), q, localstack.FormatMembers(at.Members)))
 		}
 	}
 	// Dependencies: a dependent's first node to leave for v2 left after its dependency's last
@@ -673,8 +673,8 @@ func specVersion(rd *rkv1alpha1.RollingDeploy, svc string) string {
 }
 
 // lastArrival is the last registration of a node of svc on version, in ZooKeeper's order.
-func lastArrival(rec *harness.Recorder, s *harness.Stack, svc, version string) harness.VersionChange {
-	var last harness.VersionChange
+func lastArrival(rec *localstack.Recorder, s *localstack.Stack, svc, version string) localstack.VersionChange {
+	var last localstack.VersionChange
 	for _, n := range s.Nodes {
 		for _, h := range rec.History(svc, n.Name) {
 			if h.Version == version && h.Zxid > last.Zxid {
@@ -686,8 +686,8 @@ func lastArrival(rec *harness.Recorder, s *harness.Stack, svc, version string) h
 }
 
 // departures are the times nodes of svc left current/ after since, in ZooKeeper's order.
-func departures(rec *harness.Recorder, s *harness.Stack, svc string, since time.Time) []harness.VersionChange {
-	var out []harness.VersionChange
+func departures(rec *localstack.Recorder, s *localstack.Stack, svc string, since time.Time) []localstack.VersionChange {
+	var out []localstack.VersionChange
 	for _, n := range s.Nodes {
 		for _, h := range rec.History(svc, n.Name) {
 			if h.Version == "" && h.Time.After(since) {
@@ -704,7 +704,7 @@ func kubectl() string {
 	if _, err := exec.LookPath("kubectl"); err == nil {
 		return "kubectl"
 	}
-	if root, err := harness.RepoRoot(); err == nil {
+	if root, err := localstack.RepoRoot(); err == nil {
 		p := filepath.Join(root, "bin", "kubectl")
 		if _, err := os.Stat(p); err == nil {
 			return p

@@ -1,4 +1,4 @@
-package harness
+package localstack
 
 import (
 	"errors"
@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	rkv1alpha1 "github.com/rollkeeper/rollkeeper/api/v1alpha1"
-	"github.com/rollkeeper/rollkeeper/test/zkserver"
+	"github.com/rollkeeper/rollkeeper/internal/localstack/zkserver"
 )
 
 // Scheme knows the built-in Kubernetes types and rollkeeper's API.

@@ -1,4 +1,4 @@
-package harness
+package localstack
 
 import (
 	"net"
@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/rollkeeper/rollkeeper/test/zkserver"
+	"github.com/rollkeeper/rollkeeper/internal/localstack/zkserver"
 )
 
 // A port another process binds between being drawn and kube-apiserver binding it made the start

@@ -1,4 +1,4 @@
-package harness
+package localstack
 
 import (
 	"context"
@@ -19,15 +19,14 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/rollkeeper/rollkeeper/internal/localstack/zkserver"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/test/zkserver"
 )
 
 // KeepDirEnv, when set to 1, keeps a stack's directory (logs, state dirs) after Stop.
@@ -81,7 +80,7 @@ type Config struct {
 	// Dir holds everything the stack writes (default: a new temporary directory, removed by
 	// Stop unless ROLLKEEPER_KEEP_TEST_DIR=1).
 	Dir string
-	// Logf reports progress (default: log.Printf; StartT uses t.Logf).
+	// Logf reports progress (default: log.Printf; test/harness.StartT uses t.Logf).
 	Logf func(format string, args ...any)
 }
 
@@ -420,28 +419,6 @@ func (s *Stack) zkAuthArg() string {
 		return "--insecure-allow-open-zookeeper"
 	}
 	return "--zk-auth-file=" + s.zkAuthFile
-}
-
-// StartT is Start for a test: it fails the test on error, and on cleanup dumps every log when
-// the test failed, then stops the stack.
-func StartT(t testing.TB, ctx context.Context, cfg Config) *Stack {
-	t.Helper()
-	if cfg.Logf == nil {
-		cfg.Logf = t.Logf
-	}
-	s, err := Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start test stack: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			var b strings.Builder
-			s.DumpLogs(&b, 64<<10)
-			t.Log(b.String())
-		}
-		s.Stop()
-	})
-	return s
 }
 
 // Stop stops everything the stack started, in reverse order: operator, agents (and any host

@@ -1,5 +1,6 @@
 // Package zkserver runs real ZooKeeper servers (Debian's zookeeper package) on free loopback
-// ports in temporary directories, for tests and the demo. It never mocks anything.
+// ports in temporary directories, for tests and the demo (through internal/localstack). It never
+// mocks anything. test/zkserver forwards it for the tests.
 package zkserver
 
 import (

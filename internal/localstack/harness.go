@@ -1,12 +1,15 @@
-// Package harness brings up rollkeeper's real test stack for the e2e tests (test/e2e) and the
-// demo (cmd/demo): a real ZooKeeper (test/zkserver), a real kube-apiserver and etcd (envtest
-// with the generated CRDs and an admin kubeconfig file), the operator and node agents as
-// separate processes, fixture artifacts served over loopback HTTP, and an independent
-// ZooKeeper Recorder that proves what the agents did. Nothing is mocked.
+// Package localstack brings up rollkeeper's real stack on one machine, for the demo (cmd/demo)
+// and, through test/harness, the e2e tests (test/e2e): a real ZooKeeper (localstack/zkserver),
+// a real kube-apiserver and etcd (envtest with the generated CRDs and an admin kubeconfig file),
+// the operator and node agents as separate processes, fixture artifacts served over loopback
+// HTTP, and an independent ZooKeeper Recorder that proves what the agents did. Nothing is
+// mocked.
 //
 // The pieces work alone (StartControlPlane, NewArtifactServer, NewRecorder, Process, Build) or
-// together through Start / StartT, which returns a Stack.
-package harness
+// together through Start, which returns a Stack. The package links no test code (no "testing",
+// nothing under test/), so cmd/demo can use it; test/harness adds the *testing.T conveniences
+// (StartT, Main) on top.
+package localstack
 
 import (
 	"context"
@@ -15,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -103,12 +105,4 @@ func WaitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 		case <-ticker.C:
 		}
 	}
-}
-
-// Main runs a test binary's tests and then removes what the harness left behind in the
-// process (the temporary binary directory). Use it from TestMain: os.Exit(harness.Main(m)).
-func Main(m *testing.M) int {
-	code := m.Run()
-	CleanupBinaries()
-	return code
 }
