@@ -32,8 +32,10 @@ import (
 // each operation every session's fired watches are compared: an event the model queued must
 // arrive on the real watch's channel (with a deadline), and a watch the model did not fire must
 // be silent after a round trip on its session (ZooKeeper delivers a session's notifications
-// before the replies to its later requests). Each test works under its own base znode, fresh on
-// both sides, so sequential counters line up.
+// before the replies to its later requests). A session ends by the client's Close (compared with
+// Model.Close) or by expiry, brought about by cutting a client off through a TCP proxy until the
+// server has expired it (compared with Model.Expire). Each test works under its own base znode,
+// fresh on both sides, so sequential counters line up.
 
 var (
 	zkOnce sync.Once
@@ -853,7 +855,9 @@ func TestConformanceSessionClose(t *testing.T) {
 func TestConformanceSessionExpiry(t *testing.T) {
 	c := newConf(t, 2)
 	px := newProxy(t, server(t))
-	c.slots = append(c.slots, c.open(px.ln.Addr().String(), 2, time.Second))
+	// A short session (the server's minimum is 1 s), long enough not to expire by accident on
+	// a loaded machine.
+	c.slots = append(c.slots, c.open(px.ln.Addr().String(), 2, 2*time.Second))
 	a, b, x := c.slots[0], c.slots[1], c.slots[2]
 	c.create(x, c.p("/d"), nil, Persistent)
 	c.create(x, c.p("/d/e"), []byte("e"), Ephemeral)

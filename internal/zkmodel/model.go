@@ -219,7 +219,7 @@ func (m *Model) NewSession() SessionID {
 	return m.lastSession
 }
 
-// Alive reports whether s is a session that was opened and has not expired.
+// Alive reports whether s is a session that was opened and has not ended (Expire, Close).
 func (m *Model) Alive(s SessionID) bool {
 	ss := m.sessions[s]
 	return ss != nil && !ss.expired
