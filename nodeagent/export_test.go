@@ -3,6 +3,7 @@ package nodeagent
 import (
 	"context"
 
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
 
@@ -11,7 +12,12 @@ import (
 func OnlineCounter(a *Agent, svc string) func(context.Context, *zklayout.Plan) (map[string]string, error) {
 	w := newWorker(a, svc)
 	return func(ctx context.Context, plan *zklayout.Plan) (map[string]string, error) {
-		return w.online(ctx, plan, false)
+		current, _, err := w.reader.ReadCurrent(ctx)
+		if err != nil {
+			return nil, err
+		}
+		online, _ := rollout.Online(current, plan)
+		return online, nil
 	}
 }
 

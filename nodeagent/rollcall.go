@@ -24,8 +24,12 @@ import (
 
 // rollCall starts a new round of the service's roll call and waits, up to Config.RollCallWait,
 // until enough registered nodes other than this one answer for this node to stop. It returns
-// the round, and how many other online nodes answered when it gave up or succeeded.
-func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan) (ok bool, answered, online int, round int32, err error) {
+// the round, and how many other online nodes answered when it gave up or succeeded. current
+// are the registrations the decision counted, read just before the round: a node can answer
+// only while its own registration stands (see answerer), so a node registered after that read
+// is left out (conservative), and one that deregistered after answering could do so only by
+// failing, which is the window the roll call accepts (a failure concurrent with the decision).
+func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan, current []rollout.Registration) (ok bool, answered, online int, round int32, err error) {
 	p := w.l.RollCall(w.svc)
 	st, err := w.zk.Set(ctx, p, []byte(w.a.cfg.Node), -1)
 	if errors.Is(err, zkclient.ErrNoNode) {
@@ -39,18 +43,15 @@ func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan) (ok bool, an
 	round = st.Version
 	timer := time.NewTimer(w.a.cfg.RollCallWait)
 	defer timer.Stop()
+	regs, _ := rollout.Online(current, plan)
+	online = len(regs)
 	for {
 		// Watch first, then count: an answer arriving in between fires the watch.
 		children, _, watch, err := w.zk.ChildrenW(ctx, p)
 		if err != nil {
 			return false, 0, 0, round, fmt.Errorf("roll call %d of %s: %w", round, w.svc, err)
 		}
-		regs, err := w.online(ctx, plan, false)
-		if err != nil {
-			return false, 0, 0, round, err
-		}
 		answered = countAnswers(children, round, regs, w.a.cfg.Node)
-		online = len(regs)
 		// MayStop counts the caller among the online nodes.
 		if rollout.MayStop(answered+1, plan.MinAvailable) {
 			return true, answered, online, round, nil

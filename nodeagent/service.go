@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"reflect"
 	"runtime/debug"
 	"slices"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
@@ -36,9 +34,15 @@ type worker struct {
 	zk  *zkclient.Client
 	l   zklayout.Layout
 
+	// reader reads the service's snapshots (and caches its registrations).
+	reader *rollout.Reader
+	// need is what the next read includes beyond the base (rollout.Need): what the last
+	// decision looked at.
+	need rollout.Need
 	// armed holds the one-shot watches still pending, keyed by kind and path, so a path is never
-	// watched twice and every pending watch can wake the worker.
-	armed map[string]zkclient.Watch
+	// watched twice; waitOn are those the last step named, which wake a wait.
+	armed  map[string]zkclient.Watch
+	waitOn []string
 	// retryAt, if set, wakes the worker even without a watch event (fetch retries).
 	retryAt time.Time
 	// lastWait remembers why the worker last waited, to log transitions only.
@@ -49,8 +53,6 @@ type worker struct {
 	warmVersion string
 	// lockWarned is set once the node said it cannot lock memory.
 	lockWarned bool
-	// regs caches what each registration under current/<svc> says (see online).
-	regs registrations
 	// ans answers the service's roll calls; kicked after each registration.
 	ans *answerer
 	// registered is set while this session's registration of the service stands (created or
@@ -58,9 +60,9 @@ type worker struct {
 	// a previous session's registration outlives its agent, and a new agent whose process runs
 	// but has not passed its health check must not lend that stale registration its answer.
 	registered atomic.Bool
-	// badStaging holds the staging children already reported (not <node>-<counter>, or
-	// persistent), so each is logged once.
-	badStaging map[string]bool
+	// said holds what was logged about ignored znodes (keyed by znode and reason), so each is
+	// said once while it lasts.
+	said map[string]bool
 	// at is the znode the step is working on, and planVersion the plan's version it last read:
 	// a panic is reported with them.
 	at, planVersion string
@@ -85,9 +87,16 @@ type worker struct {
 }
 
 func newWorker(a *Agent, svc string) *worker {
-	return &worker{a: a, svc: svc, log: a.log.WithValues("service", svc), zk: a.cfg.ZK, l: a.cfg.Layout,
-		armed: map[string]zkclient.Watch{}, regs: registrations{entries: map[string]registration{}, reported: map[string]string{}},
-		badStaging: map[string]bool{}, sigRecord: true}
+	w := &worker{a: a, svc: svc, log: a.log.WithValues("service", svc), zk: a.cfg.ZK, l: a.cfg.Layout,
+		armed: map[string]zkclient.Watch{}, said: map[string]bool{}, sigRecord: true}
+	w.reader = rollout.NewReader(a.cfg.ZK, a.cfg.Layout, svc, a.cfg.Node, w.verify)
+	return w
+}
+
+// verify checks a signed znode with the agent's trusted keys (Config.Trust) and decodes it.
+func (w *worker) verify(sigPath string, data []byte, into zklayout.Payload) (bool, error) {
+	err := zksign.Decode(w.a.cfg.Trust, sigPath, data, into)
+	return err != nil && zksign.IsSignatureError(err), err
 }
 
 // decodeSigned verifies data read from the znode at p with the agent's trusted keys (Config.Trust)
@@ -103,12 +112,7 @@ func (w *worker) decodeSigned(p, sigPath, version string, data []byte, into zkla
 	if p != sigPath {
 		err = fmt.Errorf("znode %s: %w", p, err)
 	}
-	if len(w.refused) == 0 {
-		w.refusedVersion = version
-	}
-	if !slices.Contains(w.refused, err.Error()) {
-		w.refused = append(w.refused, err.Error())
-	}
+	w.noteRefused(err, version)
 	return err
 }
 
@@ -139,17 +143,6 @@ func (w *worker) settleSignatures(ctx context.Context, decided bool) {
 
 func (w *worker) run(root, ctx context.Context) {
 	backoff := w.a.cfg.RetryInterval
-	// Child watches need their parent to exist; a missing parent would silently watch nothing.
-	for _, p := range []string{w.l.CurrentService(w.svc), w.l.FailureService(w.svc)} {
-		for ctx.Err() == nil {
-			err := w.zk.EnsurePath(ctx, p)
-			if err == nil {
-				break
-			}
-			w.log.Error(err, "ensure znode", "path", p)
-			_ = w.a.pause(ctx, backoff)
-		}
-	}
 	for ctx.Err() == nil {
 		err := w.safeStep(root, ctx)
 		decided := err == nil || errors.Is(err, errWait)
@@ -218,11 +211,17 @@ func (w *worker) waiting(reason string, kv ...any) error {
 	return errWait
 }
 
-// waitAny blocks until an armed watch fires, retryAt passes, or ctx ends.
+// waitAny blocks until a watch the last step named fires, retryAt passes, or ctx ends.
+// Watches armed earlier and not named stay armed: named again later, one that fired meanwhile
+// wakes the wait at once.
 func (w *worker) waitAny(ctx context.Context) {
-	keys := make([]string, 0, len(w.armed))
+	keys := make([]string, 0, len(w.waitOn))
 	cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())}}
-	for k, wt := range w.armed {
+	for _, k := range w.waitOn {
+		wt, ok := w.armed[k]
+		if !ok || slices.Contains(keys, k) {
+			continue
+		}
 		keys = append(keys, k)
 		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(wt.C())})
 	}
@@ -243,224 +242,6 @@ func (w *worker) waitAny(ctx context.Context) {
 	default:
 		w.retryAt = time.Time{}
 	}
-}
-
-// get reads p and keeps a data watch on it (an exists watch when p is missing).
-func (w *worker) get(ctx context.Context, p string) ([]byte, zkclient.Stat, error) {
-	if _, ok := w.armed["get:"+p]; ok {
-		return w.zk.Get(ctx, p)
-	}
-	data, st, wt, err := w.zk.GetW(ctx, p)
-	if errors.Is(err, zkclient.ErrNoNode) {
-		if _, ok := w.armed["exists:"+p]; !ok {
-			exists, _, ewt, eerr := w.zk.ExistsW(ctx, p)
-			if eerr != nil {
-				return nil, zkclient.Stat{}, eerr
-			}
-			w.armed["exists:"+p] = ewt
-			if exists { // created in between: read again next step
-				return nil, zkclient.Stat{}, fmt.Errorf("%s appeared while reading", p)
-			}
-		}
-		return nil, zkclient.Stat{}, err
-	}
-	if err == nil {
-		w.armed["get:"+p] = wt
-	}
-	return data, st, err
-}
-
-// getExisting reads p and keeps a data watch on it; a missing p arms nothing (it is not coming
-// back: sequential staging children are never re-created).
-func (w *worker) getExisting(ctx context.Context, p string) ([]byte, zkclient.Stat, error) {
-	if _, ok := w.armed["get:"+p]; ok {
-		return w.zk.Get(ctx, p)
-	}
-	data, st, wt, err := w.zk.GetW(ctx, p)
-	if err == nil {
-		w.armed["get:"+p] = wt
-	}
-	return data, st, err
-}
-
-// children lists p's children and keeps a child watch on it.
-func (w *worker) children(ctx context.Context, p string) ([]string, error) {
-	if _, ok := w.armed["children:"+p]; ok {
-		c, _, err := w.zk.Children(ctx, p)
-		return c, err
-	}
-	c, _, wt, err := w.zk.ChildrenW(ctx, p)
-	if err == nil {
-		w.armed["children:"+p] = wt
-	}
-	return c, err
-}
-
-// step does the next thing this node's service needs, or arms watches and returns errWait.
-func (w *worker) step(root, ctx context.Context) error {
-	// A tree others may change could hold anyone's plan and release: act on nothing in it (the
-	// host service is left as it is) until the guard finds it locked again.
-	if g := w.a.cfg.Guard; g != nil {
-		if err := g.Err(); err != nil {
-			return w.waiting("not acting on plans: rollkeeper's ZooKeeper tree is not locked to rollkeeper's identity; the service is left as it is", "err", err.Error())
-		}
-	}
-	plan, err := w.readPlan(ctx)
-	if err != nil {
-		return err
-	}
-	if plan != nil {
-		sel, err := labels.Parse(plan.Selector)
-		if err != nil {
-			return w.waiting("plan has an unparsable selector; not acting on it", "selector", plan.Selector, "err", err.Error())
-		}
-		if !sel.Matches(labels.Set(w.a.cfg.Labels)) {
-			return w.waiting("this node is not selected for the service", "selector", plan.Selector)
-		}
-	}
-	w.at = w.l.CurrentNode(w.svc, w.a.cfg.Node)
-	st := w.a.cfg.Backend.Status(w.svc)
-	if !st.Running {
-		w.a.cfg.Metrics.down(w.svc)
-		return w.start(root, ctx, plan)
-	}
-	if w.checked != st.Version {
-		planVersion := ""
-		if plan != nil {
-			planVersion = plan.Version
-		}
-		if err := w.checkAdopted(root, ctx, st.Version, planVersion); err != nil {
-			return err
-		}
-		if w.checked != st.Version { // rolled back to the previous version: look again
-			return nil
-		}
-	}
-	if err := w.register(ctx, st.Version); err != nil {
-		return err
-	}
-	w.a.cfg.Metrics.online(w.svc, st.Version)
-	if plan == nil {
-		if err := w.leaveQueue(ctx, ""); err != nil {
-			return err
-		}
-		return w.waiting("no plan for the service", "running", st.Version)
-	}
-
-	target, halted, err := w.target(ctx, plan)
-	if err != nil {
-		return err
-	}
-	if st.Version == target || halted {
-		if err := w.leaveQueue(ctx, ""); err != nil {
-			return err
-		}
-		if halted {
-			return w.waiting("rollout halted by a failed health check", "version", plan.Version, "running", st.Version)
-		}
-		if target == plan.Version {
-			if err := w.completeIfDone(ctx, plan); err != nil {
-				return err
-			}
-		}
-		return w.waiting("up to date", "version", st.Version)
-	}
-
-	w.at = w.l.Release(w.svc, target)
-	rel, err := w.release(ctx, target)
-	if err != nil {
-		return err
-	}
-	if w.warmVersion != "" && w.warmVersion != target {
-		w.unwarm()
-	}
-	if !w.a.cfg.Store.Has(w.svc, target) {
-		err = w.fetchStaging(ctx, rel)
-	}
-	if errors.Is(err, errPlanChanged) {
-		w.log.Info("plan changed during the fetch; looking again", "version", target)
-		return nil
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		w.recordFailure(ctx, target, zklayout.FailureArtifact, err)
-		w.retryAt = time.Now().Add(w.a.cfg.MaxRetryInterval)
-		return w.waiting("artifact fetch failed; retrying later or on a new plan", "version", target, "err", err.Error())
-	}
-	w.clearArtifactFailure(ctx)
-
-	w.prewarm(ctx, target)
-	w.at = w.l.StagingService(w.svc)
-	child, err := w.ensureStaged(ctx, target)
-	if err != nil {
-		return err
-	}
-	w.at = w.l.StagingChild(w.svc, child)
-	if plan.Paused {
-		return w.waiting("rollout paused", "staged", target)
-	}
-	turn, err := w.myTurn(ctx, child, target)
-	if err != nil {
-		return err
-	}
-	if !turn {
-		// Every waiting case armed a watch and returned errWait; false without an error means
-		// the queue changed under the read: look again at once.
-		return nil
-	}
-	// Read failures after the queue: a failing node records its failure before leaving the
-	// queue, so having seen it leave, this read sees the failure. A failure recorded by a node
-	// upgrading at the same time, after this read, bumps the version of failures/<svc>, which
-	// the decision checks: then nothing is stopped and the step starts over.
-	_, fst, err := w.zk.Get(ctx, w.l.FailureService(w.svc))
-	if err != nil {
-		return err
-	}
-	if t, halted, err := w.target(ctx, plan); err != nil {
-		return err
-	} else if halted || t != target {
-		return nil
-	}
-	if target == plan.Version {
-		ok, have, need, err := w.distributed(ctx, plan)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return w.waiting("distribution gate: not enough nodes have the version staged", "staged", have, "required", need)
-		}
-	}
-	ok, online, err := w.quorumAllows(ctx, plan)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return w.waiting("quorum does not allow another node down", "online", online, "minAvailable", plan.MinAvailable)
-	}
-	ok, answered, online, round, err := w.rollCall(ctx, plan)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		w.a.cfg.Metrics.rollCalled(w.svc, ResultTooFew)
-		// Registered nodes that do not answer may be dead machines whose sessions have not
-		// expired yet: they do not count. Try a new round when current/ changes or later.
-		w.retryAt = time.Now().Add(w.a.cfg.RollCallWait)
-		return w.waiting("roll call: too few online nodes answered for another node to go down",
-			"round", round, "answered", answered, "othersOnline", online-1, "minAvailable", plan.MinAvailable)
-	}
-	w.a.cfg.Metrics.rollCalled(w.svc, ResultSuccess)
-	w.log.V(1).Info("roll call answered", "round", round, "answered", answered, "minAvailable", plan.MinAvailable)
-	if err := w.decide(ctx, child, target, fst.Version, round); err != nil {
-		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
-			w.log.Info("lost the turn before stopping; re-evaluating", "err", err.Error())
-			return nil
-		}
-		return err
-	}
-	return w.upgrade(root, ctx, rel, st.Version, child)
 }
 
 // fetchStaging downloads rel for an upgrade, keeping the live version's pages pinned while the
@@ -487,7 +268,8 @@ func (w *worker) fetchStaging(ctx context.Context, rel *zklayout.Release) error 
 func (w *worker) fetch(ctx context.Context, rel *zklayout.Release) error {
 	fctx, cancel := context.WithTimeout(ctx, w.a.cfg.FetchTimeout)
 	defer cancel()
-	key := "get:" + w.l.StagingService(w.svc)
+	// The Fetch step named the plan's watch: armed before the step ran.
+	key := watchKey(rollout.Watch{Kind: rollout.WatchData, Path: w.l.StagingService(w.svc)})
 	wt, watching := w.armed[key]
 	stop, done, fired := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	if watching {
@@ -520,77 +302,6 @@ func (w *worker) fetch(ctx context.Context, rel *zklayout.Release) error {
 	return err
 }
 
-// readPlan returns the service's plan, nil if there is none. A malformed plan is reported and
-// waited out, never acted on.
-func (w *worker) readPlan(ctx context.Context) (*zklayout.Plan, error) {
-	data, _, err := w.get(ctx, w.l.StagingService(w.svc))
-	if errors.Is(err, zkclient.ErrNoNode) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var p zklayout.Plan
-	pp := w.l.StagingService(w.svc)
-	if err := w.decodeSigned(pp, pp, w.a.cfg.Store.Current(w.svc), data, &p); err != nil {
-		// Treated as no plan: the node keeps (or brings) its service up as it is, and the data
-		// watch armed above wakes it when the plan is rewritten.
-		if !zksign.IsSignatureError(err) {
-			w.log.Error(err, "plan is malformed; not acting on it")
-		}
-		return nil, nil
-	}
-	w.planVersion = p.Version
-	return &p, nil
-}
-
-// target is the version this node should run: the plan's, or with the Rollback policy after a
-// health failure, the previous one. halted means the rollout stopped on a failure (Pause).
-func (w *worker) target(ctx context.Context, plan *zklayout.Plan) (string, bool, error) {
-	var names []string
-	var err error
-	if plan.FailurePolicy == zklayout.FailurePolicyRollback {
-		// Nodes already upgraded must hear of a failure to roll back; failures are rare, so
-		// this watch wakes nobody during a healthy rollout.
-		names, err = w.children(ctx, w.l.FailureService(w.svc))
-	} else {
-		names, _, err = w.zk.Children(ctx, w.l.FailureService(w.svc))
-	}
-	if errors.Is(err, zkclient.ErrNoNode) {
-		return plan.Version, false, nil
-	}
-	if err != nil {
-		return "", false, err
-	}
-	for _, n := range names {
-		data, _, err := w.zk.Get(ctx, w.l.Failure(w.svc, n))
-		if errors.Is(err, zkclient.ErrNoNode) {
-			continue
-		}
-		if err != nil {
-			return "", false, err
-		}
-		var f zklayout.Failure
-		if err := zklayout.Decode(data, &f); err != nil {
-			w.log.Error(err, "ignoring malformed failure record", "znode", n)
-			continue
-		}
-		if f.Node != n {
-			// Agents record failures under their own name; a record naming another node
-			// was not written by it (it still decoded: its version is a valid name).
-			w.log.Error(zklayout.ErrMalformed, "ignoring failure record that names another node", "znode", n, "node", f.Node)
-			continue
-		}
-		if f.Kind == zklayout.FailureHealthCheck && f.Version == plan.Version {
-			if plan.FailurePolicy == zklayout.FailurePolicyRollback && plan.PreviousVersion != "" {
-				return plan.PreviousVersion, false, nil
-			}
-			return plan.Version, true, nil
-		}
-	}
-	return plan.Version, false, nil
-}
-
 func (w *worker) release(ctx context.Context, version string) (*zklayout.Release, error) {
 	// version comes from a plan, a registration, a failure record or the local store: it
 	// names a znode (and later a directory) only if it is a version.
@@ -614,32 +325,11 @@ func (w *worker) release(ctx context.Context, version string) (*zklayout.Release
 	return &r, nil
 }
 
-// start brings a stopped service up on the most popular version among online peers (ties: the
-// plan's target). Starting never lowers availability, so it needs no turn.
-func (w *worker) start(root, ctx context.Context, plan *zklayout.Plan) error {
-	preferred := ""
-	if plan != nil {
-		t, _, err := w.target(ctx, plan)
-		if err != nil {
-			return err
-		}
-		preferred = t
-	}
-	peers, err := w.online(ctx, plan, false)
-	if err != nil {
-		return err
-	}
-	delete(peers, w.a.cfg.Node)
-	var versions []string
-	for _, v := range peers {
-		versions = append(versions, v)
-	}
-	v, ok := rollout.MostPopular(versions, preferred)
-	if !ok {
-		if v = w.a.cfg.Store.Current(w.svc); v == "" {
-			return w.waiting("nothing to start: no plan, no online peer, no installed version")
-		}
-	}
+// start brings the stopped service up on st.Version: the most popular version among online
+// peers (ties: the plan's target; rollout.Next chose it). Starting never lowers availability,
+// so it needs no turn. The next step registers it.
+func (w *worker) start(root, ctx context.Context, st rollout.Step) error {
+	v := st.Version
 	w.at = w.l.Release(w.svc, v)
 	rel, err := w.release(ctx, v)
 	if err != nil {
@@ -659,13 +349,13 @@ func (w *worker) start(root, ctx context.Context, plan *zklayout.Plan) error {
 	if err := w.a.cfg.Store.Switch(w.svc, v); err != nil {
 		return err
 	}
-	w.log.Info("starting service", "version", v, "peers", len(versions))
+	w.log.Info("starting service", append([]any{"version", v}, st.Fields...)...)
 	if err := w.runAndCheck(root, rel); err != nil {
 		_ = w.a.cfg.Backend.Stop(root, w.svc)
 		w.retryAt = time.Now().Add(w.a.cfg.MaxRetryInterval)
 		return w.waiting("service did not come up healthy; retrying later", "version", v, "err", err.Error())
 	}
-	return w.register(ctx, v)
+	return nil
 }
 
 // runAndCheck starts rel from the current link and waits for its health check.
@@ -807,59 +497,6 @@ func (w *worker) runEnv(rel *zklayout.Release) (dir string, vars map[string]stri
 	return dir, vars, env
 }
 
-// register makes sure current/<svc>/<node> exists in this session with version and the node's
-// labels. A registration under this node's name that is not that — left by a previous session
-// of this node (crash, expiry), or malformed (written by hand) — is replaced: the agent repairs
-// its own part of the tree. Registrations are only ever created and deleted, never set (see
-// online, whose cache relies on it).
-func (w *worker) register(ctx context.Context, version string) error {
-	p := w.l.CurrentNode(w.svc, w.a.cfg.Node)
-	data, err := w.registration(version)
-	if err != nil {
-		return err
-	}
-	if err := w.zk.EnsurePath(ctx, w.l.CurrentService(w.svc)); err != nil {
-		return err
-	}
-	old, st, err := w.zk.Get(ctx, p)
-	switch {
-	case errors.Is(err, zkclient.ErrNoNode):
-		_, err = w.zk.Create(ctx, p, data, zkclient.Ephemeral)
-		if err == nil {
-			w.log.Info("registered online", "version", version)
-			w.setRegistered()
-		}
-		return err
-	case err != nil:
-		return err
-	}
-	var cur zklayout.Current
-	why := ""
-	switch derr := zklayout.Decode(old, &cur); {
-	case derr != nil:
-		why = "malformed: " + derr.Error()
-	case cur.Node != w.a.cfg.Node:
-		why = fmt.Sprintf("names node %q", cur.Node)
-	case st.EphemeralOwner != w.zk.Session().ID:
-		why = fmt.Sprintf("left by another session (0x%x)", st.EphemeralOwner)
-	case cur.Version != version:
-		why = fmt.Sprintf("says version %q", cur.Version)
-	case !maps.Equal(cur.Labels, w.a.cfg.Labels):
-		why = "carries other labels"
-	default:
-		if !w.registered.Load() {
-			w.setRegistered()
-		}
-		return nil
-	}
-	w.log.Info("replacing this node's registration", "znode", p, "why", why)
-	if err := w.zk.Multi(ctx, zkclient.DeleteOp(p, st.Version), zkclient.CreateOp(p, data, zkclient.Ephemeral)); err != nil {
-		return err
-	}
-	w.setRegistered()
-	return nil
-}
-
 // setRegistered records that this session's registration stands and lets the roll call
 // answerer (if any) answer a round it passed over.
 func (w *worker) setRegistered() {
@@ -875,238 +512,13 @@ func (w *worker) registration(version string) ([]byte, error) {
 		Health: zklayout.HealthHealthy, Since: time.Now().UTC(), Labels: w.a.cfg.Labels})
 }
 
-// queue returns the service's staging queue in order and this node's own children.
-func (w *worker) queue(ctx context.Context) (ordered []string, mine []zklayout.SeqName, err error) {
-	names, _, err := w.zk.Children(ctx, w.l.StagingService(w.svc))
-	if err != nil {
-		return nil, nil, err
-	}
-	seqs, bad := zklayout.SortSeq(names)
-	// Such a child is outside the queue's order, so it blocks nobody; the operator removes it.
-	// Said once per znode (badStaging forgets the children that are gone).
-	for n := range w.badStaging {
-		if !slices.Contains(names, n) {
-			delete(w.badStaging, n)
-		}
-	}
-	for _, b := range bad {
-		if !w.badStaging[b] {
-			w.log.Error(zklayout.ErrMalformed, "ignoring staging child that is not <node>-<counter>", "znode", w.l.StagingChild(w.svc, b))
-			w.badStaging[b] = true
-		}
-	}
-	for _, s := range seqs {
-		ordered = append(ordered, s.Child)
-		if s.Name == w.a.cfg.Node {
-			mine = append(mine, s)
-		}
-	}
-	return ordered, mine, nil
-}
-
-// leaveQueue deletes this node's staging children except keep.
-func (w *worker) leaveQueue(ctx context.Context, keep string) error {
-	_, mine, err := w.queue(ctx)
-	if errors.Is(err, zkclient.ErrNoNode) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, m := range mine {
-		if m.Child == keep {
-			continue
-		}
-		if err := w.zk.Delete(ctx, w.l.StagingChild(w.svc, m.Child), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
-			return err
-		}
-	}
-	return nil
-}
-
-// ensureStaged makes sure this node has exactly one staging child, of this session, ready for
-// target, and returns its name. Children of dead sessions or other versions are removed.
-func (w *worker) ensureStaged(ctx context.Context, target string) (string, error) {
-	_, mine, err := w.queue(ctx)
-	if err != nil {
-		return "", err
-	}
-	sid := w.zk.Session().ID
-	keep := ""
-	for _, m := range mine {
-		data, st, err := w.zk.Get(ctx, w.l.StagingChild(w.svc, m.Child))
-		if errors.Is(err, zkclient.ErrNoNode) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		var s zklayout.Staged
-		derr := zklayout.Decode(data, &s)
-		if derr != nil {
-			// This node's own part of the tree: leaveQueue below removes it.
-			w.log.Error(derr, "removing this node's malformed staging child", "znode", w.l.StagingChild(w.svc, m.Child), "owner", fmt.Sprintf("0x%x", st.EphemeralOwner))
-		}
-		if keep == "" && st.EphemeralOwner == sid && derr == nil && s.Version == target && s.State == zklayout.StagedReady {
-			keep = m.Child
-		}
-	}
-	if err := w.leaveQueue(ctx, keep); err != nil {
-		return "", err
-	}
-	if keep != "" {
-		return keep, nil
-	}
-	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: target, State: zklayout.StagedReady,
-		PinnedBytes: w.warm.Bytes, Since: time.Now().UTC()})
-	if err != nil {
-		return "", err
-	}
-	created, err := w.zk.Create(ctx, w.l.StagingPrefix(w.svc, w.a.cfg.Node), data, zkclient.EphemeralSequential)
-	if err != nil {
-		return "", fmt.Errorf("stage %s/%s: %w", w.svc, target, err)
-	}
-	w.log.Info("staged: ready to roll", "version", target, "znode", created)
-	return created[strings.LastIndex(created, "/")+1:], nil
-}
-
-// myTurn reports whether the service heads the deploy queue (or has a catch-up entry for
-// target anywhere in it) and this node is the first waiter of the staging queue. Otherwise it
-// arms exactly the watch that can change the answer.
-func (w *worker) myTurn(ctx context.Context, child, target string) (bool, error) {
-	entries, err := w.children(ctx, w.l.Deploy())
-	if err != nil {
-		return false, err
-	}
-	ordered, _ := zklayout.SortSeq(entries)
-	if len(ordered) == 0 {
-		return false, w.waiting("deploy queue is empty")
-	}
-	hp := w.l.DeployEntry(ordered[0].Child)
-	data, _, err := w.zk.Get(ctx, hp)
-	if errors.Is(err, zkclient.ErrNoNode) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	var head zklayout.DeployEntry
-	// An entry's signature binds its service's prefix (ZooKeeper picks the counter).
-	if err := w.decodeSigned(hp, w.l.DeployPrefix(ordered[0].Name), target, data, &head); err != nil {
-		return false, w.waiting("deploy queue head is malformed or not validly signed; not acting on it", "znode", ordered[0].Child, "err", err.Error())
-	}
-	if head.Service != w.svc {
-		catchUp, err := w.catchUpQueued(ctx, ordered[1:], target)
-		if err != nil {
-			return false, err
-		}
-		if !catchUp {
-			return false, w.waiting("another service heads the deploy queue", "head", head.Service)
-		}
-	}
-	queue, _, err := w.queue(ctx)
-	if err != nil {
-		return false, err
-	}
-	at := child
-	for {
-		pred, found := rollout.Predecessor(queue, at)
-		if !found {
-			return false, fmt.Errorf("own staging child %s vanished", child)
-		}
-		if pred == "" {
-			return true, nil
-		}
-		// Upgrading members form a prefix of the queue, so an upgrading predecessor means every
-		// member ahead is upgrading: this node is the first waiter.
-		pp := w.l.StagingChild(w.svc, pred)
-		pdata, pst, err := w.getExisting(ctx, pp)
-		if errors.Is(err, zkclient.ErrNoNode) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if pst.EphemeralOwner == 0 {
-			// Agents stage only ephemeral children, so a persistent one was made by hand: no
-			// agent stands behind it and none will ever decide through it. It is not part of
-			// the queue; the operator removes it.
-			if !w.badStaging[pred] {
-				w.log.Error(zklayout.ErrMalformed, "skipping a persistent staging child no agent made", "znode", pp)
-				w.badStaging[pred] = true
-			}
-			at = pred
-			continue
-		}
-		var ps zklayout.Staged
-		if err := zklayout.Decode(pdata, &ps); err != nil {
-			// It may be a newer agent's (another schema), which could decide: never skip it.
-			// Its owner's session removes it (a dead one expires); the data watch wakes us then.
-			return false, w.waiting("predecessor in the staging queue is malformed; waiting for its owner's session to remove it",
-				"znode", pp, "owner", fmt.Sprintf("0x%x", pst.EphemeralOwner), "err", err.Error())
-		}
-		if ps.State == zklayout.StagedUpgrading {
-			return true, nil
-		}
-		return false, w.waiting("queued behind "+ps.Node, "predecessor", pred)
-	}
-}
-
-// distributed applies the distribution gate: enough nodes must have the plan's version staged
-// (or already run it) before any node stops for it; by default every online node. While it
-// does not hold, the first waiter (the only one asking) watches the staging queue.
-func (w *worker) distributed(ctx context.Context, plan *zklayout.Plan) (ok bool, have, need int, err error) {
-	names, err := w.children(ctx, w.l.StagingService(w.svc))
-	if err != nil {
-		return false, 0, 0, err
-	}
-	ready := map[string]bool{}
-	seqs, _ := zklayout.SortSeq(names)
-	for _, s := range seqs {
-		ready[s.Name] = true
-	}
-	// The gate also watches current/<svc>: a node that goes down (or a stray registration that
-	// is removed) may be all the gate was waiting for.
-	online, err := w.online(ctx, plan, true)
-	if err != nil {
-		return false, 0, 0, err
-	}
-	for n, v := range online {
-		if v == plan.Version {
-			ready[n] = true
-		}
-	}
-	if plan.MinStaged != nil {
-		return len(ready) >= *plan.MinStaged, len(ready), *plan.MinStaged, nil
-	}
-	// Default: every online node has it staged or runs it.
-	for n := range online {
-		if ready[n] {
-			have++
-		}
-	}
-	return have == len(online), have, len(online), nil
-}
-
-// quorumAllows applies the quorum rule: this node may stop only if the other online nodes
-// still meet minAvailable. Only registrations that count (see online) are counted, so a stray
-// znode never stands in for a running node. While it does not hold, the first waiter watches
-// the online set.
-func (w *worker) quorumAllows(ctx context.Context, plan *zklayout.Plan) (bool, int, error) {
-	online, err := w.online(ctx, plan, true)
-	if err != nil {
-		return false, 0, err
-	}
-	return rollout.MayStop(len(online), plan.MinAvailable), len(online), nil
-}
-
 // decide takes this node offline and marks it upgrading in one transaction. It fails if the
 // staging child changed or vanished (lost turn, expired session): nothing is stopped then.
 // Two deciders never both pass on a stale view: a node decides only as first waiter, which it
 // becomes only after seeing its predecessor's upgrading mark, written in the same transaction
 // as the predecessor's removal from current/, so its count of online nodes includes that removal.
-func (w *worker) decide(ctx context.Context, child, target string, failuresVersion, round int32) error {
-	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: target, State: zklayout.StagedUpgrading,
+func (w *worker) decide(ctx context.Context, st rollout.Step, round int32) error {
+	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: st.Version, State: zklayout.StagedUpgrading,
 		Since: time.Now().UTC(), RollCall: round})
 	if err != nil {
 		return err
@@ -1115,8 +527,8 @@ func (w *worker) decide(ctx context.Context, child, target string, failuresVersi
 	// decision (if the transaction fails, the next step's register sets it again).
 	w.registered.Store(false)
 	return w.zk.Multi(ctx,
-		zkclient.CheckOp(w.l.FailureService(w.svc), failuresVersion),
-		zkclient.SetOp(w.l.StagingChild(w.svc, child), data, 0),
+		zkclient.CheckOp(w.l.FailureService(w.svc), st.FailuresVersion),
+		zkclient.SetOp(w.l.StagingChild(w.svc, st.Child), data, st.ChildVersion),
 		zkclient.DeleteOp(w.l.CurrentNode(w.svc, w.a.cfg.Node), -1))
 }
 
@@ -1221,11 +633,6 @@ func (w *worker) recordFailure(ctx context.Context, version, kind string, cause 
 	}
 }
 
-// clearArtifactFailure removes this node's artifact failure once a fetch succeeded.
-func (w *worker) clearArtifactFailure(ctx context.Context) {
-	w.clearFailure(ctx, zklayout.FailureArtifact)
-}
-
 // clearFailure removes this node's failure record if it is of kind.
 func (w *worker) clearFailure(ctx context.Context, kind string) {
 	p := w.l.Failure(w.svc, w.a.cfg.Node)
@@ -1237,92 +644,6 @@ func (w *worker) clearFailure(ctx context.Context, kind string) {
 	if zklayout.Decode(data, &f) == nil && f.Kind == kind {
 		_ = w.zk.Delete(ctx, p, st.Version)
 	}
-}
-
-// completeIfDone removes the service's deploy entries once every online node runs the plan's
-// version and nobody is staged or upgrading, so the next service's rollout can begin even when
-// the operator is down.
-func (w *worker) completeIfDone(ctx context.Context, plan *zklayout.Plan) error {
-	entries, _, err := w.zk.Children(ctx, w.l.Deploy())
-	if err != nil {
-		return err
-	}
-	var ours []string
-	for _, e := range entries {
-		s, err := zklayout.ParseSeq(e)
-		if err == nil && s.Name == w.svc {
-			ours = append(ours, e)
-		}
-	}
-	if len(ours) == 0 {
-		return nil
-	}
-	queue, _, err := w.queue(ctx)
-	if err != nil {
-		return err
-	}
-	for _, c := range queue {
-		// Only a node's (ephemeral) child can be an upgrade under way; a persistent stray
-		// holds nothing back (myTurn skips it too).
-		_, st, err := w.zk.Get(ctx, w.l.StagingChild(w.svc, c))
-		if errors.Is(err, zkclient.ErrNoNode) {
-			continue
-		}
-		if err != nil || st.EphemeralOwner != 0 {
-			return err
-		}
-	}
-	online, err := w.online(ctx, plan, false)
-	if err != nil {
-		return err
-	}
-	// Same rule as the operator's (rollout.Complete): the quorum, at least one, must be online on it.
-	if len(online) < max(1, plan.MinAvailable) {
-		return nil
-	}
-	for _, v := range online {
-		if v != plan.Version {
-			return nil
-		}
-	}
-	for _, e := range ours {
-		data, st, err := w.zk.Get(ctx, w.l.DeployEntry(e))
-		if err != nil {
-			continue
-		}
-		var d zklayout.DeployEntry
-		if zklayout.Decode(data, &d) != nil || d.Version != plan.Version {
-			continue
-		}
-		if err := w.zk.Delete(ctx, w.l.DeployEntry(e), st.Version); err == nil {
-			w.log.Info("service rollout complete; removed its deploy queue entry", "version", plan.Version, "entry", e)
-		}
-	}
-	return nil
-}
-
-// catchUpQueued reports whether entries hold a catch-up entry of this service for target (the
-// operator queued the service again for nodes that fell behind after its rollout; see
-// zklayout.DeployEntry.CatchUp). Entries that vanish or do not decode are passed over.
-func (w *worker) catchUpQueued(ctx context.Context, entries []zklayout.SeqName, target string) (bool, error) {
-	for _, e := range entries {
-		if e.Name != w.svc {
-			continue
-		}
-		ep := w.l.DeployEntry(e.Child)
-		data, _, err := w.zk.Get(ctx, ep)
-		if errors.Is(err, zkclient.ErrNoNode) {
-			continue
-		}
-		if err != nil {
-			return false, err
-		}
-		var d zklayout.DeployEntry
-		if w.decodeSigned(ep, w.l.DeployPrefix(e.Name), target, data, &d) == nil && d.Service == w.svc && d.Version == target && d.CatchUp {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // pin locks dir's files in the page cache within the node's budget; the zero Pinned when

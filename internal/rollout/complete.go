@@ -14,7 +14,9 @@ func NeedOnline(minAvailable, selected int) int {
 
 // Complete reports whether a service's rollout to target is done: at least need nodes online,
 // every online node on target, none unreadable, none upgrading. Unreachable nodes do not block
-// it (they start the most popular version when they come back).
+// it (they start the most popular version when they come back). current are the registrations
+// that count (well-formed, of selected nodes), unreadable those held by a live session that
+// cannot be read, staged the staging children agents made (see CurrentOf).
 func Complete(target string, current []zklayout.Current, unreadable int, staged []zklayout.Staged, need int) bool {
 	if unreadable > 0 || len(current) < need {
 		return false

@@ -1,0 +1,391 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/internal/zksign"
+)
+
+// step does the next thing this node's service needs, or arms watches and returns errWait.
+// It is the protocol's loop in four parts: read a snapshot of the service (rollout.Reader),
+// decide (rollout.Next, pure), arm the watches the decision names (a watch that finds its
+// znode changed since the read means the snapshot is stale: look again at once), execute.
+func (w *worker) step(root, ctx context.Context) error {
+	// A tree others may change could hold anyone's plan and release: act on nothing in it (the
+	// host service is left as it is) until the guard finds it locked again.
+	if g := w.a.cfg.Guard; g != nil {
+		if err := g.Err(); err != nil {
+			w.waitOn = nil
+			return w.waiting("not acting on plans: rollkeeper's ZooKeeper tree is not locked to rollkeeper's identity; the service is left as it is", "err", err.Error())
+		}
+	}
+	w.at = w.l.StagingService(w.svc)
+	snap, err := w.reader.Read(ctx, w.need)
+	if err != nil {
+		return err
+	}
+	if snap.Plan != nil {
+		w.planVersion = snap.Plan.Version
+	}
+	w.at = w.l.CurrentNode(w.svc, w.a.cfg.Node)
+	local := w.local()
+	st := rollout.Next(snap, local)
+	// A decision that needs more of the state than the read holds asks for it: read it into
+	// the same snapshot (once per part) and decide again.
+	for tries := 0; st.Kind == rollout.StepRead; tries++ {
+		if tries == 3 {
+			return fmt.Errorf("decision keeps asking for more of the state (%v): %s", st.Need, st.Reason)
+		}
+		if err := w.reader.ReadMore(ctx, snap, st.Need); err != nil {
+			return err
+		}
+		st = rollout.Next(snap, local)
+	}
+	w.note(snap)
+	// The next read holds what this decision looked at.
+	w.need = st.Used
+	w.log.V(2).Info("step", "kind", st.Kind.String(), "version", st.Version, "reason", st.Reason)
+	changed, err := w.arm(ctx, st.Watch)
+	if err != nil {
+		return err
+	}
+	if changed {
+		return nil
+	}
+	w.keepWarm(ctx, st)
+	if st.Registered && !w.registered.Load() {
+		w.setRegistered()
+	}
+	if st.Registered {
+		w.a.cfg.Metrics.online(w.svc, local.Version)
+	}
+	return w.execute(root, ctx, snap, st)
+}
+
+// local is what the node knows of its service outside ZooKeeper.
+func (w *worker) local() rollout.Local {
+	cfg := w.a.cfg
+	bs := cfg.Backend.Status(w.svc)
+	return rollout.Local{Node: cfg.Node, Labels: cfg.Labels, Session: w.zk.Session().ID,
+		Running: bs.Running, Version: bs.Version, Checked: w.checked, Current: cfg.Store.Current(w.svc),
+		Installed: func(v string) bool { return cfg.Store.Has(w.svc, v) }}
+}
+
+// note takes from a snapshot what is only logged or recorded: refusals (one Signature failure
+// per step, see settleSignatures) and znodes that are ignored (each said once per reason).
+func (w *worker) note(s *rollout.Snapshot) {
+	for _, r := range s.Refused {
+		w.noteRefused(r.Err, r.Version)
+	}
+	seen := map[string]bool{}
+	say := func(key, msg string, kv ...any) {
+		seen[key] = true
+		if !w.said[key] {
+			w.log.Error(zklayout.ErrMalformed, msg, kv...)
+			w.said[key] = true
+		}
+	}
+	if s.PlanBad != nil && !zksign.IsSignatureError(s.PlanBad) {
+		// Treated as no plan: the node keeps (or brings) its service up as it is, and the
+		// plan's watch wakes it when the plan is rewritten.
+		say("plan:"+s.PlanBad.Error(), "plan is malformed; not acting on it", "err", s.PlanBad.Error())
+	}
+	for _, b := range s.BadStaging {
+		// Outside the queue's order, so it blocks nobody; the operator removes it.
+		say("staging:"+b, "ignoring staging child that is not <node>-<counter>", "znode", w.l.StagingChild(w.svc, b))
+	}
+	for _, b := range s.BadFailures {
+		say("failure:"+b, "ignoring malformed failure record", "record", b)
+	}
+	_, notCounted := rollout.Online(s.Current, s.Plan)
+	for n, why := range notCounted {
+		if why == "gone" {
+			continue
+		}
+		key := "current:" + n + ":" + why
+		seen[key] = true
+		if !w.said[key] {
+			w.log.Info("registration does not count as an online node", "znode", w.l.CurrentNode(w.svc, n), "why", why)
+			w.said[key] = true
+		}
+	}
+	for k := range w.said {
+		if !seen[k] && !strings.HasPrefix(k, "skipped:") {
+			delete(w.said, k)
+		}
+	}
+}
+
+// noteRefused notes a znode refused for its signature for this step's Signature failure record
+// (see settleSignatures); version is what the znode is about, as far as known.
+func (w *worker) noteRefused(err error, version string) {
+	if version == "" {
+		version = w.a.cfg.Store.Current(w.svc)
+	}
+	if len(w.refused) == 0 {
+		w.refusedVersion = version
+	}
+	if msg := err.Error(); !slices.Contains(w.refused, msg) {
+		w.refused = append(w.refused, msg)
+	}
+}
+
+// arm makes sure each watch is armed, and reports whether one found its znode changed since
+// the snapshot read it. An armed watch still pending needs no new read: it fires on any change
+// since it was armed, so nothing is missed. waitOn becomes these watches: a wait wakes on them.
+func (w *worker) arm(ctx context.Context, watches []rollout.Watch) (changed bool, err error) {
+	w.waitOn = w.waitOn[:0]
+	for _, wt := range watches {
+		key := watchKey(wt)
+		w.waitOn = append(w.waitOn, key)
+		if _, ok := w.armed[key]; ok {
+			continue
+		}
+		var now rollout.Stat
+		var zw zkclient.Watch
+		switch wt.Kind {
+		case rollout.WatchChildren:
+			var st zkclient.Stat
+			_, st, zw, err = w.zk.ChildrenW(ctx, wt.Path)
+			if errors.Is(err, zkclient.ErrNoNode) {
+				// No children to watch: watch for the znode to appear.
+				var exists bool
+				exists, st, zw, err = w.zk.ExistsW(ctx, wt.Path)
+				if err == nil {
+					now = rollout.Stat{Exists: exists, Version: st.Version, CVersion: st.CVersion}
+				}
+			} else if err == nil {
+				now = rollout.Stat{Exists: true, Version: st.Version, CVersion: st.CVersion}
+			}
+		default:
+			var exists bool
+			var st zkclient.Stat
+			// ExistsW watches creation, data changes and deletion alike, and reads no data.
+			exists, st, zw, err = w.zk.ExistsW(ctx, wt.Path)
+			if err == nil {
+				now = rollout.Stat{Exists: exists, Version: st.Version, CVersion: st.CVersion}
+			}
+		}
+		if err != nil {
+			return false, err
+		}
+		w.armed[key] = zw
+		if wt.Changed(now) {
+			changed = true
+		}
+	}
+	return changed, nil
+}
+
+func watchKey(wt rollout.Watch) string {
+	if wt.Kind == rollout.WatchChildren {
+		return "children:" + wt.Path
+	}
+	// WatchData and WatchExists arm the same ZooKeeper watch (ExistsW).
+	return "data:" + wt.Path
+}
+
+// keepWarm keeps the staged version pre-warmed and pinned in the page cache, and lets go of a
+// version the node no longer upgrades to.
+func (w *worker) keepWarm(ctx context.Context, st rollout.Step) {
+	switch {
+	case st.Prewarm != "":
+		w.prewarm(ctx, st.Prewarm)
+	case w.warmVersion == "":
+	case st.Kind == rollout.StepFetch || st.Kind == rollout.StepWait || st.Kind == rollout.StepLeave ||
+		st.Kind == rollout.StepComplete || st.Kind == rollout.StepStart:
+		w.unwarm()
+	}
+}
+
+// execute carries out one step.
+func (w *worker) execute(root, ctx context.Context, snap *rollout.Snapshot, st rollout.Step) error {
+	cfg := w.a.cfg
+	for _, c := range st.Skipped {
+		if key := "skipped:" + c; !w.said[key] {
+			w.log.Error(zklayout.ErrMalformed, "skipping a persistent staging child no agent made", "znode", w.l.StagingChild(w.svc, c))
+			w.said[key] = true
+		}
+	}
+	switch st.Kind {
+	case rollout.StepWait:
+		return w.waiting(st.Reason, st.Fields...)
+	case rollout.StepAgain:
+		w.log.V(1).Info("looking again", "why", st.Reason)
+		return nil
+	case rollout.StepEnsurePaths:
+		// Child watches need their parent to exist; a missing parent would silently watch nothing.
+		for _, p := range []string{w.l.CurrentService(w.svc), w.l.FailureService(w.svc)} {
+			if err := w.zk.EnsurePath(ctx, p); err != nil {
+				return fmt.Errorf("ensure %s: %w", p, err)
+			}
+		}
+		return nil
+	case rollout.StepStart:
+		cfg.Metrics.down(w.svc)
+		return w.start(root, ctx, st)
+	case rollout.StepAdopt:
+		return w.checkAdopted(root, ctx, st.Version, st.PlanVersion)
+	case rollout.StepRegister:
+		return w.register(ctx, st)
+	case rollout.StepLeave:
+		return w.leave(ctx, st.Remove)
+	case rollout.StepClearArtifactFailure:
+		w.clearFailure(ctx, zklayout.FailureArtifact)
+		return nil
+	case rollout.StepFetch:
+		return w.fetchTarget(ctx, st.Version)
+	case rollout.StepStage:
+		return w.stage(ctx, st)
+	case rollout.StepDecide:
+		return w.decideAndUpgrade(root, ctx, snap, st)
+	case rollout.StepComplete:
+		return w.complete(ctx, st)
+	}
+	return fmt.Errorf("unknown step %v", st.Kind)
+}
+
+// fetchTarget fetches the version to upgrade to; a failure is recorded (kind Artifact) and
+// retried later or on a new plan.
+func (w *worker) fetchTarget(ctx context.Context, target string) error {
+	w.at = w.l.Release(w.svc, target)
+	rel, err := w.release(ctx, target)
+	if err != nil {
+		return err
+	}
+	err = w.fetchStaging(ctx, rel)
+	if errors.Is(err, errPlanChanged) {
+		w.log.Info("plan changed during the fetch; looking again", "version", target)
+		return nil
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		w.recordFailure(ctx, target, zklayout.FailureArtifact, err)
+		w.retryAt = time.Now().Add(w.a.cfg.MaxRetryInterval)
+		w.waitOn = append(w.waitOn, watchKey(rollout.Watch{Kind: rollout.WatchData, Path: w.l.StagingService(w.svc)}))
+		return w.waiting("artifact fetch failed; retrying later or on a new plan", "version", target, "err", err.Error())
+	}
+	return nil
+}
+
+// register makes current/<svc>/<node> this session's, with the running version and the node's
+// labels. A registration under this node's name that is not that — left by a previous session
+// of this node (crash, expiry), or malformed (written by hand) — is replaced in one
+// transaction: the agent repairs its own part of the tree. Registrations are only ever created
+// and deleted, never set (the reader's cache relies on it).
+func (w *worker) register(ctx context.Context, st rollout.Step) error {
+	p := w.l.CurrentNode(w.svc, w.a.cfg.Node)
+	w.at = p
+	data, err := w.registration(st.Version)
+	if err != nil {
+		return err
+	}
+	if st.Replace {
+		w.log.Info("replacing this node's registration", "znode", p, "why", st.Reason)
+		err = w.zk.Multi(ctx, zkclient.DeleteOp(p, -1), zkclient.CreateOp(p, data, zkclient.Ephemeral))
+	} else {
+		_, err = w.zk.Create(ctx, p, data, zkclient.Ephemeral)
+		if errors.Is(err, zkclient.ErrNoNode) {
+			// current/<svc> itself is missing (a new service, or a tree deleted by hand).
+			if err = w.zk.EnsurePath(ctx, w.l.CurrentService(w.svc)); err == nil {
+				_, err = w.zk.Create(ctx, p, data, zkclient.Ephemeral)
+			}
+		}
+		if err == nil {
+			w.log.Info("registered online", "version", st.Version)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("register %s on %s: %w", w.svc, st.Version, err)
+	}
+	w.setRegistered()
+	w.a.cfg.Metrics.online(w.svc, st.Version)
+	return nil
+}
+
+// leave deletes this node's staging children.
+func (w *worker) leave(ctx context.Context, children []string) error {
+	for _, c := range children {
+		if err := w.zk.Delete(ctx, w.l.StagingChild(w.svc, c), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
+			return err
+		}
+	}
+	return nil
+}
+
+// stage queues this node for the version (ready to roll), after removing its other children
+// (of dead sessions, of other versions, malformed).
+func (w *worker) stage(ctx context.Context, st rollout.Step) error {
+	w.at = w.l.StagingService(w.svc)
+	if err := w.leave(ctx, st.Remove); err != nil {
+		return err
+	}
+	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: st.Version, State: zklayout.StagedReady,
+		PinnedBytes: w.warm.Bytes, Since: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	created, err := w.zk.Create(ctx, w.l.StagingPrefix(w.svc, w.a.cfg.Node), data, zkclient.EphemeralSequential)
+	if err != nil {
+		return fmt.Errorf("stage %s/%s: %w", w.svc, st.Version, err)
+	}
+	w.log.Info("staged: ready to roll", "version", st.Version, "znode", created)
+	return nil
+}
+
+// decideAndUpgrade runs the roll call, takes the node offline in one transaction and upgrades.
+func (w *worker) decideAndUpgrade(root, ctx context.Context, snap *rollout.Snapshot, st rollout.Step) error {
+	w.at = w.l.Release(w.svc, st.Version)
+	rel, err := w.release(ctx, st.Version)
+	if err != nil {
+		return err
+	}
+	w.at = w.l.StagingChild(w.svc, st.Child)
+	plan := snap.Plan
+	ok, answered, online, round, err := w.rollCall(ctx, plan, snap.Current)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		w.a.cfg.Metrics.rollCalled(w.svc, ResultTooFew)
+		// Registered nodes that do not answer may be dead machines whose sessions have not
+		// expired yet: they do not count. Try a new round when current/ changes or later.
+		w.retryAt = time.Now().Add(w.a.cfg.RollCallWait)
+		if _, err := w.arm(ctx, []rollout.Watch{{Kind: rollout.WatchChildren, Path: w.l.CurrentService(w.svc), Seen: snap.CurrentStat}}); err != nil {
+			return err
+		}
+		return w.waiting("roll call: too few online nodes answered for another node to go down",
+			"round", round, "answered", answered, "othersOnline", online-1, "minAvailable", plan.MinAvailable)
+	}
+	w.a.cfg.Metrics.rollCalled(w.svc, ResultSuccess)
+	w.log.V(1).Info("roll call answered", "round", round, "answered", answered, "minAvailable", plan.MinAvailable)
+	if err := w.decide(ctx, st, round); err != nil {
+		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
+			w.log.Info("lost the turn before stopping; re-evaluating", "err", err.Error())
+			return nil
+		}
+		return err
+	}
+	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child)
+}
+
+// complete removes the service's deploy entries once its rollout is complete
+// (rollout.Complete), so the next service's rollout can begin even when the operator is down.
+func (w *worker) complete(ctx context.Context, st rollout.Step) error {
+	for _, e := range st.Entries {
+		if err := w.zk.Delete(ctx, w.l.DeployEntry(e.Child), e.Version); err == nil {
+			w.log.Info("service rollout complete; removed its deploy queue entry", "version", st.Version, "entry", e.Child)
+		}
+	}
+	return nil
+}
