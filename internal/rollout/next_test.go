@@ -1,0 +1,864 @@
+package rollout
+
+import (
+	"errors"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// The base situation of TestNext: n1, n2 and n3 run v1, are registered and staged for the
+// plan's v2 (n1 first), web heads the deploy queue, every part of the state was read: n1's
+// step is to decide. Each case changes what it needs.
+var (
+	c1 = child("n1", 1)
+	c2 = child("n2", 2)
+	c3 = child("n3", 3)
+)
+
+const (
+	ready     = zklayout.StagedReady
+	upgrading = zklayout.StagedUpgrading
+)
+
+func base() (*Snapshot, Local) {
+	own := qe(c1, sess1, "v2", ready)
+	own.Version = 4
+	s := &Snapshot{
+		Service: tSvc, Layout: tLay,
+		Plan: &zklayout.Plan{Deploy: "rd", Service: tSvc, Version: "v2", PreviousVersion: "v1", MinAvailable: 1,
+			Selector: "role=web", FailurePolicy: zklayout.FailurePolicyPause},
+		PlanStat:     Stat{Exists: true, Version: 3, CVersion: 11},
+		Queue:        []QueueEntry{own, qe(c2, sess2, "v2", ready), qe(c3, sess3, "v2", ready)},
+		Deploy:       []DeployView{de(tSvc, 5, "v2", false)},
+		DeployStat:   Stat{Exists: true, CVersion: 6},
+		Current:      []Registration{rg("n1", "v1", sess1), rg("n2", "v1", sess2), rg("n3", "v1", sess3)},
+		CurrentStat:  Stat{Exists: true, CVersion: 21},
+		Own:          ptr(rg("n1", "v1", sess1)),
+		OwnRead:      true,
+		Have:         NeedAll,
+		FailuresStat: Stat{Exists: true, Version: 7, CVersion: 2},
+	}
+	l := Local{Node: "n1", Labels: webLabels(), Session: sess1, Running: true, Version: "v1", Checked: "v1",
+		Current: "v1", Installed: installed("v1", "v2")}
+	return s, l
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// upToDate: every node runs v2 (n1 too) and nobody is queued.
+func upToDate(s *Snapshot, l *Local) {
+	l.Version, l.Checked = "v2", "v2"
+	s.Own = ptr(rg("n1", "v2", sess1))
+	s.Current = []Registration{rg("n1", "v2", sess1), rg("n2", "v2", sess2), rg("n3", "v2", sess3)}
+	s.Queue = nil
+}
+
+// down: the service does not run on n1.
+func down(l *Local) { l.Running, l.Version, l.Checked = false, "", "" }
+
+func hcFailure(node, version string) zklayout.Failure {
+	return zklayout.Failure{Node: node, Version: version, Kind: zklayout.FailureHealthCheck, Reason: "unhealthy"}
+}
+
+func rollback(s *Snapshot) { s.Plan.FailurePolicy = zklayout.FailurePolicyRollback }
+
+func labelled(r Registration, lbls map[string]string) Registration {
+	r.Labels = lbls
+	return r
+}
+
+func gone(q QueueEntry) QueueEntry {
+	q.Gone, q.Owner, q.Version, q.Staged = true, 0, 0, zklayout.Staged{}
+	return q
+}
+
+func persistent(q QueueEntry) QueueEntry {
+	q.Owner = 0
+	return q
+}
+
+func unloaded(q QueueEntry) QueueEntry {
+	q.Loaded, q.Owner, q.Version, q.Staged = false, 0, 0, zklayout.Staged{}
+	return q
+}
+
+func malformed(q QueueEntry) QueueEntry {
+	q.Staged, q.Bad = zklayout.Staged{}, errors.New("decode zklayout.Staged: malformed payload: schema 2")
+	return q
+}
+
+// core is the part of a step TestNext compares whole (Reason, Watch and Entries are compared
+// apart, Fields and Used not at all).
+func core(st Step) Step {
+	st.Reason, st.Fields, st.Watch, st.Used, st.Entries = "", nil, nil, 0, nil
+	if len(st.Remove) == 0 {
+		st.Remove = nil
+	}
+	if len(st.Skipped) == 0 {
+		st.Skipped = nil
+	}
+	return st
+}
+
+func entryChildren(es []DeployView) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Child)
+	}
+	return out
+}
+
+type nextCase struct {
+	name    string
+	mod     func(s *Snapshot, l *Local)
+	want    Step     // compared through core
+	reason  string   // a substring of Reason
+	watch   []string // watchStrings of Watch, in order
+	entries []string // Entries' children
+}
+
+func runNext(t *testing.T, cases []nextCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, l := base()
+			if tc.mod != nil {
+				tc.mod(s, &l)
+			}
+			got := Next(s, l)
+			if !reflect.DeepEqual(core(got), tc.want) {
+				t.Errorf("Next =\n  %+v\nwant\n  %+v\n(reason %q)", core(got), tc.want, got.Reason)
+			}
+			if !strings.Contains(got.Reason, tc.reason) {
+				t.Errorf("reason %q does not contain %q", got.Reason, tc.reason)
+			}
+			if w := watchStrings(got.Watch); !slices.Equal(w, tc.watch) {
+				t.Errorf("watches %q, want %q", w, tc.watch)
+			}
+			if e := entryChildren(got.Entries); !slices.Equal(e, tc.entries) {
+				t.Errorf("entries %q, want %q", e, tc.entries)
+			}
+			// Every wait names the plan's watch (a changed plan changes every answer), as
+			// the snapshot saw it.
+			if got.Kind == StepWait && !slices.Contains(watchStrings(got.Watch), planW) {
+				t.Errorf("wait %q does not watch the plan", got.Reason)
+			}
+			for _, w := range got.Watch {
+				if w.Path == tLay.StagingService(tSvc) && w.Seen != s.PlanStat {
+					t.Errorf("watch %v: seen %+v, snapshot saw %+v", w.Kind, w.Seen, s.PlanStat)
+				}
+			}
+		})
+	}
+}
+
+func TestNextPathsAndSelection(t *testing.T) {
+	runNext(t, []nextCase{
+		{name: "failures/ missing", mod: func(s *Snapshot, l *Local) { s.FailuresStat = Stat{} },
+			want: Step{Kind: StepEnsurePaths}, reason: "missing"},
+		{name: "current/ missing, registrations read", mod: func(s *Snapshot, l *Local) { s.CurrentStat = Stat{}; s.Current = nil },
+			want: Step{Kind: StepEnsurePaths}, reason: "missing"},
+		{name: "failures/ missing while down", mod: func(s *Snapshot, l *Local) { s.FailuresStat = Stat{}; down(l) },
+			want: Step{Kind: StepEnsurePaths}, reason: "missing"},
+		{name: "current/ not read: not known missing, the gates ask for it",
+			mod: func(s *Snapshot, l *Local) {
+				s.Have &^= NeedCurrent
+				s.CurrentStat, s.Current = Stat{}, nil
+			},
+			want: Step{Kind: StepRead, Need: NeedCurrent, Registered: true}, reason: "online"},
+		{name: "unparsable selector", mod: func(s *Snapshot, l *Local) { s.Plan.Selector = "role in (" },
+			want: Step{Kind: StepWait}, reason: "unparsable selector", watch: []string{planW}},
+		{name: "unparsable selector while down", mod: func(s *Snapshot, l *Local) { s.Plan.Selector = "role in ("; down(l) },
+			want: Step{Kind: StepWait}, reason: "unparsable selector", watch: []string{planW}},
+		{name: "node not selected", mod: func(s *Snapshot, l *Local) { l.Labels = map[string]string{"role": "db"} },
+			want: Step{Kind: StepWait}, reason: "not selected", watch: []string{planW}},
+		{name: "node without labels not selected", mod: func(s *Snapshot, l *Local) { l.Labels = nil },
+			want: Step{Kind: StepWait}, reason: "not selected", watch: []string{planW}},
+		{name: "empty selector selects every node, and counts every registration",
+			mod: func(s *Snapshot, l *Local) {
+				s.Plan.Selector = ""
+				s.Current[2] = labelled(s.Current[2], map[string]string{"role": "db"})
+			},
+			want: Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4, FailuresVersion: 7,
+				Online: 3, Prewarm: "v2", Registered: true}},
+	})
+}
+
+func TestNextStart(t *testing.T) {
+	start := func(v, plan string) Step { return Step{Kind: StepStart, Version: v, PlanVersion: plan} }
+	runNext(t, []nextCase{
+		{name: "no online peer: the plan's version", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Current = s.Current[:1] // its own registration (left by its previous session) is no peer
+		}, want: start("v2", "v2"), watch: []string{planW}},
+		{name: "most popular among online peers", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Current = []Registration{rg("n1", "v9", sess1), rg("n2", "v1", sess2), rg("n3", "v1", sess3), rg("n4", "v2", 0x104)}
+		}, want: start("v1", "v2"), watch: []string{planW}},
+		{name: "tie: the target wins", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Current = []Registration{rg("n2", "v1", sess2), rg("n3", "v2", sess3)}
+		}, want: start("v2", "v2"), watch: []string{planW}},
+		{name: "tie without the target: the highest version", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Current = []Registration{rg("n2", "v1", sess2), rg("n3", "v3", sess3)}
+		}, want: start("v3", "v2"), watch: []string{planW}},
+		{name: "tie: the rolled-back target wins", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			rollback(s)
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
+			s.Current = []Registration{rg("n2", "v1", sess2), rg("n3", "v2", sess3)}
+		}, want: start("v1", "v2"), watch: []string{planW}},
+		{name: "unselected and malformed peers do not count", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Current = []Registration{
+				labelled(rg("n2", "v3", sess2), map[string]string{"role": "db"}),
+				{Node: "n3", Version: "v3", Owner: sess3, Bad: "malformed: x"},
+				rg("n4", "v1", 0x104),
+			}
+		}, want: start("v1", "v2"), watch: []string{planW}},
+		{name: "no plan: every well-formed peer counts", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Plan = nil
+			s.Current = []Registration{labelled(rg("n2", "v4", sess2), nil), rg("n3", "v4", sess3), rg("n4", "v1", 0x104)}
+		}, want: start("v4", ""), watch: []string{planW}},
+		{name: "no plan, no peer: the installed current version", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Plan = nil
+			s.Current = nil
+		}, want: start("v1", ""), watch: []string{planW}},
+		{name: "no plan, no peer, nothing installed: wait", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Plan, s.Current, l.Current = nil, nil, ""
+		}, want: Step{Kind: StepWait}, reason: "nothing to start", watch: []string{planW, currentW}},
+		{name: "registrations not read", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Have &^= NeedCurrent
+		}, want: Step{Kind: StepRead, Need: NeedCurrent}, reason: "most popular"},
+	})
+}
+
+func TestNextAdoptAndRegister(t *testing.T) {
+	reg := func(replace bool) Step { return Step{Kind: StepRegister, Version: "v1", Replace: replace} }
+	runNext(t, []nextCase{
+		{name: "running, not checked: adopt", mod: func(s *Snapshot, l *Local) { l.Checked = "" },
+			want: Step{Kind: StepAdopt, Version: "v1", PlanVersion: "v2"}, watch: []string{planW}},
+		{name: "running another version than checked: adopt it", mod: func(s *Snapshot, l *Local) { l.Version = "v2" },
+			want: Step{Kind: StepAdopt, Version: "v2", PlanVersion: "v2"}, watch: []string{planW}},
+		{name: "adopt without a plan", mod: func(s *Snapshot, l *Local) { l.Checked = ""; s.Plan = nil },
+			want: Step{Kind: StepAdopt, Version: "v1"}, watch: []string{planW}},
+		{name: "not registered", mod: func(s *Snapshot, l *Local) { s.Own = nil },
+			want: reg(false), reason: "not registered"},
+		{name: "registration gone under the read", mod: func(s *Snapshot, l *Local) { s.Own = &Registration{Node: "n1", Bad: "gone"} },
+			want: reg(false), reason: "not registered"},
+		{name: "another session's registration", mod: func(s *Snapshot, l *Local) { s.Own.Owner = 0x999 },
+			want: reg(true), reason: "another session (0x999)"},
+		{name: "persistent registration", mod: func(s *Snapshot, l *Local) { s.Own.Owner = 0 },
+			want: reg(true), reason: "another session (0x0)"},
+		{name: "registered on another version", mod: func(s *Snapshot, l *Local) { s.Own.Version = "v0" },
+			want: reg(true), reason: `says version "v0"`},
+		{name: "registered with other labels", mod: func(s *Snapshot, l *Local) {
+			s.Own.Labels = map[string]string{"role": "web", "zone": "a"}
+		}, want: reg(true), reason: "other labels"},
+		{name: "malformed registration", mod: func(s *Snapshot, l *Local) { *s.Own = Registration{Node: "n1", Owner: sess1, Bad: "malformed: x"} },
+			want: reg(true), reason: "malformed: x"},
+		{name: "own registration found among the registrations", mod: func(s *Snapshot, l *Local) { s.Own, s.OwnRead = nil, false },
+			want: Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4, FailuresVersion: 7,
+				Online: 3, Prewarm: "v2", Registered: true}},
+		{name: "own registration among the registrations is another session's", mod: func(s *Snapshot, l *Local) {
+			s.Own, s.OwnRead = nil, false
+			s.Current[0].Owner = 0x999
+		}, want: reg(true), reason: "another session"},
+		{name: "not among the registrations", mod: func(s *Snapshot, l *Local) {
+			s.Own, s.OwnRead = nil, false
+			s.Current = s.Current[1:]
+		}, want: reg(false), reason: "not registered"},
+		{name: "own read alone wins over the registrations", mod: func(s *Snapshot, l *Local) {
+			s.Own = nil // read alone: none, whatever the listing (an older one) says
+		}, want: reg(false), reason: "not registered"},
+	})
+}
+
+func TestNextNoPlanFailuresUpToDate(t *testing.T) {
+	runNext(t, []nextCase{
+		{name: "no plan, still queued: leave", mod: func(s *Snapshot, l *Local) { s.Plan = nil },
+			want: Step{Kind: StepLeave, Remove: []string{c1}, Registered: true}, reason: "no plan"},
+		{name: "no plan: wait", mod: func(s *Snapshot, l *Local) { s.Plan, s.Queue = nil, nil },
+			want: Step{Kind: StepWait, Registered: true}, reason: "no plan", watch: []string{planW}},
+		{name: "no plan, own child gone: wait", mod: func(s *Snapshot, l *Local) { s.Plan = nil; s.Queue[0] = gone(s.Queue[0]) },
+			want: Step{Kind: StepWait, Registered: true}, reason: "no plan", watch: []string{planW}},
+		{name: "stale artifact failure: clear it", mod: func(s *Snapshot, l *Local) {
+			s.Failures = []zklayout.Failure{{Node: "n1", Version: "v2", Kind: zklayout.FailureArtifact}}
+		}, want: Step{Kind: StepClearArtifactFailure, Version: "v2", Registered: true}},
+		{name: "artifact failure, target still missing: fetch", mod: func(s *Snapshot, l *Local) {
+			s.Failures = []zklayout.Failure{{Node: "n1", Version: "v2", Kind: zklayout.FailureArtifact}}
+			l.Installed = installed("v1")
+		}, want: Step{Kind: StepFetch, Version: "v2", PlanVersion: "v2", Registered: true}, watch: []string{planW}},
+		{name: "another node's artifact failure is not ours", mod: func(s *Snapshot, l *Local) {
+			s.Failures = []zklayout.Failure{{Node: "n2", Version: "v2", Kind: zklayout.FailureArtifact}}
+		}, want: Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4, FailuresVersion: 7,
+			Online: 3, Prewarm: "v2", Registered: true}},
+		{name: "up to date, still queued: leave", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Queue = []QueueEntry{qe(c1, sess1, "v2", upgrading)}
+		}, want: Step{Kind: StepLeave, Remove: []string{c1}, Registered: true}, reason: "up to date"},
+		{name: "up to date, no deploy entry of the service", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Deploy = []DeployView{de("db", 4, "v7", false)}
+		}, want: Step{Kind: StepWait, Registered: true}, reason: "up to date", watch: []string{planW}},
+		{name: "up to date with the Rollback policy: watch the failures", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			rollback(s)
+			s.Deploy = nil
+		}, want: Step{Kind: StepWait, Registered: true}, reason: "up to date", watch: []string{planW, failuresW}},
+		{name: "halted, queued: leave", mod: func(s *Snapshot, l *Local) {
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
+		}, want: Step{Kind: StepLeave, Remove: []string{c1}, Registered: true}, reason: "up to date"},
+		{name: "halted: wait for the failures to be cleared", mod: func(s *Snapshot, l *Local) {
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
+			s.Queue = s.Queue[1:]
+		}, want: Step{Kind: StepWait, Registered: true}, reason: "halted", watch: []string{planW, failuresW}},
+		{name: "halted: Rollback policy without a previous version", mod: func(s *Snapshot, l *Local) {
+			rollback(s)
+			s.Plan.PreviousVersion = ""
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
+			s.Queue = s.Queue[1:]
+		}, want: Step{Kind: StepWait, Registered: true}, reason: "halted", watch: []string{planW, failuresW}},
+		{name: "halted, upgraded node too", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
+		}, want: Step{Kind: StepWait, Registered: true}, reason: "halted", watch: []string{planW, failuresW}},
+		{name: "rolled back: on the previous version, no completion check", mod: func(s *Snapshot, l *Local) {
+			rollback(s)
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
+			s.Queue = s.Queue[1:]
+			s.Have &^= NeedDeploy | NeedTail
+		}, want: Step{Kind: StepWait, Registered: true}, reason: "up to date", watch: []string{planW, failuresW}},
+		{name: "a health failure of another version halts nothing", mod: func(s *Snapshot, l *Local) {
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v1")}
+		}, want: Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4, FailuresVersion: 7,
+			Online: 3, Prewarm: "v2", Registered: true}},
+	})
+}
+
+func TestNextCompletion(t *testing.T) {
+	waitUp := Step{Kind: StepWait, Registered: true}
+	complete := Step{Kind: StepComplete, Version: "v2", Registered: true}
+	runNext(t, []nextCase{
+		{name: "complete", mod: upToDate, want: complete, entries: []string{child(tSvc, 5)}},
+		{name: "complete: the service's loaded entries of this version", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			bad, gone := de(tSvc, 8, "v2", false), de(tSvc, 9, "v2", false)
+			bad.Bad = errors.New("not validly signed")
+			gone.Gone, gone.Entry = true, zklayout.DeployEntry{}
+			unread := de(tSvc, 10, "v2", false)
+			unread.Loaded, unread.Entry = false, zklayout.DeployEntry{}
+			s.Deploy = []DeployView{de(tSvc, 5, "v2", false), de("db", 6, "v3", false), de(tSvc, 7, "v1", false), bad, gone,
+				unread, de(tSvc, 11, "v2", true)}
+		}, want: complete, entries: []string{child(tSvc, 5), child(tSvc, 11)}},
+		{name: "complete: another service heads the deploy queue", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Deploy = []DeployView{de("db", 4, "v7", false), de(tSvc, 5, "v2", true)}
+		}, want: complete, entries: []string{child(tSvc, 5)}},
+		{name: "deploy queue not read", mod: func(s *Snapshot, l *Local) { upToDate(s, l); s.Have &^= NeedDeploy },
+			want: Step{Kind: StepRead, Need: NeedDeploy, Registered: true}, reason: "deploy entries"},
+		{name: "queue's tail not read", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Queue = []QueueEntry{unloaded(qe(c2, sess2, "v2", ready))}
+			s.Have &^= NeedTail | NeedQueue
+		}, want: Step{Kind: StepRead, Need: NeedTail, Registered: true}, reason: "completion"},
+		{name: "nodes queued: wait on the last live child", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Queue = []QueueEntry{qe(c2, sess2, "v2", upgrading), persistent(qe(c3, 0, "v2", ready))}
+		}, want: waitUp, reason: "up to date", watch: []string{planW, tailW(c2)}},
+		{name: "last live child: a gone one is passed over", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Queue = []QueueEntry{qe(c2, sess2, "v2", ready), gone(qe(c3, sess3, "v2", ready))}
+		}, want: waitUp, reason: "up to date", watch: []string{planW, tailW(c2)}},
+		{name: "last live child may be malformed", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Queue = []QueueEntry{qe(c2, sess2, "v2", ready), malformed(qe(c3, sess3, "v2", ready))}
+		}, want: waitUp, reason: "up to date", watch: []string{planW, tailW(c3)}},
+		{name: "last live child, Rollback policy: failures watched too", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			rollback(s)
+			s.Queue = []QueueEntry{qe(c2, sess2, "v2", ready)}
+		}, want: waitUp, reason: "up to date", watch: []string{planW, failuresW, tailW(c2)}},
+		{name: "only persistent children, one not read: read the queue", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Queue = []QueueEntry{persistent(qe(c2, 0, "v2", ready)), unloaded(qe(c3, 0, "v2", ready))}
+		}, want: Step{Kind: StepRead, Need: NeedTail | NeedQueue, Registered: true}, reason: "completion"},
+		{name: "persistent and gone children hold nothing back", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Queue = []QueueEntry{persistent(qe(c2, 0, "v2", ready)), gone(qe(c3, sess3, "v2", ready))}
+		}, want: complete, entries: []string{child(tSvc, 5)}},
+		{name: "registrations not read", mod: func(s *Snapshot, l *Local) { upToDate(s, l); s.Have &^= NeedCurrent },
+			want: Step{Kind: StepRead, Need: NeedCurrent | NeedDeploy, Registered: true}, reason: "completion"},
+		{name: "a node not on the target: wait on current/", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Current[2].Version = "v1"
+		}, want: waitUp, reason: "up to date", watch: []string{planW, currentW}},
+		{name: "an unreadable live registration blocks completion", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Current[2] = Registration{Node: "n3", Owner: sess3, Bad: "malformed: x"}
+		}, want: waitUp, reason: "up to date", watch: []string{planW, currentW}},
+		{name: "a persistent malformed registration does not", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Current[2] = Registration{Node: "n3", Bad: "malformed: x"}
+		}, want: complete, entries: []string{child(tSvc, 5)}},
+		{name: "an unselected node on the old version does not", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Current[2] = labelled(rg("n3", "v1", sess3), map[string]string{"role": "db"})
+		}, want: complete, entries: []string{child(tSvc, 5)}},
+		{name: "fewer on the target than the quorum", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Plan.MinAvailable = 3
+			s.Current = s.Current[:2]
+		}, want: waitUp, reason: "up to date", watch: []string{planW, currentW}},
+		{name: "done, but no entry of this version", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Deploy = []DeployView{de(tSvc, 5, "v1", false)}
+		}, want: waitUp, reason: "up to date", watch: []string{planW}},
+	})
+}
+
+func TestNextFetchStagePause(t *testing.T) {
+	runNext(t, []nextCase{
+		{name: "target not installed: fetch", mod: func(s *Snapshot, l *Local) { l.Installed = installed("v1") },
+			want: Step{Kind: StepFetch, Version: "v2", PlanVersion: "v2", Registered: true}, watch: []string{planW}},
+		{name: "nothing known installed: fetch", mod: func(s *Snapshot, l *Local) { l.Installed = nil },
+			want: Step{Kind: StepFetch, Version: "v2", PlanVersion: "v2", Registered: true}, watch: []string{planW}},
+		{name: "rolled-back target not installed: fetch it", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			rollback(s)
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
+			l.Installed = installed("v2")
+		}, want: Step{Kind: StepFetch, Version: "v1", PlanVersion: "v2", Registered: true}, watch: []string{planW}},
+		{name: "not queued: stage", mod: func(s *Snapshot, l *Local) { s.Queue = s.Queue[1:] },
+			want: Step{Kind: StepStage, Version: "v2", Prewarm: "v2", Registered: true}},
+		{name: "an old session's child: replaced", mod: func(s *Snapshot, l *Local) { s.Queue[0].Owner = 0x999 },
+			want: Step{Kind: StepStage, Version: "v2", Remove: []string{c1}, Prewarm: "v2", Registered: true}},
+		{name: "a child for another version: replaced", mod: func(s *Snapshot, l *Local) { s.Queue[0].Staged.Version = "v1.5" },
+			want: Step{Kind: StepStage, Version: "v2", Remove: []string{c1}, Prewarm: "v2", Registered: true}},
+		{name: "a malformed own child: replaced", mod: func(s *Snapshot, l *Local) { s.Queue[0] = malformed(s.Queue[0]) },
+			want: Step{Kind: StepStage, Version: "v2", Remove: []string{c1}, Prewarm: "v2", Registered: true}},
+		{name: "an own child marked upgrading while the old version runs: replaced", mod: func(s *Snapshot, l *Local) {
+			s.Queue[0].Staged.State = upgrading
+		}, want: Step{Kind: StepStage, Version: "v2", Remove: []string{c1}, Prewarm: "v2", Registered: true}},
+		{name: "an own child not read: replaced", mod: func(s *Snapshot, l *Local) { s.Queue[0] = unloaded(s.Queue[0]) },
+			want: Step{Kind: StepStage, Version: "v2", Remove: []string{c1}, Prewarm: "v2", Registered: true}},
+		{name: "an own child gone: not removed", mod: func(s *Snapshot, l *Local) { s.Queue[0] = gone(s.Queue[0]) },
+			want: Step{Kind: StepStage, Version: "v2", Prewarm: "v2", Registered: true}},
+		{name: "staged twice: the later leaves", mod: func(s *Snapshot, l *Local) {
+			s.Queue = append(s.Queue, qe(child("n1", 4), sess1, "v2", ready))
+		}, want: Step{Kind: StepLeave, Remove: []string{child("n1", 4)}, Prewarm: "v2", Registered: true}, reason: "staged twice"},
+		{name: "a stale child ahead of the good one leaves", mod: func(s *Snapshot, l *Local) {
+			s.Queue[0].Owner = 0x999
+			s.Queue = append(s.Queue, qe(child("n1", 4), sess1, "v2", ready))
+		}, want: Step{Kind: StepLeave, Remove: []string{c1}, Prewarm: "v2", Registered: true}, reason: "staged twice"},
+		{name: "paused", mod: func(s *Snapshot, l *Local) { s.Plan.Paused = true },
+			want: Step{Kind: StepWait, Prewarm: "v2", Registered: true}, reason: "paused", watch: []string{planW}},
+	})
+}
+
+func TestNextTurn(t *testing.T) {
+	decide := Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4, FailuresVersion: 7,
+		Online: 3, Prewarm: "v2", Registered: true}
+	waitTurn := Step{Kind: StepWait, Prewarm: "v2", Registered: true}
+	runNext(t, []nextCase{
+		{name: "deploy queue not read", mod: func(s *Snapshot, l *Local) { s.Have &^= NeedDeploy },
+			want: Step{Kind: StepRead, Need: NeedDeploy, Prewarm: "v2", Registered: true}, reason: "deploy queue's head"},
+		{name: "deploy queue empty", mod: func(s *Snapshot, l *Local) { s.Deploy = nil },
+			want: waitTurn, reason: "deploy queue is empty", watch: []string{planW, deployW}},
+		{name: "deploy queue head gone", mod: func(s *Snapshot, l *Local) {
+			s.Deploy[0].Gone, s.Deploy[0].Entry = true, zklayout.DeployEntry{}
+		}, want: Step{Kind: StepAgain, Prewarm: "v2", Registered: true}, reason: "head went away"},
+		{name: "deploy queue head malformed", mod: func(s *Snapshot, l *Local) {
+			s.Deploy[0].Entry, s.Deploy[0].Bad = zklayout.DeployEntry{}, errors.New("not validly signed")
+		}, want: waitTurn, reason: "malformed or not validly signed", watch: []string{planW, deployW}},
+		{name: "another service's turn", mod: func(s *Snapshot, l *Local) {
+			s.Deploy = []DeployView{de("db", 4, "v7", false), de(tSvc, 5, "v2", false)}
+		}, want: waitTurn, reason: "another service heads", watch: []string{planW, deployW}},
+		{name: "catch-up entry behind another service's", mod: func(s *Snapshot, l *Local) {
+			s.Deploy = []DeployView{de("db", 4, "v7", false), de(tSvc, 5, "v2", true)}
+		}, want: decide},
+		{name: "catch-up entry of another version", mod: func(s *Snapshot, l *Local) {
+			s.Deploy = []DeployView{de("db", 4, "v7", false), de(tSvc, 5, "v1", true)}
+		}, want: waitTurn, reason: "another service heads", watch: []string{planW, deployW}},
+		{name: "catch-up entry malformed", mod: func(s *Snapshot, l *Local) {
+			cu := de(tSvc, 5, "v2", true)
+			cu.Bad = errors.New("not validly signed")
+			s.Deploy = []DeployView{de("db", 4, "v7", false), cu}
+		}, want: waitTurn, reason: "another service heads", watch: []string{planW, deployW}},
+		{name: "catch-up entry gone", mod: func(s *Snapshot, l *Local) {
+			cu := de(tSvc, 5, "v2", true)
+			cu.Gone = true
+			s.Deploy = []DeployView{de("db", 4, "v7", false), cu}
+		}, want: waitTurn, reason: "another service heads", watch: []string{planW, deployW}},
+		{name: "catch-up entry not read", mod: func(s *Snapshot, l *Local) {
+			cu := de(tSvc, 5, "v2", true)
+			cu.Loaded = false
+			s.Deploy = []DeployView{de("db", 4, "v7", false), cu}
+		}, want: waitTurn, reason: "another service heads", watch: []string{planW, deployW}},
+		{name: "head named for the service but its entry says another", mod: func(s *Snapshot, l *Local) {
+			s.Deploy[0].Entry.Service = "db"
+		}, want: waitTurn, reason: "another service heads", watch: []string{planW, deployW}},
+	})
+}
+
+func TestNextQueueAndGates(t *testing.T) {
+	p2, p3, me := child("n2", 1), child("n3", 2), child("n1", 5)
+	own := qe(me, sess1, "v2", ready)
+	own.Version = 4
+	decide := func(online int, skipped ...string) Step {
+		return Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: me, ChildVersion: 4, FailuresVersion: 7,
+			Online: online, Prewarm: "v2", Skipped: skipped, Registered: true}
+	}
+	behind := func(q ...QueueEntry) func(s *Snapshot, l *Local) {
+		return func(s *Snapshot, l *Local) { s.Queue = append(q, own) }
+	}
+	waitQ := func(skipped ...string) Step {
+		return Step{Kind: StepWait, Prewarm: "v2", Skipped: skipped, Registered: true}
+	}
+	runNext(t, []nextCase{
+		{name: "predecessor ready: wait on it", mod: behind(qe(p3, sess3, "v2", ready), qe(p2, sess2, "v2", ready)),
+			want: waitQ(), reason: "queued behind n2", watch: []string{planW, predW(p2)}},
+		{name: "predecessor upgrading: the first waiter decides", mod: func(s *Snapshot, l *Local) {
+			s.Queue = []QueueEntry{qe(p2, sess2, "v2", upgrading), own, qe(child("n3", 6), sess3, "v2", ready)}
+			s.Current = []Registration{rg("n1", "v1", sess1), rg("n3", "v1", sess3)} // n2 left with its mark
+		}, want: decide(2)},
+		{name: "persistent predecessor skipped", mod: func(s *Snapshot, l *Local) {
+			s.Queue = []QueueEntry{persistent(qe(p2, 0, "v2", ready)), own, qe(child("n3", 6), sess3, "v2", ready)}
+		}, want: decide(3, p2)},
+		{name: "persistent malformed predecessor skipped", mod: func(s *Snapshot, l *Local) {
+			s.Queue = []QueueEntry{persistent(malformed(qe(p2, 0, "v2", ready))), own, qe(child("n3", 6), sess3, "v2", ready)}
+		}, want: decide(3, p2)},
+		{name: "skipped, then queued behind the next", mod: behind(qe(p3, sess3, "v2", ready), persistent(qe(child("n2", 4), 0, "v2", ready))),
+			want: waitQ(child("n2", 4)), reason: "queued behind n3", watch: []string{planW, predW(p3)}},
+		{name: "skipped, then an upgrading one", mod: func(s *Snapshot, l *Local) {
+			s.Queue = []QueueEntry{qe(p2, sess2, "v2", upgrading), persistent(qe(child("n3", 4), 0, "v2", ready)), own}
+		}, want: decide(3, child("n3", 4))},
+		{name: "malformed predecessor: wait on it", mod: behind(malformed(qe(p2, sess2, "v2", ready))),
+			want: waitQ(), reason: "malformed", watch: []string{planW, predW(p2)}},
+		{name: "skipped, then a malformed one", mod: behind(malformed(qe(p3, sess3, "v2", ready)), persistent(qe(child("n2", 4), 0, "v2", ready))),
+			want: waitQ(child("n2", 4)), reason: "malformed", watch: []string{planW, predW(p3)}},
+		{name: "predecessor gone", mod: behind(gone(qe(p2, sess2, "v2", ready))),
+			want: Step{Kind: StepAgain, Registered: true}, reason: "left the staging queue"},
+		{name: "predecessor not read", mod: behind(unloaded(qe(p2, sess2, "v2", ready))),
+			want: Step{Kind: StepRead, Need: NeedQueue, Registered: true}, reason: "predecessor not read"},
+		{name: "registrations not read at the gates", mod: func(s *Snapshot, l *Local) { s.Have &^= NeedCurrent },
+			want: Step{Kind: StepRead, Need: NeedCurrent, Registered: true}, reason: "online"},
+		{name: "distribution gate: others not staged", mod: func(s *Snapshot, l *Local) { s.Queue = []QueueEntry{own} },
+			want: waitQ(), reason: "distribution gate", watch: []string{planW, queueW, currentW}},
+		{name: "distribution gate: a node on the target counts", mod: func(s *Snapshot, l *Local) {
+			s.Queue = []QueueEntry{own, qe(p3, sess3, "v2", ready)}
+			s.Current[1].Version = "v2"
+		}, want: decide(3)},
+		{name: "distribution gate: minStaged met", mod: func(s *Snapshot, l *Local) {
+			s.Queue = []QueueEntry{own}
+			s.Plan.MinStaged = ptr(1)
+		}, want: decide(3)},
+		{name: "distribution gate: minStaged not met", mod: func(s *Snapshot, l *Local) {
+			s.Queue = []QueueEntry{own}
+			s.Plan.MinStaged = ptr(2)
+		}, want: waitQ(), reason: "distribution gate", watch: []string{planW, queueW, currentW}},
+		{name: "distribution gate: not for a rollback", mod: func(s *Snapshot, l *Local) {
+			rollback(s)
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
+			l.Version, l.Checked = "v2", "v2"
+			s.Own = ptr(rg("n1", "v2", sess1))
+			s.Current = []Registration{rg("n1", "v2", sess1), rg("n2", "v1", sess2), rg("n3", "v2", sess3)}
+			back := qe(me, sess1, "v1", ready)
+			back.Version = 4
+			s.Queue = []QueueEntry{back}
+		}, want: Step{Kind: StepDecide, Version: "v1", PlanVersion: "v2", Child: me, ChildVersion: 4, FailuresVersion: 7,
+			Online: 3, Prewarm: "v1", Registered: true}},
+		{name: "quorum: no other node may go down", mod: func(s *Snapshot, l *Local) { s.Plan.MinAvailable = 3 },
+			want: waitQ(), reason: "quorum", watch: []string{planW, currentW}},
+		{name: "quorum counts selected nodes only", mod: func(s *Snapshot, l *Local) {
+			s.Plan.MinAvailable = 2
+			s.Current[2] = labelled(s.Current[2], map[string]string{"role": "db"})
+		}, want: waitQ(), reason: "quorum", watch: []string{planW, currentW}},
+		{name: "quorum counts well-formed registrations only", mod: func(s *Snapshot, l *Local) {
+			s.Plan.MinAvailable = 2
+			s.Current[2] = Registration{Node: "n3", Owner: sess3, Bad: "malformed: x"}
+		}, want: waitQ(), reason: "quorum", watch: []string{planW, currentW}},
+		{name: "quorum allows it: decide", mod: func(s *Snapshot, l *Local) { s.Plan.MinAvailable = 2; s.Queue[0] = own },
+			want: decide(3)},
+		{name: "decide", want: Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4,
+			FailuresVersion: 7, Online: 3, Prewarm: "v2", Registered: true}},
+	})
+}
+
+// TestNextWatchSeen checks that each watch carries what the snapshot saw of its znode.
+func TestNextWatchSeen(t *testing.T) {
+	s, l := base()
+	plan := Watch{Kind: WatchData, Path: tLay.StagingService(tSvc), Seen: s.PlanStat}
+	for _, tc := range []struct {
+		name string
+		mod  func(s *Snapshot, l *Local)
+		want []Watch
+	}{
+		{"predecessor", func(s *Snapshot, l *Local) {
+			p := qe(c2, sess2, "v2", ready)
+			p.Version = 9
+			s.Queue = []QueueEntry{p, s.Queue[0]}
+		}, []Watch{plan, {Kind: WatchData, Path: tLay.StagingChild(tSvc, c2), Seen: Stat{Exists: true, Version: 9}}}},
+		{"distribution gate", func(s *Snapshot, l *Local) { s.Queue = s.Queue[:1] }, []Watch{plan,
+			{Kind: WatchChildren, Path: tLay.StagingService(tSvc), Seen: s.PlanStat},
+			{Kind: WatchChildren, Path: tLay.CurrentService(tSvc), Seen: s.CurrentStat}}},
+		{"deploy queue", func(s *Snapshot, l *Local) { s.Deploy = nil }, []Watch{plan,
+			{Kind: WatchChildren, Path: tLay.Deploy(), Seen: s.DeployStat}}},
+		{"halted", func(s *Snapshot, l *Local) { s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}; s.Queue = nil }, []Watch{plan,
+			{Kind: WatchChildren, Path: tLay.FailureService(tSvc), Seen: s.FailuresStat}}},
+		{"tail", func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Queue = []QueueEntry{qe(c2, sess2, "v2", ready)}
+			s.Queue[0].Version = 5
+		}, []Watch{plan, {Kind: WatchExists, Path: tLay.StagingChild(tSvc, c2), Seen: Stat{Exists: true}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, l := base()
+			tc.mod(s, &l)
+			if got := Next(s, l).Watch; !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("watches %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	_ = l
+}
+
+// TestNextUsed checks which optional parts a decision says it looked at (the next read's).
+func TestNextUsed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(s *Snapshot, l *Local)
+		want Need
+	}{
+		{"decide", nil, NeedDeploy | NeedCurrent},
+		{"start", func(s *Snapshot, l *Local) { down(l) }, NeedCurrent},
+		{"no plan", func(s *Snapshot, l *Local) { s.Plan, s.Queue = nil, nil }, 0},
+		{"fetch", func(s *Snapshot, l *Local) { l.Installed = nil }, 0},
+		{"queued behind", func(s *Snapshot, l *Local) { s.Queue[0], s.Queue[1] = s.Queue[1], s.Queue[0] }, NeedDeploy},
+		{"complete", upToDate, NeedDeploy | NeedCurrent},
+		{"tail", func(s *Snapshot, l *Local) { upToDate(s, l); s.Queue = []QueueEntry{qe(c2, sess2, "v2", ready)} }, NeedDeploy | NeedTail},
+		{"read asked", func(s *Snapshot, l *Local) { s.Have &^= NeedCurrent }, NeedDeploy | NeedCurrent},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, l := base()
+			if tc.mod != nil {
+				tc.mod(s, &l)
+			}
+			if got := Next(s, l).Used; got != tc.want {
+				t.Errorf("Used = %b, want %b", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestOnline(t *testing.T) {
+	regs := []Registration{
+		rg("n1", "v1", sess1),
+		labelled(rg("n2", "v2", sess2), map[string]string{"role": "db"}),
+		{Node: "n3", Owner: sess3, Bad: "malformed: x"},
+		labelled(rg("n4", "v3", 0x104), nil),
+	}
+	plan := &zklayout.Plan{Version: "v2", Selector: "role=web"}
+	online, not := Online(regs, plan)
+	if want := map[string]string{"n1": "v1"}; !reflect.DeepEqual(online, want) {
+		t.Errorf("online %v, want %v", online, want)
+	}
+	if len(not) != 3 || not["n3"] != "malformed: x" || !strings.Contains(not["n2"], "not selected") || !strings.Contains(not["n4"], "not selected") {
+		t.Errorf("not counted %v", not)
+	}
+	online, not = Online(regs, nil)
+	if want := map[string]string{"n1": "v1", "n2": "v2", "n4": "v3"}; !reflect.DeepEqual(online, want) || len(not) != 1 {
+		t.Errorf("no plan: online %v (want %v), not counted %v", online, want, not)
+	}
+	online, not = Online(regs, &zklayout.Plan{Selector: "role in ("})
+	if len(online) != 0 || len(not) != 4 || !strings.Contains(not["n1"], "does not parse") || not["n3"] != "malformed: x" {
+		t.Errorf("unparsable selector: online %v, not counted %v", online, not)
+	}
+	if online, not := Online(nil, plan); len(online) != 0 || len(not) != 0 {
+		t.Errorf("nobody: %v %v", online, not)
+	}
+}
+
+func TestSelected(t *testing.T) {
+	cur := []zklayout.Current{
+		{Node: "n1", Version: "v1", Labels: webLabels()},
+		{Node: "n2", Version: "v1", Labels: map[string]string{"role": "db"}},
+		{Node: "n3", Version: "v1"},
+	}
+	names := func(cs []zklayout.Current) []string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Node)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		selector string
+		want     []string
+	}{
+		{"", []string{"n1", "n2", "n3"}},
+		{"role=web", []string{"n1"}},
+		{"role!=web", []string{"n2", "n3"}},
+		{"role in (", nil},
+	} {
+		if got := names(Selected(cur, tc.selector)); !slices.Equal(got, tc.want) {
+			t.Errorf("Selected(%q) = %v, want %v", tc.selector, got, tc.want)
+		}
+	}
+}
+
+func TestSelector(t *testing.T) {
+	if sel, err := Selector(nil); err != nil || !sel.Empty() {
+		t.Errorf("Selector(nil) = %v, %v", sel, err)
+	}
+	if _, err := Selector(&zklayout.Plan{Selector: "a in ("}); err == nil {
+		t.Error("unparsable selector parsed")
+	}
+}
+
+func TestTarget(t *testing.T) {
+	failure := func(kind, version string) zklayout.Failure {
+		return zklayout.Failure{Node: "n2", Version: version, Kind: kind}
+	}
+	for _, tc := range []struct {
+		name       string
+		policy     string
+		previous   string
+		failures   []zklayout.Failure
+		want       string
+		wantHalted bool
+	}{
+		{"no failure", zklayout.FailurePolicyPause, "v1", nil, "v2", false},
+		{"health failure, Pause", zklayout.FailurePolicyPause, "v1", []zklayout.Failure{failure(zklayout.FailureHealthCheck, "v2")}, "v2", true},
+		{"health failure, Rollback", zklayout.FailurePolicyRollback, "v1", []zklayout.Failure{failure(zklayout.FailureHealthCheck, "v2")}, "v1", false},
+		{"health failure, Rollback, no previous", zklayout.FailurePolicyRollback, "", []zklayout.Failure{failure(zklayout.FailureHealthCheck, "v2")}, "v2", true},
+		{"health failure of another version", zklayout.FailurePolicyPause, "v1", []zklayout.Failure{failure(zklayout.FailureHealthCheck, "v1")}, "v2", false},
+		{"artifact failure", zklayout.FailurePolicyPause, "v1", []zklayout.Failure{failure(zklayout.FailureArtifact, "v2")}, "v2", false},
+		{"agent and signature failures", zklayout.FailurePolicyRollback, "v1",
+			[]zklayout.Failure{failure(zklayout.FailureAgent, "v2"), failure(zklayout.FailureSignature, "v2")}, "v2", false},
+		{"the health failure after others", zklayout.FailurePolicyRollback, "v1",
+			[]zklayout.Failure{failure(zklayout.FailureArtifact, "v2"), failure(zklayout.FailureHealthCheck, "v2")}, "v1", false},
+	} {
+		plan := &zklayout.Plan{Version: "v2", PreviousVersion: tc.previous, FailurePolicy: tc.policy}
+		if got, halted := Target(plan, tc.failures); got != tc.want || halted != tc.wantHalted {
+			t.Errorf("%s: Target = %q, %v; want %q, %v", tc.name, got, halted, tc.want, tc.wantHalted)
+		}
+	}
+}
+
+func TestCurrentOf(t *testing.T) {
+	regs := []Registration{
+		rg("n1", "v2", sess1),
+		labelled(rg("n2", "v1", sess2), map[string]string{"role": "db"}), // not selected: neither
+		{Node: "n3", Owner: sess3, Bad: "malformed: x"},                  // live, unreadable
+		{Node: "n4", Bad: "malformed: x"},                                // persistent: nobody's
+		{Node: "n5", Bad: "gone"},                                        // gone
+		{Node: "N_6", Owner: 0x106, Bad: badName},                        // not a node's name
+		{Node: "n7", Owner: 0x107, Bad: `payload names node "n8"`},       // live, unreadable
+	}
+	cur, unreadable := CurrentOf(regs, &zklayout.Plan{Version: "v2", Selector: "role=web"})
+	want := []zklayout.Current{{Node: "n1", Version: "v2", Labels: webLabels()}}
+	if !reflect.DeepEqual(cur, want) || unreadable != 2 {
+		t.Errorf("CurrentOf = %+v, %d; want %+v, 2", cur, unreadable, want)
+	}
+	cur, unreadable = CurrentOf(regs, nil)
+	if len(cur) != 2 || unreadable != 2 {
+		t.Errorf("no plan: CurrentOf = %+v, %d; want n1 and n2, 2", cur, unreadable)
+	}
+}
+
+func TestQueuedAndDone(t *testing.T) {
+	q := []QueueEntry{
+		qe(c1, sess1, "v2", ready),
+		qe(c2, sess2, "v2", upgrading),
+		persistent(qe(c3, 0, "v2", ready)),
+		gone(qe(child("n4", 4), 0x104, "v2", ready)),
+		unloaded(qe(child("n5", 5), 0x105, "v2", ready)),
+		malformed(qe(child("n6", 6), 0x106, "v2", ready)),
+	}
+	if got := Queued(q); got != 3 {
+		t.Errorf("Queued = %d, want 3 (ready, upgrading, malformed)", got)
+	}
+	if got := Queued(nil); got != 0 {
+		t.Errorf("Queued(nil) = %d", got)
+	}
+	plan := &zklayout.Plan{Version: "v2", Selector: "role=web", MinAvailable: 2}
+	s := &Snapshot{Current: []Registration{rg("n1", "v2", sess1), rg("n2", "v2", sess2)}}
+	for _, tc := range []struct {
+		name string
+		mod  func(s *Snapshot)
+		need int
+		want bool
+	}{
+		{"done", nil, 2, true},
+		{"below need", nil, 3, false},
+		{"queued", func(s *Snapshot) { s.Queue = q[:1] }, 2, false},
+		{"only persistent and gone children", func(s *Snapshot) { s.Queue = q[2:4] }, 2, true},
+		{"one on the old version", func(s *Snapshot) { s.Current[1].Version = "v1" }, 2, false},
+		{"unreadable", func(s *Snapshot) {
+			s.Current = append(s.Current, Registration{Node: "n3", Owner: sess3, Bad: "malformed: x"})
+		}, 2, false},
+	} {
+		c := *s
+		c.Current = slices.Clone(s.Current)
+		if tc.mod != nil {
+			tc.mod(&c)
+		}
+		if got := Done(&c, "v2", plan, tc.need); got != tc.want {
+			t.Errorf("%s: Done = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestWatchChanged(t *testing.T) {
+	seen := Stat{Exists: true, Version: 3, CVersion: 5}
+	for _, tc := range []struct {
+		kind WatchKind
+		now  Stat
+		want bool
+	}{
+		{WatchData, seen, false},
+		{WatchData, Stat{Exists: true, Version: 4, CVersion: 5}, true},
+		{WatchData, Stat{Exists: true, Version: 3, CVersion: 6}, false},
+		{WatchData, Stat{}, true},
+		{WatchChildren, seen, false},
+		{WatchChildren, Stat{Exists: true, Version: 3, CVersion: 6}, true},
+		{WatchChildren, Stat{Exists: true, Version: 4, CVersion: 5}, false},
+		{WatchChildren, Stat{}, true},
+		{WatchExists, seen, false},
+		{WatchExists, Stat{Exists: true, Version: 9, CVersion: 9}, false},
+		{WatchExists, Stat{}, true},
+	} {
+		if got := (Watch{Kind: tc.kind, Path: "/p", Seen: seen}).Changed(tc.now); got != tc.want {
+			t.Errorf("kind %d: Changed(%+v) = %v, want %v", tc.kind, tc.now, got, tc.want)
+		}
+	}
+	// A znode that did not exist: its creation is a change, still missing is none.
+	missing := Watch{Kind: WatchData, Path: "/p"}
+	if missing.Changed(Stat{}) || !missing.Changed(Stat{Exists: true}) {
+		t.Error("missing znode: Changed wrong")
+	}
+}
+
+func TestStepKindString(t *testing.T) {
+	want := map[StepKind]string{
+		StepWait: "wait", StepAgain: "again", StepRead: "read", StepEnsurePaths: "ensure-paths", StepStart: "start",
+		StepAdopt: "adopt", StepRegister: "register", StepLeave: "leave", StepClearArtifactFailure: "clear-artifact-failure",
+		StepFetch: "fetch", StepStage: "stage", StepDecide: "decide", StepComplete: "complete",
+		StepComplete + 1: "step(13)", -1: "step(-1)",
+	}
+	for k, w := range want {
+		if got := k.String(); got != w {
+			t.Errorf("StepKind(%d).String() = %q, want %q", int(k), got, w)
+		}
+	}
+}
