@@ -612,8 +612,8 @@ func TestReadRegistrationCache(t *testing.T) {
 	step("made again", []string{"n1", "n4"}, "n1=v3 n4=v4")
 }
 
-// faultyClient hides znodes (as if deleted between a listing and the read of a child) and
-// fails reads.
+// faultyClient hides znodes from reads (as if deleted between a listing and the read of a
+// child) and fails reads: keys are "get:<path>" and "children:<path>".
 type faultyClient struct {
 	Client
 	gone map[string]bool
@@ -626,7 +626,7 @@ func (c *faultyClient) Get(ctx context.Context, p string) ([]byte, zkclient.Stat
 	switch {
 	case c.fail["get:"+p]:
 		return nil, zkclient.Stat{}, errInjected
-	case c.gone[p]:
+	case c.gone["get:"+p]:
 		return nil, zkclient.Stat{}, fmt.Errorf("zookeeper get %s: %w", p, zkclient.ErrNoNode)
 	}
 	return c.Client.Get(ctx, p)
@@ -636,7 +636,7 @@ func (c *faultyClient) Children(ctx context.Context, p string) ([]string, zkclie
 	switch {
 	case c.fail["children:"+p]:
 		return nil, zkclient.Stat{}, errInjected
-	case c.gone[p]:
+	case c.gone["children:"+p]:
 		return nil, zkclient.Stat{}, fmt.Errorf("zookeeper children %s: %w", p, zkclient.ErrNoNode)
 	}
 	return c.Client.Children(ctx, p)
@@ -646,11 +646,11 @@ func TestReadVanished(t *testing.T) {
 	tr := baseTree(t)
 	q := tr.q
 	fc := &faultyClient{Client: tr.client(), gone: map[string]bool{
-		tLay.CurrentNode(tSvc, "n1"):     true,
-		tLay.CurrentNode(tSvc, "n2"):     true,
-		tLay.StagingChild(tSvc, q["n3"]): true,
-		tLay.DeployEntry(tr.dq[0]):       true,
-		tLay.Failure(tSvc, "n4"):         true,
+		"get:" + tLay.CurrentNode(tSvc, "n1"):     true,
+		"get:" + tLay.CurrentNode(tSvc, "n2"):     true,
+		"get:" + tLay.StagingChild(tSvc, q["n3"]): true,
+		"get:" + tLay.DeployEntry(tr.dq[0]):       true,
+		"get:" + tLay.Failure(tSvc, "n4"):         true,
 	}, fail: map[string]bool{}}
 	r := NewReader(fc, tLay, tSvc, "n1", nil)
 	s := read(t, r, 0)
@@ -691,13 +691,13 @@ func TestReadVanished(t *testing.T) {
 	}
 
 	// staging/web gone between its read and its listing: no queue, nothing seen.
-	fc.gone = map[string]bool{tLay.StagingService(tSvc): true}
+	fc.gone = map[string]bool{"children:" + tLay.StagingService(tSvc): true}
 	s = read(t, r, 0)
-	if s.PlanStat != (Stat{}) || s.Queue != nil {
-		t.Errorf("plan stat %+v, queue %v", s.PlanStat, s.Queue)
+	if s.PlanStat != (Stat{}) || s.Queue != nil || s.Plan == nil {
+		t.Errorf("plan %v, plan stat %+v, queue %v", s.Plan, s.PlanStat, s.Queue)
 	}
 	// failures/web and deploy/ gone: not seen, no error.
-	fc.gone = map[string]bool{tLay.FailureService(tSvc): true, tLay.Deploy(): true}
+	fc.gone = map[string]bool{"children:" + tLay.FailureService(tSvc): true, "children:" + tLay.Deploy(): true}
 	s = read(t, r, NeedDeploy)
 	if s.FailuresStat.Exists || s.Failures != nil || s.Deploy != nil || s.DeployStat.Exists {
 		t.Errorf("failures %+v %v, deploy %+v %v", s.FailuresStat, s.Failures, s.DeployStat, s.Deploy)
@@ -1045,4 +1045,57 @@ func TestReadNextRollout(t *testing.T) {
 	// queue, alone online, and the quorum keeps it up.
 	f.m.Expire(f.session("n1"))
 	expect(n2, StepWait, "", "quorum")
+}
+
+// TestReadRegistrationRevalidate: the replacements' search among the nodes that left the
+// queue stops once they are accounted for, passes over nodes never registered, and a failed
+// read of one forgets the cache.
+func TestReadRegistrationRevalidate(t *testing.T) {
+	f := newZK(t, true)
+	f.plan(testPlan("v2"))
+	for _, n := range []string{"n1", "n2", "n4"} {
+		f.register(n, "v1")
+	}
+	// m1 never registers; all three leave the queue; only n2 replaces its registration.
+	cm, c2, c4 := f.stage("m1", "v2", ready), f.stage("n2", "v2", ready), f.stage("n4", "v2", ready)
+	fc := &faultyClient{Client: f.client(), fail: map[string]bool{}}
+	cc := &countingClient{Client: fc}
+	r := NewReader(cc, tLay, tSvc, "n1", nil)
+	read(t, r, NeedCurrent)
+	cc.take()
+	replace := func(node, version string) {
+		f.multi(f.session(node), zkmodel.DeleteOp(tLay.CurrentNode(tSvc, node), -1),
+			zkmodel.CreateOp(tLay.CurrentNode(tSvc, node), f.regData(node, version, webLabels()), zkmodel.Ephemeral))
+	}
+	for _, c := range []string{cm, c2, c4} {
+		f.delete(tLay.StagingChild(tSvc, c))
+	}
+	replace("n2", "v2")
+	s := read(t, r, NeedCurrent)
+	if got := cc.take(); !slices.Equal(got, []string{"n2"}) {
+		t.Errorf("read %v, want n2 alone (m1 was never cached, n4 not needed)", got)
+	}
+	if got := regVersions(s); got != "n1=v1 n2=v2 n4=v1" {
+		t.Errorf("registrations %q", got)
+	}
+
+	// n4 leaves the queue and is replaced, but its read fails: an error, and the next read
+	// reads everything.
+	c4 = f.stage("n4", "v2", ready)
+	read(t, r, NeedCurrent)
+	f.delete(tLay.StagingChild(tSvc, c4))
+	replace("n4", "v2")
+	fc.fail = map[string]bool{"get:" + tLay.CurrentNode(tSvc, "n4"): true}
+	if _, err := r.Read(context.Background(), NeedCurrent); !errors.Is(err, errInjected) {
+		t.Fatalf("Read = %v, want the injected error", err)
+	}
+	fc.fail = map[string]bool{}
+	cc.take()
+	s = read(t, r, NeedCurrent)
+	if got := cc.take(); !slices.Equal(got, []string{"n1", "n2", "n4"}) {
+		t.Errorf("read %v, want everything", got)
+	}
+	if got := regVersions(s); got != "n1=v1 n2=v2 n4=v2" {
+		t.Errorf("registrations %q", got)
+	}
 }
