@@ -596,7 +596,7 @@ func TestNextQueueAndGates(t *testing.T) {
 
 // TestNextWatchSeen checks that each watch carries what the snapshot saw of its znode.
 func TestNextWatchSeen(t *testing.T) {
-	s, l := base()
+	s, _ := base()
 	plan := Watch{Kind: WatchData, Path: tLay.StagingService(tSvc), Seen: s.PlanStat}
 	for _, tc := range []struct {
 		name string
@@ -629,7 +629,6 @@ func TestNextWatchSeen(t *testing.T) {
 			}
 		})
 	}
-	_ = l
 }
 
 // TestNextUsed checks which optional parts a decision says it looked at (the next read's).
