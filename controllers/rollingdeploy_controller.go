@@ -34,7 +34,6 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/internal/plan"
-	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/seeder"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zkguard"
@@ -437,8 +436,7 @@ func (r *RollingDeployReconciler) claim(ctx context.Context, s *scope) (bool, er
 			if st.plan != nil && string(o.UID) == st.plan.DeployUID {
 				c := claimant(o)
 				holder = &c
-				holderDone = rollout.Complete(st.plan.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
-					rollout.NeedOnline(st.plan.MinAvailable, len(s.selected[name])))
+				holderDone = st.obs.Complete(st.plan.Version, st.plan.MinAvailable, len(s.selected[name]))
 				continue
 			}
 			if !o.DeletionTimestamp.IsZero() || o.Status.Phase == v1alpha1.PhaseInvalid {
@@ -652,8 +650,7 @@ func (r *RollingDeployReconciler) ownerGone(ctx context.Context, name string) (b
 // complete tells whether service name's rollout to its target is done (rollout.Complete).
 func (s *scope) complete(name string) bool {
 	st := s.state[name]
-	return rollout.Complete(s.specs[name].Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
-		rollout.NeedOnline(s.minAvailable[name], len(s.selected[name])))
+	return st.obs.Complete(s.specs[name].Version, s.minAvailable[name], len(s.selected[name]))
 }
 
 // prune deletes this RollingDeploy's deploy entries that are done or stale, queues again the
@@ -779,8 +776,7 @@ func (r *RollingDeployReconciler) seed(s *scope) {
 	s.dist, s.distWaits = map[string]seeder.State{}, map[string]string{}
 	for _, name := range s.order {
 		spec, st := s.specs[name], s.state[name]
-		if rollout.Complete(spec.Version, st.obs.Current, len(st.obs.CurrentUnreadable), st.obs.Staged,
-			rollout.NeedOnline(s.minAvailable[name], len(s.selected[name]))) {
+		if s.complete(name) {
 			r.Seeder.Stop(name, spec.Version)
 			// Every node runs it already (a plan rewritten after a rollback, say): nothing to
 			// distribute, nothing to wait for.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/internal/plan"
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
@@ -92,50 +93,85 @@ func (r *RollingDeployReconciler) decodeSigned(p, sigPath string, data []byte, i
 	return nil
 }
 
-// readService reads a service's plan and its current/, staging/, progress/ and failures/ children.
+// readService reads a service's plan, registrations, staging queue and failures through the
+// protocol's one reader (rollout.Reader, as the agents read them), and its progress/ children.
 func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (*serviceState, error) {
 	st := &serviceState{}
-	p := r.Layout.StagingService(svc)
-	data, stat, err := r.ZK.Get(ctx, p)
-	switch {
-	case errors.Is(err, zkclient.ErrNoNode):
-	case err != nil:
+	snap, err := rollout.NewReader(r.ZK, r.Layout, svc, "", r.verify).Read(ctx, 0)
+	if err != nil {
 		return nil, err
-	default:
-		st.planExists, st.planVersion = true, stat.Version
-		// An empty staging/<svc> (someone made the path) is a missing plan, not a bad one.
-		if len(bytes.TrimSpace(data)) > 0 {
-			var pl zklayout.Plan
-			if derr := r.decodeSigned(p, p, data, &pl); derr != nil {
-				st.planMalformed = derr
-			} else {
-				st.plan = &pl
-			}
+	}
+	p := r.Layout.StagingService(svc)
+	if snap.PlanStat.Exists {
+		st.planExists, st.planVersion = true, snap.PlanStat.Version
+		st.plan = snap.Plan
+		if snap.PlanBad != nil {
+			st.planMalformed = fmt.Errorf("znode %s: %w", p, snap.PlanBad)
 		}
 	}
-
-	malformed := func(_ string, err error) { st.obs.Malformed = append(st.obs.Malformed, err.Error()) }
-	stray := func(p string) { st.strays = append(st.strays, p) }
-	if st.obs.Current, err = readChildren[zklayout.Current](ctx, r, r.Layout.CurrentService(svc),
-		func(n string) string { return r.Layout.CurrentNode(svc, n) },
-		func(n string, err error) {
-			// Online, but nobody knows on which version.
-			st.obs.CurrentUnreadable = append(st.obs.CurrentUnreadable, n)
-			malformed(n, err)
-		}, stray); err != nil {
-		return nil, err
+	st.obs.Selector = ""
+	if st.plan != nil {
+		st.obs.Selector = st.plan.Selector
 	}
-	if st.obs.Staged, err = readChildren[zklayout.Staged](ctx, r, p,
-		func(n string) string { return r.Layout.StagingChild(svc, n) }, malformed, stray); err != nil {
-		return nil, err
+	malformed := func(err string) { st.obs.Malformed = append(st.obs.Malformed, err) }
+	for _, reg := range snap.Current {
+		path := r.Layout.CurrentNode(svc, reg.Node)
+		switch {
+		case reg.Bad == "":
+			st.obs.Current = append(st.obs.Current, zklayout.Current{Node: reg.Node, Version: reg.Version, Labels: reg.Labels})
+		case reg.Bad == "gone":
+			continue
+		case reg.Owner != 0:
+			// Online, but nobody knows on which version; a live session's: the operator leaves
+			// it to that node's agent, which replaces it.
+			st.obs.CurrentUnreadable = append(st.obs.CurrentUnreadable, reg.Node)
+			malformed(fmt.Sprintf("znode %s: %s (ephemeral: held by a live session, whose agent replaces it)", path, reg.Bad))
+		default:
+			malformed(fmt.Sprintf("znode %s: %s", path, reg.Bad))
+		}
+		if reg.Owner == 0 {
+			// Agents only make ephemeral registrations: no live node's (repairStrays deletes it).
+			st.strays = append(st.strays, path)
+		}
+	}
+	for _, q := range snap.Queue {
+		path := r.Layout.StagingChild(svc, q.Child)
+		switch {
+		case q.Gone:
+			continue
+		case q.Owner == 0:
+			st.strays = append(st.strays, path)
+			if q.Bad != nil {
+				malformed(fmt.Sprintf("znode %s: %v", path, q.Bad))
+			}
+		case q.Bad != nil:
+			malformed(fmt.Sprintf("znode %s: %v (ephemeral: held by a live session, whose agent replaces it)", path, q.Bad))
+		default:
+			st.obs.Staged = append(st.obs.Staged, q.Staged)
+		}
+	}
+	st.obs.Queued = rollout.Queued(snap.Queue)
+	for _, n := range snap.BadStaging {
+		// Outside the queue's order (not <node>-<counter>): nobody's turn depends on it.
+		path := r.Layout.StagingChild(svc, n)
+		_, stat, err := r.ZK.Get(ctx, path)
+		switch {
+		case errors.Is(err, zkclient.ErrNoNode):
+		case err != nil:
+			return nil, err
+		case stat.EphemeralOwner == 0:
+			st.strays = append(st.strays, path)
+		default:
+			malformed(fmt.Sprintf("znode %s: not <node>-<counter> (ephemeral: held by a live session)", path))
+		}
 	}
 	if st.obs.Progress, err = readChildren[zklayout.Progress](ctx, r, r.Layout.ProgressService(svc),
-		func(n string) string { return r.Layout.ProgressNode(svc, n) }, malformed, nil); err != nil {
+		func(n string) string { return r.Layout.ProgressNode(svc, n) }, func(_ string, err error) { malformed(err.Error()) }, nil); err != nil {
 		return nil, err
 	}
-	if st.obs.Failures, err = readChildren[zklayout.Failure](ctx, r, r.Layout.FailureService(svc),
-		func(n string) string { return r.Layout.Failure(svc, n) }, malformed, nil); err != nil {
-		return nil, err
+	st.obs.Failures = snap.Failures
+	for _, b := range snap.BadFailures {
+		malformed(fmt.Sprintf("failure record %s/%s", r.Layout.FailureService(svc), b))
 	}
 	for i := range st.obs.Failures {
 		if f := &st.obs.Failures[i]; f.Kind == zklayout.FailureArtifact {
@@ -143,6 +179,17 @@ func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (
 		}
 	}
 	return st, nil
+}
+
+// verify is the reader's check of signed znodes: one that Trust does not verify is malformed
+// (it wraps zklayout.ErrMalformed as well as the signature error).
+func (r *RollingDeployReconciler) verify(sigPath string, data []byte, into zklayout.Payload) (bool, error) {
+	if r.Trust != nil {
+		if _, err := r.Trust.Verify(sigPath, data); err != nil {
+			return true, fmt.Errorf("%w: %w", zklayout.ErrMalformed, err)
+		}
+	}
+	return false, zklayout.Decode(data, into)
 }
 
 // sha256Hex is a sha256 digest in hex, standing alone.

@@ -345,7 +345,15 @@ func register(t *testing.T, svc, node, version string) {
 	if err := agentZK.EnsurePath(ctx, layout.CurrentService(svc)); err != nil {
 		t.Fatal(err)
 	}
-	data := encode(t, &zklayout.Current{Node: node, Version: version, Health: zklayout.HealthHealthy, Since: time.Now()})
+	// An agent registers with its Node's labels (the plan's selector is matched against them).
+	var labels map[string]string
+	var kn corev1.Node
+	if err := k8s.Get(ctx, client.ObjectKey{Name: node}, &kn); err == nil {
+		labels = kn.Labels
+	} else if !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	data := encode(t, &zklayout.Current{Node: node, Version: version, Labels: labels, Health: zklayout.HealthHealthy, Since: time.Now()})
 	// An existing registration is replaced in one transaction, as an agent re-registers: a
 	// delete then a create would let the operator see the node gone in between (and a rollout
 	// complete without it).

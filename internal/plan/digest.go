@@ -32,12 +32,24 @@ type Observation struct {
 	// CurrentUnreadable are current/<svc> children whose payload could not be decoded: the
 	// nodes are online, but nobody knows on which version.
 	CurrentUnreadable []string
-	// Staged are the decoded staging/<svc> queue children.
+	// Staged are the decoded staging/<svc> queue children agents made (ephemeral). Queued
+	// counts every staging child agents made, readable or not (rollout.Queued).
 	Staged []zklayout.Staged
+	Queued int
+	// Selector is the plan's node selector: completion counts the registrations it selects,
+	// as the agents do (rollout.Selected).
+	Selector string
 	// Failures are the decoded failures/<svc> children.
 	Failures []zklayout.Failure
 	// Malformed describes every znode of the service whose payload could not be read.
 	Malformed []string
+}
+
+// Complete applies the agents' completion rule (rollout.Complete) to what was read: is the
+// service's rollout to target done, with quorum minAvailable and selected nodes selected?
+func (o Observation) Complete(target string, minAvailable, selected int) bool {
+	return rollout.Complete(target, rollout.Selected(o.Current, o.Selector), len(o.CurrentUnreadable), o.Queued,
+		rollout.NeedOnline(minAvailable, selected))
 }
 
 // Digest is the rollout state of one service derived from an Observation.
@@ -127,7 +139,7 @@ func DigestService(o Observation) Digest {
 			st.UnreachableNodes = append(st.UnreachableNodes, n)
 		}
 	}
-	d := Digest{Artifact: o.Artifact, Malformed: o.Malformed, Complete: rollout.Complete(o.Target, o.Current, len(o.CurrentUnreadable), o.Staged, rollout.NeedOnline(o.MinAvailable, len(o.Selected)))}
+	d := Digest{Artifact: o.Artifact, Malformed: o.Malformed, Complete: o.Complete(o.Target, o.MinAvailable, len(o.Selected))}
 	sort.Strings(unselected)
 	d.Unselected = unselected
 	// The gate counts as the agents do (every registration, selected or not): a node has the

@@ -347,7 +347,7 @@ func TestDigestService(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := DigestService(Observation{Service: "b", Target: "v2", Artifact: o.Artifact, Selected: []string{"n1", "n2"},
-				Current: tt.current, Staged: tt.staged, Failures: tt.failures})
+				Current: tt.current, Staged: tt.staged, Queued: len(tt.staged), Failures: tt.failures})
 			Phase(&d, tt.in)
 			if d.Status.Phase != tt.phase || d.Complete != tt.completed || !strings.Contains(d.Status.Message, tt.msg) {
 				t.Fatalf("phase = %s complete = %v message = %q", d.Status.Phase, d.Complete, d.Status.Message)

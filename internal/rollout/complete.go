@@ -13,12 +13,13 @@ func NeedOnline(minAvailable, selected int) int {
 }
 
 // Complete reports whether a service's rollout to target is done: at least need nodes online,
-// every online node on target, none unreadable, none upgrading. Unreachable nodes do not block
+// every online node on target, none unreadable, nobody queued. Unreachable nodes do not block
 // it (they start the most popular version when they come back). current are the registrations
-// that count (well-formed, of selected nodes), unreadable those held by a live session that
-// cannot be read, staged the staging children agents made (see CurrentOf).
-func Complete(target string, current []zklayout.Current, unreadable int, staged []zklayout.Staged, need int) bool {
-	if unreadable > 0 || len(current) < need {
+// that count (well-formed, of selected nodes: CurrentOf), unreadable those held by a live
+// session that cannot be read, queued the staging children agents made that are still there
+// (Queued): a node queued or upgrading, or a dead one's until its session expires.
+func Complete(target string, current []zklayout.Current, unreadable, queued, need int) bool {
+	if unreadable > 0 || queued > 0 || len(current) < need {
 		return false
 	}
 	for _, c := range current {
@@ -26,10 +27,24 @@ func Complete(target string, current []zklayout.Current, unreadable int, staged 
 			return false
 		}
 	}
-	for _, s := range staged {
-		if s.State == zklayout.StagedUpgrading {
-			return false
+	return true
+}
+
+// Done applies Complete to a snapshot read whole (registrations and queue): is the rollout of
+// plan's service to target done? need as for Complete (NeedOnline).
+func Done(s *Snapshot, target string, plan *zklayout.Plan, need int) bool {
+	current, unreadable := CurrentOf(s.Current, plan)
+	return Complete(target, current, unreadable, Queued(s.Queue), need)
+}
+
+// Queued counts the staging children agents made (ephemeral) that are still there, readable or
+// not. A persistent child was made by hand: it holds nothing back.
+func Queued(queue []QueueEntry) int {
+	n := 0
+	for _, q := range queue {
+		if q.Loaded && !q.Gone && q.Owner != 0 {
+			n++
 		}
 	}
-	return true
+	return n
 }

@@ -18,20 +18,20 @@ func TestCompleteNeedsOnlineNodes(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		current  []zklayout.Current
-		staged   []zklayout.Staged
+		queued   int
 		min, sel int
 		want     bool
 	}{
-		{"nobody registered yet", nil, nil, 3, 5, false},
-		{"below quorum on target", on("v2", "v2"), nil, 3, 5, false},
-		{"quorum on target, two unreachable", on("v2", "v2", "v2"), nil, 3, 5, true},
-		{"one still on old", on("v2", "v2", "v1"), nil, 2, 3, false},
-		{"someone upgrading", on("v2", "v2"), []zklayout.Staged{{State: zklayout.StagedUpgrading}}, 1, 3, false},
-		{"quorum 0 still needs one", nil, nil, 0, 2, false},
-		{"no nodes selected", nil, nil, 0, 0, true},
+		{"nobody registered yet", nil, 0, 3, 5, false},
+		{"below quorum on target", on("v2", "v2"), 0, 3, 5, false},
+		{"quorum on target, two unreachable", on("v2", "v2", "v2"), 0, 3, 5, true},
+		{"one still on old", on("v2", "v2", "v1"), 0, 2, 3, false},
+		{"someone queued or upgrading", on("v2", "v2"), 1, 1, 3, false},
+		{"quorum 0 still needs one", nil, 0, 0, 2, false},
+		{"no nodes selected", nil, 0, 0, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Complete("v2", tc.current, 0, tc.staged, NeedOnline(tc.min, tc.sel)); got != tc.want {
+			if got := Complete("v2", tc.current, 0, tc.queued, NeedOnline(tc.min, tc.sel)); got != tc.want {
 				t.Errorf("Complete = %v, want %v", got, tc.want)
 			}
 		})

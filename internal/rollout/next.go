@@ -245,7 +245,7 @@ func (d *decision) next() Step {
 		return Step{Kind: StepStart, Version: v, PlanVersion: planVersion, Fields: []any{"peers", len(peers)}, Watch: []Watch{planWatch}}
 	}
 	if l.Checked != l.Version {
-		return Step{Kind: StepAdopt, Version: l.Version, PlanVersion: planVersion}
+		return Step{Kind: StepAdopt, Version: l.Version, PlanVersion: planVersion, Watch: []Watch{planWatch}}
 	}
 	if st, ok := registrationStep(s, l); !ok {
 		return st
@@ -400,7 +400,6 @@ walk:
 func (d *decision) completion(plan *zklayout.Plan) (Step, bool) {
 	s := d.s
 	lay, svc := s.Layout, s.Service
-	staged := make([]zklayout.Staged, 0, len(s.Queue))
 	if len(s.Queue) > 0 {
 		if st, ok := d.need(NeedTail, "completion check"); !ok {
 			return st, false
@@ -431,8 +430,8 @@ func (d *decision) completion(plan *zklayout.Plan) (Step, bool) {
 	if st, ok := d.need(NeedCurrent|NeedDeploy, "completion check"); !ok {
 		return st, false
 	}
-	current, unreadable := CurrentOf(s.Current, plan)
-	if !Complete(plan.Version, current, unreadable, staged, NeedOnline(plan.MinAvailable, 1)) {
+	// Nobody is queued here (see above): the same rule as the operator's (Done).
+	if !Done(s, plan.Version, plan, NeedOnline(plan.MinAvailable, 1)) {
 		// Nobody is queued, yet some online node is not on the target (it is still
 		// fetching, say): its next registration may complete the rollout.
 		return wait("", []Watch{{Kind: WatchChildren, Path: lay.CurrentService(svc), Seen: s.CurrentStat}}), false

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -55,7 +56,8 @@ func statOf(st zkclient.Stat) Stat {
 // Read reads a snapshot with the parts need names (a reader without a Node reads them all).
 func (r *Reader) Read(ctx context.Context, need Need) (*Snapshot, error) {
 	if r.Node == "" {
-		need = NeedAll
+		// Without a node: the whole queue and every registration (the deploy queue if asked).
+		need |= NeedCurrent | NeedQueue
 	}
 	s := &Snapshot{Service: r.Service, Layout: r.Layout}
 	l, svc := r.Layout, r.Service
@@ -65,6 +67,9 @@ func (r *Reader) Read(ctx context.Context, need Need) (*Snapshot, error) {
 	case errors.Is(err, zkclient.ErrNoNode):
 	case err != nil:
 		return nil, err
+	case len(bytes.TrimSpace(data)) == 0:
+		// An empty staging/<svc> (someone made the path) is a missing plan, not a bad one.
+		s.PlanStat = statOf(st)
 	default:
 		s.PlanStat = statOf(st)
 		var p zklayout.Plan

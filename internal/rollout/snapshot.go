@@ -150,15 +150,11 @@ func Selector(plan *zklayout.Plan) (labels.Selector, error) {
 // An unparsable selector counts nobody.
 func Online(current []Registration, plan *zklayout.Plan) (online, notCounted map[string]string) {
 	online, notCounted = map[string]string{}, map[string]string{}
-	sel, err := Selector(plan)
+	selects := selection(plan)
 	for _, r := range current {
 		why := r.Bad
-		switch {
-		case why != "":
-		case err != nil:
-			why = fmt.Sprintf("the plan's selector %q does not parse", plan.Selector)
-		case !sel.Matches(labels.Set(r.Labels)):
-			why = fmt.Sprintf("node not selected by the plan (selector %q, labels %v)", plan.Selector, r.Labels)
+		if why == "" {
+			why = selects(r.Labels)
 		}
 		if why != "" {
 			notCounted[r.Node] = why
@@ -167,6 +163,35 @@ func Online(current []Registration, plan *zklayout.Plan) (online, notCounted map
 		online[r.Node] = r.Version
 	}
 	return online, notCounted
+}
+
+// Selected keeps the registrations a plan with selector selects, as Online counts them.
+func Selected(current []zklayout.Current, selector string) []zklayout.Current {
+	selects := selection(&zklayout.Plan{Selector: selector})
+	var out []zklayout.Current
+	for _, c := range current {
+		if selects(c.Labels) == "" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// selection returns why plan's selector does not select a node with these labels ("" when it
+// does).
+func selection(plan *zklayout.Plan) func(lbls map[string]string) string {
+	sel, err := Selector(plan)
+	if err != nil {
+		return func(map[string]string) string {
+			return fmt.Sprintf("the plan's selector %q does not parse", plan.Selector)
+		}
+	}
+	return func(lbls map[string]string) string {
+		if sel.Matches(labels.Set(lbls)) {
+			return ""
+		}
+		return fmt.Sprintf("node not selected by the plan (selector %q, labels %v)", plan.Selector, lbls)
+	}
 }
 
 // Target is the version a node should run under plan, given the failure records: the plan's
