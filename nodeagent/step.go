@@ -142,6 +142,16 @@ func (w *worker) noteRefused(err error, version string) {
 // the snapshot read it. An armed watch still pending needs no new read: it fires on any change
 // since it was armed, so nothing is missed. waitOn becomes these watches: a wait wakes on them.
 func (w *worker) arm(ctx context.Context, watches []rollout.Watch) (changed bool, err error) {
+	// Forget the watches that fired while nobody waited on them (a predecessor that left, say),
+	// so the armed set holds only pending ones.
+	for k, wt := range w.armed {
+		select {
+		case <-wt.C():
+			wt.Fired()
+			delete(w.armed, k)
+		default:
+		}
+	}
 	w.waitOn = w.waitOn[:0]
 	for _, wt := range watches {
 		key := watchKey(wt)
@@ -361,8 +371,14 @@ func (w *worker) decideAndUpgrade(root, ctx context.Context, snap *rollout.Snaps
 		// Registered nodes that do not answer may be dead machines whose sessions have not
 		// expired yet: they do not count. Try a new round when current/ changes or later.
 		w.retryAt = time.Now().Add(w.a.cfg.RollCallWait)
-		if _, err := w.arm(ctx, []rollout.Watch{{Kind: rollout.WatchChildren, Path: w.l.CurrentService(w.svc), Seen: snap.CurrentStat}}); err != nil {
+		changed, err := w.arm(ctx, []rollout.Watch{{Kind: rollout.WatchChildren, Path: w.l.CurrentService(w.svc), Seen: snap.CurrentStat}})
+		if err != nil {
 			return err
+		}
+		if changed {
+			// current/ changed since the decision read it: a new round at once.
+			w.retryAt = time.Time{}
+			return nil
 		}
 		return w.waiting("roll call: too few online nodes answered for another node to go down",
 			"round", round, "answered", answered, "othersOnline", online-1, "minAvailable", plan.MinAvailable)
