@@ -234,7 +234,13 @@ func (d *decision) next() Step {
 			}
 		}
 		sort.Strings(peers)
-		v, ok := MostPopular(peers, target)
+		pref := target
+		if halted && l.Current != "" {
+			// The target failed its health check: with nobody to follow (or a tie), start what
+			// was installed here, not the version that just failed.
+			pref = l.Current
+		}
+		v, ok := MostPopular(peers, pref)
 		if !ok {
 			if v = l.Current; v == "" {
 				currentWatch := Watch{Kind: WatchChildren, Path: lay.CurrentService(svc), Seen: s.CurrentStat}
