@@ -206,6 +206,12 @@ func TestUnreachableNodeRejoinsOnMostPopularVersion(t *testing.T) {
 func TestHealthCheckFailureRollsBackAndHalts(t *testing.T) {
 	s, ctx := start(t, harness.Config{RecordServices: []string{"a"}})
 	deployV1(t, s, ctx, "a", service(t, s, "a", "v1", harness.MinAvailable(3)))
+	// Every node registered on v1 before the clock starts: a node serving v1 registers once its
+	// health check passes, and a first registration after since would pass for a return from
+	// the failure below.
+	must(t, s.Recorder.WaitOnline(ctx, "a", time.Minute, "every node online on v1 before v2", func(m map[string]string) bool {
+		return len(m) == nodes && count(m, "v1") == nodes
+	}))
 
 	since := time.Now()
 	setServices(t, s, ctx, "a", service(t, s, "a", "v2", harness.MinAvailable(3), harness.Unhealthy()))
