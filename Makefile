@@ -8,9 +8,11 @@ LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 GO ?= go
 
-# Packages tested with -race (cheap ones: no client-go/controller-runtime to instrument). The
-# rest runs without it. Add a package here when its test needs the race detector.
-RACE_PKGS ?= ./internal/... ./nodeagent/... ./cmd/fixture/...
+# Packages tested with -race. The rest runs without it. Add a package here when its test needs
+# the race detector. controllers is the one that links client-go and controller-runtime:
+# instrumenting them costs about five minutes on two cores, worth it for the reconciler's
+# concurrency (watches, the seeder, the status pass).
+RACE_PKGS ?= ./internal/... ./nodeagent/... ./cmd/fixture/... ./controllers/...
 # Left out of RACE_PKGS: internal/localstack links client-go (instrumenting it takes minutes on
 # two cores; e2e tests drive it), and internal/sim is one goroutine by design (nothing to find,
 # and its 10,000 seeds would take ten times longer).
