@@ -1,0 +1,622 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/internal/zkmodel"
+)
+
+// errWait: the step waits (on waitOn, or the retry timer).
+var errWait = errors.New("wait")
+
+// worker is one service's worker on one machine for one session: nodeagent's worker with its
+// step (step.go) executed against the model.
+type worker struct {
+	w      *world
+	mc     *machine
+	svc    *service
+	reader *rollout.Reader
+	need   rollout.Need
+	// armed maps watch keys to the model's watch; fired are those whose event was delivered.
+	armed  map[string]zkmodel.WatchID
+	fired  map[string]bool
+	waitOn []string
+	// waiting: in waitAny; retry: a retryAt timer is set (or a backoff after an error).
+	waiting    bool
+	retry      bool
+	registered bool
+	checked    string
+	rc         *rollCall
+	up         *upgrade
+}
+
+type rollCall struct {
+	snap      *rollout.Snapshot
+	st        rollout.Step
+	plan      *zklayout.Plan
+	round     int32
+	regs      map[string]string
+	startTick int
+	watch     zkmodel.WatchID
+	fired     bool
+}
+
+type upgrade struct {
+	from, to, child string
+	readyAt         int
+}
+
+func (k *worker) proc() *proc { return k.mc.procs[k.svc.idx] }
+
+func (k *worker) sess() zkmodel.SessionID { return k.mc.session }
+
+func (k *worker) logf(format string, args ...any) {
+	k.w.logf(k.mc.name+"/"+k.svc.name+": "+format, args...)
+}
+
+// runnable: the worker would step now (not waiting, or a watch it waits on fired).
+func (k *worker) runnable() bool {
+	if k.rc != nil || k.up != nil {
+		return false
+	}
+	if !k.waiting {
+		return true
+	}
+	for _, key := range k.waitOn {
+		if k.fired[key] {
+			return true
+		}
+	}
+	return false
+}
+
+// wake ends a wait as waitAny does: by a fired watch it waited on (forgotten), or the timer.
+func (k *worker) wake() {
+	if k.waiting {
+		for _, key := range k.waitOn {
+			if k.fired[key] {
+				delete(k.fired, key)
+				delete(k.armed, key)
+				break
+			}
+		}
+	}
+	k.waiting = false
+}
+
+func (k *worker) timerWake() {
+	k.waiting, k.retry = false, false
+}
+
+// run is one turn of nodeagent's worker.run loop: one step, then wait or go on.
+func (k *worker) run() {
+	k.wake()
+	err := k.step()
+	switch {
+	case err == nil:
+	case errors.Is(err, errWait):
+		k.waiting = true
+	default:
+		k.logf("step failed: %v", err)
+		// Backoff: a timer.
+		k.waitOn = nil
+		k.waiting, k.retry = true, true
+	}
+}
+
+func (k *worker) local() rollout.Local {
+	p := k.proc()
+	return rollout.Local{Node: k.mc.name, Labels: k.mc.labels, Session: int64(k.sess()), Running: p.running, Version: p.version,
+		Checked: k.checked, Current: p.current, Installed: func(v string) bool { return p.inst[v] }}
+}
+
+func (k *worker) lie(s *rollout.Snapshot) {
+	if k.w.cfg.Mutate == MutateMinAvailable && s.Plan != nil {
+		s.Plan.MinAvailable = 0
+	}
+}
+
+// step mirrors nodeagent's worker.step: read, decide (reading more when asked), arm, execute.
+func (k *worker) step() error {
+	ctx := k.w.ctx
+	snap, err := k.reader.Read(ctx, k.need)
+	if err != nil {
+		return err
+	}
+	k.lie(snap)
+	local := k.local()
+	st := rollout.Next(snap, local)
+	for tries := 0; st.Kind == rollout.StepRead; tries++ {
+		if tries == 3 {
+			return fmt.Errorf("decision keeps asking for more of the state (%v): %s", st.Need, st.Reason)
+		}
+		if err := k.reader.ReadMore(ctx, snap, st.Need); err != nil {
+			return err
+		}
+		k.lie(snap)
+		st = rollout.Next(snap, local)
+	}
+	k.need = st.Used
+	changed, err := k.arm(st.Watch)
+	if err != nil {
+		return err
+	}
+	if changed {
+		k.logf("%s: snapshot stale, again", st.Kind)
+		return nil
+	}
+	if st.Registered && !k.registered {
+		k.setRegistered()
+	}
+	return k.execute(snap, st)
+}
+
+// arm mirrors worker.arm.
+func (k *worker) arm(watches []rollout.Watch) (changed bool, err error) {
+	for key := range k.fired {
+		delete(k.armed, key)
+		delete(k.fired, key)
+	}
+	k.waitOn = k.waitOn[:0]
+	m, s := k.w.m, k.sess()
+	for _, wt := range watches {
+		key := watchKey(wt)
+		k.waitOn = append(k.waitOn, key)
+		if _, ok := k.armed[key]; ok {
+			continue
+		}
+		var now rollout.Stat
+		var id zkmodel.WatchID
+		switch wt.Kind {
+		case rollout.WatchChildren:
+			var st zkmodel.Stat
+			_, st, id, err = m.ChildrenW(s, wt.Path)
+			if errors.Is(err, zkclient.ErrNoNode) {
+				var exists bool
+				exists, st, id, err = m.ExistsW(s, wt.Path)
+				if err == nil {
+					now = rollout.Stat{Exists: exists, Version: st.Version, CVersion: st.CVersion}
+				}
+			} else if err == nil {
+				now = rollout.Stat{Exists: true, Version: st.Version, CVersion: st.CVersion}
+			}
+		default:
+			var exists bool
+			var st zkmodel.Stat
+			exists, st, id, err = m.ExistsW(s, wt.Path)
+			if err == nil {
+				now = rollout.Stat{Exists: exists, Version: st.Version, CVersion: st.CVersion}
+			}
+		}
+		if err != nil {
+			return false, err
+		}
+		k.armed[key] = id
+		k.mc.watchOwner[id] = watchRef{svc: k.svc.idx, key: key}
+		if wt.Changed(now) {
+			changed = true
+		}
+	}
+	return changed, nil
+}
+
+func watchKey(wt rollout.Watch) string {
+	if wt.Kind == rollout.WatchChildren {
+		return "children:" + wt.Path
+	}
+	return "data:" + wt.Path
+}
+
+func (k *worker) setRegistered() {
+	k.registered = true
+	k.mc.answerers[k.svc.idx].kicked = true
+}
+
+// execute mirrors worker.execute.
+func (k *worker) execute(snap *rollout.Snapshot, st rollout.Step) error {
+	w, l, s, svc := k.w, k.w.l, k.sess(), k.svc.name
+	switch st.Kind {
+	case rollout.StepWait:
+		k.logf("wait: %s %v", st.Reason, st.Fields)
+		return errWait
+	case rollout.StepAgain:
+		k.logf("again: %s", st.Reason)
+		return nil
+	case rollout.StepEnsurePaths:
+		k.logf("ensure paths")
+		for _, p := range []string{l.CurrentService(svc), l.FailureService(svc)} {
+			if err := w.ensurePath(s, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	case rollout.StepStart:
+		return k.start(st)
+	case rollout.StepAdopt:
+		return k.adopt(st.Version, st.PlanVersion)
+	case rollout.StepRegister:
+		return k.register(st)
+	case rollout.StepLeave:
+		k.logf("leave %v (%s)", st.Remove, st.Reason)
+		return k.leave(st.Remove)
+	case rollout.StepClearArtifactFailure:
+		k.logf("clear artifact failure")
+		k.clearFailure(zklayout.FailureArtifact)
+		return nil
+	case rollout.StepFetch:
+		// Artifact download is not modeled: the fetch succeeds at once.
+		k.logf("fetch %s", st.Version)
+		k.proc().inst[st.Version] = true
+		return nil
+	case rollout.StepStage:
+		if err := k.leave(st.Remove); err != nil {
+			return err
+		}
+		data, err := zklayout.Encode(&zklayout.Staged{Node: k.mc.name, Version: st.Version, State: zklayout.StagedReady, Since: w.now()})
+		if err != nil {
+			return err
+		}
+		created, err := w.m.Create(s, l.StagingPrefix(svc, k.mc.name), data, zkmodel.EphemeralSequential)
+		if err != nil {
+			return fmt.Errorf("stage %s/%s: %w", svc, st.Version, err)
+		}
+		k.logf("stage %s: %s", st.Version, created)
+		return nil
+	case rollout.StepDecide:
+		return k.beginRollCall(snap, st)
+	case rollout.StepComplete:
+		for _, e := range st.Entries {
+			if err := w.m.Delete(s, l.DeployEntry(e.Child), e.Version); err == nil {
+				k.logf("complete %s: removed deploy entry %s", st.Version, e.Child)
+				w.checkCompletion(k.svc)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown step %v", st.Kind)
+}
+
+// start mirrors worker.start: fetch (instant), switch, run and check.
+func (k *worker) start(st rollout.Step) error {
+	p := k.proc()
+	v := st.Version
+	p.inst[v] = true
+	if p.current != v {
+		p.previous, p.current = p.current, v
+	}
+	k.checked = ""
+	if !p.start(v) {
+		p.running = false
+		k.logf("start %s %v: unhealthy, stopped; retry later", v, st.Fields)
+		k.retry = true
+		return errWait
+	}
+	k.checked = v
+	k.logf("start %s %v: healthy", v, st.Fields)
+	if v == k.svc.plan.Version {
+		if d := k.w.aheadIncomplete(k.svc); d != "" {
+			k.w.find("start-ahead-of-order", "%s starts %s on %s while %s, ahead of it, has not completed", k.mc.name, k.svc.name, v, d)
+		}
+	}
+	return nil
+}
+
+// adopt mirrors worker.checkAdopted.
+func (k *worker) adopt(version, planVersion string) error {
+	p := k.proc()
+	if p.healthy {
+		k.checked = version
+		k.logf("adopt %s: healthy", version)
+		return nil
+	}
+	k.logf("adopt %s: unhealthy", version)
+	if version == planVersion {
+		k.recordFailure(version, zklayout.FailureHealthCheck)
+	}
+	if prev := p.previous; version == planVersion && prev != "" && prev != version && p.current == version {
+		k.logf("roll back adopted %s -> %s", version, prev)
+		p.running = false
+		p.current, p.previous = prev, p.current
+		k.checked = ""
+		if p.start(prev) {
+			k.checked = prev
+		}
+		return nil
+	}
+	k.retry = true
+	return errWait
+}
+
+// register mirrors worker.register.
+func (k *worker) register(st rollout.Step) error {
+	w, s := k.w, k.sess()
+	p := w.l.CurrentNode(k.svc.name, k.mc.name)
+	data, err := zklayout.Encode(&zklayout.Current{Node: k.mc.name, Version: st.Version, Health: zklayout.HealthHealthy,
+		Since: w.now(), Labels: k.mc.labels})
+	if err != nil {
+		return err
+	}
+	if st.Replace {
+		err = w.m.Multi(s, zkmodel.DeleteOp(p, -1), zkmodel.CreateOp(p, data, zkmodel.Ephemeral))
+	} else {
+		_, err = w.m.Create(s, p, data, zkmodel.Ephemeral)
+		if errors.Is(err, zkclient.ErrNoNode) {
+			if err = w.ensurePath(s, w.l.CurrentService(k.svc.name)); err == nil {
+				_, err = w.m.Create(s, p, data, zkmodel.Ephemeral)
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("register %s on %s: %w", k.svc.name, st.Version, err)
+	}
+	k.logf("register %s (replace %v: %s)", st.Version, st.Replace, st.Reason)
+	k.setRegistered()
+	return nil
+}
+
+func (k *worker) leave(children []string) error {
+	for _, c := range children {
+		if err := k.w.m.Delete(k.sess(), k.w.l.StagingChild(k.svc.name, c), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
+			return err
+		}
+	}
+	return nil
+}
+
+// recordFailure mirrors worker.recordFailure (best effort).
+func (k *worker) recordFailure(version, kind string) {
+	w, s, l, svc := k.w, k.sess(), k.w.l, k.svc.name
+	data, err := zklayout.Encode(&zklayout.Failure{Node: k.mc.name, Version: version, Kind: kind, Reason: "simulated", Time: w.now()})
+	if err == nil {
+		err = w.ensurePath(s, l.FailureService(svc))
+	}
+	if err == nil {
+		p := l.Failure(svc, k.mc.name)
+		bump := zkmodel.SetOp(l.FailureService(svc), nil, -1)
+		old, _, gerr := w.m.Get(s, p)
+		var prev zklayout.Failure
+		switch {
+		case errors.Is(gerr, zkclient.ErrNoNode):
+			err = w.m.Multi(s, bump, zkmodel.CreateOp(p, data, zkmodel.Persistent))
+		case gerr != nil:
+			err = gerr
+		case kind != zklayout.FailureHealthCheck && zklayout.Decode(old, &prev) == nil && prev.Kind == zklayout.FailureHealthCheck:
+			return
+		default:
+			err = w.m.Multi(s, bump, zkmodel.SetOp(p, data, -1))
+		}
+	}
+	if err != nil {
+		k.logf("could not record failure %s %s: %v", kind, version, err)
+		return
+	}
+	k.logf("recorded failure %s %s", kind, version)
+}
+
+func (k *worker) clearFailure(kind string) {
+	p := k.w.l.Failure(k.svc.name, k.mc.name)
+	data, st, err := k.w.m.Get(k.sess(), p)
+	if err != nil {
+		return
+	}
+	var f zklayout.Failure
+	if zklayout.Decode(data, &f) == nil && f.Kind == kind {
+		_ = k.w.m.Delete(k.sess(), p, st.Version)
+	}
+}
+
+// beginRollCall mirrors the start of decideAndUpgrade and rollCall: a new round, then count.
+func (k *worker) beginRollCall(snap *rollout.Snapshot, st rollout.Step) error {
+	w, s := k.w, k.sess()
+	p := w.l.RollCall(k.svc.name)
+	zst, err := w.m.Set(s, p, []byte(k.mc.name), -1)
+	if errors.Is(err, zkclient.ErrNoNode) {
+		if err = w.ensurePath(s, p); err == nil {
+			zst, err = w.m.Set(s, p, []byte(k.mc.name), -1)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("start roll call of %s: %w", k.svc.name, err)
+	}
+	regs, _ := rollout.Online(snap.Current, snap.Plan)
+	k.rc = &rollCall{snap: snap, st: st, plan: snap.Plan, round: zst.Version, regs: regs, startTick: w.tick}
+	k.logf("roll call round %d for %s (online %d, min %d)", zst.Version, st.Version, len(regs), snap.Plan.MinAvailable)
+	return k.countRollCall()
+}
+
+// countRollCall is one turn of rollCall's loop: watch, count, decide when enough answered.
+func (k *worker) countRollCall() error {
+	w, s, rc := k.w, k.sess(), k.rc
+	children, _, id, err := w.m.ChildrenW(s, w.l.RollCall(k.svc.name))
+	if err != nil {
+		k.rc = nil
+		return fmt.Errorf("roll call %d of %s: %w", rc.round, k.svc.name, err)
+	}
+	rc.watch, rc.fired = id, false
+	k.mc.watchOwner[id] = watchRef{svc: k.svc.idx, key: "rollcall"}
+	answered := countAnswers(children, rc.round, rc.regs, k.mc.name)
+	if w.cfg.Mutate == MutateSkipRollCall {
+		answered = len(rc.regs) - 1
+	}
+	if rollout.MayStop(answered+1, rc.plan.MinAvailable) {
+		k.rc = nil
+		return k.decide(rc, answered)
+	}
+	k.logf("roll call round %d: %d answered, waiting", rc.round, answered)
+	return nil
+}
+
+func countAnswers(children []string, round int32, registered map[string]string, self string) int {
+	seen := map[string]bool{}
+	for _, c := range children {
+		r, node, err := zklayout.ParseRollCallAnswer(c)
+		if err != nil || r < round || node == self || seen[node] {
+			continue
+		}
+		if _, ok := registered[node]; ok {
+			seen[node] = true
+		}
+	}
+	return len(seen)
+}
+
+// rollCallTimeout is the roll call's wait passing with too few answers (decideAndUpgrade's !ok).
+func (k *worker) rollCallTimeout() {
+	rc := k.rc
+	k.rc = nil
+	k.logf("roll call round %d: too few answered", rc.round)
+	k.retry = true
+	changed, err := k.arm([]rollout.Watch{{Kind: rollout.WatchChildren, Path: k.w.l.CurrentService(k.svc.name), Seen: rc.snap.CurrentStat}})
+	if err != nil {
+		k.logf("step failed: %v", err)
+		k.waitOn = nil
+		k.waiting = true
+		return
+	}
+	if changed {
+		k.retry = false
+		k.waiting = false
+		return
+	}
+	k.waiting = true
+}
+
+// decide mirrors worker.decide and then starts the upgrade (the process stops).
+func (k *worker) decide(rc *rollCall, answered int) error {
+	w, l, s, st := k.w, k.w.l, k.sess(), rc.st
+	data, err := zklayout.Encode(&zklayout.Staged{Node: k.mc.name, Version: st.Version, State: zklayout.StagedUpgrading,
+		Since: w.now(), RollCall: rc.round})
+	if err != nil {
+		return err
+	}
+	k.registered = false
+	err = w.m.Multi(s,
+		zkmodel.CheckOp(l.FailureService(k.svc.name), st.FailuresVersion),
+		zkmodel.SetOp(l.StagingChild(k.svc.name, st.Child), data, st.ChildVersion),
+		zkmodel.DeleteOp(l.CurrentNode(k.svc.name, k.mc.name), -1))
+	if err != nil {
+		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
+			k.logf("decide %s: lost the turn (%v)", st.Version, err)
+			return nil
+		}
+		return err
+	}
+	p := k.proc()
+	k.logf("decide %s: stop %s (online %d, answered %d, min %d, round %d)", st.Version, p.version, st.Online, answered, rc.plan.MinAvailable, rc.round)
+	w.checkStop(k, rc, st)
+	p.running = false
+	k.up = &upgrade{from: p.version, to: st.Version, child: st.Child, readyAt: w.tick + 1 + w.rng.Intn(4)}
+	return nil
+}
+
+// finishUpgrade mirrors the rest of worker.upgrade once the process restarted.
+func (k *worker) finishUpgrade() {
+	up, p := k.up, k.proc()
+	k.up = nil
+	p.inst[up.to] = true
+	p.previous, p.current = p.current, up.to
+	k.checked = ""
+	version := up.to
+	if p.start(up.to) {
+		k.checked = up.to
+		k.logf("upgraded to %s: healthy", up.to)
+	} else {
+		k.logf("upgrade to %s: unhealthy; rolling back to %s", up.to, up.from)
+		p.running = false
+		k.recordFailure(up.to, zklayout.FailureHealthCheck)
+		p.previous, p.current = p.current, up.from
+		if p.start(up.from) {
+			k.checked = up.from
+		}
+		version = up.from
+	}
+	if err := k.finish(up.child, version); err != nil {
+		k.logf("step failed: %v", err)
+		k.waitOn = nil
+		k.waiting, k.retry = true, true
+		return
+	}
+	k.waiting = false
+}
+
+// finish mirrors worker.finish.
+func (k *worker) finish(child, version string) error {
+	w, l, s := k.w, k.w.l, k.sess()
+	data, err := zklayout.Encode(&zklayout.Current{Node: k.mc.name, Version: version, Health: zklayout.HealthHealthy,
+		Since: w.now(), Labels: k.mc.labels})
+	if err != nil {
+		return err
+	}
+	err = w.m.Multi(s,
+		zkmodel.CreateOp(l.CurrentNode(k.svc.name, k.mc.name), data, zkmodel.Ephemeral),
+		zkmodel.DeleteOp(l.StagingChild(k.svc.name, child), -1))
+	if err != nil {
+		return fmt.Errorf("re-register %s on %s: %w", k.svc.name, version, err)
+	}
+	k.logf("re-registered on %s, left the queue", version)
+	k.setRegistered()
+	return nil
+}
+
+// answerer mirrors nodeagent's answerer: it answers each new round while its worker's
+// registration stands and the service runs.
+type answerer struct {
+	w        *world
+	mc       *machine
+	svc      *service
+	run      bool // first turn of the session, or after an error
+	kicked   bool
+	watch    zkmodel.WatchID
+	fired    bool
+	last     int32
+	answered int32
+}
+
+func (a *answerer) runnable() bool { return a.run || a.kicked || a.fired }
+
+func (a *answerer) step() {
+	a.run, a.kicked, a.fired = false, false, false
+	w, s := a.w, a.mc.session
+	p := w.l.RollCall(a.svc.name)
+	exists, st, id, err := w.m.ExistsW(s, p)
+	if err != nil {
+		a.run = true
+		return
+	}
+	a.watch = id
+	a.mc.watchOwner[id] = watchRef{svc: a.svc.idx, answerer: true}
+	if exists && st.Version > 0 && st.Version != a.answered {
+		if err := a.answer(st.Version); err != nil {
+			w.logf("%s/%s: answer roll call %d: %v", a.mc.name, a.svc.name, st.Version, err)
+			a.run = true
+		}
+	}
+}
+
+func (a *answerer) answer(round int32) error {
+	w, s := a.w, a.mc.session
+	wk := a.mc.workers[a.svc.idx]
+	if !wk.registered || !wk.proc().running {
+		return nil
+	}
+	create := zkmodel.CreateOp(w.l.RollCallAnswer(a.svc.name, round, a.mc.name), nil, zkmodel.Ephemeral)
+	var err error
+	if a.last != 0 && a.last != round {
+		err = w.m.Multi(s, zkmodel.DeleteOp(w.l.RollCallAnswer(a.svc.name, a.last, a.mc.name), -1), create)
+		if errors.Is(err, zkclient.ErrNoNode) {
+			err = w.m.Multi(s, create)
+		}
+	} else {
+		err = w.m.Multi(s, create)
+	}
+	if err != nil && !errors.Is(err, zkclient.ErrNodeExists) {
+		return err
+	}
+	a.last, a.answered = round, round
+	w.logf("%s/%s: answer roll call %d", a.mc.name, a.svc.name, round)
+	return nil
+}

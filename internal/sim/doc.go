@@ -1,0 +1,97 @@
+// Package sim is a deterministic simulation of rollkeeper's rollout protocol, in the style of
+// FoundationDB's and TigerBeetle's: the real protocol code (rollout.Reader, rollout.Next and the
+// roll call's counting rule) drives many simulated agents over the deterministic ZooKeeper model
+// (internal/zkmodel), under one scheduler that draws every choice from a seed. A failing seed
+// replays exactly: go test -count=1 -v -run 'TestSim$' ./internal/sim -sim.seed=N.
+//
+// # The world
+//
+// Run(seed, cfg) draws 3-7 machines and 1-3 services a -> b -> c (each depends on the one before,
+// and the deploy queue holds them in that order), each with a plan v1 -> v2, a minAvailable
+// below the machine count and a failure policy (Pause or Rollback). A tiny operator writes the
+// base znodes, the plans (staging/<svc>) and the deploy queue, unsigned, as
+// controllers/rollingdeploy_zk.go does; later it only does the operator's requeue (a service
+// whose entry is gone while some registration is behind is queued again, a catch-up when its
+// dependencies are complete), as a rare timer. Every machine starts running v1 of every service
+// with a fresh agent, which must adopt (health-check) and register it. Each agent has one model
+// session and, per service, a worker (a rollout.Reader over zkmodel.Reads on its session, its
+// armed watches, its wait, its roll call and upgrade in progress) and a roll call answerer.
+//
+// The worker mirrors nodeagent/step.go and service.go: read with the Reader (Step.Used of the
+// previous decision), Next, ReadMore while Next asks (at most 3 times), arm the step's watches
+// (ChildrenW, or ExistsW; a changed znode means step again at once; watches that fired unwaited
+// are forgotten), then execute with the same writes: ensure paths, start (switch, start, health
+// check), adopt (health-check a process left by a previous agent, roll back one left
+// mid-upgrade), register (create, or multi delete+create to replace), leave, stage (ephemeral
+// sequential, ready), decide (a roll call round: set rollcall/<svc>, count answers of the
+// registrations read before it with ChildrenW; then multi{check failures/<svc> version, set the
+// staging child upgrading at its version, delete current/<svc>/<node>}; BadVersion or NoNode
+// loses the turn), the upgrade (the process is down for a few ticks; then healthy: multi{create
+// current, delete staging child}; unhealthy: record the HealthCheck failure with the bump of
+// failures/<svc> as recordFailure does, switch back, start, the same multi) and complete (delete
+// the deploy entries at their version). The answerer mirrors nodeagent's: ExistsW on
+// rollcall/<svc>, answer a new round (multi delete the previous answer, create the new one)
+// only while its worker's registration stands and the process runs; kicked on registration.
+//
+// # The scheduler
+//
+// Each tick picks one enabled event uniformly from the seed: a worker step (not waiting, or a
+// watch it waits on was delivered), an answerer turn, the delivery of a session's oldest pending
+// watch event (zkmodel's per-session order; delaying delivery is simply choosing other events),
+// a roll call recount after its watch fired, an upgrade finishing (not before its tick), a
+// machine coming back, an agent restarting, a lingering session expiring, an agent noticing its
+// session ended (a new session and fresh workers, as the real agent does per session). Timers
+// (a worker's retryAt or error backoff, the roll call's wait passing with too few answers, the
+// operator) are picked with low probability, or when nothing else is enabled.
+//
+// # Faults
+//
+// Drawn with small probability until the budget (0-4, from the seed) is spent: an agent crash
+// (the host services keep running; its session lingers a few ticks, then expires; the agent
+// restarts later; one mid-upgrade leaves the process stopped or running the new version
+// unchecked), a machine crash (its processes stop at once, its session lingers, then expires;
+// it comes back later with everything down), a session expiry alone (the agent notices and
+// starts over; the services keep running), delayed watch delivery (the scheduler), and a bad
+// version: on some machines (1 in 12) v2's first start fails its health check, so upgrades fail
+// and halt the rollout (Pause) or roll it back (Rollback).
+//
+// # Invariants
+//
+//  1. Quorum: when a decision commits and the process stops, the other machines whose process
+//     runs healthy and is registered (ground truth: the sim's processes and the model's
+//     current/<svc>) number at least minAvailable. A machine that went down after the
+//     decider's roll call round began still counts: the design accepts a failure concurrent
+//     with the decision (docs/design.md, the quorum argument).
+//  2. Order: a machine stops service S only after every service ahead of S in the deploy queue
+//     completed (an agent removed its last entry while it was complete by ground truth: no
+//     registered machine running another version, none mid-upgrade in a live session, at least
+//     max(1, minAvailable) serving the plan's version; checked at every removal).
+//  3. Failures: no stop for the plan's version once a HealthCheck failure of it is recorded.
+//  4. Convergence: once the budget is spent and every machine and agent is back, the run
+//     reaches quiescence (nothing but timers can happen) within MaxSteps events, with, per
+//     service in queue order: behind a service that never completed, v1 (or v2 on a machine
+//     that started the service with no peer registered) and the entry still queued unless it
+//     completed out of order (a finding, below); halted by a HealthCheck failure, v1
+//     (Rollback) or either version (Pause), the entry still queued and nobody staged;
+//     otherwise v2 everywhere, no entry and nobody staged. Every process runs healthy,
+//     registered by its agent's live session with the version it runs.
+//  5. zkmodel.Model.Check every 8 events (every event with Config.KeepTrace).
+//
+// Findings are behaviours worth knowing that the invariants allow; TestSim logs how many seeds
+// met each. start-ahead-of-order: a node with no registered peer starts the plan's target,
+// whatever the deploy queue says (a whole-cluster restart during a rollout starts dependent
+// services on their new version before the services they depend on completed).
+// complete-ahead-of-order: an agent removes its service's deploy entry when the service is
+// complete, whether or not it heads the queue, so after such a start a service behind a halted
+// one is "completed" and leaves the queue.
+//
+// # Not modeled
+//
+// Real time and timeouts (ticks only; a session expires when the scheduler says), the
+// interleaving inside one worker step (a step's reads and writes are one event; the roll call
+// and the upgrade are split into events), connection loss without expiry, artifact download
+// (a fetch succeeds at once) and the distribution of torrents, signatures (plans and entries
+// are unsigned, read with Verify nil), releases, page-cache pinning, metrics, paused plans,
+// plan changes, label selectors (every machine is selected), the ACL guard, agent panics, and
+// the operator beyond writing the plans and queue and requeueing.
+package sim

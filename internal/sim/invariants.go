@@ -1,0 +1,165 @@
+package sim
+
+import (
+	"fmt"
+
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// checkStop checks invariants 1-3 at a voluntary stop: k's decision committed and its process
+// is about to stop for the upgrade to st.Version.
+func (w *world) checkStop(k *worker, rc *rollCall, st rollout.Step) {
+	s := k.svc
+	// (1) Quorum, by ground truth: the other machines whose process runs healthy and is
+	// registered. A machine that went down (crash, session end) after the roll call's round
+	// began still counts: a failure concurrent with the decision is the window the design
+	// accepts (docs/design.md, the quorum argument, 5).
+	serving := 0
+	var down []string
+	for _, mc := range w.machines {
+		if mc == k.mc {
+			continue
+		}
+		p := mc.procs[s.idx]
+		reg, _ := w.registered(s, mc)
+		switch {
+		case p.running && p.healthy && reg:
+			serving++
+		case p.lastFault > rc.startTick:
+			serving++
+		default:
+			down = append(down, mc.name)
+		}
+	}
+	if serving < s.min {
+		w.fail("invariant 1 (quorum): %s stops %s for %s with %d other machines serving, minAvailable %d (not serving: %v)",
+			k.mc.name, s.name, st.Version, serving, s.min, down)
+	}
+	// (2) Dependency order: every service ahead in the deploy queue completed first.
+	for _, d := range w.svcs[:s.idx] {
+		if !d.completed {
+			w.fail("invariant 2 (order): %s stops %s before %s's rollout completed", k.mc.name, s.name, d.name)
+		}
+	}
+	// (3) No stop for a plan version after a health failure of it was recorded.
+	if st.Version == s.plan.Version && w.healthFailure(s) {
+		w.fail("invariant 3 (failure): %s stops %s for %s after a health failure of %s was recorded", k.mc.name, s.name, st.Version, st.Version)
+	}
+}
+
+// healthFailure reports whether failures/<svc> holds a HealthCheck record of the plan's version.
+func (w *world) healthFailure(s *service) bool {
+	names, _, err := w.m.Children(w.obs, w.l.FailureService(s.name))
+	if err != nil {
+		return false
+	}
+	for _, n := range names {
+		data, _, err := w.m.Get(w.obs, w.l.Failure(s.name, n))
+		var f zklayout.Failure
+		if err == nil && zklayout.Decode(data, &f) == nil && f.Kind == zklayout.FailureHealthCheck && f.Version == s.plan.Version {
+			return true
+		}
+	}
+	return false
+}
+
+// checkCompletion checks, when an agent removed a deploy entry of s, that the rollout is
+// complete by ground truth: no registered machine runs another version, none is mid-upgrade
+// in a live session (one whose session ended is unreachable, which completion ignores),
+// and at least max(1, minAvailable) registered machines serve the plan's version.
+func (w *world) checkCompletion(s *service) {
+	ok := 0
+	for _, mc := range w.machines {
+		p := mc.procs[s.idx]
+		reg, _ := w.registered(s, mc)
+		if reg && p.running && p.version != s.plan.Version {
+			w.fail("completion of %s while %s runs %s and is registered", s.name, mc.name, p.version)
+		}
+		if mc.agentUp && mc.workers[s.idx].up != nil && w.m.Alive(mc.session) {
+			w.fail("completion of %s while %s is mid-upgrade", s.name, mc.name)
+		}
+		if reg && p.running && p.healthy && p.version == s.plan.Version {
+			ok++
+		}
+	}
+	if need := max(1, s.min); ok < need {
+		w.fail("completion of %s with %d machines serving %s, need %d", s.name, ok, s.plan.Version, need)
+	}
+	if d := w.aheadIncomplete(s); d != "" {
+		w.find("complete-ahead-of-order", "%s's deploy entry removed while %s, ahead of it, has not completed", s.name, d)
+	}
+	if w.entries(s.name) == 0 && !s.completed {
+		s.completed = true
+		w.logf("service %s completed", s.name)
+	}
+}
+
+// converged is invariant 4, checked once the faults are spent, every machine is back and
+// nothing but timers can happen: "" when the world is where the protocol must bring it,
+// otherwise why not. Per service, in deploy order:
+//   - behind a service that never completed (halted): every machine runs v1, or v2 if it
+//     started the service with no peer registered (nodes may sit staged, waiting their turn);
+//     the service's entry is still queued;
+//   - halted by a health failure of v2: with Rollback every machine runs v1, with Pause v1 or v2;
+//     its entry is still queued, nobody is staged;
+//   - otherwise: every machine runs v2, no entry is left, nobody is staged.
+//
+// And every machine's process runs healthy, registered by its agent's live session with the
+// version it runs.
+func (w *world) converged() string {
+	blocked := false
+	for _, s := range w.svcs {
+		halted := w.healthFailure(s)
+		entries := w.entries(s.name)
+		queue, _, _ := w.m.Children(w.obs, w.l.StagingService(s.name))
+		if blocked {
+			halted = false
+		}
+		switch {
+		case blocked || halted:
+			if entries == 0 && !blocked {
+				return fmt.Sprintf("%s: halted, yet its deploy entry is gone", s.name)
+			}
+			if halted && len(queue) > 0 {
+				return fmt.Sprintf("%s: halted with staging children %v", s.name, queue)
+			}
+		default:
+			if entries != 0 {
+				return fmt.Sprintf("%s: %d deploy entries left", s.name, entries)
+			}
+			if len(queue) > 0 {
+				return fmt.Sprintf("%s: staging children %v left", s.name, queue)
+			}
+		}
+		for _, mc := range w.machines {
+			p := mc.procs[s.idx]
+			if !p.running || !p.healthy {
+				return fmt.Sprintf("%s/%s: not running healthy (%s)", mc.name, s.name, p.version)
+			}
+			switch {
+			case blocked:
+				// v1, or v2 on a machine that started the service while no peer was registered
+				// (Next starts the plan's target then, whatever the deploy queue says).
+			case halted && s.policy == zklayout.FailurePolicyRollback:
+				if p.version != v1 {
+					return fmt.Sprintf("%s/%s: runs %s, want %s", mc.name, s.name, p.version, v1)
+				}
+			case halted:
+			default:
+				if p.version != v2 {
+					return fmt.Sprintf("%s/%s: runs %s, want %s", mc.name, s.name, p.version, v2)
+				}
+			}
+			data, st, err := w.m.Get(w.obs, w.l.CurrentNode(s.name, mc.name))
+			var c zklayout.Current
+			if err != nil || zklayout.Decode(data, &c) != nil || c.Version != p.version || st.EphemeralOwner != mc.session {
+				return fmt.Sprintf("%s/%s: not registered on %s by session %d", mc.name, s.name, p.version, mc.session)
+			}
+		}
+		if !s.completed {
+			blocked = true
+		}
+	}
+	return ""
+}

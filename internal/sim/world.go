@@ -1,0 +1,311 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"strings"
+	"time"
+
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
+	"github.com/rollkeeper/rollkeeper/internal/zkclient"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/internal/zkmodel"
+)
+
+// Mutation breaks one protocol rule on purpose (tests only: it proves the invariants bite).
+type Mutation int
+
+const (
+	// MutateNone runs the protocol as written.
+	MutateNone Mutation = iota
+	// MutateMinAvailable makes every agent tell Next (and its roll call) that the plan's
+	// minAvailable is 0.
+	MutateMinAvailable
+	// MutateSkipRollCall makes the decider skip the roll call (every registration counts).
+	MutateSkipRollCall
+)
+
+// Config tunes a run; the zero value is the default.
+type Config struct {
+	// MaxSteps bounds the scheduler's events (0: 4000).
+	MaxSteps int
+	// Faults is the fault budget (0: drawn from the seed, 0..4; -1: none).
+	Faults int
+	// KeepTrace keeps the whole trace in the Result (otherwise its last 60 lines on failure).
+	KeepTrace bool
+	// Mutate breaks a rule (tests only).
+	Mutate Mutation
+}
+
+// Result is one run's outcome.
+type Result struct {
+	Seed  int64
+	Steps int
+	// Err is the first invariant violated (nil: the run passed).
+	Err error
+	// Trace is every event in order, one line each (see Config.KeepTrace).
+	Trace []string
+	// Summary describes the world drawn from the seed.
+	Summary string
+	// Findings are protocol behaviours the run met that are not invariant violations but
+	// worth knowing (see the package comment): each a short tag.
+	Findings []string
+}
+
+const (
+	v1 = "v1"
+	v2 = "v2"
+)
+
+type service struct {
+	idx    int
+	name   string
+	min    int
+	policy string
+	plan   zklayout.Plan
+	// completed: an agent removed the service's last deploy entry while its rollout was
+	// complete by ground truth (invariant 2 lets dependents stop only after that).
+	completed bool
+}
+
+type proc struct {
+	running  bool
+	healthy  bool
+	version  string
+	current  string
+	previous string
+	inst     map[string]bool
+	// badFirst: the first start of v2 here fails its health check (then it is consumed).
+	badFirst bool
+	// lastFault is the tick of the last fault that took this process or its registration
+	// down (machine crash, session end).
+	lastFault int
+}
+
+func (p *proc) start(v string) bool {
+	p.running, p.version = true, v
+	p.healthy = true
+	if v == v2 && p.badFirst {
+		p.badFirst = false
+		p.healthy = false
+	}
+	return p.healthy
+}
+
+type machine struct {
+	idx    int
+	name   string
+	labels map[string]string
+	up     bool
+	// agentUp: the agent process runs (it acts and answers roll calls).
+	agentUp    bool
+	backAt     int // machine down: when it comes back
+	agentAt    int // agent down: when it restarts
+	session    zkmodel.SessionID
+	procs      []*proc
+	workers    []*worker
+	answerers  []*answerer
+	watchOwner map[zkmodel.WatchID]watchRef
+}
+
+type watchRef struct {
+	svc      int
+	answerer bool
+	key      string
+}
+
+type lingering struct {
+	s        zkmodel.SessionID
+	m        int
+	expireAt int
+}
+
+type world struct {
+	seed     int64
+	cfg      Config
+	rng      *rand.Rand
+	m        *zkmodel.Model
+	l        zklayout.Layout
+	obs      zkmodel.SessionID
+	svcs     []*service
+	machines []*machine
+	tick     int
+	faults   int
+	linger   []lingering
+	trace    []string
+	ctx      context.Context
+	err      error
+	summary  string
+	findings []string
+}
+
+// find records a finding (once per tag).
+func (w *world) find(tag, format string, args ...any) {
+	for _, f := range w.findings {
+		if f == tag {
+			return
+		}
+	}
+	w.findings = append(w.findings, tag)
+	w.logf("FINDING %s: "+format, append([]any{tag}, args...)...)
+}
+
+// aheadIncomplete names a service ahead of s in the deploy queue that has not completed.
+func (w *world) aheadIncomplete(s *service) string {
+	for _, d := range w.svcs[:s.idx] {
+		if !d.completed {
+			return d.name
+		}
+	}
+	return ""
+}
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func (w *world) now() time.Time { return epoch.Add(time.Duration(w.tick) * time.Second) }
+
+func (w *world) logf(format string, args ...any) {
+	w.trace = append(w.trace, fmt.Sprintf("t=%d ", w.tick)+fmt.Sprintf(format, args...))
+}
+
+func (w *world) fail(format string, args ...any) {
+	if w.err == nil {
+		w.err = fmt.Errorf("t=%d: "+format, append([]any{w.tick}, args...)...)
+		w.logf("VIOLATION: "+format, args...)
+	}
+}
+
+// ensurePath creates p and its ancestors (persistent), as zkclient.EnsurePath does.
+func (w *world) ensurePath(s zkmodel.SessionID, p string) error {
+	cur := ""
+	for _, part := range strings.Split(strings.Trim(p, "/"), "/") {
+		cur += "/" + part
+		if _, err := w.m.Create(s, cur, nil, zkmodel.Persistent); err != nil && !errors.Is(err, zkclient.ErrNodeExists) {
+			return err
+		}
+	}
+	return nil
+}
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+func newWorld(seed int64, cfg Config) *world {
+	w := &world{seed: seed, cfg: cfg, rng: rand.New(rand.NewSource(seed)), m: zkmodel.New(),
+		l: zklayout.MustNew("/rk"), ctx: context.Background()}
+	if cfg.MaxSteps == 0 {
+		w.cfg.MaxSteps = 4000
+	}
+	switch {
+	case cfg.Faults > 0:
+		w.faults = cfg.Faults
+	case cfg.Faults == 0:
+		w.faults = w.rng.Intn(5)
+	}
+	w.obs = w.m.NewSession()
+	nm := 3 + w.rng.Intn(5) // 3..7 machines
+	ns := 1 + w.rng.Intn(3) // 1..3 services
+	// The operator: bases, plans, deploy queue in dependency order.
+	for _, b := range []string{w.l.Current(), w.l.Staging(), w.l.Deploy(), w.l.Releases(), w.l.Failures(), w.l.RollCalls()} {
+		must(w.ensurePath(w.obs, b))
+	}
+	var desc []string
+	for i := 0; i < ns; i++ {
+		s := &service{idx: i, name: string(rune('a' + i)), min: w.rng.Intn(nm)}
+		s.policy = zklayout.FailurePolicyPause
+		if w.rng.Intn(2) == 0 {
+			s.policy = zklayout.FailurePolicyRollback
+		}
+		s.plan = zklayout.Plan{Deploy: "sim", DeployUID: "uid-sim", Generation: 1, Service: s.name, Version: v2,
+			PreviousVersion: v1, MinAvailable: s.min, FailurePolicy: s.policy, UpdatedAt: epoch}
+		if i > 0 {
+			s.plan.DependsOn = []string{w.svcs[i-1].name}
+		}
+		data, err := zklayout.Encode(&s.plan)
+		must(err)
+		_, err = w.m.Create(w.obs, w.l.StagingService(s.name), data, zkmodel.Persistent)
+		must(err)
+		w.svcs = append(w.svcs, s)
+	}
+	for _, s := range w.svcs {
+		data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: "sim", Service: s.name, Version: v2, Generation: 1})
+		must(err)
+		_, err = w.m.Create(w.obs, w.l.DeployPrefix(s.name), data, zkmodel.PersistentSequential)
+		must(err)
+	}
+	for i := 0; i < nm; i++ {
+		mc := &machine{idx: i, name: fmt.Sprintf("n%d", i+1), labels: map[string]string{"rack": fmt.Sprintf("r%d", i%2)}, up: true}
+		for range w.svcs {
+			p := &proc{running: true, healthy: true, version: v1, current: v1, inst: map[string]bool{v1: true}}
+			// A bad version: v2 fails its first health check on this machine.
+			if w.rng.Intn(12) == 0 {
+				p.badFirst = true
+			}
+			mc.procs = append(mc.procs, p)
+		}
+		w.machines = append(w.machines, mc)
+		w.startAgent(mc)
+	}
+	for _, s := range w.svcs {
+		bad := []string{}
+		for _, mc := range w.machines {
+			if mc.procs[s.idx].badFirst {
+				bad = append(bad, mc.name)
+			}
+		}
+		desc = append(desc, fmt.Sprintf("%s(min %d, %s, bad v2 on %v)", s.name, s.min, s.policy, bad))
+	}
+	w.summary = fmt.Sprintf("seed %d: %d machines, services %s, fault budget %d", seed, nm, strings.Join(desc, " -> "), w.faults)
+	w.logf("world: %s", w.summary)
+	return w
+}
+
+// startAgent starts the machine's agent with a new session: fresh workers and answerers (the
+// real agent makes new ones per session).
+func (w *world) startAgent(mc *machine) {
+	mc.agentUp = true
+	mc.session = w.m.NewSession()
+	mc.watchOwner = map[zkmodel.WatchID]watchRef{}
+	mc.workers = mc.workers[:0]
+	mc.answerers = mc.answerers[:0]
+	for _, s := range w.svcs {
+		wk := &worker{w: w, mc: mc, svc: s, armed: map[string]zkmodel.WatchID{}, fired: map[string]bool{},
+			reader: rollout.NewReader(zkmodel.Reads{M: w.m, S: mc.session}, w.l, s.name, mc.name, nil)}
+		mc.workers = append(mc.workers, wk)
+		mc.answerers = append(mc.answerers, &answerer{w: w, mc: mc, svc: s, run: true})
+	}
+	w.logf("%s: agent starts, session %d", mc.name, mc.session)
+}
+
+// endSession makes the machine's agent lose its session: it lingers until expireAt (a crashed
+// agent's or machine's session outlives it by up to the session timeout), or expires now.
+func (w *world) lingerSession(mc *machine, delay int) {
+	if delay <= 0 {
+		w.expire(mc.idx, mc.session)
+		return
+	}
+	w.linger = append(w.linger, lingering{s: mc.session, m: mc.idx, expireAt: w.tick + delay})
+}
+
+func (w *world) expire(mi int, s zkmodel.SessionID) {
+	if !w.m.Alive(s) {
+		return
+	}
+	w.m.Expire(s)
+	mc := w.machines[mi]
+	for _, p := range mc.procs {
+		p.lastFault = w.tick
+	}
+	w.logf("%s: session %d expired", mc.name, s)
+}
+
+// registered reports whether current/<svc>/<node> exists (ground truth of ZooKeeper).
+func (w *world) registered(s *service, mc *machine) (bool, zkmodel.SessionID) {
+	ok, st, err := w.m.Exists(w.obs, w.l.CurrentNode(s.name, mc.name))
+	return ok && err == nil, st.EphemeralOwner
+}
