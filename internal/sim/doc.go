@@ -63,15 +63,19 @@
 //     decider's roll call round began still counts: the design accepts a failure concurrent
 //     with the decision (docs/design.md, the quorum argument).
 //  2. Order: a machine stops service S only after every service ahead of S in the deploy queue
-//     completed (an agent removed its last entry while it was complete by ground truth: no
-//     registered machine running another version, none mid-upgrade in a live session, at least
-//     max(1, minAvailable) serving the plan's version; checked at every removal).
+//     completed: an agent removed its last entry, or the operator judged it complete
+//     (rollout.Done) when it queued a catch-up of a service behind it. Either judgement is held
+//     to ground truth when it is made: no registered machine runs another version, none is
+//     mid-upgrade in a live session, at least max(1, minAvailable) registered machines serve
+//     the plan's version (a crashed machine's lingering registration counts, as it does for
+//     the protocol).
 //  3. Failures: no stop for the plan's version once a HealthCheck failure of it is recorded.
 //  4. Convergence: once the budget is spent and every machine and agent is back, the run
 //     reaches quiescence (nothing but timers can happen) within MaxSteps events, with, per
-//     service in queue order: behind a service that never completed, v1 (or v2 on a machine
-//     that started the service with no peer registered) and the entry still queued unless it
-//     completed out of order (a finding, below); halted by a HealthCheck failure, v1
+//     service in queue order: behind a service that never completed or is halted, v1 or v2
+//     (v2: it completed before the halt, or a machine started it with no peer registered, a
+//     finding below; v1: a machine that fell behind is requeued with a plain entry behind the
+//     halted one, as designed) and nodes may sit staged; halted by a HealthCheck failure, v1
 //     (Rollback) or either version (Pause), the entry still queued and nobody staged;
 //     otherwise v2 everywhere, no entry and nobody staged. Every process runs healthy,
 //     registered by its agent's live session with the version it runs.

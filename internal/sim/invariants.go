@@ -69,23 +69,7 @@ func (w *world) healthFailure(s *service) bool {
 // in a live session (one whose session ended is unreachable, which completion ignores),
 // and at least max(1, minAvailable) registered machines serve the plan's version.
 func (w *world) checkCompletion(s *service) {
-	ok := 0
-	for _, mc := range w.machines {
-		p := mc.procs[s.idx]
-		reg, _ := w.registered(s, mc)
-		if reg && p.running && p.version != s.plan.Version {
-			w.fail("completion of %s while %s runs %s and is registered", s.name, mc.name, p.version)
-		}
-		if mc.agentUp && mc.workers[s.idx].up != nil && w.m.Alive(mc.session) {
-			w.fail("completion of %s while %s is mid-upgrade", s.name, mc.name)
-		}
-		if reg && p.running && p.healthy && p.version == s.plan.Version {
-			ok++
-		}
-	}
-	if need := max(1, s.min); ok < need {
-		w.fail("completion of %s with %d machines serving %s, need %d", s.name, ok, s.plan.Version, need)
-	}
+	w.truthfulCompletion(s, "agent")
 	if d := w.aheadIncomplete(s); d != "" {
 		w.find("complete-ahead-of-order", "%s's deploy entry removed while %s, ahead of it, has not completed", s.name, d)
 	}
@@ -95,12 +79,38 @@ func (w *world) checkCompletion(s *service) {
 	}
 }
 
+// truthfulCompletion checks that s's rollout is complete by ground truth when who (an agent
+// removing its entry, or the operator queueing a catch-up behind it) judged it so.
+func (w *world) truthfulCompletion(s *service, who string) {
+	ok := 0
+	for _, mc := range w.machines {
+		p := mc.procs[s.idx]
+		reg, _ := w.registered(s, mc)
+		if reg && p.running && p.version != s.plan.Version {
+			w.fail("completion of %s (by the %s) while %s runs %s and is registered", s.name, who, mc.name, p.version)
+		}
+		if mc.agentUp && mc.workers[s.idx].up != nil && w.m.Alive(mc.session) {
+			w.fail("completion of %s (by the %s) while %s is mid-upgrade", s.name, who, mc.name)
+		}
+		// A crashed machine's registration outlives it until its session expires: counted,
+		// as the protocol counts it (the session-timeout window; only a stop needs the roll
+		// call to close it).
+		if reg && ((p.running && p.healthy && p.version == s.plan.Version) || !mc.up) {
+			ok++
+		}
+	}
+	if need := max(1, s.min); ok < need {
+		w.fail("completion of %s (by the %s) with %d machines serving %s, need %d", s.name, who, ok, s.plan.Version, need)
+	}
+}
+
 // converged is invariant 4, checked once the faults are spent, every machine is back and
 // nothing but timers can happen: "" when the world is where the protocol must bring it,
 // otherwise why not. Per service, in deploy order:
-//   - behind a service that never completed (halted): every machine runs v1, or v2 if it
-//     started the service with no peer registered (nodes may sit staged, waiting their turn);
-//     the service's entry is still queued;
+//   - behind a service that never completed or is halted: every machine runs v1 or v2 (v2: it
+//     completed before the halt, or the machine started the service with no peer registered;
+//     v1: a machine that fell behind after the service completed is requeued with a plain
+//     entry behind the halted one, as designed); nodes may sit staged, waiting their turn;
 //   - halted by a health failure of v2: with Rollback every machine runs v1, with Pause v1 or v2;
 //     its entry is still queued, nobody is staged;
 //   - otherwise: every machine runs v2, no entry is left, nobody is staged.
@@ -157,7 +167,7 @@ func (w *world) converged() string {
 				return fmt.Sprintf("%s/%s: not registered on %s by session %d", mc.name, s.name, p.version, mc.session)
 			}
 		}
-		if !s.completed {
+		if !s.completed || halted {
 			blocked = true
 		}
 	}

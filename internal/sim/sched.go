@@ -373,6 +373,17 @@ func (w *world) operator() {
 				catchUp = false
 			}
 		}
+		if catchUp {
+			// The catch-up's premise: what s depends on is complete. Held to ground truth, it
+			// counts as completed for invariant 2.
+			for _, d := range w.svcs[:s.idx] {
+				if !d.completed {
+					w.truthfulCompletion(d, "operator")
+					d.completed = true
+					w.logf("service %s completed (the operator's judgement, queueing a catch-up of %s)", d.name, s.name)
+				}
+			}
+		}
 		data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: "sim", Service: s.name, Version: v2, Generation: 1, CatchUp: catchUp})
 		must(err)
 		name, err := w.m.Create(w.obs, w.l.DeployPrefix(s.name), data, zkmodel.PersistentSequential)

@@ -112,10 +112,11 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
-// TestMutationFound proves the invariants bite: an agent that lies to Next about minAvailable
-// must be caught within the first few hundred seeds.
+// TestMutationFound proves the invariants bite: an agent that lies to Next about minAvailable,
+// or skips the roll call (counting the registrations of crashed machines), must be caught
+// within the first few hundred seeds.
 func TestMutationFound(t *testing.T) {
-	for _, m := range []Mutation{MutateMinAvailable} {
+	for _, m := range []Mutation{MutateMinAvailable, MutateSkipRollCall} {
 		failed, _ := runSeeds(1, 300, Config{Mutate: m})
 		if failed == nil {
 			t.Fatalf("mutation %d: no seed of 300 violated an invariant", m)
@@ -126,3 +127,4 @@ func TestMutationFound(t *testing.T) {
 		t.Logf("mutation %d caught by seed %d: %v", m, failed.Seed, failed.Err)
 	}
 }
+
