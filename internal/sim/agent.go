@@ -32,6 +32,14 @@ type worker struct {
 	checked    string
 	rc         *rollCall
 	up         *upgrade
+	// pend is a decided step whose execution is a later event (other events interleave
+	// between a step's read and its writes, as between the real agent's round trips).
+	pend *pending
+}
+
+type pending struct {
+	snap *rollout.Snapshot
+	st   rollout.Step
 }
 
 type rollCall struct {
@@ -60,7 +68,7 @@ func (k *worker) logf(format string, args ...any) {
 
 // runnable: the worker would step now (not waiting, or a watch it waits on fired).
 func (k *worker) runnable() bool {
-	if k.rc != nil || k.up != nil {
+	if k.rc != nil || k.up != nil || k.pend != nil {
 		return false
 	}
 	if !k.waiting {
@@ -95,7 +103,18 @@ func (k *worker) timerWake() {
 // run is one turn of nodeagent's worker.run loop: one step, then wait or go on.
 func (k *worker) run() {
 	k.wake()
-	err := k.step()
+	k.settle(k.step())
+}
+
+// execPending executes the step decided earlier.
+func (k *worker) execPending() {
+	p := k.pend
+	k.pend = nil
+	k.settle(k.execute(p.snap, p.st))
+}
+
+// settle is the end of one turn of the run loop: go on, wait, or back off after an error.
+func (k *worker) settle(err error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, errWait):
@@ -151,6 +170,16 @@ func (k *worker) step() error {
 	}
 	if st.Registered && !k.registered {
 		k.setRegistered()
+	}
+	if st.Kind == rollout.StepComplete {
+		// Held to ground truth when decided (what the read saw); the deletion may come later,
+		// after a node registered again on the old version (it is requeued, as designed).
+		k.w.truthfulCompletion(k.svc, "agent")
+	}
+	if st.Kind != rollout.StepWait && st.Kind != rollout.StepAgain && k.w.rng.Intn(2) == 0 {
+		k.logf("%s %s decided; executes later", st.Kind, st.Version)
+		k.pend = &pending{snap: snap, st: st}
+		return nil
 	}
 	return k.execute(snap, st)
 }

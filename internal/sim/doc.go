@@ -71,29 +71,39 @@
 //     the protocol).
 //  3. Failures: no stop for the plan's version once a HealthCheck failure of it is recorded.
 //  4. Convergence: once the budget is spent and every machine and agent is back, the run
-//     reaches quiescence (nothing but timers can happen) within MaxSteps events, with, per
-//     service in queue order: behind a service that never completed or is halted, v1 or v2
-//     (v2: it completed before the halt, or a machine started it with no peer registered, a
-//     finding below; v1: a machine that fell behind is requeued with a plain entry behind the
-//     halted one, as designed) and nodes may sit staged; halted by a HealthCheck failure, v1
-//     (Rollback) or either version (Pause), the entry still queued and nobody staged;
-//     otherwise v2 everywhere, no entry and nobody staged. Every process runs healthy,
-//     registered by its agent's live session with the version it runs.
+//     reaches quiescence (nothing but timers can happen) within MaxSteps events, where, per
+//     service: with no deploy entry left, every machine runs v2 and nobody is staged; halted by
+//     a HealthCheck failure of v2, its entry is still queued, and heading the queue with the
+//     Rollback policy every machine is back on v1 and nobody is staged (with Pause, v1 or v2);
+//     otherwise its entry waits behind a halted service heading the queue (v1 or v2, nodes may
+//     sit staged). Every process runs healthy, registered by its agent's live session with the
+//     version it runs. Checking the state reached rather than the path also covers the
+//     operator's requeue: a machine that fell behind after a completion is queued again.
 //  5. zkmodel.Model.Check every 8 events (every event with Config.KeepTrace).
 //
-// Findings are behaviours worth knowing that the invariants allow; TestSim logs how many seeds
-// met each. start-ahead-of-order: a node with no registered peer starts the plan's target,
-// whatever the deploy queue says (a whole-cluster restart during a rollout starts dependent
-// services on their new version before the services they depend on completed).
-// complete-ahead-of-order: an agent removes its service's deploy entry when the service is
-// complete, whether or not it heads the queue, so after such a start a service behind a halted
-// one is "completed" and leaves the queue.
+// Findings are behaviours worth knowing that the invariants allow (they break no quorum);
+// TestSim logs how many seeds met each, and the lowest one to replay:
+//
+//   - start-ahead-of-order: a node whose service is down and that sees no registered peer starts
+//     the plan's target (rollout.Next: "ties, or no peer: the plan's target"), whatever the
+//     deploy queue says: a machine that comes back while its peers have not registered yet (a
+//     cluster restart during a rollout, or early in one) starts a dependent service on its new
+//     version before the services it depends on completed.
+//   - complete-ahead-of-order: completion (rollout.Next's completion step) does not look at the
+//     deploy queue's head: once every registered node of a service runs the plan's version (as
+//     after such a start, when that node is the only one registered yet), an agent removes the
+//     service's entry although services ahead of it never completed.
+//   - requeued-behind-halted: after such an early completion, the nodes of that service that
+//     registered later on v1 are requeued by the operator with a plain entry (a dependency was
+//     incomplete then); when a service queued between them halts, the entry waits behind it for
+//     good, its nodes split between v1 and v2, although everything it depends on completed
+//     meanwhile (a plain entry never becomes a catch-up).
 //
 // # Not modeled
 //
 // Real time and timeouts (ticks only; a session expires when the scheduler says), the
-// interleaving inside one worker step (a step's reads and writes are one event; the roll call
-// and the upgrade are split into events), connection loss without expiry, artifact download
+// interleaving inside a read (a Reader.Read is one event; half the steps execute their writes
+// in a later event, and the roll call and the upgrade are split into events), connection loss without expiry, artifact download
 // (a fetch succeeds at once) and the distribution of torrents, signatures (plans and entries
 // are unsigned, read with Verify nil), releases, page-cache pinning, metrics, paused plans,
 // plan changes, label selectors (every machine is selected), the ACL guard, agent panics, and

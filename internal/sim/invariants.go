@@ -64,12 +64,9 @@ func (w *world) healthFailure(s *service) bool {
 	return false
 }
 
-// checkCompletion checks, when an agent removed a deploy entry of s, that the rollout is
-// complete by ground truth: no registered machine runs another version, none is mid-upgrade
-// in a live session (one whose session ended is unreachable, which completion ignores),
-// and at least max(1, minAvailable) registered machines serve the plan's version.
+// checkCompletion notes an agent's removal of a deploy entry of s: s completed once its last
+// entry is gone (its truth was checked when the agent decided it, truthfulCompletion).
 func (w *world) checkCompletion(s *service) {
-	w.truthfulCompletion(s, "agent")
 	if d := w.aheadIncomplete(s); d != "" {
 		w.find("complete-ahead-of-order", "%s's deploy entry removed while %s, ahead of it, has not completed", s.name, d)
 	}
@@ -80,7 +77,10 @@ func (w *world) checkCompletion(s *service) {
 }
 
 // truthfulCompletion checks that s's rollout is complete by ground truth when who (an agent
-// removing its entry, or the operator queueing a catch-up behind it) judged it so.
+// deciding to remove its entry, or the operator queueing a catch-up behind it) judged it so:
+// no registered machine runs another version, none is mid-upgrade in a live session (one
+// whose session ended is unreachable, which completion ignores), and at least
+// max(1, minAvailable) registered machines serve the plan's version.
 func (w *world) truthfulCompletion(s *service, who string) {
 	ok := 0
 	for _, mc := range w.machines {
@@ -106,40 +106,53 @@ func (w *world) truthfulCompletion(s *service, who string) {
 
 // converged is invariant 4, checked once the faults are spent, every machine is back and
 // nothing but timers can happen: "" when the world is where the protocol must bring it,
-// otherwise why not. Per service, in deploy order:
-//   - behind a service that never completed or is halted: every machine runs v1 or v2 (v2: it
-//     completed before the halt, or the machine started the service with no peer registered;
-//     v1: a machine that fell behind after the service completed is requeued with a plain
-//     entry behind the halted one, as designed); nodes may sit staged, waiting their turn;
-//   - halted by a health failure of v2: with Rollback every machine runs v1, with Pause v1 or v2;
-//     its entry is still queued, nobody is staged;
-//   - otherwise: every machine runs v2, no entry is left, nobody is staged.
+// otherwise why not. Per service:
+//   - no deploy entry left (it completed; a machine that fell behind would have been requeued
+//     by the operator): every machine runs v2 and nobody is staged;
+//   - halted by a HealthCheck failure of v2: its entry is still queued; heading the queue with
+//     the Rollback policy, every machine is back on v1 and nobody is staged;
+//   - otherwise its entry waits behind a halted service heading the queue, and its machines
+//     run v1 or v2 (nodes may sit staged). When every service it depends on had completed, it
+//     waits behind a service it does not depend on: a finding (requeued-behind-halted).
 //
-// And every machine's process runs healthy, registered by its agent's live session with the
-// version it runs.
+// And every process runs healthy, registered by its agent's live session with the version it
+// runs.
 func (w *world) converged() string {
-	blocked := false
+	names, _, _ := w.m.Children(w.obs, w.l.Deploy())
+	seqs, _ := zklayout.SortSeq(names)
+	head := ""
+	if len(seqs) > 0 {
+		head = seqs[0].Name
+	}
+	halted := map[string]bool{}
 	for _, s := range w.svcs {
-		halted := w.healthFailure(s)
+		halted[s.name] = w.healthFailure(s)
+	}
+	for _, s := range w.svcs {
 		entries := w.entries(s.name)
 		queue, _, _ := w.m.Children(w.obs, w.l.StagingService(s.name))
-		if blocked {
-			halted = false
-		}
+		want := ""
 		switch {
-		case blocked || halted:
-			if entries == 0 && !blocked {
-				return fmt.Sprintf("%s: halted, yet its deploy entry is gone", s.name)
+		case entries == 0 && halted[s.name]:
+			return fmt.Sprintf("%s: halted, yet its deploy entry is gone", s.name)
+		case entries == 0:
+			want = v2
+			if len(queue) > 0 {
+				return fmt.Sprintf("%s: complete, yet staging children %v are left", s.name, queue)
 			}
-			if halted && len(queue) > 0 {
-				return fmt.Sprintf("%s: halted with staging children %v", s.name, queue)
+		case halted[s.name]:
+			if head == s.name && s.policy == zklayout.FailurePolicyRollback {
+				want = v1
+				if len(queue) > 0 {
+					return fmt.Sprintf("%s: rolled back, yet staging children %v are left", s.name, queue)
+				}
 			}
 		default:
-			if entries != 0 {
-				return fmt.Sprintf("%s: %d deploy entries left", s.name, entries)
+			if head == s.name || !halted[head] {
+				return fmt.Sprintf("%s: %d deploy entries left, the queue's head %q is not halted", s.name, entries, head)
 			}
-			if len(queue) > 0 {
-				return fmt.Sprintf("%s: staging children %v left", s.name, queue)
+			if w.aheadIncomplete(s) == "" {
+				w.find("requeued-behind-halted", "%s waits for good behind %s, which it does not depend on (every service it depends on completed)", s.name, head)
 			}
 		}
 		for _, mc := range w.machines {
@@ -147,28 +160,14 @@ func (w *world) converged() string {
 			if !p.running || !p.healthy {
 				return fmt.Sprintf("%s/%s: not running healthy (%s)", mc.name, s.name, p.version)
 			}
-			switch {
-			case blocked:
-				// v1, or v2 on a machine that started the service while no peer was registered
-				// (Next starts the plan's target then, whatever the deploy queue says).
-			case halted && s.policy == zklayout.FailurePolicyRollback:
-				if p.version != v1 {
-					return fmt.Sprintf("%s/%s: runs %s, want %s", mc.name, s.name, p.version, v1)
-				}
-			case halted:
-			default:
-				if p.version != v2 {
-					return fmt.Sprintf("%s/%s: runs %s, want %s", mc.name, s.name, p.version, v2)
-				}
+			if want != "" && p.version != want {
+				return fmt.Sprintf("%s/%s: runs %s, want %s", mc.name, s.name, p.version, want)
 			}
 			data, st, err := w.m.Get(w.obs, w.l.CurrentNode(s.name, mc.name))
 			var c zklayout.Current
 			if err != nil || zklayout.Decode(data, &c) != nil || c.Version != p.version || st.EphemeralOwner != mc.session {
 				return fmt.Sprintf("%s/%s: not registered on %s by session %d", mc.name, s.name, p.version, mc.session)
 			}
-		}
-		if !s.completed || halted {
-			blocked = true
 		}
 	}
 	return ""

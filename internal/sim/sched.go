@@ -14,6 +14,7 @@ type evKind int
 
 const (
 	evStep evKind = iota
+	evExecute
 	evRollCallCount
 	evAnswer
 	evDeliver
@@ -193,6 +194,8 @@ func (w *world) enabled(evs, timers []event) ([]event, []event) {
 					timers = append(timers, event{kind: evRollCallTimeout, m: mc.idx, s: k.svc.idx})
 				}
 			case k.up != nil:
+			case k.pend != nil:
+				evs = append(evs, event{kind: evExecute, m: mc.idx, s: k.svc.idx})
 			case k.runnable():
 				evs = append(evs, event{kind: evStep, m: mc.idx, s: k.svc.idx})
 			case k.waiting && k.retry:
@@ -235,6 +238,8 @@ func (w *world) do(e event) {
 		w.route(mc, ev)
 	case evStep:
 		mc.workers[e.s].run()
+	case evExecute:
+		mc.workers[e.s].execPending()
 	case evRetry:
 		k := mc.workers[e.s]
 		k.logf("retry timer")
@@ -348,8 +353,10 @@ func (w *world) operator() {
 		queued[q.Name] = true
 	}
 	for _, s := range w.svcs {
-		r := rollout.NewReader(zkmodel.Reads{M: w.m, S: w.obs}, w.l, s.name, "", nil)
-		snap, err := r.Read(w.ctx, rollout.NeedAll)
+		if s.opReader == nil {
+			s.opReader = rollout.NewReader(zkmodel.Reads{M: w.m, S: w.obs}, w.l, s.name, "", nil)
+		}
+		snap, err := s.opReader.Read(w.ctx, rollout.NeedAll)
 		if err != nil || snap.Plan == nil {
 			return
 		}

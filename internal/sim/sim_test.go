@@ -127,4 +127,3 @@ func TestMutationFound(t *testing.T) {
 		t.Logf("mutation %d caught by seed %d: %v", m, failed.Seed, failed.Err)
 	}
 }
-

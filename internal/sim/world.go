@@ -68,6 +68,8 @@ type service struct {
 	// completed: an agent removed the service's last deploy entry while its rollout was
 	// complete by ground truth (invariant 2 lets dependents stop only after that).
 	completed bool
+	// opReader is the operator's reader of the service (it caches registrations).
+	opReader *rollout.Reader
 }
 
 type proc struct {
