@@ -27,6 +27,7 @@ const (
 	evRetry
 	evRollCallTimeout
 	evOperator
+	evPublish
 )
 
 type event struct {
@@ -117,7 +118,7 @@ func (w *world) allUp() bool {
 			return false
 		}
 	}
-	return len(w.linger) == 0
+	return len(w.linger) == 0 && w.published
 }
 
 func (w *world) nextTimed() (int, bool) {
@@ -126,6 +127,9 @@ func (w *world) nextTimed() (int, bool) {
 		if at > w.tick && (!ok || at < best) {
 			best, ok = at, true
 		}
+	}
+	if !w.published {
+		see(w.publishAt)
 	}
 	for _, l := range w.linger {
 		see(l.expireAt)
@@ -148,6 +152,9 @@ func (w *world) nextTimed() (int, bool) {
 }
 
 func (w *world) enabled(evs, timers []event) ([]event, []event) {
+	if !w.published && w.tick >= w.publishAt {
+		evs = append(evs, event{kind: evPublish})
+	}
 	for i, l := range w.linger {
 		if w.tick >= l.expireAt {
 			evs = append(evs, event{kind: evExpire, m: i})
@@ -212,7 +219,7 @@ func (w *world) enabled(evs, timers []event) ([]event, []event) {
 
 func (w *world) do(e event) {
 	var mc *machine
-	if e.kind != evExpire && e.kind != evOperator {
+	if e.kind != evExpire && e.kind != evOperator && e.kind != evPublish {
 		mc = w.machines[e.m]
 	}
 	switch e.kind {
@@ -257,6 +264,8 @@ func (w *world) do(e event) {
 		mc.answerers[e.s].step()
 	case evOperator:
 		w.operator()
+	case evPublish:
+		w.publish()
 	}
 }
 

@@ -141,6 +141,28 @@ type world struct {
 	err      error
 	summary  string
 	findings []string
+	// publishAt is when the operator writes the deploy (published: done).
+	publishAt int
+	published bool
+}
+
+// publish is the operator writing the deploy: the queue entries in dependency order, then
+// the plans (the plan write is the commit point).
+func (w *world) publish() {
+	for _, s := range w.svcs {
+		data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: "sim", Service: s.name, Version: v2, Generation: 1})
+		must(err)
+		_, err = w.m.Create(w.obs, w.l.DeployPrefix(s.name), data, zkmodel.PersistentSequential)
+		must(err)
+	}
+	for _, s := range w.svcs {
+		data, err := zklayout.Encode(&s.plan)
+		must(err)
+		_, err = w.m.Create(w.obs, w.l.StagingService(s.name), data, zkmodel.Persistent)
+		must(err)
+	}
+	w.published = true
+	w.logf("operator: deploy published (queue entries, then plans)")
 }
 
 // find records a finding (once per tag).
@@ -228,17 +250,15 @@ func newWorld(seed int64, cfg Config) *world {
 		if i > 0 {
 			s.plan.DependsOn = []string{w.svcs[i-1].name}
 		}
-		data, err := zklayout.Encode(&s.plan)
-		must(err)
-		_, err = w.m.Create(w.obs, w.l.StagingService(s.name), data, zkmodel.Persistent)
-		must(err)
 		w.svcs = append(w.svcs, s)
 	}
-	for _, s := range w.svcs {
-		data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: "sim", Service: s.name, Version: v2, Generation: 1})
-		must(err)
-		_, err = w.m.Create(w.obs, w.l.DeployPrefix(s.name), data, zkmodel.PersistentSequential)
-		must(err)
+	// The deploy is published at once (a deploy while the agents start), or once the agents
+	// had time to register v1 (the usual case).
+	w.publishAt = 0
+	if w.rng.Intn(3) > 0 {
+		w.publishAt = 20 + w.rng.Intn(80)
+	} else {
+		w.publish()
 	}
 	for i := 0; i < nm; i++ {
 		mc := &machine{idx: i, name: fmt.Sprintf("n%d", i+1), labels: map[string]string{"rack": fmt.Sprintf("r%d", i%2)}, up: true}
@@ -262,7 +282,7 @@ func newWorld(seed int64, cfg Config) *world {
 		}
 		desc = append(desc, fmt.Sprintf("%s(min %d, %s, bad v2 on %v)", s.name, s.min, s.policy, bad))
 	}
-	w.summary = fmt.Sprintf("seed %d: %d machines, services %s, fault budget %d", seed, nm, strings.Join(desc, " -> "), w.faults)
+	w.summary = fmt.Sprintf("seed %d: %d machines, services %s, fault budget %d, deploy published at t=%d", seed, nm, strings.Join(desc, " -> "), w.faults, w.publishAt)
 	w.logf("world: %s", w.summary)
 	return w
 }
