@@ -137,6 +137,15 @@ func (k *worker) lie(s *rollout.Snapshot) {
 	if k.w.cfg.Mutate == MutateMinAvailable && s.Plan != nil {
 		s.Plan.MinAvailable = 0
 	}
+	if k.w.cfg.Mutate == MutateIgnoreQueue {
+		own := s.Deploy[:0:0]
+		for _, d := range s.Deploy {
+			if d.Service == k.svc.name {
+				own = append(own, d)
+			}
+		}
+		s.Deploy = own
+	}
 }
 
 // step mirrors nodeagent's worker.step: read, decide (reading more when asked), arm, execute.
@@ -523,10 +532,14 @@ func (k *worker) decide(rc *rollCall, answered int) error {
 		return err
 	}
 	k.registered = false
-	err = w.m.Multi(s,
+	ops := []zkmodel.Op{
 		zkmodel.CheckOp(l.FailureService(k.svc.name), st.FailuresVersion),
 		zkmodel.SetOp(l.StagingChild(k.svc.name, st.Child), data, st.ChildVersion),
-		zkmodel.DeleteOp(l.CurrentNode(k.svc.name, k.mc.name), -1))
+		zkmodel.DeleteOp(l.CurrentNode(k.svc.name, k.mc.name), -1)}
+	if w.cfg.Mutate == MutateSkipFailureCheck {
+		ops = ops[1:]
+	}
+	err = w.m.Multi(s, ops...)
 	if err != nil {
 		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
 			k.logf("decide %s: lost the turn (%v)", st.Version, err)

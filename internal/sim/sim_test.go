@@ -113,17 +113,26 @@ func TestDeterministic(t *testing.T) {
 }
 
 // TestMutationFound proves the invariants bite: an agent that lies to Next about minAvailable,
-// or skips the roll call (counting the registrations of crashed machines), must be caught
-// within the first few hundred seeds.
+// skips the roll call (counting the registrations of crashed machines), drops the check of
+// the failures' version from its decision or ignores the deploy queue's order must be caught within the first few hundred seeds,
+// by the invariant the rule protects.
 func TestMutationFound(t *testing.T) {
-	for _, m := range []Mutation{MutateMinAvailable, MutateSkipRollCall} {
-		failed, _ := runSeeds(1, 300, Config{Mutate: m})
+	for _, c := range []struct {
+		m    Mutation
+		want string
+	}{
+		{MutateMinAvailable, "invariant 1"},
+		{MutateSkipRollCall, "invariant 1"},
+		{MutateSkipFailureCheck, "invariant 3"},
+		{MutateIgnoreQueue, "invariant 2"},
+	} {
+		failed, _ := runSeeds(1, 500, Config{Mutate: c.m})
 		if failed == nil {
-			t.Fatalf("mutation %d: no seed of 300 violated an invariant", m)
+			t.Fatalf("mutation %d: no seed of 500 violated an invariant", c.m)
 		}
-		if !strings.Contains(failed.Err.Error(), "invariant 1") {
-			t.Fatalf("mutation %d: seed %d failed, but not on the quorum: %v", m, failed.Seed, failed.Err)
+		if !strings.Contains(failed.Err.Error(), c.want) {
+			t.Fatalf("mutation %d: seed %d failed, but not on %s: %v", c.m, failed.Seed, c.want, failed.Err)
 		}
-		t.Logf("mutation %d caught by seed %d: %v", m, failed.Seed, failed.Err)
+		t.Logf("mutation %d caught by seed %d: %v", c.m, failed.Seed, failed.Err)
 	}
 }

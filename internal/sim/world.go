@@ -25,6 +25,12 @@ const (
 	MutateMinAvailable
 	// MutateSkipRollCall makes the decider skip the roll call (every registration counts).
 	MutateSkipRollCall
+	// MutateSkipFailureCheck drops the check of failures/<svc>'s version from the decision's
+	// transaction.
+	MutateSkipFailureCheck
+	// MutateIgnoreQueue makes every agent see only its own service's deploy entries (as if it
+	// headed the queue).
+	MutateIgnoreQueue
 )
 
 // Config tunes a run; the zero value is the default.
