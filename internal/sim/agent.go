@@ -106,11 +106,11 @@ func (k *worker) run() {
 	k.settle(k.step())
 }
 
-// execPending executes the step decided earlier.
+// execPending arms and executes the step decided earlier.
 func (k *worker) execPending() {
 	p := k.pend
 	k.pend = nil
-	k.settle(k.execute(p.snap, p.st))
+	k.settle(k.armAndExecute(p.snap, p.st))
 }
 
 // settle is the end of one turn of the run loop: go on, wait, or back off after an error.
@@ -169,26 +169,33 @@ func (k *worker) step() error {
 		st = rollout.Next(snap, local)
 	}
 	k.need = st.Used
-	changed, err := k.arm(st.Watch)
-	if err != nil {
-		return err
-	}
-	if changed {
-		k.logf("%s: snapshot stale, again", st.Kind)
-		return nil
-	}
-	if st.Registered && !k.registered {
-		k.setRegistered()
-	}
 	if st.Kind == rollout.StepComplete {
 		// Held to ground truth when decided (what the read saw); the deletion may come later,
 		// after a node registered again on the old version (it is requeued, as designed).
 		k.w.truthfulCompletion(k.svc, "agent")
 	}
-	if st.Kind != rollout.StepWait && st.Kind != rollout.StepAgain && k.w.rng.Intn(2) == 0 {
-		k.logf("%s %s decided; executes later", st.Kind, st.Version)
+	if st.Kind != rollout.StepAgain && k.w.rng.Intn(2) == 0 {
+		k.logf("%s %s decided; arms and executes later", st.Kind, st.Version)
 		k.pend = &pending{snap: snap, st: st}
 		return nil
+	}
+	return k.armAndExecute(snap, st)
+}
+
+// armAndExecute is the rest of a step: arm the watches it names (a changed znode: step again
+// at once), then execute it.
+func (k *worker) armAndExecute(snap *rollout.Snapshot, st rollout.Step) error {
+	changed, err := k.arm(st.Watch)
+	if err != nil {
+		return err
+	}
+	if changed {
+		k.w.count("stale snapshot at arming")
+		k.logf("%s: snapshot stale, again", st.Kind)
+		return nil
+	}
+	if st.Registered && !k.registered {
+		k.setRegistered()
 	}
 	return k.execute(snap, st)
 }
@@ -309,6 +316,7 @@ func (k *worker) execute(snap *rollout.Snapshot, st rollout.Step) error {
 	case rollout.StepComplete:
 		for _, e := range st.Entries {
 			if err := w.m.Delete(s, l.DeployEntry(e.Child), e.Version); err == nil {
+				w.count("deploy entry removed by an agent")
 				k.logf("complete %s: removed deploy entry %s", st.Version, e.Child)
 				w.checkCompletion(k.svc)
 			}
@@ -356,6 +364,7 @@ func (k *worker) adopt(version, planVersion string) error {
 		k.recordFailure(version, zklayout.FailureHealthCheck)
 	}
 	if prev := p.previous; version == planVersion && prev != "" && prev != version && p.current == version {
+		k.w.count("adopted process rolled back")
 		k.logf("roll back adopted %s -> %s", version, prev)
 		p.running = false
 		p.current, p.previous = prev, p.current
@@ -432,6 +441,7 @@ func (k *worker) recordFailure(version, kind string) {
 		k.logf("could not record failure %s %s: %v", kind, version, err)
 		return
 	}
+	k.w.count("failure recorded")
 	k.logf("recorded failure %s %s", kind, version)
 }
 
@@ -506,6 +516,7 @@ func countAnswers(children []string, round int32, registered map[string]string, 
 func (k *worker) rollCallTimeout() {
 	rc := k.rc
 	k.rc = nil
+	k.w.count("roll call too few")
 	k.logf("roll call round %d: too few answered", rc.round)
 	k.retry = true
 	changed, err := k.arm([]rollout.Watch{{Kind: rollout.WatchChildren, Path: k.w.l.CurrentService(k.svc.name), Seen: rc.snap.CurrentStat}})
@@ -542,12 +553,14 @@ func (k *worker) decide(rc *rollCall, answered int) error {
 	err = w.m.Multi(s, ops...)
 	if err != nil {
 		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
+			w.count("decision lost the turn")
 			k.logf("decide %s: lost the turn (%v)", st.Version, err)
 			return nil
 		}
 		return err
 	}
 	p := k.proc()
+	w.count("voluntary stop")
 	k.logf("decide %s: stop %s (online %d, answered %d, min %d, round %d)", st.Version, p.version, st.Online, answered, rc.plan.MinAvailable, rc.round)
 	w.checkStop(k, rc, st)
 	p.running = false
@@ -567,6 +580,7 @@ func (k *worker) finishUpgrade() {
 		k.checked = up.to
 		k.logf("upgraded to %s: healthy", up.to)
 	} else {
+		k.w.count("upgrade unhealthy")
 		k.logf("upgrade to %s: unhealthy; rolling back to %s", up.to, up.from)
 		p.running = false
 		k.recordFailure(up.to, zklayout.FailureHealthCheck)

@@ -10,7 +10,8 @@
 // and the deploy queue holds them in that order), each with a plan v1 -> v2, a minAvailable
 // below the machine count and a failure policy (Pause or Rollback). A tiny operator writes the
 // base znodes, the plans (staging/<svc>) and the deploy queue, unsigned, as
-// controllers/rollingdeploy_zk.go does; later it only does the operator's requeue (a service
+// controllers/rollingdeploy_zk.go does (queue entries first, then the plans; at once, or, in
+// two seeds of three, once the agents had time to register v1); later it only does the operator's requeue (a service
 // whose entry is gone while some registration is behind is queued again, a catch-up when its
 // dependencies are complete), as a rare timer. Every machine starts running v1 of every service
 // with a fresh agent, which must adopt (health-check) and register it. Each agent has one model
@@ -36,7 +37,7 @@
 // # The scheduler
 //
 // Each tick picks one enabled event uniformly from the seed: a worker step (not waiting, or a
-// watch it waits on was delivered), an answerer turn, the delivery of a session's oldest pending
+// watch it waits on was delivered), the arming and execution of a step decided earlier, an answerer turn, the delivery of a session's oldest pending
 // watch event (zkmodel's per-session order; delaying delivery is simply choosing other events),
 // a roll call recount after its watch fired, an upgrade finishing (not before its tick), a
 // machine coming back, an agent restarting, a lingering session expiring, an agent noticing its
@@ -102,8 +103,10 @@
 // # Not modeled
 //
 // Real time and timeouts (ticks only; a session expires when the scheduler says), the
-// interleaving inside a read (a Reader.Read is one event; half the steps execute their writes
-// in a later event, and the roll call and the upgrade are split into events), connection loss without expiry, artifact download
+// interleaving inside a read (a Reader.Read with its ReadMore is one event; half the steps arm
+// their watches and execute their writes in a later event, so others' writes land between a
+// read and the watches and writes it leads to; the roll call and the upgrade are split into
+// events too), connection loss without expiry, artifact download
 // (a fetch succeeds at once) and the distribution of torrents, signatures (plans and entries
 // are unsigned, read with Verify nil), releases, page-cache pinning, metrics, paused plans,
 // plan changes, label selectors (every machine is selected), the ACL guard, agent panics, and

@@ -46,6 +46,7 @@ func Run(seed int64, cfg Config) (res Result) {
 		res.Steps = w.tick
 		res.Err = w.err
 		res.Findings = w.findings
+		res.Counts = w.counts
 		if cfg.KeepTrace {
 			res.Trace = w.trace
 		} else if w.err != nil {
@@ -309,6 +310,7 @@ func (w *world) fault() bool {
 	mc := cands[w.rng.Intn(len(cands))]
 	switch kind {
 	case 0: // agent crash: the host services keep running
+		w.count("fault: agent crash")
 		w.logf("fault: agent crash %s", mc.name)
 		mc.agentUp = false
 		mc.agentAt = w.tick + 2 + w.rng.Intn(12)
@@ -327,6 +329,7 @@ func (w *world) fault() bool {
 		}
 		w.lingerSession(mc, 1+w.rng.Intn(8))
 	case 1: // machine crash
+		w.count("fault: machine crash")
 		w.logf("fault: machine crash %s", mc.name)
 		mc.up, mc.agentUp = false, false
 		mc.backAt = w.tick + 3 + w.rng.Intn(25)
@@ -341,6 +344,7 @@ func (w *world) fault() bool {
 		}
 		w.lingerSession(mc, 1+w.rng.Intn(8))
 	case 2: // session expiry alone
+		w.count("fault: session expiry")
 		w.logf("fault: session expiry %s", mc.name)
 		w.expire(mc.idx, mc.session)
 	}
@@ -404,6 +408,7 @@ func (w *world) operator() {
 		must(err)
 		name, err := w.m.Create(w.obs, w.l.DeployPrefix(s.name), data, zkmodel.PersistentSequential)
 		must(err)
+		w.count("operator requeue")
 		w.logf("operator: requeue %s (%s behind, catch-up %v)", name, strings.Join(behind, ","), catchUp)
 	}
 }

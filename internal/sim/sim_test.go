@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -32,7 +33,12 @@ type finding struct {
 }
 
 func runSeedsFindings(from, to int64, cfg Config) (failed *Result, n int, findings map[string]*finding) {
-	findings = map[string]*finding{}
+	failed, n, findings, _ = runSeedsAll(from, to, cfg)
+	return failed, n, findings
+}
+
+func runSeedsAll(from, to int64, cfg Config) (failed *Result, n int, findings map[string]*finding, counts map[string]int) {
+	findings, counts = map[string]*finding{}, map[string]int{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	next := from
@@ -56,6 +62,9 @@ func runSeedsFindings(from, to int64, cfg Config) (failed *Result, n int, findin
 				r := Run(seed, cfg)
 				mu.Lock()
 				n++
+				for k, c := range r.Counts {
+					counts[k] += c
+				}
 				for _, f := range r.Findings {
 					if findings[f] == nil {
 						findings[f] = &finding{first: seed}
@@ -71,7 +80,7 @@ func runSeedsFindings(from, to int64, cfg Config) (failed *Result, n int, findin
 		}()
 	}
 	wg.Wait()
-	return failed, n, findings
+	return failed, n, findings, counts
 }
 
 func TestSim(t *testing.T) {
@@ -87,9 +96,17 @@ func TestSim(t *testing.T) {
 		return
 	}
 	start := time.Now()
-	failed, n, findings := runSeedsFindings(1, int64(*seeds), Config{})
+	failed, n, findings, counts := runSeedsAll(1, int64(*seeds), Config{})
 	el := time.Since(start)
 	t.Logf("%d seeds in %v (%.0f seeds/s)", n, el.Round(time.Millisecond), float64(n)/el.Seconds())
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		t.Logf("  %-35s %d", k, counts[k])
+	}
 	for tag, f := range findings {
 		t.Logf("finding %s: %d seeds, first %d (-sim.seed=%d -v shows it)", tag, f.count, f.first, f.first)
 	}

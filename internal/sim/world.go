@@ -58,6 +58,8 @@ type Result struct {
 	// Findings are protocol behaviours the run met that are not invariant violations but
 	// worth knowing (see the package comment): each a short tag.
 	Findings []string
+	// Counts says how often interesting things happened (faults, stops, lost turns...).
+	Counts map[string]int
 }
 
 const (
@@ -150,6 +152,14 @@ type world struct {
 	// publishAt is when the operator writes the deploy (published: done).
 	publishAt int
 	published bool
+	counts    map[string]int
+}
+
+func (w *world) count(what string) {
+	if w.counts == nil {
+		w.counts = map[string]int{}
+	}
+	w.counts[what]++
 }
 
 // publish is the operator writing the deploy: the queue entries in dependency order, then
