@@ -80,7 +80,8 @@
 //     sit staged). Every process runs healthy, registered by its agent's live session with the
 //     version it runs. Checking the state reached rather than the path also covers the
 //     operator's requeue: a machine that fell behind after a completion is queued again.
-//  5. zkmodel.Model.Check every 8 events (every event with Config.KeepTrace).
+//  5. zkmodel.Model.Check every 32 events and at the end (every event with Config.KeepTrace,
+//     as -sim.seed runs).
 //
 // Findings are behaviours worth knowing that the invariants allow (they break no quorum);
 // TestSim logs how many seeds met each, and the lowest one to replay:

@@ -81,6 +81,9 @@ func (w *world) loop() {
 			}
 			if w.faults == 0 && w.allUp() {
 				if why := w.converged(); why == "" {
+					if err := w.m.Check(); err != nil {
+						w.fail("zkmodel.Check: %v", err)
+					}
 					w.logf("quiescent and converged")
 					return
 				}
@@ -106,7 +109,7 @@ func (w *world) loop() {
 }
 
 func (w *world) checkModel() {
-	if w.tick%8 == 0 || w.cfg.KeepTrace {
+	if w.tick%32 == 0 || w.cfg.KeepTrace {
 		if err := w.m.Check(); err != nil {
 			w.fail("zkmodel.Check: %v", err)
 		}
@@ -364,6 +367,9 @@ func (w *world) operator() {
 	seqs, _ := zklayout.SortSeq(names)
 	for _, q := range seqs {
 		queued[q.Name] = true
+	}
+	if len(queued) == len(w.svcs) {
+		return // every service is queued: nothing to requeue
 	}
 	for _, s := range w.svcs {
 		if s.opReader == nil {
