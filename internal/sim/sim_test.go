@@ -153,3 +153,22 @@ func TestMutationFound(t *testing.T) {
 		t.Logf("mutation %d caught by seed %d: %v", c.m, failed.Seed, failed.Err)
 	}
 }
+
+// TestFailureTrace checks what a failing seed hands back: the violation as the trace's last
+// line, the same with the whole trace kept (a replay), and the world it drew.
+func TestFailureTrace(t *testing.T) {
+	cfg := Config{Mutate: MutateMinAvailable}
+	failed, _ := runSeeds(1, 500, cfg)
+	if failed == nil {
+		t.Fatal("no failing seed")
+	}
+	last := failed.Trace[len(failed.Trace)-1]
+	if !strings.Contains(last, "VIOLATION") || failed.Summary == "" {
+		t.Fatalf("seed %d: trace ends with %q, summary %q", failed.Seed, last, failed.Summary)
+	}
+	cfg.KeepTrace = true
+	full := Run(failed.Seed, cfg)
+	if fmt.Sprint(full.Err) != fmt.Sprint(failed.Err) || full.Trace[len(full.Trace)-1] != last || len(full.Trace) < len(failed.Trace) {
+		t.Fatalf("seed %d: replay differs: %v vs %v", failed.Seed, full.Err, failed.Err)
+	}
+}
