@@ -344,8 +344,8 @@ func (k *worker) start(st rollout.Step) error {
 	k.checked = v
 	k.logf("start %s %v: healthy", v, st.Fields)
 	if v == k.svc.plan.Version {
-		if d := k.w.aheadIncomplete(k.svc); d != "" {
-			k.w.find("start-ahead-of-order", "%s starts %s on %s while %s, ahead of it, has not completed", k.mc.name, k.svc.name, v, d)
+		if d := k.w.depIncomplete(k.svc); d != "" {
+			k.w.find("start-ahead-of-order", "%s starts %s on %s while %s, which it depends on, has not completed", k.mc.name, k.svc.name, v, d)
 		}
 	}
 	return nil

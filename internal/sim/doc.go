@@ -63,13 +63,13 @@
 //     current/<svc>) number at least minAvailable. A machine that went down after the
 //     decider's roll call round began still counts: the design accepts a failure concurrent
 //     with the decision (docs/design.md, the quorum argument).
-//  2. Order: a machine stops service S only after every service ahead of S in the deploy queue
-//     completed: an agent removed its last entry, or the operator judged it complete
-//     (rollout.Done) when it queued a catch-up of a service behind it. Either judgement is held
-//     to ground truth when it is made: no registered machine runs another version, none is
-//     mid-upgrade in a live session, at least max(1, minAvailable) registered machines serve
-//     the plan's version (a crashed machine's lingering registration counts, as it does for
-//     the protocol).
+//  2. Order: a machine stops service S only after the service S depends on (its plan's
+//     dependsOn; the chain a -> b -> c is also the deploy queue's order) completed: an agent
+//     removed its last entry, or the operator judged it complete (rollout.Done) when it queued
+//     a catch-up of a service depending on it. Either judgement is held to ground truth when
+//     it is made: no registered machine runs another version, none is mid-upgrade in a live
+//     session, at least max(1, minAvailable) registered machines serve the plan's version (a
+//     crashed machine's lingering registration counts, as it does for the protocol).
 //  3. Failures: no stop for the plan's version once a HealthCheck failure of it is recorded.
 //  4. Convergence: once the budget is spent and every machine and agent is back, the run
 //     reaches quiescence (nothing but timers can happen) within MaxSteps events, where, per
@@ -94,7 +94,7 @@
 //   - complete-ahead-of-order: completion (rollout.Next's completion step) does not look at the
 //     deploy queue's head: once every registered node of a service runs the plan's version (as
 //     after such a start, when that node is the only one registered yet), an agent removes the
-//     service's entry although services ahead of it never completed.
+//     service's entry although the service it depends on never completed.
 //   - requeued-behind-halted: after such an early completion, the nodes of that service that
 //     registered later on v1 are requeued by the operator with a plain entry (a dependency was
 //     incomplete then); when a service queued between them halts, the entry waits behind it for

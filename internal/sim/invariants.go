@@ -36,11 +36,9 @@ func (w *world) checkStop(k *worker, rc *rollCall, st rollout.Step) {
 		w.fail("invariant 1 (quorum): %s stops %s for %s with %d other machines serving, minAvailable %d (not serving: %v)",
 			k.mc.name, s.name, st.Version, serving, s.min, down)
 	}
-	// (2) Dependency order: every service ahead in the deploy queue completed first.
-	for _, d := range w.svcs[:s.idx] {
-		if !d.completed {
-			w.fail("invariant 2 (order): %s stops %s before %s's rollout completed", k.mc.name, s.name, d.name)
-		}
+	// (2) Dependency order: every service s depends on completed first.
+	if d := w.depIncomplete(s); d != "" {
+		w.fail("invariant 2 (order): %s stops %s before %s's rollout completed", k.mc.name, s.name, d)
 	}
 	// (3) No stop for a plan version after a health failure of it was recorded.
 	if st.Version == s.plan.Version && w.healthFailure(s) {
@@ -67,8 +65,8 @@ func (w *world) healthFailure(s *service) bool {
 // checkCompletion notes an agent's removal of a deploy entry of s: s completed once its last
 // entry is gone (its truth was checked when the agent decided it, truthfulCompletion).
 func (w *world) checkCompletion(s *service) {
-	if d := w.aheadIncomplete(s); d != "" {
-		w.find("complete-ahead-of-order", "%s's deploy entry removed while %s, ahead of it, has not completed", s.name, d)
+	if d := w.depIncomplete(s); d != "" {
+		w.find("complete-ahead-of-order", "%s's deploy entry removed while %s, which it depends on, has not completed", s.name, d)
 	}
 	if w.entries(s.name) == 0 && !s.completed {
 		s.completed = true
@@ -151,8 +149,8 @@ func (w *world) converged() string {
 			if head == s.name || !halted[head] {
 				return fmt.Sprintf("%s: %d deploy entries left, the queue's head %q is not halted", s.name, entries, head)
 			}
-			if w.aheadIncomplete(s) == "" {
-				w.find("requeued-behind-halted", "%s waits for good behind %s, which it does not depend on (every service it depends on completed)", s.name, head)
+			if w.depIncomplete(s) == "" {
+				w.find("requeued-behind-halted", "%s waits for good behind %s, which it does not depend on (the service it depends on completed)", s.name, head)
 			}
 		}
 		for _, mc := range w.machines {

@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/rollkeeper/rollkeeper/internal/rollout"
@@ -402,8 +403,8 @@ func (w *world) operator() {
 		if catchUp {
 			// The catch-up's premise: what s depends on is complete. Held to ground truth, it
 			// counts as completed for invariant 2.
-			for _, d := range w.svcs[:s.idx] {
-				if !d.completed {
+			for _, d := range w.svcs {
+				if slices.Contains(s.plan.DependsOn, d.name) && !d.completed {
 					w.truthfulCompletion(d, "operator")
 					d.completed = true
 					w.logf("service %s completed (the operator's judgement, queueing a catch-up of %s)", d.name, s.name)

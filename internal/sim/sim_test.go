@@ -14,6 +14,7 @@ import (
 var (
 	seeds   = flag.Int("sim.seeds", 10000, "how many seeds TestSim runs (1..N)")
 	oneSeed = flag.Int64("sim.seed", 0, "run only this seed (with -v: print its whole trace)")
+	faults  = flag.Int("sim.faults", 0, "fault budget of every seed (0: drawn from the seed, 0-4; pass the same to replay)")
 )
 
 // skip lists seeds known to fail, each with the reason (none).
@@ -85,7 +86,7 @@ func runSeedsAll(from, to int64, cfg Config) (failed *Result, n int, findings ma
 
 func TestSim(t *testing.T) {
 	if *oneSeed != 0 {
-		r := Run(*oneSeed, Config{KeepTrace: true})
+		r := Run(*oneSeed, Config{KeepTrace: true, Faults: *faults})
 		if testing.Verbose() || r.Err != nil {
 			t.Log("\n" + strings.Join(r.Trace, "\n"))
 		}
@@ -96,7 +97,7 @@ func TestSim(t *testing.T) {
 		return
 	}
 	start := time.Now()
-	failed, n, findings, counts := runSeedsAll(1, int64(*seeds), Config{})
+	failed, n, findings, counts := runSeedsAll(1, int64(*seeds), Config{Faults: *faults})
 	el := time.Since(start)
 	t.Logf("%d seeds in %v (%.0f seeds/s)", n, el.Round(time.Millisecond), float64(n)/el.Seconds())
 	keys := make([]string, 0, len(counts))
@@ -111,8 +112,8 @@ func TestSim(t *testing.T) {
 		t.Logf("finding %s: %d seeds, first %d (-sim.seed=%d -v shows it)", tag, f.count, f.first, f.first)
 	}
 	if failed != nil {
-		t.Fatalf("seed %d failed: %v\nworld: %s\ntrace (tail):\n%s\nreplay: go test -count=1 -v -run 'TestSim$' ./internal/sim -sim.seed=%d",
-			failed.Seed, failed.Err, failed.Summary, strings.Join(failed.Trace, "\n"), failed.Seed)
+		t.Fatalf("seed %d failed: %v\nworld: %s\ntrace (tail):\n%s\nreplay: go test -count=1 -v -run 'TestSim$' ./internal/sim -sim.seed=%d -sim.faults=%d",
+			failed.Seed, failed.Err, failed.Summary, strings.Join(failed.Trace, "\n"), failed.Seed, *faults)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"slices"
 	"strings"
 	"time"
 
@@ -192,10 +193,10 @@ func (w *world) find(tag, format string, args ...any) {
 	w.logf("FINDING %s: "+format, append([]any{tag}, args...)...)
 }
 
-// aheadIncomplete names a service ahead of s in the deploy queue that has not completed.
-func (w *world) aheadIncomplete(s *service) string {
-	for _, d := range w.svcs[:s.idx] {
-		if !d.completed {
+// depIncomplete names a service s depends on (its plan's dependsOn) that has not completed.
+func (w *world) depIncomplete(s *service) string {
+	for _, d := range w.svcs {
+		if slices.Contains(s.plan.DependsOn, d.name) && !d.completed {
 			return d.name
 		}
 	}
