@@ -83,19 +83,36 @@ func (w *world) truthfulCompletion(s *service, who string) {
 	ok := 0
 	for _, mc := range w.machines {
 		p := mc.procs[s.idx]
-		reg, _ := w.registered(s, mc)
-		if reg && p.running && p.version != s.plan.Version {
-			w.fail("completion of %s (by the %s) while %s runs %s and is registered", s.name, who, mc.name, p.version)
-		}
 		if mc.agentUp && mc.workers[s.idx].up != nil && w.m.Alive(mc.session) {
 			w.fail("completion of %s (by the %s) while %s is mid-upgrade", s.name, who, mc.name)
 		}
-		// A crashed machine's registration outlives it until its session expires: counted,
-		// as the protocol counts it (the session-timeout window; only a stop needs the roll
-		// call to close it).
-		if reg && ((p.running && p.healthy && p.version == s.plan.Version) || !mc.up) {
-			ok++
+		reg, owner := w.registered(s, mc)
+		if !reg {
+			continue
 		}
+		if mc.up && owner == mc.session {
+			// The machine's live agent's registration: its process is the truth.
+			if p.running && p.version != s.plan.Version {
+				w.fail("completion of %s (by the %s) while %s runs %s and is registered", s.name, who, mc.name, p.version)
+			}
+			if p.running && p.healthy && p.version == s.plan.Version {
+				ok++
+			}
+			continue
+		}
+		// A registration left by a crashed agent or machine outlives it until its session
+		// expires (the session-timeout window; only a stop needs the roll call to close it):
+		// it counts as the protocol counts it, by what it says, unless the process it stands
+		// for still runs another version (an agent crash leaves the process running).
+		data, _, err := w.m.Get(w.obs, w.l.CurrentNode(s.name, mc.name))
+		var c zklayout.Current
+		if err != nil || zklayout.Decode(data, &c) != nil {
+			continue
+		}
+		if c.Version != s.plan.Version || (p.running && p.version != s.plan.Version) {
+			w.fail("completion of %s (by the %s) while %s's lingering registration says %s (process %s, running %v)", s.name, who, mc.name, c.Version, p.version, p.running)
+		}
+		ok++
 	}
 	if need := max(1, s.min); ok < need {
 		w.fail("completion of %s (by the %s) with %d machines serving %s, need %d", s.name, who, ok, s.plan.Version, need)
