@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -448,5 +447,3 @@ func (w *world) describe() string {
 	}
 	return b.String()
 }
-
-var errNotConverged = errors.New("not converged")

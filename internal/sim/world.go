@@ -321,7 +321,7 @@ func (w *world) startAgent(mc *machine) {
 	w.logf("%s: agent starts, session %d", mc.name, mc.session)
 }
 
-// endSession makes the machine's agent lose its session: it lingers until expireAt (a crashed
+// lingerSession makes the machine's agent lose its session: it lingers until expireAt (a crashed
 // agent's or machine's session outlives it by up to the session timeout), or expires now.
 func (w *world) lingerSession(mc *machine, delay int) {
 	if delay <= 0 {
