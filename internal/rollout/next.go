@@ -234,18 +234,27 @@ func (d *decision) next() Step {
 			}
 		}
 		sort.Strings(peers)
-		pref := target
-		if halted && l.Current != "" {
-			// The target failed its health check: with nobody to follow (or a tie), start what
-			// was installed here, not the version that just failed.
-			pref = l.Current
-		}
-		v, ok := MostPopular(peers, pref)
-		if !ok {
-			if v = l.Current; v == "" {
-				currentWatch := Watch{Kind: WatchChildren, Path: lay.CurrentService(svc), Seen: s.CurrentStat}
-				return wait("nothing to start: no plan, no online peer, no installed version", []Watch{planWatch, currentWatch})
+		var v string
+		switch {
+		case len(peers) > 0:
+			pref := target
+			if halted && l.Current != "" {
+				// The target failed its health check: on a tie, start what was installed
+				// here, not the version that just failed.
+				pref = l.Current
 			}
+			v, _ = MostPopular(peers, pref)
+		case l.Current != "":
+			// Nobody to follow: what was installed here. Starting the target instead would
+			// run it ahead of the deploy queue's order (its dependencies may not be done, or
+			// it may be the version that failed); the rollout upgrades this node in turn.
+			v = l.Current
+		case target != "":
+			// Nothing installed: the plan's version is the only one to start.
+			v = target
+		default:
+			currentWatch := Watch{Kind: WatchChildren, Path: lay.CurrentService(svc), Seen: s.CurrentStat}
+			return wait("nothing to start: no plan, no online peer, no installed version", []Watch{planWatch, currentWatch})
 		}
 		// The plan's watch abandons a fetch for the start when the plan changes.
 		return Step{Kind: StepStart, Version: v, PlanVersion: planVersion, Fields: []any{"peers", len(peers)}, Watch: []Watch{planWatch}}

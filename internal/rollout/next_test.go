@@ -191,21 +191,25 @@ func TestNextPathsAndSelection(t *testing.T) {
 func TestNextStart(t *testing.T) {
 	start := func(v, plan string) Step { return Step{Kind: StepStart, Version: v, PlanVersion: plan} }
 	runNext(t, []nextCase{
-		{name: "no online peer: the plan's version", mod: func(s *Snapshot, l *Local) {
+		{name: "no online peer: the installed version (the rollout upgrades it in turn)", mod: func(s *Snapshot, l *Local) {
 			down(l)
 			s.Current = s.Current[:1] // its own registration (left by its previous session) is no peer
-		}, want: start("v2", "v2"), watch: []string{planW}},
+		}, want: start("v1", "v2"), watch: []string{planW}},
 		{name: "no online peer, halted: the installed version, not the one that failed", mod: func(s *Snapshot, l *Local) {
 			down(l)
 			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
 			s.Current = s.Current[:1]
 		}, want: start("v1", "v2"), watch: []string{planW}},
-		{name: "no online peer, halted, nothing installed: the plan's version", mod: func(s *Snapshot, l *Local) {
+		{name: "no online peer, nothing installed: the plan's version", mod: func(s *Snapshot, l *Local) {
 			down(l)
 			l.Current = ""
-			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
 			s.Current = s.Current[:1]
 		}, want: start("v2", "v2"), watch: []string{planW}},
+		{name: "halted tie: the installed version wins", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
+			s.Current = []Registration{rg("n2", "v1", sess2), rg("n3", "v2", sess3)}
+		}, want: start("v1", "v2"), watch: []string{planW}},
 		{name: "most popular among online peers", mod: func(s *Snapshot, l *Local) {
 			down(l)
 			s.Current = []Registration{rg("n1", "v9", sess1), rg("n2", "v1", sess2), rg("n3", "v1", sess3), rg("n4", "v2", 0x104)}
