@@ -92,8 +92,9 @@ type trafficHarness struct {
 	mu     sync.Mutex
 	files  map[string][]byte
 	av     *availability
-	// minAvailable goes into the plans.
+	// minAvailable goes into the plans; startup is how long each start takes (0: 100 ms).
 	minAvailable int
+	startup      time.Duration
 	agents       []*testAgent
 }
 
@@ -189,7 +190,11 @@ func (h *trafficHarness) startAgent(name string) {
 	zk := h.dial()
 	st, err := store.New(filepath.Join(h.b.TempDir(), name), fetch.NewHTTP())
 	h.must(err)
-	be := countingBackend{Memory: backend.NewMemory(), av: h.av, startup: 100 * time.Millisecond}
+	startup := h.startup
+	if startup == 0 {
+		startup = 100 * time.Millisecond
+	}
+	be := countingBackend{Memory: backend.NewMemory(), av: h.av, startup: startup}
 	m := nodeagent.NewMetrics()
 	a, err := nodeagent.New(nodeagent.Config{Node: name, Address: "127.0.0.1", Layout: h.layout, ZK: zk,
 		Backend: be, Store: st, Logger: logr.Discard(), PinHold: time.Minute, RetryInterval: 50 * time.Millisecond,

@@ -1,0 +1,97 @@
+package nodeagent_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	scaleNodes   = flag.String("scale.nodes", "100", "BenchmarkScale: fleet sizes, comma-separated")
+	scaleRestart = flag.Duration("scale.restart", time.Second, "BenchmarkScale: how long each restart of the host service takes")
+	scaleQuorum  = flag.Float64("scale.quorum", 0.9, "BenchmarkScale: minAvailable as a fraction of the fleet")
+)
+
+// BenchmarkScale rolls one service v1 -> v2 on N in-process agents (memory backend, each start
+// taking -scale.restart) against one real ZooKeeper, and prints what issue 12 measures: the
+// rollout's wall time against the bound N·T/P the quorum allows (T the restart time, P the
+// nodes allowed down at once), the most nodes down at once by ground truth (the backends, not
+// ZooKeeper) against P, ZooKeeper requests and watch events per node, and heap per agent.
+// A benchmark, not a test: it prints figures and fails only if the rollout breaks the quorum
+// or does not finish.
+func BenchmarkScale(b *testing.B) {
+	for _, f := range strings.Split(*scaleNodes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 2 {
+			b.Fatalf("-scale.nodes: %q is not a fleet size of at least 2", f)
+		}
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				scaleRollout(b, n)
+			}
+		})
+	}
+}
+
+func scaleRollout(b *testing.B, n int) {
+	minAvailable := int(float64(n) * *scaleQuorum)
+	allowed := n - minAvailable
+	if allowed < 1 {
+		b.Fatalf("quorum %.2f of %d nodes lets no node go down", *scaleQuorum, n)
+	}
+	// Generous deadlines: the figures, not a timeout, say how slow it is.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+	defer cancel()
+	b.StopTimer()
+	h := newTrafficHarness(b, ctx, minAvailable)
+	h.startup = *scaleRestart
+	defer h.stop()
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	h.publish("a", "v1", "")
+	startAt := time.Now()
+	for i := 1; i <= n; i++ {
+		h.startAgent(fmt.Sprintf("node-%05d", i))
+	}
+	h.waitFor("all nodes online on v1", time.Hour, func() bool {
+		return allOn(h.versions("a"), n, "v1") && len(h.deployQueue()) == 0
+	})
+	startup := time.Since(startAt)
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+
+	h.av.arm()
+	t0 := h.traffic()
+	b.StartTimer()
+	began := time.Now()
+	h.publish("a", "v2", "v1")
+	h.waitFor("all nodes online on v2", 2*time.Hour, func() bool { return allOn(h.versions("a"), n, "v2") })
+	wall := time.Since(began)
+	b.StopTimer()
+	tr := h.traffic().Sub(t0)
+
+	down := n - h.av.min("a")
+	if h.av.min("a") < minAvailable {
+		b.Errorf("quorum broken: %d running at the lowest, minAvailable %d", h.av.min("a"), minAvailable)
+	}
+	bound := time.Duration(float64(*scaleRestart) * float64(n) / float64(allowed))
+	per := func(v int64) float64 { return float64(v) / float64(n) }
+	heap := float64(int64(after.HeapInuse)-int64(before.HeapInuse)) / float64(n) / 1024
+	b.ReportMetric(wall.Seconds(), "s/rollout")
+	b.ReportMetric(float64(down), "down-at-once")
+	b.ReportMetric(per(tr.Reads+tr.Writes), "zk-requests/node")
+	b.Logf("N=%d quorum %d (P=%d may be down), restart %v: rollout %v, bound N·T/P %v (%.1f×); "+
+		"down at once %d of %d allowed; per node: %.1f ZooKeeper requests (%.1f reads, %.1f writes, %.1f watches set), "+
+		"%.1f watch events; agents up in %v; heap %.0f KiB per agent",
+		n, minAvailable, allowed, *scaleRestart, wall.Round(time.Millisecond), bound, wall.Seconds()/bound.Seconds(),
+		down, allowed, per(tr.Reads+tr.Writes), per(tr.Reads), per(tr.Writes), per(tr.Watches), per(tr.WatchesFired),
+		startup.Round(time.Millisecond), heap)
+}
