@@ -163,20 +163,24 @@ func TestReturningNodeStartsMostPopular(t *testing.T) {
 	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") && len(e.deployQueue()) == 0 })
 	// Publish v2 but keep it from rolling: the plan is paused.
 	e.publish("a", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
-	data, st, err := e.zk.Get(e.ctx, e.layout.StagingService("a"))
-	must(t, err)
-	var p zklayout.Plan
-	must(t, zklayout.Decode(data, &p))
-	p.Paused = true
-	b, _ := zklayout.Encode(&p)
-	_, err = e.zk.Set(e.ctx, e.layout.StagingService("a"), b, st.Version)
-	must(t, err)
+	e.pausePlan("a")
 	// A fresh machine (empty backend) starts v1, the most popular, not the plan's v2.
 	e.startAgent("node-new")
 	e.waitFor("new node online", time.Minute, func() bool { return len(e.versions("a")) == nodes+1 })
 	if v := e.versions("a")["node-new"]; v != "v1" && count(e.versions("a"), "v2") == 0 {
 		t.Fatalf("returning node started %s, want the most popular v1", v)
 	}
+}
+
+// pausePlan rewrites svc's plan paused (as the operator does for spec.paused).
+func (e *env) pausePlan(svc string) {
+	data, st, err := e.zk.Get(e.ctx, e.layout.StagingService(svc))
+	must(e.t, err)
+	var p zklayout.Plan
+	must(e.t, zklayout.Decode(data, &p))
+	p.Paused = true
+	_, err = e.zk.Set(e.ctx, e.layout.StagingService(svc), e.encode(e.layout.StagingService(svc), &p), st.Version)
+	must(e.t, err)
 }
 
 // gatedFetcher fails until opened: a node that cannot get the artifact yet.
