@@ -411,9 +411,13 @@ func (w *world) operator() {
 			}
 		}
 		data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: "sim", Service: s.name, Version: v2, Generation: 1, CatchUp: catchUp})
-		must(err)
-		name, err := w.m.Create(w.obs, w.l.DeployPrefix(s.name), data, zkmodel.PersistentSequential)
-		must(err)
+		var name string
+		if err == nil {
+			name, err = w.m.Create(w.obs, w.l.DeployPrefix(s.name), data, zkmodel.PersistentSequential)
+		}
+		if !w.ok(err, "requeue "+s.name) {
+			return
+		}
 		w.count("operator requeue")
 		w.logf("operator: requeue %s (%s behind, catch-up %v)", name, strings.Join(behind, ","), catchUp)
 	}

@@ -168,15 +168,21 @@ func (w *world) count(what string) {
 func (w *world) publish() {
 	for _, s := range w.svcs {
 		data, err := zklayout.Encode(&zklayout.DeployEntry{Deploy: "sim", Service: s.name, Version: v2, Generation: 1})
-		must(err)
-		_, err = w.m.Create(w.obs, w.l.DeployPrefix(s.name), data, zkmodel.PersistentSequential)
-		must(err)
+		if err == nil {
+			_, err = w.m.Create(w.obs, w.l.DeployPrefix(s.name), data, zkmodel.PersistentSequential)
+		}
+		if !w.ok(err, "queue "+s.name) {
+			return
+		}
 	}
 	for _, s := range w.svcs {
 		data, err := zklayout.Encode(&s.plan)
-		must(err)
-		_, err = w.m.Create(w.obs, w.l.StagingService(s.name), data, zkmodel.Persistent)
-		must(err)
+		if err == nil {
+			_, err = w.m.Create(w.obs, w.l.StagingService(s.name), data, zkmodel.Persistent)
+		}
+		if !w.ok(err, "plan "+s.name) {
+			return
+		}
 	}
 	w.published = true
 	w.logf("operator: deploy published (queue entries, then plans)")
@@ -230,10 +236,14 @@ func (w *world) ensurePath(s zkmodel.SessionID, p string) error {
 	return nil
 }
 
-func must(err error) {
+// ok records an operator write the model refused as the run's failure (the simulated world
+// is broken: a bug of the simulation, reported with its seed like a violation).
+func (w *world) ok(err error, what string) bool {
 	if err != nil {
-		panic(err)
+		w.fail("operator: %s: %v", what, err)
+		return false
 	}
+	return true
 }
 
 func newWorld(seed int64, cfg Config) *world {
@@ -253,7 +263,7 @@ func newWorld(seed int64, cfg Config) *world {
 	ns := 1 + w.rng.Intn(3) // 1..3 services
 	// The operator: bases, plans, deploy queue in dependency order.
 	for _, b := range []string{w.l.Current(), w.l.Staging(), w.l.Deploy(), w.l.Releases(), w.l.Failures(), w.l.RollCalls()} {
-		must(w.ensurePath(w.obs, b))
+		w.ok(w.ensurePath(w.obs, b), "ensure "+b)
 	}
 	var desc []string
 	for i := 0; i < ns; i++ {
