@@ -10,6 +10,8 @@
 FROM golang:1.26 AS builder
 WORKDIR /src
 COPY go.mod go.sum ./
+# go.mod replaces one module with a patched copy kept here (see its PATCHES.md).
+COPY third_party/ third_party/
 RUN go mod download
 COPY . .
 ARG TARGETOS=linux

@@ -178,3 +178,9 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 	zombiezen.com/go/sqlite v0.13.1 // indirect
 )
+
+// anacrolix/torrent v1.61.0 with the two message-writer fixes of v1.62.0 (upstream #1078 and
+// #1071, issue #1070): a lost wakeup wedged an uploading connection for up to a minute. v1.62.0
+// itself needs github.com/anacrolix/go-utp, which the module proxy does not serve here. Drop this
+// replace once a release with the fixes can be taken. See third_party/forked/anacrolix-torrent/PATCHES.md.
+replace github.com/anacrolix/torrent v1.61.0 => ./third_party/forked/anacrolix-torrent

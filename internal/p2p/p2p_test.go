@@ -155,6 +155,21 @@ func waitSettled(t testing.TB, tor *Torrent, d time.Duration) {
 
 const MiB = 1 << 20
 
+// statusOnFailure logs each client's status (its connections, their request and choke
+// states) if the test fails: a stalled swarm explains itself.
+func statusOnFailure(t *testing.T, clients map[string]*Client) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for name, c := range clients {
+			var b strings.Builder
+			c.cl.WriteStatus(&b)
+			t.Logf("status of %s:\n%s", name, b.String())
+		}
+	})
+}
+
 func TestSwarm(t *testing.T) {
 	start := time.Now()
 	const size = 8 * MiB
@@ -305,6 +320,7 @@ func TestCorruptPeer(t *testing.T) {
 	}
 
 	dl := newTestClient(t, "downloader", "127.0.0.1", nil)
+	statusOnFailure(t, map[string]*Client{"downloader": dl, "good": good, "bad": bad})
 	tor := download(t, dl, mi, t.TempDir(), bad, good)
 	wait(t, tor, 40*time.Second)
 	if got := fileSHA256(t, tor.Path()); got != sum {
