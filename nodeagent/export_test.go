@@ -21,5 +21,7 @@ func OnlineCounter(a *Agent, svc string) func(context.Context, *zklayout.Plan) (
 	}
 }
 
-// CountAnswers is countAnswers (for tests).
-var CountAnswers = countAnswers
+// CountAnswers counts answers (for tests).
+func CountAnswers(children []string, round int32, registered map[string]string, self string) int {
+	return len(answers(children, round, registered, self))
+}

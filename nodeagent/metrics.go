@@ -31,6 +31,7 @@ const (
 	MetricStepPanics      = "rollkeeper_agent_step_panics_total"
 	MetricRollCalls       = "rollkeeper_agent_roll_calls_total"
 	MetricRollCallAnswers = "rollkeeper_agent_roll_call_answers_total"
+	MetricAdmitted        = "rollkeeper_agent_admitted_total"
 
 	LabelService = "service"
 	LabelVersion = "version"
@@ -65,6 +66,7 @@ type Metrics struct {
 	stepPanics     *prometheus.CounterVec
 	rollCalls      *prometheus.CounterVec
 	rollAnswers    *prometheus.CounterVec
+	admitted       *prometheus.CounterVec
 	zk             *zkmetrics.Collector
 	p2p            *swarmCollector
 
@@ -103,11 +105,13 @@ func NewMetrics() *Metrics {
 			[]string{LabelService, LabelResult}),
 		rollAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRollCallAnswers,
 			Help: "Roll call rounds this node answered (its service running): one per decision another node took."}, svc),
+		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricAdmitted,
+			Help: "Other nodes this node's decisions took down with it (a batch: the nodes queued behind it that the quorum allowed)."}, svc),
 		zk:       zkmetrics.New(zkmetrics.Names{SessionState: MetricZKSessionState, Reconnects: MetricZKReconnects, Expirations: MetricZKExpirations}, "agent"),
 		p2p:      &swarmCollector{},
 		versions: map[string]string{},
 	}
-	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.stepPanics, m.rollCalls, m.rollAnswers, m.zk, m.p2p)
+	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.stepPanics, m.rollCalls, m.rollAnswers, m.admitted, m.zk, m.p2p)
 	return m
 }
 
@@ -249,6 +253,12 @@ func (m *Metrics) stepPanicked(svc string) {
 func (m *Metrics) rollCalled(svc, result string) {
 	if m != nil {
 		m.rollCalls.WithLabelValues(svc, result).Inc()
+	}
+}
+
+func (m *Metrics) admittedOthers(svc string, n int) {
+	if m != nil && n > 0 {
+		m.admitted.WithLabelValues(svc).Add(float64(n))
 	}
 }
 

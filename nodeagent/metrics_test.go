@@ -164,7 +164,7 @@ func TestAgentMetricsDocumented(t *testing.T) {
 		nodeagent.MetricHealthFailures, nodeagent.MetricUpgrades, nodeagent.MetricFetches, nodeagent.MetricFetchDuration,
 		nodeagent.MetricZKSessionState, nodeagent.MetricZKReconnects, nodeagent.MetricZKExpirations,
 		nodeagent.MetricP2PDownloaded, nodeagent.MetricP2PUploaded, nodeagent.MetricP2PPeers, nodeagent.MetricStepPanics,
-		nodeagent.MetricRollCalls, nodeagent.MetricRollCallAnswers} {
+		nodeagent.MetricRollCalls, nodeagent.MetricRollCallAnswers, nodeagent.MetricAdmitted} {
 		if !strings.Contains(string(doc), "`"+name+"`") {
 			t.Errorf("docs/metrics.md does not list %s", name)
 		}

@@ -29,7 +29,14 @@ import (
 // only while its own registration stands (see answerer), so a node registered after that read
 // is left out (conservative), and one that deregistered after answering could do so only by
 // failing, which is the window the roll call accepts (a failure concurrent with the decision).
-func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan, current []rollout.Registration) (ok bool, answered, online int, round int32, err error) {
+//
+// batch is the decision's batch (this node first): the roll call waits until every node of it
+// may go (rollout.Admissible), and when the wait passes first, admit is the prefix that may.
+// Empty: not even this node may stop.
+func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan, current []rollout.Registration, batch []rollout.Admitted) (admit []rollout.Admitted, answered, online int, round int32, err error) {
+	if len(batch) == 0 || batch[0].Node != w.a.cfg.Node {
+		return nil, 0, 0, 0, fmt.Errorf("roll call of %s: the batch must start with this node", w.svc)
+	}
 	p := w.l.RollCall(w.svc)
 	st, err := w.zk.Set(ctx, p, []byte(w.a.cfg.Node), -1)
 	if errors.Is(err, zkclient.ErrNoNode) {
@@ -38,7 +45,7 @@ func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan, current []ro
 		}
 	}
 	if err != nil {
-		return false, 0, 0, 0, fmt.Errorf("start roll call of %s: %w", w.svc, err)
+		return nil, 0, 0, 0, fmt.Errorf("start roll call of %s: %w", w.svc, err)
 	}
 	round = st.Version
 	timer := time.NewTimer(w.a.cfg.RollCallWait)
@@ -49,28 +56,29 @@ func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan, current []ro
 		// Watch first, then count: an answer arriving in between fires the watch.
 		children, _, watch, err := w.zk.ChildrenW(ctx, p)
 		if err != nil {
-			return false, 0, 0, round, fmt.Errorf("roll call %d of %s: %w", round, w.svc, err)
+			return nil, 0, 0, round, fmt.Errorf("roll call %d of %s: %w", round, w.svc, err)
 		}
-		answered = countAnswers(children, round, regs, w.a.cfg.Node)
-		// MayStop counts the caller among the online nodes.
-		if rollout.MayStop(answered+1, plan.MinAvailable) {
-			return true, answered, online, round, nil
+		ans := answers(children, round, regs, w.a.cfg.Node)
+		answered = len(ans)
+		k := rollout.Admissible(batch, ans, plan.MinAvailable)
+		if k == len(batch) {
+			return batch, answered, online, round, nil
 		}
 		select {
 		case <-watch.C():
 			watch.Fired()
 		case <-timer.C:
-			return false, answered, online, round, nil
+			return batch[:k], answered, online, round, nil
 		case <-ctx.Done():
-			return false, answered, online, round, ctx.Err()
+			return nil, answered, online, round, ctx.Err()
 		}
 	}
 }
 
-// countAnswers counts the distinct registered nodes, other than self, that answered round or
-// a later one (a later round started after this one, so its answer is at least as fresh).
+// answers returns the distinct registered nodes, other than self, that answered round or a
+// later one (a later round started after this one, so its answer is at least as fresh).
 // Children that are not answers are ignored: they prove nothing.
-func countAnswers(children []string, round int32, registered map[string]string, self string) int {
+func answers(children []string, round int32, registered map[string]string, self string) map[string]bool {
 	seen := map[string]bool{}
 	for _, c := range children {
 		r, node, err := zklayout.ParseRollCallAnswer(c)
@@ -81,7 +89,7 @@ func countAnswers(children []string, round int32, registered map[string]string, 
 			seen[node] = true
 		}
 	}
-	return len(seen)
+	return seen
 }
 
 // answerer answers the service's roll calls for this node while one ZooKeeper session lasts.

@@ -162,3 +162,37 @@ func (e *env) realNodesAndStaleRegistrations(real int, stale ...string) {
 		must(t, err)
 	}
 }
+
+// TestBatchAdmission: ten nodes, quorum five, every node staged before the rollout may start.
+// The first waiter's decision takes down as many as the quorum allows (itself and the four
+// queued right behind it, in one transaction); the admitted nodes upgrade on their own; the
+// quorum holds throughout by ground truth.
+func TestBatchAdmission(t *testing.T) {
+	const nodes, minAvailable = 10, 5
+	e := newEnv(t)
+	e.publish("a", "v1", "", minAvailable, zklayout.FailurePolicyPause, nil)
+	e.startAgents(nodes)
+	e.waitFor("all on v1", time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v1") && len(e.deployQueue()) == 0 })
+
+	e.av.arm()
+	e.paused = true
+	e.publish("a", "v2", "v1", minAvailable, zklayout.FailurePolicyPause, nil)
+	e.waitFor("every node staged", time.Minute, func() bool {
+		names, _, err := e.zk.Children(e.ctx, e.layout.StagingService("a"))
+		return err == nil && len(names) == nodes
+	})
+	e.paused = false
+	e.publish("a", "v2", "v1", minAvailable, zklayout.FailurePolicyPause, nil)
+	e.waitFor("all on v2", 2*time.Minute, func() bool { return allOn(e.versions("a"), nodes, "v2") && len(e.deployQueue()) == 0 })
+
+	if got := e.av.min("a"); got < minAvailable {
+		t.Fatalf("quorum violated: only %d nodes ran the service at one point (minAvailable %d)", got, minAvailable)
+	}
+	admitted := e.counter(nodeagent.MetricAdmitted)
+	rounds := e.counterWith(nodeagent.MetricRollCalls, nodeagent.ResultSuccess)
+	t.Logf("%d decisions, %d nodes admitted by another's decision, lowest running %d", rounds, admitted, e.av.min("a"))
+	// The first decision found all ten staged and registered: it admitted nodes-1-minAvailable.
+	if admitted < nodes-1-minAvailable {
+		t.Fatalf("%d nodes admitted by another node's decision, want at least %d (the first decision's batch)", admitted, nodes-1-minAvailable)
+	}
+}

@@ -517,19 +517,26 @@ func (w *worker) registration(version string) ([]byte, error) {
 // Two deciders never both pass on a stale view: a node decides only as first waiter, which it
 // becomes only after seeing its predecessor's upgrading mark, written in the same transaction
 // as the predecessor's removal from current/, so its count of online nodes includes that removal.
-func (w *worker) decide(ctx context.Context, st rollout.Step, round int32) error {
-	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: st.Version, State: zklayout.StagedUpgrading,
-		Since: time.Now().UTC(), RollCall: round})
-	if err != nil {
-		return err
+func (w *worker) decide(ctx context.Context, st rollout.Step, admit []rollout.Admitted, round int32) error {
+	ops := []zkclient.Op{zkclient.CheckOp(w.l.FailureService(w.svc), st.FailuresVersion)}
+	now := time.Now().UTC()
+	for i, a := range admit {
+		mark := &zklayout.Staged{Node: a.Node, Version: st.Version, State: zklayout.StagedUpgrading, Since: now, RollCall: round}
+		if i > 0 {
+			mark.AdmittedBy = w.a.cfg.Node
+		}
+		data, err := zklayout.Encode(mark)
+		if err != nil {
+			return err
+		}
+		ops = append(ops,
+			zkclient.SetOp(w.l.StagingChild(w.svc, a.Child), data, a.ChildVersion),
+			zkclient.DeleteOp(w.l.CurrentNode(w.svc, a.Node), -1))
 	}
 	// From here on this node no longer answers roll calls: the registration goes with the
 	// decision (if the transaction fails, the next step's register sets it again).
 	w.registered.Store(false)
-	return w.zk.Multi(ctx,
-		zkclient.CheckOp(w.l.FailureService(w.svc), st.FailuresVersion),
-		zkclient.SetOp(w.l.StagingChild(w.svc, st.Child), data, st.ChildVersion),
-		zkclient.DeleteOp(w.l.CurrentNode(w.svc, w.a.cfg.Node), -1))
+	return w.zk.Multi(ctx, ops...)
 }
 
 // upgrade stops the old version, switches, starts the new one and checks it. On success the

@@ -257,6 +257,8 @@ func (w *worker) execute(root, ctx context.Context, snap *rollout.Snapshot, st r
 		return w.stage(ctx, st)
 	case rollout.StepDecide:
 		return w.decideAndUpgrade(root, ctx, snap, st)
+	case rollout.StepUpgrade:
+		return w.upgradeAdmitted(root, ctx, st)
 	case rollout.StepComplete:
 		return w.complete(ctx, st)
 	}
@@ -362,11 +364,11 @@ func (w *worker) decideAndUpgrade(root, ctx context.Context, snap *rollout.Snaps
 	}
 	w.at = w.l.StagingChild(w.svc, st.Child)
 	plan := snap.Plan
-	ok, answered, online, round, err := w.rollCall(ctx, plan, snap.Current)
+	admit, answered, online, round, err := w.rollCall(ctx, plan, snap.Current, st.Admit)
 	if err != nil {
 		return err
 	}
-	if !ok {
+	if len(admit) == 0 {
 		w.a.cfg.Metrics.rollCalled(w.svc, ResultTooFew)
 		// Registered nodes that do not answer may be dead machines whose sessions have not
 		// expired yet: they do not count. Try a new round when current/ changes or later.
@@ -384,14 +386,41 @@ func (w *worker) decideAndUpgrade(root, ctx context.Context, snap *rollout.Snaps
 			"round", round, "answered", answered, "othersOnline", online-1, "minAvailable", plan.MinAvailable)
 	}
 	w.a.cfg.Metrics.rollCalled(w.svc, ResultSuccess)
-	w.log.V(1).Info("roll call answered", "round", round, "answered", answered, "minAvailable", plan.MinAvailable)
-	if err := w.decide(ctx, st, round); err != nil {
+	w.log.V(1).Info("roll call answered", "round", round, "answered", answered, "minAvailable", plan.MinAvailable,
+		"admitted", len(admit), "batch", len(st.Admit))
+	if err := w.decide(ctx, st, admit, round); err != nil {
 		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
 			w.log.Info("lost the turn before stopping; re-evaluating", "err", err.Error())
 			return nil
 		}
 		return err
 	}
+	w.a.cfg.Metrics.admittedOthers(w.svc, len(admit)-1)
+	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child)
+}
+
+// upgradeAdmitted upgrades a node another node's decision admitted. The decision checked the
+// quorum and the failures; the node confirms in one transaction that its mark still stands and
+// that no failure was recorded since it read them, then stops, as the decider does right after
+// its own transaction.
+func (w *worker) upgradeAdmitted(root, ctx context.Context, st rollout.Step) error {
+	w.at = w.l.Release(w.svc, st.Version)
+	rel, err := w.release(ctx, st.Version)
+	if err != nil {
+		return err
+	}
+	w.at = w.l.StagingChild(w.svc, st.Child)
+	w.registered.Store(false)
+	if err := w.zk.Multi(ctx,
+		zkclient.CheckOp(w.l.FailureService(w.svc), st.FailuresVersion),
+		zkclient.CheckOp(w.l.StagingChild(w.svc, st.Child), st.ChildVersion)); err != nil {
+		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
+			w.log.Info("admitted, but the state moved on before stopping; re-evaluating", "err", err.Error())
+			return nil
+		}
+		return fmt.Errorf("confirm admission of %s to %s: %w", w.svc, st.Version, err)
+	}
+	w.log.Info("admitted to upgrade", "by", st.Reason, "version", st.Version)
 	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child)
 }
 

@@ -68,10 +68,14 @@ const (
 	// StepComplete: the service's rollout is complete: delete its deploy entries Step.Entries
 	// so the next service's may begin.
 	StepComplete
+	// StepUpgrade: another node's decision admitted this one (its staging child Step.Child is
+	// upgrading and its registration is gone): confirm the turn (failures/<svc> still at
+	// Step.FailuresVersion, the child still at Step.ChildVersion) and upgrade to Step.Version.
+	StepUpgrade
 )
 
 var stepNames = [...]string{"wait", "again", "read", "ensure-paths", "start", "adopt", "register", "leave",
-	"clear-artifact-failure", "fetch", "stage", "decide", "complete"}
+	"clear-artifact-failure", "fetch", "stage", "decide", "complete", "upgrade"}
 
 func (k StepKind) String() string {
 	if k >= 0 && int(k) < len(stepNames) {
@@ -135,6 +139,11 @@ type Step struct {
 	FailuresVersion int32
 	// Online is how many nodes count as online (the decider included).
 	Online int
+	// Admit is a decision's batch: the decider's own child first, then the nodes queued right
+	// behind it that may go with it (see Admissible). The roll call may shorten it.
+	Admit []Admitted
+	// Round is, for StepUpgrade, the roll call round of the decision that admitted the node.
+	Round int32
 	// Remove are staging children of the node to delete.
 	Remove []string
 	// Entries are the deploy entries a complete rollout deletes.
@@ -262,12 +271,56 @@ func (d *decision) next() Step {
 	if l.Checked != l.Version {
 		return Step{Kind: StepAdopt, Version: l.Version, PlanVersion: planVersion, Watch: []Watch{planWatch}}
 	}
+	if st, ok := d.admitted(plan, target, halted); ok {
+		return st
+	}
 	if st, ok := registrationStep(s, l); !ok {
 		return st
 	}
 	st := d.registered(plan, target, halted)
 	st.Registered = true
 	return st
+}
+
+// admitted returns StepUpgrade when another node's decision admitted this one: its staging
+// child (this session's, for the target) is upgrading and it is not registered, because that
+// decision's transaction deleted its registration. Once the node registers again, an upgrading
+// child of its own is stale (it is online, and counted): it then goes through the queue again.
+// A plan that moved on or a recorded failure makes the node keep its version instead; it
+// registers again, which only raises the count.
+func (d *decision) admitted(plan *zklayout.Plan, target string, halted bool) (Step, bool) {
+	s, l := d.s, d.l
+	if plan == nil || halted || l.Version == target {
+		return Step{}, false
+	}
+	var up *QueueEntry
+	for i, q := range s.Queue {
+		if q.Node == l.Node && q.Loaded && !q.Gone && q.Bad == nil && q.Owner == l.Session && q.Owner != 0 &&
+			q.Staged.State == zklayout.StagedUpgrading && q.Staged.Version == target {
+			up = &s.Queue[i]
+			break
+		}
+	}
+	if up == nil {
+		return Step{}, false
+	}
+	own := s.Own
+	if !s.OwnRead {
+		for i := range s.Current {
+			if s.Current[i].Node == l.Node {
+				own = &s.Current[i]
+			}
+		}
+	}
+	if own != nil && own.Bad != "gone" {
+		return Step{}, false
+	}
+	if l.Installed == nil || !l.Installed(target) {
+		return Step{}, false
+	}
+	return Step{Kind: StepUpgrade, Version: target, PlanVersion: plan.Version, Child: up.Child, ChildVersion: up.Version,
+		FailuresVersion: s.FailuresStat.Version, Prewarm: target, Reason: "admitted by " + up.Staged.Admitter(),
+		Round: up.Staged.RollCall, Fields: []any{"round", up.Staged.RollCall}}, true
 }
 
 // registered is Next for a node whose service runs, checked and registered.
@@ -406,8 +459,44 @@ walk:
 		return Step{Kind: StepWait, Reason: "quorum does not allow another node down", Watch: []Watch{planWatch, currentWatch}, Prewarm: target,
 			Skipped: skipped, Fields: []any{"online", len(online), "minAvailable", plan.MinAvailable}}
 	}
+	admit := []Admitted{{Node: l.Node, Child: keep.Child, ChildVersion: keep.Version}}
+	if room := min(len(online)-1-plan.MinAvailable, MaxAdmit-1); room > 0 {
+		// The quorum allows more than this node down: the nodes queued right behind it may go
+		// in the same decision.
+		if st, ok := d.need(NeedQueue, "batch admission: the nodes queued behind the first waiter"); !ok {
+			st.Prewarm = target
+			return st
+		}
+		admit = append(admit, behind(s, idx, target, online, room)...)
+	}
 	return Step{Kind: StepDecide, Version: target, PlanVersion: plan.Version, Child: keep.Child, ChildVersion: keep.Version,
-		FailuresVersion: s.FailuresStat.Version, Online: len(online), Prewarm: target, Skipped: skipped}
+		FailuresVersion: s.FailuresStat.Version, Online: len(online), Prewarm: target, Skipped: skipped, Admit: admit}
+}
+
+// behind returns up to room nodes queued right behind the first waiter (at idx) that may be
+// admitted with it: ready for target, staged by a live agent (ephemeral, well-formed) and
+// online on another version. The batch stops at the first member that is not, so upgrading
+// children keep forming a prefix of the queue; persistent strays are passed over as waiters
+// pass over them.
+func behind(s *Snapshot, idx int, target string, online map[string]string, room int) []Admitted {
+	var out []Admitted
+	seen := map[string]bool{s.Queue[idx].Node: true}
+	for _, q := range s.Queue[idx+1:] {
+		if len(out) == room {
+			break
+		}
+		if q.Loaded && !q.Gone && q.Bad == nil && q.Owner == 0 {
+			continue
+		}
+		v, on := online[q.Node]
+		if !q.Loaded || q.Gone || q.Bad != nil || seen[q.Node] || q.Staged.State != zklayout.StagedReady ||
+			q.Staged.Version != target || q.Staged.Node != q.Node || !on || v == target {
+			break
+		}
+		seen[q.Node] = true
+		out = append(out, Admitted{Node: q.Node, Child: q.Child, ChildVersion: q.Version})
+	}
+	return out
 }
 
 // completion decides for an up-to-date node whose service still has deploy entries: the step

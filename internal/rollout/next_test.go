@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -91,10 +92,10 @@ func malformed(q QueueEntry) QueueEntry {
 	return q
 }
 
-// core is the part of a step TestNext compares whole (Reason, Watch and Entries are compared
-// apart, Fields and Used not at all).
+// core is the part of a step TestNext compares whole (Reason, Watch, Entries and Admit are
+// compared apart, Fields and Used not at all).
 func core(st Step) Step {
-	st.Reason, st.Fields, st.Watch, st.Used, st.Entries = "", nil, nil, 0, nil
+	st.Reason, st.Fields, st.Watch, st.Used, st.Entries, st.Admit = "", nil, nil, 0, nil, nil
 	if len(st.Remove) == 0 {
 		st.Remove = nil
 	}
@@ -119,6 +120,15 @@ type nextCase struct {
 	reason  string   // a substring of Reason
 	watch   []string // watchStrings of Watch, in order
 	entries []string // Entries' children
+	admit   []string // Admit's nodes, compared when set
+}
+
+func admitNodes(as []Admitted) []string {
+	out := []string{}
+	for _, a := range as {
+		out = append(out, a.Node)
+	}
+	return out
 }
 
 func runNext(t *testing.T, cases []nextCase) {
@@ -135,6 +145,11 @@ func runNext(t *testing.T, cases []nextCase) {
 			}
 			if !strings.Contains(got.Reason, tc.reason) {
 				t.Errorf("reason %q does not contain %q", got.Reason, tc.reason)
+			}
+			if tc.admit != nil {
+				if a := admitNodes(got.Admit); !slices.Equal(a, tc.admit) {
+					t.Errorf("admitted %q, want %q", a, tc.admit)
+				}
 			}
 			if w := watchStrings(got.Watch); !slices.Equal(w, tc.watch) {
 				t.Errorf("watches %q, want %q", w, tc.watch)
@@ -653,7 +668,8 @@ func TestNextUsed(t *testing.T) {
 		mod  func(s *Snapshot, l *Local)
 		want Need
 	}{
-		{"decide", nil, NeedDeploy | NeedCurrent},
+		{"decide", nil, NeedDeploy | NeedCurrent | NeedQueue},
+		{"decide alone", func(s *Snapshot, l *Local) { s.Plan.MinAvailable = 2 }, NeedDeploy | NeedCurrent},
 		{"start", func(s *Snapshot, l *Local) { down(l) }, NeedCurrent},
 		{"no plan", func(s *Snapshot, l *Local) { s.Plan, s.Queue = nil, nil }, 0},
 		{"fetch", func(s *Snapshot, l *Local) { l.Installed = nil }, 0},
@@ -867,12 +883,162 @@ func TestStepKindString(t *testing.T) {
 	want := map[StepKind]string{
 		StepWait: "wait", StepAgain: "again", StepRead: "read", StepEnsurePaths: "ensure-paths", StepStart: "start",
 		StepAdopt: "adopt", StepRegister: "register", StepLeave: "leave", StepClearArtifactFailure: "clear-artifact-failure",
-		StepFetch: "fetch", StepStage: "stage", StepDecide: "decide", StepComplete: "complete",
-		StepComplete + 1: "step(13)", -1: "step(-1)",
+		StepFetch: "fetch", StepStage: "stage", StepDecide: "decide", StepComplete: "complete", StepUpgrade: "upgrade",
+		StepUpgrade + 1: "step(14)", -1: "step(-1)",
 	}
 	for k, w := range want {
 		if got := k.String(); got != w {
 			t.Errorf("StepKind(%d).String() = %q, want %q", int(k), got, w)
+		}
+	}
+}
+
+// Batch admission: the first waiter admits with it the nodes queued right behind it, as many
+// as the quorum allows (base: three online, minAvailable 1, so one more than itself).
+func TestNextBatch(t *testing.T) {
+	decide := Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4, FailuresVersion: 7,
+		Online: 3, Prewarm: "v2", Registered: true}
+	decideOnline := func(n int) Step { st := decide; st.Online = n; return st }
+	min0 := func(s *Snapshot) { s.Plan.MinAvailable = 0 }
+	runNext(t, []nextCase{
+		{name: "one more than the decider", want: decide, admit: []string{"n1", "n2"}},
+		{name: "minAvailable 0: everyone queued", mod: func(s *Snapshot, l *Local) { min0(s) },
+			want: decide, admit: []string{"n1", "n2", "n3"}},
+		{name: "no room: the decider alone", mod: func(s *Snapshot, l *Local) { s.Plan.MinAvailable = 2 },
+			want: decide, admit: []string{"n1"}},
+		{name: "room, the queue not read: read it", mod: func(s *Snapshot, l *Local) { s.Have &^= NeedQueue },
+			want: Step{Kind: StepRead, Need: NeedQueue, Prewarm: "v2", Registered: true}, reason: "batch admission"},
+		{name: "a queued node not registered ends the batch", mod: func(s *Snapshot, l *Local) {
+			min0(s)
+			s.Current = []Registration{s.Current[0], s.Current[2]}
+		}, want: decideOnline(2), admit: []string{"n1"}},
+		{name: "a persistent stray is passed over", mod: func(s *Snapshot, l *Local) {
+			min0(s)
+			s.Queue[1] = persistent(s.Queue[1])
+		}, want: decide, admit: []string{"n1", "n3"}},
+		{name: "a child not read ends the batch", mod: func(s *Snapshot, l *Local) {
+			min0(s)
+			s.Queue[1] = unloaded(s.Queue[1])
+		}, want: decide, admit: []string{"n1"}},
+		{name: "a gone child ends the batch", mod: func(s *Snapshot, l *Local) {
+			min0(s)
+			s.Queue[2] = gone(s.Queue[2])
+		}, want: decide, admit: []string{"n1", "n2"}},
+		{name: "a malformed child ends the batch", mod: func(s *Snapshot, l *Local) {
+			min0(s)
+			s.Queue[1] = malformed(s.Queue[1])
+		}, want: decide, admit: []string{"n1"}},
+		{name: "a child staged for another version ends the batch", mod: func(s *Snapshot, l *Local) {
+			min0(s)
+			s.Queue[1] = qe(c2, sess2, "v3", ready)
+		}, want: decide, admit: []string{"n1"}},
+		{name: "a child naming another node ends the batch", mod: func(s *Snapshot, l *Local) {
+			min0(s)
+			s.Queue[1].Staged.Node = "n3"
+		}, want: decide, admit: []string{"n1"}},
+		{name: "a node already on the target ends the batch", mod: func(s *Snapshot, l *Local) {
+			min0(s)
+			s.Current[1].Version = "v2"
+		}, want: decide, admit: []string{"n1"}},
+		{name: "a node queued twice goes once, and ends the batch", mod: func(s *Snapshot, l *Local) {
+			min0(s)
+			s.Queue = []QueueEntry{s.Queue[0], s.Queue[1], qe(child("n2", 3), sess2, "v2", ready), s.Queue[2]}
+		}, want: decide, admit: []string{"n1", "n2"}},
+	})
+}
+
+func TestNextBatchCap(t *testing.T) {
+	s, l := base()
+	s.Plan.MinAvailable = 0
+	s.Queue = s.Queue[:1]
+	for i := 2; i <= MaxAdmit+10; i++ {
+		n := fmt.Sprintf("n%d", i)
+		s.Queue = append(s.Queue, qe(child(n, i), int64(0x1000+i), "v2", ready))
+		s.Current = append(s.Current, rg(n, "v1", int64(0x1000+i)))
+	}
+	s.Current = append(s.Current[:1], s.Current[3:]...) // n2, n3 of base() are not queued here
+	st := Next(s, l)
+	if st.Kind != StepDecide || len(st.Admit) != MaxAdmit {
+		t.Fatalf("Next = %v with %d admitted, want decide with MaxAdmit (%d)", st.Kind, len(st.Admit), MaxAdmit)
+	}
+}
+
+// An admitted node (its child upgrading, marked by another node's decision, and its
+// registration gone) upgrades; anything that makes the mark stale sends it the usual way.
+func TestNextAdmitted(t *testing.T) {
+	admitted := func(s *Snapshot, l *Local) {
+		s.Queue[0].Staged.State, s.Queue[0].Staged.AdmittedBy, s.Queue[0].Staged.RollCall = upgrading, "n0", 9
+		s.Current = s.Current[1:]
+		s.Own = nil
+	}
+	upgrade := Step{Kind: StepUpgrade, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4, FailuresVersion: 7,
+		Prewarm: "v2", Round: 9}
+	register := Step{Kind: StepRegister, Version: "v1"}
+	runNext(t, []nextCase{
+		{name: "admitted: upgrade", mod: admitted, want: upgrade, reason: "admitted by n0"},
+		{name: "own registration read as gone: upgrade", mod: func(s *Snapshot, l *Local) {
+			admitted(s, l)
+			s.Own = &Registration{Bad: "gone"}
+		}, want: upgrade},
+		{name: "registrations listed, own not among them: upgrade", mod: func(s *Snapshot, l *Local) {
+			admitted(s, l)
+			s.OwnRead = false
+		}, want: upgrade},
+		{name: "registered again: the mark is stale, stage again", mod: func(s *Snapshot, l *Local) {
+			admitted(s, l)
+			s.Own = ptr(rg("n1", "v1", sess1))
+			s.Current = append(s.Current, *s.Own)
+		}, want: Step{Kind: StepStage, Version: "v2", Remove: []string{c1}, Prewarm: "v2", Registered: true}},
+		{name: "registered again, seen in the listing: stage again", mod: func(s *Snapshot, l *Local) {
+			admitted(s, l)
+			s.OwnRead = false
+			s.Current = append(s.Current, rg("n1", "v1", sess1))
+		}, want: Step{Kind: StepStage, Version: "v2", Remove: []string{c1}, Prewarm: "v2", Registered: true}},
+		{name: "halted since: register again", mod: func(s *Snapshot, l *Local) {
+			admitted(s, l)
+			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
+		}, want: register},
+		{name: "plan moved on: register again", mod: func(s *Snapshot, l *Local) {
+			admitted(s, l)
+			s.Plan.Version = "v3"
+		}, want: register},
+		{name: "another session's mark: register again", mod: func(s *Snapshot, l *Local) {
+			admitted(s, l)
+			s.Queue[0].Owner = sess2
+		}, want: register},
+		{name: "target not installed: register again", mod: func(s *Snapshot, l *Local) {
+			admitted(s, l)
+			l.Installed = installed("v1")
+		}, want: register},
+		{name: "service down: start first", mod: func(s *Snapshot, l *Local) {
+			admitted(s, l)
+			down(l)
+		}, want: Step{Kind: StepStart, Version: "v1", PlanVersion: "v2"}, watch: []string{planW}},
+	})
+}
+
+func TestAdmissible(t *testing.T) {
+	batch := []Admitted{{Node: "d"}, {Node: "a"}, {Node: "b"}, {Node: "x"}}
+	for _, tc := range []struct {
+		answered []string
+		min      int
+		want     int
+	}{
+		{nil, 1, 0},
+		{nil, 0, 4},                      // nobody need stay: all go
+		{[]string{"o1"}, 1, 4},           // a, b, x did not answer: they were never counted
+		{[]string{"o1", "a"}, 1, 4},      // a answered, leaving o1
+		{[]string{"o1", "a", "b"}, 2, 2}, // d and a go, b stays for the quorum
+		{[]string{"o1", "o2", "a", "b"}, 2, 4},
+		{[]string{"a"}, 1, 1},             // d alone: a must stay
+		{[]string{"o1", "o2", "x"}, 3, 3}, // x is the third: d, a, b go
+	} {
+		ans := map[string]bool{}
+		for _, n := range tc.answered {
+			ans[n] = true
+		}
+		if got := Admissible(batch, ans, tc.min); got != tc.want {
+			t.Errorf("Admissible(answered %v, min %d) = %d, want %d", tc.answered, tc.min, got, tc.want)
 		}
 	}
 }

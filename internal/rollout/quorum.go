@@ -11,6 +11,38 @@ func MayStop(online, minAvailable int) bool {
 	return online-1 >= minAvailable
 }
 
+// MaxAdmit caps a decision's batch: the transaction that admits it holds two operations per
+// node, and ZooKeeper bounds a request's size (jute.maxbuffer, 1 MiB by default).
+const MaxAdmit = 256
+
+// Admitted is one node of a decision's batch: its staging child, at the data version read.
+type Admitted struct {
+	Node         string
+	Child        string
+	ChildVersion int32
+}
+
+// Admissible returns how many nodes of batch (the decider first) may stop together: the
+// longest prefix whose departure leaves at least minAvailable answered nodes outside it.
+// answered holds the registered nodes other than the decider that answered the decision's roll
+// call. 0: not even the decider may stop. With a batch of one this is MayStop over the answers.
+func Admissible(batch []Admitted, answered map[string]bool, minAvailable int) int {
+	remaining := len(answered)
+	if remaining < minAvailable {
+		return 0
+	}
+	k := 1
+	for ; k < len(batch); k++ {
+		if answered[batch[k].Node] {
+			if remaining-1 < minAvailable {
+				break
+			}
+			remaining--
+		}
+	}
+	return k
+}
+
 // Predecessor returns the child just ahead of child in the ordered staging queue ("" when child
 // heads it) and whether child is in the queue at all. Like ZooKeeper's lock recipe, a waiter
 // watches only its predecessor, so one queue change wakes one agent.

@@ -48,6 +48,7 @@ type rollCall struct {
 	plan      *zklayout.Plan
 	round     int32
 	regs      map[string]string
+	answered  map[string]bool
 	startTick int
 	watch     zkmodel.WatchID
 	fired     bool
@@ -313,6 +314,8 @@ func (k *worker) execute(snap *rollout.Snapshot, st rollout.Step) error {
 		return nil
 	case rollout.StepDecide:
 		return k.beginRollCall(snap, st)
+	case rollout.StepUpgrade:
+		return k.upgradeAdmitted(st)
 	case rollout.StepComplete:
 		for _, e := range st.Entries {
 			if err := w.m.Delete(s, l.DeployEntry(e.Child), e.Version); err == nil {
@@ -472,6 +475,10 @@ func (k *worker) beginRollCall(snap *rollout.Snapshot, st rollout.Step) error {
 	}
 	regs, _ := rollout.Online(snap.Current, snap.Plan)
 	k.rc = &rollCall{snap: snap, st: st, plan: snap.Plan, round: zst.Version, regs: regs, startTick: w.tick}
+	if k.svc.roundStart == nil {
+		k.svc.roundStart = map[int32]int{}
+	}
+	k.svc.roundStart[zst.Version] = w.tick
 	k.logf("roll call round %d for %s (online %d, min %d)", zst.Version, st.Version, len(regs), snap.Plan.MinAvailable)
 	return k.countRollCall()
 }
@@ -486,19 +493,28 @@ func (k *worker) countRollCall() error {
 	}
 	rc.watch, rc.fired = id, false
 	k.mc.watchOwner[id] = watchRef{svc: k.svc.idx, key: "rollcall"}
-	answered := countAnswers(children, rc.round, rc.regs, k.mc.name)
+	ans := answers(children, rc.round, rc.regs, k.mc.name)
 	if w.cfg.Mutate == MutateSkipRollCall {
-		answered = len(rc.regs) - 1
+		for n := range rc.regs {
+			if n != k.mc.name {
+				ans[n] = true
+			}
+		}
 	}
-	if rollout.MayStop(answered+1, rc.plan.MinAvailable) {
+	n := rollout.Admissible(rc.st.Admit, ans, rc.plan.MinAvailable)
+	if w.cfg.Mutate == MutateAdmitAll && n > 0 {
+		n = len(rc.st.Admit)
+	}
+	if n == len(rc.st.Admit) {
 		k.rc = nil
-		return k.decide(rc, answered)
+		return k.decide(rc, rc.st.Admit, len(ans))
 	}
-	k.logf("roll call round %d: %d answered, waiting", rc.round, answered)
+	rc.answered = ans
+	k.logf("roll call round %d: %d answered, waiting", rc.round, len(ans))
 	return nil
 }
 
-func countAnswers(children []string, round int32, registered map[string]string, self string) int {
+func answers(children []string, round int32, registered map[string]string, self string) map[string]bool {
 	seen := map[string]bool{}
 	for _, c := range children {
 		r, node, err := zklayout.ParseRollCallAnswer(c)
@@ -509,13 +525,23 @@ func countAnswers(children []string, round int32, registered map[string]string, 
 			seen[node] = true
 		}
 	}
-	return len(seen)
+	return seen
 }
 
 // rollCallTimeout is the roll call's wait passing with too few answers (decideAndUpgrade's !ok).
 func (k *worker) rollCallTimeout() {
 	rc := k.rc
 	k.rc = nil
+	if n := rollout.Admissible(rc.st.Admit, rc.answered, rc.plan.MinAvailable); n > 0 {
+		// The wait passed with enough answers for part of the batch: that part goes.
+		k.w.count("roll call admitted part of the batch")
+		if err := k.decide(rc, rc.st.Admit[:n], len(rc.answered)); err != nil {
+			k.logf("step failed: %v", err)
+			k.waitOn = nil
+			k.waiting, k.retry = true, true
+		}
+		return
+	}
 	k.w.count("roll call too few")
 	k.logf("roll call round %d: too few answered", rc.round)
 	k.retry = true
@@ -535,22 +561,27 @@ func (k *worker) rollCallTimeout() {
 }
 
 // decide mirrors worker.decide and then starts the upgrade (the process stops).
-func (k *worker) decide(rc *rollCall, answered int) error {
+func (k *worker) decide(rc *rollCall, admit []rollout.Admitted, answered int) error {
 	w, l, s, st := k.w, k.w.l, k.sess(), rc.st
-	data, err := zklayout.Encode(&zklayout.Staged{Node: k.mc.name, Version: st.Version, State: zklayout.StagedUpgrading,
-		Since: w.now(), RollCall: rc.round})
-	if err != nil {
-		return err
+	ops := []zkmodel.Op{zkmodel.CheckOp(l.FailureService(k.svc.name), st.FailuresVersion)}
+	for i, a := range admit {
+		mark := &zklayout.Staged{Node: a.Node, Version: st.Version, State: zklayout.StagedUpgrading, Since: w.now(), RollCall: rc.round}
+		if i > 0 {
+			mark.AdmittedBy = k.mc.name
+		}
+		data, err := zklayout.Encode(mark)
+		if err != nil {
+			return err
+		}
+		ops = append(ops,
+			zkmodel.SetOp(l.StagingChild(k.svc.name, a.Child), data, a.ChildVersion),
+			zkmodel.DeleteOp(l.CurrentNode(k.svc.name, a.Node), -1))
 	}
 	k.registered = false
-	ops := []zkmodel.Op{
-		zkmodel.CheckOp(l.FailureService(k.svc.name), st.FailuresVersion),
-		zkmodel.SetOp(l.StagingChild(k.svc.name, st.Child), data, st.ChildVersion),
-		zkmodel.DeleteOp(l.CurrentNode(k.svc.name, k.mc.name), -1)}
 	if w.cfg.Mutate == MutateSkipFailureCheck {
 		ops = ops[1:]
 	}
-	err = w.m.Multi(s, ops...)
+	err := w.m.Multi(s, ops...)
 	if err != nil {
 		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
 			w.count("decision lost the turn")
@@ -561,7 +592,40 @@ func (k *worker) decide(rc *rollCall, answered int) error {
 	}
 	p := k.proc()
 	w.count("voluntary stop")
-	k.logf("decide %s: stop %s (online %d, answered %d, min %d, round %d)", st.Version, p.version, st.Online, answered, rc.plan.MinAvailable, rc.round)
+	if len(admit) > 1 {
+		w.count("batch admitted")
+	}
+	k.logf("decide %s: stop %s (online %d, answered %d, min %d, round %d, admitted %d)", st.Version, p.version, st.Online, answered, rc.plan.MinAvailable, rc.round, len(admit))
+	w.checkStop(k, rc, st)
+	p.running = false
+	k.up = &upgrade{from: p.version, to: st.Version, child: st.Child, readyAt: w.tick + 1 + w.rng.Intn(4)}
+	return nil
+}
+
+// upgradeAdmitted mirrors worker.upgradeAdmitted: confirm the mark and the failures, then stop.
+func (k *worker) upgradeAdmitted(st rollout.Step) error {
+	w, l, s := k.w, k.w.l, k.sess()
+	k.registered = false
+	ops := []zkmodel.Op{
+		zkmodel.CheckOp(l.FailureService(k.svc.name), st.FailuresVersion),
+		zkmodel.CheckOp(l.StagingChild(k.svc.name, st.Child), st.ChildVersion)}
+	if w.cfg.Mutate == MutateSkipFailureCheck {
+		ops = ops[1:]
+	}
+	if err := w.m.Multi(s, ops...); err != nil {
+		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
+			w.count("admitted node lost the turn")
+			k.logf("upgrade %s: admitted, but the state moved on (%v)", st.Version, err)
+			return nil
+		}
+		return err
+	}
+	round := st.Round
+	rc := &rollCall{round: round, startTick: k.svc.roundStart[round]}
+	p := k.proc()
+	w.count("voluntary stop")
+	w.count("admitted stop")
+	k.logf("upgrade %s: admitted (%s, round %d): stop %s", st.Version, st.Reason, round, p.version)
 	w.checkStop(k, rc, st)
 	p.running = false
 	k.up = &upgrade{from: p.version, to: st.Version, child: st.Child, readyAt: w.tick + 1 + w.rng.Intn(4)}

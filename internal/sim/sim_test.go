@@ -133,21 +133,27 @@ func TestDeterministic(t *testing.T) {
 
 // TestMutationFound proves the invariants bite: an agent that lies to Next about minAvailable,
 // skips the roll call (counting the registrations of crashed machines), drops the check of
-// the failures' version from its decision or ignores the deploy queue's order must be caught within the first few hundred seeds,
+// the failures' version from its decision, ignores the deploy queue's order or admits a whole
+// batch whatever the roll call's answers leave must be caught within the first few hundred seeds,
 // by the invariant the rule protects.
 func TestMutationFound(t *testing.T) {
 	for _, c := range []struct {
-		m    Mutation
-		want string
+		m      Mutation
+		want   string
+		faults int // 0: drawn from the seed
+		seeds  int64
 	}{
-		{MutateMinAvailable, "invariant 1"},
-		{MutateSkipRollCall, "invariant 1"},
-		{MutateSkipFailureCheck, "invariant 3"},
-		{MutateIgnoreQueue, "invariant 2"},
+		{MutateMinAvailable, "invariant 1", 0, 500},
+		{MutateSkipRollCall, "invariant 1", 0, 500},
+		{MutateSkipFailureCheck, "invariant 3", 0, 500},
+		{MutateIgnoreQueue, "invariant 2", 0, 500},
+		// A batch too large for the answers matters only when a registered machine is dead at
+		// the decision: it takes more faults than most seeds draw.
+		{MutateAdmitAll, "invariant 1", 12, 1000},
 	} {
-		failed, _ := runSeeds(1, 500, Config{Mutate: c.m})
+		failed, _ := runSeeds(1, c.seeds, Config{Mutate: c.m, Faults: c.faults})
 		if failed == nil {
-			t.Fatalf("mutation %d: no seed of 500 violated an invariant", c.m)
+			t.Fatalf("mutation %d: no seed of %d violated an invariant", c.m, c.seeds)
 		}
 		if !strings.Contains(failed.Err.Error(), c.want) {
 			t.Fatalf("mutation %d: seed %d failed, but not on %s: %v", c.m, failed.Seed, c.want, failed.Err)

@@ -32,6 +32,9 @@ const (
 	// MutateIgnoreQueue makes every agent see only its own service's deploy entries (as if it
 	// headed the queue).
 	MutateIgnoreQueue
+	// MutateAdmitAll makes a decider admit its whole batch whatever the roll call's answers
+	// leave (the batch still comes from Next, sized by the registrations).
+	MutateAdmitAll
 )
 
 // Config tunes a run; the zero value is the default.
@@ -79,6 +82,9 @@ type service struct {
 	completed bool
 	// opReader is the operator's reader of the service (it caches registrations).
 	opReader *rollout.Reader
+	// roundStart is the tick each roll call round began (the quorum invariant judges an
+	// admitted node's stop against its admission's round).
+	roundStart map[int32]int
 }
 
 type proc struct {

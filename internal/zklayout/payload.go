@@ -144,14 +144,29 @@ type Staged struct {
 	// RollCall, on an upgrading mark, is the roll call round whose answers the node counted
 	// when it decided to stop (see docs/design.md): monitoring and the fault campaign read it.
 	RollCall int32 `json:"rollCall,omitempty"`
+	// AdmittedBy, on an upgrading mark, names the node whose decision admitted this one with
+	// its own (a batch); empty when the node decided for itself.
+	AdmittedBy string `json:"admittedBy,omitempty"`
+}
+
+// Admitter names the node that decided this upgrading mark.
+func (s *Staged) Admitter() string {
+	if s.AdmittedBy != "" {
+		return s.AdmittedBy
+	}
+	return s.Node
 }
 
 func (s *Staged) validate() error {
 	if s.State != StagedReady && s.State != StagedUpgrading {
 		return fmt.Errorf("state %q is neither %s nor %s", s.State, StagedReady, StagedUpgrading)
 	}
+	var by error
+	if s.AdmittedBy != "" {
+		by = ValidNode(s.AdmittedBy)
+	}
 	return firstErr(ValidNode(s.Node), ValidVersion(s.Version), nonNegative("pinnedBytes", s.PinnedBytes),
-		nonNegative("rollCall", int64(s.RollCall)))
+		nonNegative("rollCall", int64(s.RollCall)), by)
 }
 
 // DeployEntry is a service's place in the deploy order: deploy/<svc>-<seq> (persistent sequential).

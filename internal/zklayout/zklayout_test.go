@@ -90,6 +90,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"current version traversal", `{"schema":1,"node":"n","version":"../../../x","health":"healthy"}`, &Current{}},
 		{"current node traversal", `{"schema":1,"node":"..","version":"v","health":"healthy"}`, &Current{}},
 		{"staged version with slash", `{"schema":1,"node":"n","version":"a/b","state":"ready"}`, &Staged{}},
+		{"staged admitted by a path", `{"schema":1,"node":"n","version":"v","state":"upgrading","admittedBy":"../n"}`, &Staged{}},
 		{"plan previous version dot", `{"schema":1,"deploy":"d","service":"a","version":"v","previousVersion":".","failurePolicy":"Rollback"}`, &Plan{}},
 		{"deploy entry version NUL", `{"schema":1,"deploy":"d","service":"a","version":"v\u0000"}`, &DeployEntry{}},
 		{"release version traversal", `{"schema":1,"service":"a","version":"../x","run":{"command":["x"]},` + okArtifact + `}`, &Release{}},
