@@ -99,6 +99,9 @@
 //   - requeued-behind-halted: after such an early completion, the operator requeued the nodes
 //     that registered later on v1 with a plain entry; when a service queued between them
 //     halted, the entry waited behind it for good (a plain entry never becomes a catch-up).
+//     Waiting behind a halted service the entry's service depends on (directly or not) is the
+//     design, not this finding, and nothing waits "for good" while a timer (a retry) may still
+//     move it.
 //
 // # Not modeled
 //

@@ -166,8 +166,8 @@ func (w *world) converged() string {
 			if head == s.name || !halted[head] {
 				return fmt.Sprintf("%s: %d deploy entries left, the queue's head %q is not halted", s.name, entries, head)
 			}
-			if w.depIncomplete(s) == "" {
-				w.find("requeued-behind-halted", "%s waits for good behind %s, which it does not depend on (the service it depends on completed)", s.name, head)
+			if w.depIncomplete(s) == "" && !w.dependsOn(s, head) && w.behind == "" {
+				w.behind = fmt.Sprintf("%s waits for good behind %s, which it does not depend on (the service it depends on completed)", s.name, head)
 			}
 		}
 		for _, mc := range w.machines {

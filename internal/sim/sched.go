@@ -80,7 +80,16 @@ func (w *world) loop() {
 				continue
 			}
 			if w.faults == 0 && w.allUp() {
-				if why := w.converged(); why == "" {
+				w.behind = ""
+				why := w.converged()
+				if why == "" && w.behind != "" && len(timers) > 0 {
+					// An entry waits behind a halted service, but a timer (a retry) may still
+					// move it: not for good yet.
+					why = w.behind
+				} else if why == "" && w.behind != "" {
+					w.find("requeued-behind-halted", "%s", w.behind)
+				}
+				if why == "" {
 					if err := w.m.Check(); err != nil {
 						w.fail("zkmodel.Check: %v", err)
 					}

@@ -160,6 +160,9 @@ type world struct {
 	publishAt int
 	published bool
 	counts    map[string]int
+	// behind is set by converged: an entry that waits behind a halted service it does not
+	// depend on (a finding once no timer can move it).
+	behind string
 }
 
 func (w *world) count(what string) {
@@ -213,6 +216,32 @@ func (w *world) depIncomplete(s *service) string {
 		}
 	}
 	return ""
+}
+
+// dependsOn reports whether s depends on the service named dep, directly or through others.
+// Waiting behind a halted dependency is the design (a failure stops the deploy there), also
+// when that dependency had completed before and was queued again for a node that fell behind.
+func (w *world) dependsOn(s *service, dep string) bool {
+	seen := map[string]bool{}
+	var walk func(*service) bool
+	walk = func(x *service) bool {
+		for _, d := range x.plan.DependsOn {
+			if d == dep {
+				return true
+			}
+			if seen[d] {
+				continue
+			}
+			seen[d] = true
+			for _, y := range w.svcs {
+				if y.name == d && walk(y) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(s)
 }
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
