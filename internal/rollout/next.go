@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -368,6 +369,11 @@ func (d *decision) registered(plan *zklayout.Plan, target string, halted bool) S
 				return st
 			}
 		}
+		if target == plan.Version && len(ownEntries(s)) == 0 {
+			// A deploy entry for the service may come (the operator queues it again for a node
+			// that fell behind): this node may be the one to check completion then.
+			watches = append(watches, deployWatch)
+		}
 		if target == plan.Version && len(ownEntries(s)) > 0 {
 			st, ok := d.completion(plan)
 			if ok {
@@ -531,6 +537,14 @@ func (d *decision) completion(plan *zklayout.Plan) (Step, bool) {
 			return wait("", []Watch{{Kind: WatchExists, Path: lay.StagingChild(svc, s.Queue[last].Child), Seen: Stat{Exists: true}}}), false
 		}
 	}
+	// Nobody is queued: one node, the designated completer, reads every registration and
+	// checks; the others watch its registration (it going away designates another), so the
+	// last child's departure does not make every up-to-date node read every registration.
+	if dn, st, ok := d.designated(plan); !ok {
+		return st, false
+	} else if dn != "" && dn != d.l.Node {
+		return wait("", []Watch{{Kind: WatchExists, Path: lay.CurrentNode(svc, dn), Seen: Stat{Exists: true}}}), false
+	}
 	if st, ok := d.need(NeedCurrent|NeedDeploy, "completion check"); !ok {
 		return st, false
 	}
@@ -550,6 +564,33 @@ func (d *decision) completion(plan *zklayout.Plan) (Step, bool) {
 		return wait("", nil), false
 	}
 	return Step{Kind: StepComplete, Version: plan.Version, Entries: done}, true
+}
+
+// designated returns the designated completer's node name ("": none counts among those the
+// read looked at; every up-to-date node then checks, as without a designated completer).
+// With every registration read it is found among them; otherwise it asks for NeedDesignated.
+func (d *decision) designated(plan *zklayout.Plan) (string, Step, bool) {
+	s := d.s
+	if s.Have&NeedCurrent != 0 {
+		regs := slices.Clone(s.Current)
+		slices.SortFunc(regs, func(a, b Registration) int { return strings.Compare(a.Node, b.Node) })
+		for i, r := range regs {
+			if i == MaxDesignateReads {
+				break
+			}
+			if designates(r, plan) {
+				return r.Node, Step{}, true
+			}
+		}
+		return "", Step{}, true
+	}
+	if st, ok := d.need(NeedDesignated, "completion check: the designated completer"); !ok {
+		return "", st, false
+	}
+	if s.Designated == nil {
+		return "", Step{}, true
+	}
+	return s.Designated.Node, Step{}, true
 }
 
 // registrationStep checks the node's own registration: ok when it is this session's and says

@@ -339,12 +339,12 @@ func TestNextNoPlanFailuresUpToDate(t *testing.T) {
 		{name: "up to date, no deploy entry of the service", mod: func(s *Snapshot, l *Local) {
 			upToDate(s, l)
 			s.Deploy = []DeployView{de("db", 4, "v7", false)}
-		}, want: Step{Kind: StepWait, Registered: true}, reason: "up to date", watch: []string{planW}},
+		}, want: Step{Kind: StepWait, Registered: true}, reason: "up to date", watch: []string{planW, deployW}},
 		{name: "up to date with the Rollback policy: watch the failures", mod: func(s *Snapshot, l *Local) {
 			upToDate(s, l)
 			rollback(s)
 			s.Deploy = nil
-		}, want: Step{Kind: StepWait, Registered: true}, reason: "up to date", watch: []string{planW, failuresW}},
+		}, want: Step{Kind: StepWait, Registered: true}, reason: "up to date", watch: []string{planW, failuresW, deployW}},
 		{name: "halted, queued: leave", mod: func(s *Snapshot, l *Local) {
 			s.Failures = []zklayout.Failure{hcFailure("n2", "v2")}
 		}, want: Step{Kind: StepLeave, Remove: []string{c1}, Registered: true}, reason: "up to date"},
@@ -426,8 +426,40 @@ func TestNextCompletion(t *testing.T) {
 			upToDate(s, l)
 			s.Queue = []QueueEntry{persistent(qe(c2, 0, "v2", ready)), gone(qe(c3, sess3, "v2", ready))}
 		}, want: complete, entries: []string{child(tSvc, 5)}},
-		{name: "registrations not read", mod: func(s *Snapshot, l *Local) { upToDate(s, l); s.Have &^= NeedCurrent },
-			want: Step{Kind: StepRead, Need: NeedCurrent | NeedDeploy, Registered: true}, reason: "completion"},
+		{name: "registrations not read: find the designated completer", mod: func(s *Snapshot, l *Local) { upToDate(s, l); s.Have &^= NeedCurrent },
+			want: Step{Kind: StepRead, Need: NeedDesignated, Registered: true}, reason: "designated completer"},
+		{name: "designated: read every registration", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Have = s.Have&^NeedCurrent | NeedDesignated
+			s.Designated = ptr(rg("n1", "v2", sess1))
+		}, want: Step{Kind: StepRead, Need: NeedCurrent | NeedDeploy, Registered: true}, reason: "completion"},
+		{name: "none designated: read every registration", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Have = s.Have&^NeedCurrent | NeedDesignated
+		}, want: Step{Kind: StepRead, Need: NeedCurrent | NeedDeploy, Registered: true}, reason: "completion"},
+		{name: "another node designated: watch its registration", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Have = s.Have&^NeedCurrent | NeedDesignated
+			s.Designated = ptr(rg("n0", "v2", sess2))
+		}, want: waitUp, reason: "up to date", watch: []string{planW, "exists:" + tLay.CurrentNode(tSvc, "n0")}},
+		{name: "registrations read: the first that counts is designated", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			s.Current = append([]Registration{rg("n0", "v2", sess2)}, s.Current...)
+		}, want: waitUp, reason: "up to date", watch: []string{planW, "exists:" + tLay.CurrentNode(tSvc, "n0")}},
+		{name: "registrations read: persistent, unselected and bad ones are passed over", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			bad := rg("a", "v2", 0)
+			bad.Bad = "payload does not decode"
+			s.Current = append([]Registration{rg("m0", "v2", 0), labelled(rg("m1", "v2", sess2), map[string]string{"role": "db"}), bad}, s.Current...)
+		}, want: complete, entries: []string{child(tSvc, 5)}},
+		{name: "registrations read: none counts among the first few, everyone checks", mod: func(s *Snapshot, l *Local) {
+			upToDate(s, l)
+			var strays []Registration
+			for i := 0; i < MaxDesignateReads; i++ {
+				strays = append(strays, rg(fmt.Sprintf("m%d", i), "v2", 0))
+			}
+			s.Current = append(strays, rg("n0", "v2", sess2), rg("n1", "v2", sess1))
+		}, want: complete, entries: []string{child(tSvc, 5)}},
 		{name: "a node not on the target: wait on current/", mod: func(s *Snapshot, l *Local) {
 			upToDate(s, l)
 			s.Current[2].Version = "v1"

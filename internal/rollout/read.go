@@ -119,6 +119,11 @@ func (r *Reader) more(ctx context.Context, s *Snapshot, need Need) error {
 			return err
 		}
 	}
+	if need&NeedDesignated != 0 && need&NeedCurrent == 0 && s.Have&NeedCurrent == 0 {
+		if err := r.readDesignated(ctx, s); err != nil {
+			return err
+		}
+	}
 	if need&NeedCurrent != 0 {
 		var err error
 		if s.Current, s.CurrentStat, err = r.ReadCurrent(ctx); err != nil {
@@ -356,6 +361,44 @@ func (r *Reader) ReadCurrent(ctx context.Context) ([]Registration, Stat, error) 
 		out = append(out, e.Registration)
 	}
 	return out, statOf(st), nil
+}
+
+// readDesignated lists current/<svc> and reads its registrations in name order until one
+// counts (Designated), at most MaxDesignateReads of them.
+func (r *Reader) readDesignated(ctx context.Context, s *Snapshot) error {
+	names, _, err := r.ZK.Children(ctx, r.Layout.CurrentService(r.Service))
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	s.Designated = nil
+	for i, n := range names {
+		if i == MaxDesignateReads {
+			break
+		}
+		e, err := r.readRegistration(ctx, n)
+		if err != nil {
+			return err
+		}
+		if designates(e.Registration, s.Plan) {
+			s.Designated = &e.Registration
+			return nil
+		}
+	}
+	return nil
+}
+
+// designates reports whether a registration may be the designated completer: it counts, and
+// an agent made it (a persistent one, made by hand, has no agent to act).
+func designates(r Registration, plan *zklayout.Plan) bool {
+	if r.Owner == 0 {
+		return false
+	}
+	online, _ := Online([]Registration{r}, plan)
+	return len(online) == 1
 }
 
 // revalidate reads again the cached registrations of the nodes whose staging child left the

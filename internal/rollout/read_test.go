@@ -1099,3 +1099,41 @@ func TestReadRegistrationRevalidate(t *testing.T) {
 		t.Errorf("registrations %q", got)
 	}
 }
+
+// The designated completer is read without reading every registration: the listing, then the
+// registrations in name order up to the first that counts.
+func TestReadDesignated(t *testing.T) {
+	f := newZK(t, true)
+	f.plan(testPlan("v2"))
+	// a: by hand (persistent); b: another role; c: counts; d: counts, never read.
+	f.create(f.op, tLay.CurrentNode(tSvc, "a"), f.regData("a", "v2", webLabels()), zkmodel.Persistent)
+	f.create(f.session("b"), tLay.CurrentNode(tSvc, "b"), f.regData("b", "v2", map[string]string{"role": "db"}), zkmodel.Ephemeral)
+	f.register("c", "v2")
+	f.register("d", "v2")
+	c := &countingClient{Client: f.client()}
+	r := NewReader(c, tLay, tSvc, "d", nil)
+	s, err := r.Read(context.Background(), NeedDesignated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Designated == nil || s.Designated.Node != "c" || s.Have&NeedDesignated == 0 || s.Have&NeedCurrent != 0 {
+		t.Fatalf("designated %+v, have %b", s.Designated, s.Have)
+	}
+	// a, b and c in name order, then d's own registration (the base read).
+	if got, want := c.take(), []string{"a", "b", "c", "d"}; !slices.Equal(got, want) {
+		t.Errorf("registrations read %v, want %v", got, want)
+	}
+	// Nothing counts: none designated.
+	f.delete(tLay.CurrentNode(tSvc, "c"))
+	f.delete(tLay.CurrentNode(tSvc, "d"))
+	if s = read(t, r, NeedDesignated); s.Designated != nil {
+		t.Errorf("designated %+v, want none", s.Designated)
+	}
+	// No current/<svc> at all.
+	f.delete(tLay.CurrentNode(tSvc, "a"))
+	f.delete(tLay.CurrentNode(tSvc, "b"))
+	f.delete(tLay.CurrentService(tSvc))
+	if s = read(t, r, NeedDesignated); s.Designated != nil {
+		t.Errorf("designated %+v without current/, want none", s.Designated)
+	}
+}

@@ -83,9 +83,17 @@ const (
 	// NeedTail: the staging queue's last child an agent made (walking back over persistent
 	// ones), which an up-to-date node watches for completion.
 	NeedTail
+	// NeedDesignated: the service's designated completer (see Snapshot.Designated), found by
+	// listing current/<svc> and reading its registrations in name order up to the first that
+	// counts, instead of reading them all (NeedCurrent, which reads them all, implies it).
+	NeedDesignated
 	// NeedAll is everything (what the operator reads).
 	NeedAll = NeedCurrent | NeedQueue | NeedDeploy | NeedTail
 )
+
+// MaxDesignateReads bounds the registrations a read looks at to find the designated completer;
+// none counting among them leaves the completion check to every up-to-date node, as before.
+const MaxDesignateReads = 8
 
 // Refusal is a znode refused for its signature: nothing in it is acted on.
 type Refusal struct {
@@ -120,6 +128,11 @@ type Snapshot struct {
 	// current/<svc>'s stat then.
 	Current     []Registration
 	CurrentStat Stat
+	// Designated is the first registration in name order that counts (Online) and was made by
+	// an agent (ephemeral): the node that checks whether a rollout with an empty staging queue
+	// is complete, so that the others need not read every registration (NeedDesignated; nil:
+	// none found).
+	Designated *Registration
 	// Own is the reading node's registration (nil: none); OwnRead says it was read.
 	Own     *Registration
 	OwnRead bool
