@@ -233,7 +233,7 @@ func (d *decision) next() Step {
 	}
 
 	if !l.Running {
-		online, st, ok := d.online(plan, "start: the most popular version among online peers")
+		online, st, ok := d.sample(plan)
 		if !ok {
 			return st
 		}
@@ -564,6 +564,21 @@ func (d *decision) completion(plan *zklayout.Plan) (Step, bool) {
 		return wait("", nil), false
 	}
 	return Step{Kind: StepComplete, Version: plan.Version, Entries: done}, true
+}
+
+// sample returns the online nodes among a sample of the registrations (all of them when every
+// registration was read): what a node that starts its service follows.
+func (d *decision) sample(plan *zklayout.Plan) (map[string]string, Step, bool) {
+	if d.s.Have&NeedCurrent != 0 {
+		d.used |= NeedSample
+		online, _ := Online(d.s.Current, plan)
+		return online, Step{}, true
+	}
+	if st, ok := d.need(NeedSample, "start: the most popular version among online peers"); !ok {
+		return nil, st, false
+	}
+	online, _ := Online(d.s.Sample, plan)
+	return online, Step{}, true
 }
 
 // designated returns the designated completer's node name ("": none counts among those the

@@ -265,10 +265,21 @@ func TestNextStart(t *testing.T) {
 			down(l)
 			s.Plan, s.Current, l.Current = nil, nil, ""
 		}, want: Step{Kind: StepWait}, reason: "nothing to start", watch: []string{planW, currentW}},
-		{name: "registrations not read", mod: func(s *Snapshot, l *Local) {
+		{name: "registrations not read: read a sample", mod: func(s *Snapshot, l *Local) {
 			down(l)
 			s.Have &^= NeedCurrent
-		}, want: Step{Kind: StepRead, Need: NeedCurrent}, reason: "most popular"},
+		}, want: Step{Kind: StepRead, Need: NeedSample}, reason: "most popular"},
+		{name: "the sample's most popular version", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Have = s.Have&^NeedCurrent | NeedSample
+			s.Current = nil
+			s.Sample = []Registration{rg("n2", "v2", sess2), rg("n3", "v2", sess3), rg("n4", "v1", 0x104)}
+		}, want: start("v2", "v2"), watch: []string{planW}},
+		{name: "an empty sample: the installed version", mod: func(s *Snapshot, l *Local) {
+			down(l)
+			s.Have = s.Have&^NeedCurrent | NeedSample
+			s.Current = nil
+		}, want: start("v1", "v2"), watch: []string{planW}},
 	})
 }
 
@@ -702,7 +713,7 @@ func TestNextUsed(t *testing.T) {
 	}{
 		{"decide", nil, NeedDeploy | NeedCurrent | NeedQueue},
 		{"decide alone", func(s *Snapshot, l *Local) { s.Plan.MinAvailable = 2 }, NeedDeploy | NeedCurrent},
-		{"start", func(s *Snapshot, l *Local) { down(l) }, NeedCurrent},
+		{"start", func(s *Snapshot, l *Local) { down(l) }, NeedSample},
 		{"no plan", func(s *Snapshot, l *Local) { s.Plan, s.Queue = nil, nil }, 0},
 		{"fetch", func(s *Snapshot, l *Local) { l.Installed = nil }, 0},
 		{"queued behind", func(s *Snapshot, l *Local) { s.Queue[0], s.Queue[1] = s.Queue[1], s.Queue[0] }, NeedDeploy},

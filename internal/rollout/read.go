@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sort"
 
@@ -116,6 +117,11 @@ func (r *Reader) more(ctx context.Context, s *Snapshot, need Need) error {
 	}
 	if need&NeedDeploy != 0 {
 		if err := r.readDeploy(ctx, s); err != nil {
+			return err
+		}
+	}
+	if need&NeedSample != 0 && need&NeedCurrent == 0 && s.Have&NeedCurrent == 0 {
+		if err := r.readSample(ctx, s); err != nil {
 			return err
 		}
 	}
@@ -387,6 +393,34 @@ func (r *Reader) readDesignated(ctx context.Context, s *Snapshot) error {
 			s.Designated = &e.Registration
 			return nil
 		}
+	}
+	return nil
+}
+
+// readSample lists current/<svc> and reads a random sample of its registrations, at most
+// MaxSample, the reading node's own left out (Sample).
+func (r *Reader) readSample(ctx context.Context, s *Snapshot) error {
+	names, st, err := r.ZK.Children(ctx, r.Layout.CurrentService(r.Service))
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.CurrentStat = statOf(st)
+	names = slices.DeleteFunc(names, func(n string) bool { return n == r.Node })
+	if len(names) > MaxSample {
+		rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+		names = names[:MaxSample]
+	}
+	sort.Strings(names)
+	s.Sample = s.Sample[:0]
+	for _, n := range names {
+		e, err := r.readRegistration(ctx, n)
+		if err != nil {
+			return err
+		}
+		s.Sample = append(s.Sample, e.Registration)
 	}
 	return nil
 }

@@ -730,6 +730,22 @@ func TestReadErrors(t *testing.T) {
 			}
 		})
 	}
+	t.Run("sample and designated completer", func(t *testing.T) {
+		for _, tc := range []struct {
+			op   string
+			need Need
+		}{
+			{"children:" + tLay.CurrentService(tSvc), NeedSample},
+			{"get:" + tLay.CurrentNode(tSvc, "n2"), NeedSample},
+			{"children:" + tLay.CurrentService(tSvc), NeedDesignated},
+			{"get:" + tLay.CurrentNode(tSvc, "n1"), NeedDesignated},
+		} {
+			fc := &faultyClient{Client: tr.client(), fail: map[string]bool{tc.op: true}}
+			if _, err := NewReader(fc, tLay, tSvc, "n1", nil).Read(context.Background(), tc.need); !errors.Is(err, errInjected) {
+				t.Errorf("%s with need %b: Read = %v", tc.op, tc.need, err)
+			}
+		}
+	})
 	t.Run("own registration", func(t *testing.T) {
 		fc := &faultyClient{Client: tr.client(), fail: map[string]bool{"get:" + tLay.CurrentNode(tSvc, "n1"): true}}
 		if _, err := NewReader(fc, tLay, tSvc, "n1", nil).Read(context.Background(), 0); !errors.Is(err, errInjected) {
@@ -1123,6 +1139,16 @@ func TestReadDesignated(t *testing.T) {
 	if got, want := c.take(), []string{"a", "b", "c", "d"}; !slices.Equal(got, want) {
 		t.Errorf("registrations read %v, want %v", got, want)
 	}
+	// Only the first MaxDesignateReads names are looked at.
+	for i := 0; i < MaxDesignateReads; i++ {
+		f.create(f.op, tLay.CurrentNode(tSvc, fmt.Sprintf("a%d", i)), f.regData("a", "v2", webLabels()), zkmodel.Persistent)
+	}
+	if s = read(t, r, NeedDesignated); s.Designated != nil {
+		t.Errorf("designated %+v behind %d strays, want none", s.Designated, MaxDesignateReads)
+	}
+	for i := 0; i < MaxDesignateReads; i++ {
+		f.delete(tLay.CurrentNode(tSvc, fmt.Sprintf("a%d", i)))
+	}
 	// Nothing counts: none designated.
 	f.delete(tLay.CurrentNode(tSvc, "c"))
 	f.delete(tLay.CurrentNode(tSvc, "d"))
@@ -1135,5 +1161,46 @@ func TestReadDesignated(t *testing.T) {
 	f.delete(tLay.CurrentService(tSvc))
 	if s = read(t, r, NeedDesignated); s.Designated != nil {
 		t.Errorf("designated %+v without current/, want none", s.Designated)
+	}
+}
+
+// A node that starts its service reads a sample of the registrations, not all of them.
+func TestReadSample(t *testing.T) {
+	f := newZK(t, true)
+	f.plan(testPlan("v2"))
+	for i := 0; i < MaxSample+20; i++ {
+		f.register(fmt.Sprintf("n%03d", i), "v1")
+	}
+	c := &countingClient{Client: f.client()}
+	r := NewReader(c, tLay, tSvc, "n000", nil)
+	s, err := r.Read(context.Background(), NeedSample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Sample) != MaxSample || s.Have&NeedSample == 0 || s.Have&NeedCurrent != 0 || !s.CurrentStat.Exists {
+		t.Fatalf("sample of %d, have %b, current stat %+v", len(s.Sample), s.Have, s.CurrentStat)
+	}
+	for _, reg := range s.Sample {
+		if reg.Node == "n000" || reg.Version != "v1" || reg.Bad != "" {
+			t.Errorf("sampled %+v", reg)
+		}
+	}
+	// The sample's reads, and the node's own registration (the base read).
+	if got := len(c.take()); got != MaxSample+1 {
+		t.Errorf("%d registrations read, want %d", got, MaxSample+1)
+	}
+	// A small fleet: everyone but the node itself.
+	for i := 10; i < MaxSample+20; i++ {
+		f.delete(tLay.CurrentNode(tSvc, fmt.Sprintf("n%03d", i)))
+	}
+	if s = read(t, r, NeedSample); len(s.Sample) != 9 {
+		t.Errorf("sample of %d of 9 peers", len(s.Sample))
+	}
+	for i := 0; i < 10; i++ {
+		f.delete(tLay.CurrentNode(tSvc, fmt.Sprintf("n%03d", i)))
+	}
+	f.delete(tLay.CurrentService(tSvc))
+	if s = read(t, r, NeedSample); len(s.Sample) != 0 || s.CurrentStat.Exists {
+		t.Errorf("sample %+v without current/", s.Sample)
 	}
 }

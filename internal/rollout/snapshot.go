@@ -87,6 +87,10 @@ const (
 	// listing current/<svc> and reading its registrations in name order up to the first that
 	// counts, instead of reading them all (NeedCurrent, which reads them all, implies it).
 	NeedDesignated
+	// NeedSample: a sample of the registrations, at most MaxSample of them chosen at random
+	// (all when there are no more), enough to find the most popular version a node starts
+	// (NeedCurrent implies it).
+	NeedSample
 	// NeedAll is everything (what the operator reads).
 	NeedAll = NeedCurrent | NeedQueue | NeedDeploy | NeedTail
 )
@@ -94,6 +98,12 @@ const (
 // MaxDesignateReads bounds the registrations a read looks at to find the designated completer;
 // none counting among them leaves the completion check to every up-to-date node, as before.
 const MaxDesignateReads = 8
+
+// MaxSample bounds the registrations a node reads to pick the version it starts: with more
+// registered peers the most popular version is that of a random sample of this many (exact up
+// to this fleet size; beyond, a clear majority is found with high probability, and in a near
+// tie either version is one the fleet runs).
+const MaxSample = 64
 
 // Refusal is a znode refused for its signature: nothing in it is acted on.
 type Refusal struct {
@@ -133,6 +143,8 @@ type Snapshot struct {
 	// is complete, so that the others need not read every registration (NeedDesignated; nil:
 	// none found).
 	Designated *Registration
+	// Sample is a sample of the registrations (NeedSample): every one up to MaxSample.
+	Sample []Registration
 	// Own is the reading node's registration (nil: none); OwnRead says it was read.
 	Own     *Registration
 	OwnRead bool
