@@ -204,7 +204,8 @@ func dial(t *testing.T, ctx context.Context, log logr.Logger) *zkclient.Client {
 
 func dialAuth(t *testing.T, ctx context.Context, log logr.Logger, auth string) *zkclient.Client {
 	t.Helper()
-	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(zkConnect), SessionTimeout: 4 * time.Second, Auth: auth, Logger: log})
+	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(zkConnect), SessionTimeout: 4 * time.Second, Auth: auth, Logger: log,
+		SendBuffer: zkclient.AgentSendBuffer})
 	if err != nil {
 		t.Fatal(err)
 	}

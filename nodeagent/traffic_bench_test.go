@@ -121,7 +121,8 @@ func newTrafficHarness(b *testing.B, ctx context.Context, minAvailable int) *tra
 
 func (h *trafficHarness) dial() *zkclient.Client {
 	h.b.Helper()
-	c, err := zkclient.Dial(h.ctx, zkclient.Config{Servers: zkclient.ParseServers(zkConnect), SessionTimeout: 4 * time.Second, Logger: logr.Discard()})
+	c, err := zkclient.Dial(h.ctx, zkclient.Config{Servers: zkclient.ParseServers(zkConnect), SessionTimeout: 4 * time.Second, Logger: logr.Discard(),
+		SendBuffer: zkclient.AgentSendBuffer})
 	h.must(err)
 	return c
 }

@@ -175,7 +175,7 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	log.Info("starting", "address", o.address, "labels", labels, "zk", o.zkServers, "root", o.zkRoot, "stateDir", o.stateDir)
 
 	zcfg := zkclient.Config{Servers: zkclient.ParseServers(o.zkServers),
-		SessionTimeout: o.zkSessionTimeout, Auth: auth, Logger: log.WithName("zk")}
+		SessionTimeout: o.zkSessionTimeout, Auth: auth, Logger: log.WithName("zk"), SendBuffer: zkclient.AgentSendBuffer}
 	if o.zkTLS.Enabled() {
 		if zcfg.TLS, err = zkclient.LoadTLS(o.zkTLS); err != nil {
 			return err

@@ -51,7 +51,17 @@ type Config struct {
 	TLS *tls.Config
 	// Logger receives the library's own log lines.
 	Logger logr.Logger
+	// SendBuffer bounds a request's encoded size (0: the library's 1.5 MiB). The client holds
+	// one such buffer per connection for its life: an agent, whose largest request is a
+	// decision's transaction, needs far less (AgentSendBuffer), and thousands of agents in one
+	// process (the scale benchmark) feel the difference.
+	SendBuffer int
 }
+
+// AgentSendBuffer is the agents' SendBuffer: room for a decision's transaction at
+// rollout.MaxAdmit nodes (about 100 KiB) several times over. A larger request fails with an
+// error, never a crash.
+const AgentSendBuffer = 512 << 10
 
 // ParseServers splits a comma-separated connect string ("h1:2181,h2:2181").
 func ParseServers(s string) []string {
@@ -185,8 +195,12 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			return tls.DialWithDialer(&net.Dialer{Timeout: timeout}, network, address, tc)
 		}
 	}
+	sendBuffer := zk.WithLogInfo(false) // a no-op repeat unless a send buffer size is set
+	if cfg.SendBuffer > 0 {
+		sendBuffer = zk.WithMaxConnBufferSize(cfg.SendBuffer)
+	}
 	conn, _, err := zk.Connect(cfg.Servers, cfg.SessionTimeout,
-		zk.WithLogger(logAdapter{cfg.Logger}), zk.WithEventCallback(cb), zk.WithLogInfo(false), zk.WithDialer(dialer))
+		zk.WithLogger(logAdapter{cfg.Logger}), zk.WithEventCallback(cb), zk.WithLogInfo(false), zk.WithDialer(dialer), sendBuffer)
 	if err != nil {
 		return nil, fmt.Errorf("dial zookeeper %v: %w", cfg.Servers, err)
 	}

@@ -312,3 +312,26 @@ func TestTrafficCounts(t *testing.T) {
 		_, _ = c.Create(done, "/t", nil, zkclient.Persistent)
 	})
 }
+
+// A client with a small send buffer (the agents') refuses a request that does not fit with an
+// error, and goes on working: the session is not lost.
+func TestSendBufferBoundsRequests(t *testing.T) {
+	e, _ := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(e.Connect()), SessionTimeout: 10 * time.Second,
+		Logger: testr.New(t), SendBuffer: 4 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Create(ctx, "/big", make([]byte, 8<<10), zkclient.Persistent); err == nil {
+		t.Fatal("an 8 KiB write through a 4 KiB send buffer succeeded")
+	}
+	if _, err := c.Create(ctx, "/small", []byte("ok"), zkclient.Persistent); err != nil {
+		t.Fatalf("a small write after the refused one: %v", err)
+	}
+	if zkclient.AgentSendBuffer < 256<<10 {
+		t.Fatalf("AgentSendBuffer %d leaves no room for a decision's transaction", zkclient.AgentSendBuffer)
+	}
+}
