@@ -195,4 +195,10 @@ func TestBatchAdmission(t *testing.T) {
 	if admitted < nodes-1-minAvailable {
 		t.Fatalf("%d nodes admitted by another node's decision, want at least %d (the first decision's batch)", admitted, nodes-1-minAvailable)
 	}
+	// Admitted nodes upgrade on their admission, without a decision of their own: one that
+	// ignored its mark would register again and decide later, and every node would be a
+	// decider.
+	if rounds > nodes-(nodes-1-minAvailable) {
+		t.Fatalf("%d decisions for %d nodes: the first batch's %d admitted nodes decided again", rounds, nodes, nodes-1-minAvailable)
+	}
 }

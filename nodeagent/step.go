@@ -420,7 +420,7 @@ func (w *worker) upgradeAdmitted(root, ctx context.Context, st rollout.Step) err
 		}
 		return fmt.Errorf("confirm admission of %s to %s: %w", w.svc, st.Version, err)
 	}
-	w.log.Info("admitted to upgrade", "by", st.Reason, "version", st.Version)
+	w.log.Info("admitted to upgrade", "reason", st.Reason, "round", st.Round, "version", st.Version)
 	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child)
 }
 

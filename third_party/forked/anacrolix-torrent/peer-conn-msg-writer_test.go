@@ -124,10 +124,14 @@ func TestMsgWriterKeepAliveTimerRearmed(t *testing.T) {
 func TestMsgWriterBroadcastDuringFillWakesWriter(t *testing.T) {
 	var w *peerConnMsgWriter
 	var fills atomic.Int32
+	secondFill := make(chan struct{})
 	w = &peerConnMsgWriter{
 		fillWriteBuffer: func() {
-			if fills.Add(1) == 1 {
+			switch fills.Add(1) {
+			case 1:
 				w.writeCond.Broadcast()
+			case 2:
+				close(secondFill)
 			}
 		},
 		closed:      new(chansync.SetOnce),
@@ -141,14 +145,14 @@ func TestMsgWriterBroadcastDuringFillWakesWriter(t *testing.T) {
 		w.run(time.Hour)
 		close(done)
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for fills.Load() < 2 {
-		if time.Now().After(deadline) {
-			w.closed.Set()
-			w.writeCond.Broadcast()
-			t.Fatal("writer never woke after a broadcast during fill: wakeup lost")
-		}
-		time.Sleep(time.Millisecond)
+	// The keepalive timer is an hour: only the broadcast made during the first fill can bring
+	// the second one.
+	select {
+	case <-secondFill:
+	case <-time.After(5 * time.Second):
+		w.closed.Set()
+		w.writeCond.Broadcast()
+		t.Fatal("writer never woke after a broadcast during fill: wakeup lost")
 	}
 	w.closed.Set()
 	w.writeCond.Broadcast()
