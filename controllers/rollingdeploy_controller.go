@@ -35,6 +35,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/internal/plan"
 	"github.com/rollkeeper/rollkeeper/internal/seeder"
+	"github.com/rollkeeper/rollkeeper/internal/zkcache"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zkguard"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
@@ -76,6 +77,10 @@ type RollingDeployReconciler struct {
 	PublishHook func(step, version string)
 
 	watcher *zkWatcher
+	// cache answers the status pass's reads of plans, registrations, staging queues and
+	// progress from memory until their watches fire (zkcache): a pass costs O(what changed).
+	// Reads that precede a write go to ZooKeeper directly.
+	cache *zkcache.Cache
 	// testHook, when set, is called at every position a pass records (tests make it panic).
 	testHook atomic.Pointer[phaseHook]
 	// nodeSets remembers the RollingDeployNodeSets last written (mirrorNodes).
@@ -869,6 +874,7 @@ func (r *RollingDeployReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return errors.New("RollingDeployReconciler needs a ZooKeeper layout")
 	}
 	r.watcher = newZKWatcher(r.ZK, r.Layout, mgr.GetLogger().WithName("zkwatch"))
+	r.cache = zkcache.New(r.ZK, 0)
 	registerMetrics()
 	zkMetrics.SetClient(r.ZK)
 	if err := mgr.Add(r.watcher); err != nil {

@@ -97,7 +97,7 @@ func (r *RollingDeployReconciler) decodeSigned(p, sigPath string, data []byte, i
 // protocol's one reader (rollout.Reader, as the agents read them), and its progress/ children.
 func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (*serviceState, error) {
 	st := &serviceState{}
-	snap, err := rollout.NewReader(r.ZK, r.Layout, svc, "", r.verify).Read(ctx, 0)
+	snap, err := rollout.NewReader(r.statusReads(), r.Layout, svc, "", r.verify).Read(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +154,7 @@ func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (
 	for _, n := range snap.BadStaging {
 		// Outside the queue's order (not <node>-<counter>): nobody's turn depends on it.
 		path := r.Layout.StagingChild(svc, n)
-		_, stat, err := r.ZK.Get(ctx, path)
+		_, stat, err := r.statusReads().Get(ctx, path)
 		switch {
 		case errors.Is(err, zkclient.ErrNoNode):
 		case err != nil:
@@ -166,7 +166,7 @@ func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (
 		}
 	}
 	if st.obs.Progress, err = readChildren[zklayout.Progress](ctx, r, r.Layout.ProgressService(svc),
-		func(n string) string { return r.Layout.ProgressNode(svc, n) }, func(_ string, err error) { malformed(err.Error()) }, nil); err != nil {
+		func(n string) string { return r.Layout.ProgressNode(svc, n) }, func(_ string, err error) { malformed(err.Error()) }); err != nil {
 		return nil, err
 	}
 	st.obs.Failures = snap.Failures
@@ -203,35 +203,35 @@ func withholdDigests(reason string) string {
 	return sha256Hex.ReplaceAllString(reason, "[digest withheld]")
 }
 
-// readChildren decodes every child of parent (child builds its path) into a T. Children that
-// vanish are skipped; unreadable ones go to bad and are never acted on. When persistent is set,
-// it also gets the path of every persistent child (decoded or not).
+// readChildren decodes every child of parent (child builds its path) into a T, through the
+// status cache. Children that vanish are skipped; unreadable ones go to bad and are never
+// acted on.
 func readChildren[T any, P interface {
 	*T
 	zklayout.Payload
-}](ctx context.Context, r *RollingDeployReconciler, parent string, child func(string) string, bad func(string, error), persistent func(string)) ([]T, error) {
-	names, err := r.children(ctx, parent)
+}](ctx context.Context, r *RollingDeployReconciler, parent string, child func(string) string, bad func(string, error)) ([]T, error) {
+	zk := r.statusReads()
+	names, _, err := zk.Children(ctx, parent)
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	var out []T
 	for _, n := range names {
 		var v T
-		found, stat, malformed, err := r.readPayloadStat(ctx, child(n), P(&v))
-		if found && err == nil && persistent != nil && stat.EphemeralOwner == 0 {
-			persistent(child(n))
-		}
+		p := child(n)
+		data, _, err := zk.Get(ctx, p)
 		switch {
+		case errors.Is(err, zkclient.ErrNoNode):
 		case err != nil:
 			return nil, err
-		case !found:
-		case malformed != nil:
-			if persistent != nil && stat.EphemeralOwner != 0 {
-				// A live session's: the operator leaves it to that node's agent.
-				malformed = fmt.Errorf("%w (ephemeral: held by a live session, whose agent replaces it)", malformed)
-			}
-			bad(n, malformed)
 		default:
+			if derr := r.decodeSigned(p, "", data, P(&v)); derr != nil {
+				bad(n, derr)
+				continue
+			}
 			out = append(out, v)
 		}
 	}
@@ -425,4 +425,13 @@ func (r *RollingDeployReconciler) releaseService(ctx context.Context, svc string
 		return fmt.Errorf("delete unused release %s/%s: %w", svc, p.Version, err)
 	}
 	return nil
+}
+
+// statusReads is what the status pass reads through: the watch-fed cache once
+// SetupWithManager made it, ZooKeeper directly before (tests that call a pass by hand).
+func (r *RollingDeployReconciler) statusReads() rollout.Client {
+	if r.cache != nil {
+		return r.cache
+	}
+	return r.ZK
 }

@@ -4,11 +4,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
+	"github.com/rollkeeper/rollkeeper/internal/zkcache"
 )
 
 var (
@@ -68,15 +72,23 @@ func scaleRollout(b *testing.B, n int) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 
+	rss := rssBytes()
+
 	h.av.arm()
 	t0 := h.traffic()
+	op := startStatusPasses(b, h, "a", 250*time.Millisecond)
 	b.StartTimer()
 	began := time.Now()
 	h.publish("a", "v2", "v1")
-	h.waitFor("all nodes online on v2", 2*time.Hour, func() bool { return allOn(h.versions("a"), n, "v2") })
+	h.waitFor("all nodes online on v2", 2*time.Hour, func() bool {
+		vs := h.versions("a")
+		progress(began, n, vs)
+		return allOn(vs, n, "v2")
+	})
 	wall := time.Since(began)
 	b.StopTimer()
 	tr := h.traffic().Sub(t0)
+	passes := op.stop()
 
 	down := n - h.av.min("a")
 	if h.av.min("a") < minAvailable {
@@ -85,13 +97,118 @@ func scaleRollout(b *testing.B, n int) {
 	bound := time.Duration(float64(*scaleRestart) * float64(n) / float64(allowed))
 	per := func(v int64) float64 { return float64(v) / float64(n) }
 	heap := float64(int64(after.HeapInuse)-int64(before.HeapInuse)) / float64(n) / 1024
+	rssPer := float64(rss-rssAtStart) / float64(n) / 1024
 	b.ReportMetric(wall.Seconds(), "s/rollout")
 	b.ReportMetric(float64(down), "down-at-once")
 	b.ReportMetric(per(tr.Reads+tr.Writes), "zk-requests/node")
 	b.Logf("N=%d quorum %d (P=%d may be down), restart %v: rollout %v, bound N·T/P %v (%.1f×); "+
 		"down at once %d of %d allowed; per node: %.1f ZooKeeper requests (%.1f reads, %.1f writes, %.1f watches set), "+
-		"%.1f watch events; agents up in %v; heap %.0f KiB per agent",
+		"%.1f watch events; agents up in %v; heap %.0f KiB, RSS %.0f KiB per agent; "+
+		"operator status pass (watch-fed cache): %d requests cold, then %.1f per pass over %d passes",
 		n, minAvailable, allowed, *scaleRestart, wall.Round(time.Millisecond), bound, wall.Seconds()/bound.Seconds(),
 		down, allowed, per(tr.Reads+tr.Writes), per(tr.Reads), per(tr.Writes), per(tr.Watches), per(tr.WatchesFired),
-		startup.Round(time.Millisecond), heap)
+		startup.Round(time.Millisecond), heap, rssPer, passes.cold, passes.perPass(), passes.n)
+}
+
+// rssAtStart is the process's RSS before any fleet: agents' RSS is what grew since.
+var rssAtStart = rssBytes()
+
+// rssBytes reads the process's resident set size (0 where /proc is missing).
+func rssBytes() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+var lastProgress time.Time
+
+// progress prints how far the rollout is every 30 s to stderr: a large fleet's run takes
+// minutes and the benchmark's figures come only at its end.
+func progress(began time.Time, n int, versions map[string]string) {
+	if time.Since(lastProgress) < 30*time.Second {
+		return
+	}
+	lastProgress = time.Now()
+	on := 0
+	for _, v := range versions {
+		if v == "v2" {
+			on++
+		}
+	}
+	fmt.Fprintf(os.Stderr, "bench-scale N=%d: %d of %d online on v2 after %v\n", n, on, n, time.Since(began).Round(time.Second))
+}
+
+// statusPasses reads a service's state as the operator's status pass does (rollout's reader,
+// then the progress children, through a watch-fed cache, on a session of its own) every
+// interval, and counts the requests each pass costs.
+type statusPasses struct {
+	cancel context.CancelFunc
+	done   chan passCost
+}
+
+type passCost struct {
+	cold, rest int64
+	n          int
+}
+
+func (p passCost) perPass() float64 {
+	if p.n <= 1 {
+		return 0
+	}
+	return float64(p.rest) / float64(p.n-1)
+}
+
+func startStatusPasses(b *testing.B, h *trafficHarness, svc string, every time.Duration) *statusPasses {
+	zk := h.dial()
+	cache := zkcache.New(zk, 0)
+	ctx, cancel := context.WithCancel(h.ctx)
+	p := &statusPasses{cancel: cancel, done: make(chan passCost, 1)}
+	go func() {
+		defer zk.Close()
+		var cost passCost
+		defer func() { p.done <- cost }()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			before := zk.Traffic().Reads
+			if _, err := rollout.NewReader(cache, h.layout, svc, "", nil).Read(ctx, 0); err != nil {
+				if ctx.Err() == nil {
+					b.Errorf("status pass: %v", err)
+				}
+				return
+			}
+			names, _, err := cache.Children(ctx, h.layout.ProgressService(svc))
+			if err == nil {
+				for _, name := range names {
+					_, _, _ = cache.Get(ctx, h.layout.ProgressNode(svc, name))
+				}
+			}
+			r := zk.Traffic().Reads - before
+			if cost.n == 0 {
+				cost.cold = r
+			} else {
+				cost.rest += r
+			}
+			cost.n++
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return p
+}
+
+func (p *statusPasses) stop() passCost {
+	p.cancel()
+	return <-p.done
 }

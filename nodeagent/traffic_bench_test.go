@@ -119,10 +119,15 @@ func newTrafficHarness(b *testing.B, ctx context.Context, minAvailable int) *tra
 	return h
 }
 
+// benchRecvBuffer is the benchmark agents' receive buffer: their largest response, the staging
+// queue's child list, is about 25 bytes per node ("node-00001-0000000001" and its length), so
+// 512 KiB holds 20,000 nodes' (a smaller buffer per agent lets more agents fit in one process).
+const benchRecvBuffer = 512 << 10
+
 func (h *trafficHarness) dial() *zkclient.Client {
 	h.b.Helper()
 	c, err := zkclient.Dial(h.ctx, zkclient.Config{Servers: zkclient.ParseServers(zkConnect), SessionTimeout: 4 * time.Second, Logger: logr.Discard(),
-		SendBuffer: zkclient.AgentSendBuffer})
+		SendBuffer: zkclient.AgentSendBuffer, RecvBuffer: benchRecvBuffer})
 	h.must(err)
 	return c
 }

@@ -56,6 +56,12 @@ type Config struct {
 	// decision's transaction, needs far less (AgentSendBuffer), and thousands of agents in one
 	// process (the scale benchmark) feel the difference.
 	SendBuffer int
+	// RecvBuffer bounds a response's size (0: the library's 1.5 MiB to start with, grown for
+	// any larger response). The client holds one such buffer per connection for its life. A
+	// larger response closes the connection, and the client reconnects and fails the same way,
+	// so it must exceed the largest child list the client reads (about N·(len(name)+4) bytes
+	// for N nodes): set it only where names and fleet are known, like the scale benchmark.
+	RecvBuffer int
 }
 
 // AgentSendBuffer is the agents' SendBuffer: room for a decision's transaction at
@@ -199,8 +205,12 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.SendBuffer > 0 {
 		sendBuffer = zk.WithMaxConnBufferSize(cfg.SendBuffer)
 	}
+	recvBuffer := zk.WithLogInfo(false) // likewise, for the receive buffer
+	if cfg.RecvBuffer > 0 {
+		recvBuffer = zk.WithMaxBufferSize(cfg.RecvBuffer)
+	}
 	conn, _, err := zk.Connect(cfg.Servers, cfg.SessionTimeout,
-		zk.WithLogger(logAdapter{cfg.Logger}), zk.WithEventCallback(cb), zk.WithLogInfo(false), zk.WithDialer(dialer), sendBuffer)
+		zk.WithLogger(logAdapter{cfg.Logger}), zk.WithEventCallback(cb), zk.WithLogInfo(false), zk.WithDialer(dialer), sendBuffer, recvBuffer)
 	if err != nil {
 		return nil, fmt.Errorf("dial zookeeper %v: %w", cfg.Servers, err)
 	}
