@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -89,6 +90,8 @@ type Client struct {
 	listenHost string
 	listener   net.Listener
 	gate       *gate
+	// download is the download rate limiter (nil: unlimited); tests drain it.
+	download *rate.Limiter
 
 	mu       sync.Mutex
 	torrents map[string]*Torrent // by info hash hex
@@ -240,6 +243,7 @@ func New(cfg Config) (*Client, error) {
 		listenHost: host,
 		listener:   ln,
 		gate:       gt,
+		download:   tc.DownloadRateLimiter,
 		torrents:   map[string]*Torrent{},
 	}
 	logger.V(1).Info("torrent client started", "addr", c.Addr(), "dataDir", cfg.DataDir, "fileIO", FileIO(),
@@ -278,6 +282,10 @@ func (c *Client) WaitRefused(ctx context.Context, n int64) error {
 		}
 	}
 }
+
+// WriteStatus writes the library's view of every torrent and connection (request queues,
+// choke and interest states, last messages): what explains a stalled download.
+func (c *Client) WriteStatus(w io.Writer) { c.cl.WriteStatus(w) }
 
 // ListenPort is the TCP port the client accepts peers on.
 func (c *Client) ListenPort() int { return c.cl.LocalPort() }

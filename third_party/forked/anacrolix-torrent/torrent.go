@@ -2546,9 +2546,9 @@ func (t *Torrent) newConnsAllowed() bool {
 	if t.closed.IsSet() {
 		return false
 	}
-	if rl := t.cl.config.DownloadRateLimiter; rl != nil && rl.Tokens() <= 0 {
-		return false
-	}
+	// rollkeeper: no refusal while the download rate limiter has no tokens (v1.61.0 refused
+	// new connections, both ways, then, and retried only on a later event: a downloader at its
+	// cap whose last source left stalled for good). See PATCHES.md.
 	if t.needData() {
 		return true
 	}
