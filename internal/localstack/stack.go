@@ -730,6 +730,13 @@ func (s *Stack) WaitForServiceVersions(ctx context.Context, svc, version string,
 		return true, nil
 	})
 	if err != nil {
+		// The last poll may have run out of time with the wait itself (every answer then reads
+		// "context deadline exceeded"): ask once more, on a deadline of its own.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if got, perr := s.ServiceVersions(pctx, svc); perr == nil {
+			last = got
+		}
 		return fmt.Errorf("%w; services answer %s", err, FormatMembers(last))
 	}
 	return nil

@@ -45,7 +45,11 @@ type P2PConfig struct {
 	TorrentWait time.Duration
 	// Limits bound what an archive may unpack to.
 	Limits Limits
-	Logger logr.Logger
+	// StallReport is how long a download may go without a verified byte before the agent
+	// logs the torrent client's status (connections, requests, choke states), once per stall
+	// (default 30s).
+	StallReport time.Duration
+	Logger      logr.Logger
 }
 
 // P2P fetches artifacts over BitTorrent with ZooKeeper as the tracker: it waits for the
@@ -75,6 +79,9 @@ type swarm struct {
 func NewP2P(cfg P2PConfig) *P2P {
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = time.Second
+	}
+	if cfg.StallReport <= 0 {
+		cfg.StallReport = 30 * time.Second
 	}
 	return &P2P{cfg: cfg, log: cfg.Logger, origin: NewHTTP(), swarms: map[string]*swarm{}, byVer: map[string]string{}}
 }
@@ -183,12 +190,19 @@ func (f *P2P) wait(ctx context.Context, rel *zklayout.Release, sw *swarm) error 
 	go func() { done <- sw.t.Wait(wctx) }()
 	tick := time.NewTicker(f.cfg.ProgressEvery)
 	defer tick.Stop()
+	lastDone, movedAt, reported := int64(-1), time.Now(), false
 	for {
 		select {
 		case err := <-done:
 			return err
 		case <-tick.C:
 			p := sw.t.Progress()
+			if p.Done != lastDone {
+				lastDone, movedAt, reported = p.Done, time.Now(), false
+			} else if !reported && time.Since(movedAt) >= f.cfg.StallReport {
+				reported = true
+				f.logStall(rel, p, time.Since(movedAt))
+			}
 			if err := f.cfg.Tracker.ReportProgress(ctx, rel.Service, zklayout.Progress{Node: f.cfg.Node, Version: rel.Version,
 				Done: p.Done, Total: p.Total, Peers: p.Peers, Rate: int64(p.Rate), Updated: time.Now().UTC(),
 				Source: zklayout.ProgressSourcePeers}); err != nil {
@@ -197,6 +211,22 @@ func (f *P2P) wait(ctx context.Context, rel *zklayout.Release, sw *swarm) error 
 			_ = pagecache.Drop(sw.t.Path())
 		}
 	}
+}
+
+// maxStatusLog bounds the client status a stall report logs.
+const maxStatusLog = 32 << 10
+
+// logStall says a download made no progress for a while, with the torrent client's status so
+// the stall explains itself in the agent's log.
+func (f *P2P) logStall(rel *zklayout.Release, p p2p.Progress, since time.Duration) {
+	var b strings.Builder
+	f.cfg.Client.WriteStatus(&b)
+	status := b.String()
+	if len(status) > maxStatusLog {
+		status = status[:maxStatusLog] + "\n[truncated]"
+	}
+	f.log.Info("download stalled: no verified byte for a while", "service", rel.Service, "version", rel.Version,
+		"stalledFor", since.Round(time.Second).String(), "done", p.Done, "total", p.Total, "peers", p.Peers, "clientStatus", status)
 }
 
 // join starts (or reuses) the swarm of mi: download into DataDir/<infohash>, register as a peer
