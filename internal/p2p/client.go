@@ -287,6 +287,10 @@ func (c *Client) WaitRefused(ctx context.Context, n int64) error {
 // choke and interest states, last messages): what explains a stalled download.
 func (c *Client) WriteStatus(w io.Writer) { c.cl.WriteStatus(w) }
 
+// Refusals returns RefusedConns and a channel closed at the next refusal: a follower of a
+// swarm's peer set reads it again when someone it does not know yet asked to connect.
+func (c *Client) Refusals() (int64, <-chan struct{}) { return c.gate.refusals() }
+
 // ListenPort is the TCP port the client accepts peers on.
 func (c *Client) ListenPort() int { return c.cl.LocalPort() }
 

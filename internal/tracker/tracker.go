@@ -148,13 +148,25 @@ func (t Tracker) Register(ctx context.Context, infoHash string, p zklayout.Peer)
 // whenever one joins, until ctx ends. Each join costs one children read and one read of the
 // new entry: no agent re-reads the whole set on every change.
 func (t Tracker) Follow(ctx context.Context, infoHash, self string, add func([]zklayout.Peer)) error {
-	return t.FollowChanges(ctx, infoHash, self, add, nil)
+	return t.follow(ctx, infoHash, self, add, nil, nil)
+}
+
+// FollowWhen is Follow that, after the peer set changed, reads it again only once ready
+// returns nil (an error ends it). The set's watch is not armed again meanwhile, so a follower
+// that has no use for newcomers yet (a complete seeder that nobody unknown has asked for a
+// connection) costs no request and gets no event however many peers join or leave.
+func (t Tracker) FollowWhen(ctx context.Context, infoHash, self string, add func([]zklayout.Peer), ready func(context.Context) error) error {
+	return t.follow(ctx, infoHash, self, add, nil, ready)
 }
 
 // FollowChanges is Follow that also reports leaves: left (when not nil) is called with the node
 // names of peers reported to joined earlier whose entries are gone (unregistered, or their
 // session ended). A name that comes back is reported to joined again, with its new entry.
 func (t Tracker) FollowChanges(ctx context.Context, infoHash, self string, joined func([]zklayout.Peer), left func([]string)) error {
+	return t.follow(ctx, infoHash, self, joined, left, nil)
+}
+
+func (t Tracker) follow(ctx context.Context, infoHash, self string, joined func([]zklayout.Peer), left func([]string), ready func(context.Context) error) error {
 	// seen: names read (true: reported to joined; false: malformed, reported never).
 	seen := map[string]bool{}
 	if err := t.ZK.EnsurePath(ctx, t.Layout.PeerSet(infoHash)); err != nil {
@@ -208,6 +220,11 @@ func (t Tracker) FollowChanges(ctx context.Context, infoHash, self string, joine
 		}
 		if err := w.Wait(ctx); err != nil {
 			return err
+		}
+		if ready != nil {
+			if err := ready(ctx); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -19,6 +19,12 @@ import (
 
 func setup(t *testing.T) (Tracker, context.Context) {
 	t.Helper()
+	tr, ctx, _ := setupEnsemble(t)
+	return tr, ctx
+}
+
+func setupEnsemble(t *testing.T) (Tracker, context.Context, *zkserver.Ensemble) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	e, err := zkserver.Start(ctx, t.TempDir(), 1)
@@ -31,7 +37,7 @@ func setup(t *testing.T) (Tracker, context.Context) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}, ctx
+	return Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}, ctx, e
 }
 
 func TestPublishAndReadChunkedMetainfo(t *testing.T) {
@@ -264,5 +270,66 @@ func TestAssembleGrowsWithTheChunks(t *testing.T) {
 	})
 	if err != nil || len(meta) != tor.MetaSize {
 		t.Fatalf("Assemble = %d bytes, %v", len(meta), err)
+	}
+}
+
+// FollowWhen reads the peer set again only once ready lets it: however many peers join
+// meanwhile, the follower gets one event and then one reading of the newcomers.
+func TestFollowWhenReadsAgainOnlyWhenReady(t *testing.T) {
+	tr, ctx, e := setupEnsemble(t)
+	ih := strings.Repeat("cd", 20)
+	// The follower's own session, so that its requests and events are counted apart.
+	fc, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(e.Connect()), Logger: testr.New(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	follower := Tracker{ZK: fc, Layout: tr.Layout}
+	register := func(n string) {
+		t.Helper()
+		if _, err := tr.Register(ctx, ih, zklayout.Peer{Node: n, Host: "127.0.0.1", Port: 7000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("n00")
+	added := make(chan []zklayout.Peer, 16)
+	asked, release := make(chan struct{}, 16), make(chan struct{})
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- follower.FollowWhen(fctx, ih, "self", func(ps []zklayout.Peer) { added <- ps }, func(ctx context.Context) error {
+			asked <- struct{}{}
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	if ps := <-added; len(ps) != 1 || ps[0].Node != "n00" {
+		t.Fatalf("first reading: %v", ps)
+	}
+	register("n01")
+	<-asked // the set changed: the follower waits to be ready
+	for i := 2; i <= 10; i++ {
+		register(fmt.Sprintf("n%02d", i))
+	}
+	before := fc.Traffic()
+	close(release)
+	ps := <-added
+	if len(ps) != 10 {
+		t.Fatalf("after release: %d newcomers in one call, want all 10: %v", len(ps), ps)
+	}
+	tr2 := fc.Traffic().Sub(before)
+	if tr2.Reads != 11 || tr2.Watches != 1 {
+		t.Fatalf("one reading of 10 newcomers cost %d reads and %d watches; want 11 (the list, each entry) and 1", tr2.Reads, tr2.Watches)
+	}
+	if got := fc.Traffic().WatchesFired; got != 1 {
+		t.Fatalf("the follower got %d watch events for 11 joins; want 1 (its watch is armed again only when it reads)", got)
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("FollowWhen ended with %v", err)
 	}
 }

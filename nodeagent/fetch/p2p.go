@@ -258,7 +258,28 @@ func (f *P2P) join(mi p2p.MetaInfo) (*swarm, error) {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		err := f.cfg.Tracker.Follow(ctx, mi.InfoHash, f.cfg.Node, func(peers []zklayout.Peer) {
+		// While downloading, every newcomer may be a source: read the set as it changes. Once
+		// complete, newcomers dial us (they read the set when they join, and we are in it);
+		// with OnlyListedPeers we must list them to accept them, and a refused connection is
+		// how we learn that one exists. So a complete node reads the set again only after a
+		// refusal since its last reading (the refused peer does not dial again: we dial it),
+		// and a join or leave costs it nothing otherwise (no event, no request).
+		mark, _ := f.cfg.Client.Refusals()
+		ready := func(ctx context.Context) error {
+			for {
+				n, next := f.cfg.Client.Refusals()
+				if !t.Complete() || n > mark {
+					mark = n
+					return nil
+				}
+				select {
+				case <-next:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+		err := f.cfg.Tracker.FollowWhen(ctx, mi.InfoHash, f.cfg.Node, func(peers []zklayout.Peer) {
 			var addrs []p2p.Peer
 			for _, p := range tracker.Order(f.cfg.Topology, peers) {
 				addrs = append(addrs, p2p.Peer{Addr: fmt.Sprintf("%s:%d", p.Host, p.Port)})
@@ -266,7 +287,7 @@ func (f *P2P) join(mi p2p.MetaInfo) (*swarm, error) {
 			if err := t.AddPeers(addrs); err != nil {
 				f.log.Info("some peers could not be added", "err", err.Error())
 			}
-		})
+		}, ready)
 		if err != nil && ctx.Err() == nil {
 			// Session loss: the swarm is rebuilt by the next Fetch of this version.
 			f.log.Info("stopped following peers", "infohash", mi.InfoHash, "err", err.Error())

@@ -104,6 +104,11 @@ func TestP2PServesOnlyRegisteredPeers(t *testing.T) {
 	if st, _ := n1.Stats(mi.InfoHash); st.BytesWrittenData == 0 {
 		t.Fatalf("node-1 uploaded nothing: %+v", st)
 	}
+	// node-1 was complete when node-2 joined: it did not read the peer set on the join, and
+	// learned of node-2 from node-2's refused connection (then dialed it).
+	if cl1.RefusedConns() == 0 {
+		t.Fatal("node-1 refused nothing: it listed node-2 before node-2 knocked, so it read the peer set on the join")
+	}
 
 	// Not registered: refused.
 	stranger, err := p2p.New(p2p.Config{DataDir: t.TempDir(), ListenHost: "127.0.0.4", Logger: testr.New(t)})
