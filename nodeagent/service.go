@@ -519,19 +519,14 @@ func (w *worker) registration(version string) ([]byte, error) {
 // as the predecessor's removal from current/, so its count of online nodes includes that removal.
 func (w *worker) decide(ctx context.Context, st rollout.Step, admit []rollout.Admitted, round int32) error {
 	ops := []zkclient.Op{zkclient.CheckOp(w.l.FailureService(w.svc), st.FailuresVersion)}
-	now := time.Now().UTC()
-	for i, a := range admit {
-		mark := &zklayout.Staged{Node: a.Node, Version: st.Version, State: zklayout.StagedUpgrading, Since: now, RollCall: round}
-		if i > 0 {
-			mark.AdmittedBy = w.a.cfg.Node
-		}
-		data, err := zklayout.Encode(mark)
-		if err != nil {
-			return err
-		}
+	marks, err := rollout.Marks(w.a.cfg.Node, st.Version, admit, round, time.Now().UTC())
+	if err != nil {
+		return err
+	}
+	for _, m := range marks {
 		ops = append(ops,
-			zkclient.SetOp(w.l.StagingChild(w.svc, a.Child), data, a.ChildVersion),
-			zkclient.DeleteOp(w.l.CurrentNode(w.svc, a.Node), -1))
+			zkclient.SetOp(w.l.StagingChild(w.svc, m.Child), m.Data, m.ChildVersion),
+			zkclient.DeleteOp(w.l.CurrentNode(w.svc, m.Node), -1))
 	}
 	// From here on this node no longer answers roll calls: the registration goes with the
 	// decision (if the transaction fails, the next step's register sets it again).

@@ -3,7 +3,13 @@
 // queue, which version is most popular, is a service's rollout complete. No clients, no I/O.
 package rollout
 
-import "sort"
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
 
 // MayStop reports whether one more node may stop: online counts the service's registered
 // (online) nodes including the caller, so the caller leaving leaves online-1.
@@ -90,4 +96,30 @@ func MostPopular(versions []string, preferred string) (string, bool) {
 	}
 	sort.Strings(tied)
 	return tied[len(tied)-1], true
+}
+
+// Mark is one node's part of a decision's transaction: set its staging child (at the data
+// version read) to Data, its upgrading mark, and delete its registration.
+type Mark struct {
+	Admitted
+	Data []byte
+}
+
+// Marks builds the upgrading marks of a decision taken by decider (admit[0], the decider
+// itself) at version in roll call round: the others name the decider in AdmittedBy. The agent
+// and the simulation write the same marks.
+func Marks(decider, version string, admit []Admitted, round int32, now time.Time) ([]Mark, error) {
+	out := make([]Mark, 0, len(admit))
+	for i, a := range admit {
+		mark := &zklayout.Staged{Node: a.Node, Version: version, State: zklayout.StagedUpgrading, Since: now, RollCall: round}
+		if i > 0 {
+			mark.AdmittedBy = decider
+		}
+		data, err := zklayout.Encode(mark)
+		if err != nil {
+			return nil, fmt.Errorf("upgrading mark of %s: %w", a.Node, err)
+		}
+		out = append(out, Mark{Admitted: a, Data: data})
+	}
+	return out, nil
 }

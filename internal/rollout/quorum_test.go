@@ -1,6 +1,11 @@
 package rollout
 
-import "testing"
+import (
+	"testing"
+	"time"
+
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
 
 func TestMayStop(t *testing.T) {
 	for _, tc := range []struct {
@@ -52,5 +57,36 @@ func TestMostPopular(t *testing.T) {
 				t.Errorf("MostPopular = %q, %v; want %q, %v", got, ok, tc.want, tc.ok)
 			}
 		})
+	}
+}
+
+// A decision's marks: every admitted node upgrading at the version and round, the others
+// naming the decider; a mark that cannot be encoded fails the decision before any write.
+func TestMarks(t *testing.T) {
+	now := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	admit := []Admitted{{Node: "n1", Child: "n1-0000000001", ChildVersion: 2}, {Node: "n2", Child: "n2-0000000002", ChildVersion: 0}}
+	marks, err := Marks("n1", "v2", admit, 7, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(marks) != 2 {
+		t.Fatalf("%d marks for 2 admitted", len(marks))
+	}
+	for i, m := range marks {
+		var st zklayout.Staged
+		if err := zklayout.Decode(m.Data, &st); err != nil {
+			t.Fatal(err)
+		}
+		wantBy := ""
+		if i > 0 {
+			wantBy = "n1"
+		}
+		if m.Admitted != admit[i] || st.Node != admit[i].Node || st.Version != "v2" || st.State != zklayout.StagedUpgrading ||
+			st.RollCall != 7 || !st.Since.Equal(now) || st.AdmittedBy != wantBy {
+			t.Fatalf("mark %d = %+v (%+v), want %s upgrading at v2 in round 7, admitted by %q", i, m.Admitted, st, admit[i].Node, wantBy)
+		}
+	}
+	if _, err := Marks("n1", "not a version!", admit, 7, now); err == nil {
+		t.Fatal("a mark with an invalid version was encoded")
 	}
 }

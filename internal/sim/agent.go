@@ -564,24 +564,20 @@ func (k *worker) rollCallTimeout() {
 func (k *worker) decide(rc *rollCall, admit []rollout.Admitted, answered int) error {
 	w, l, s, st := k.w, k.w.l, k.sess(), rc.st
 	ops := []zkmodel.Op{zkmodel.CheckOp(l.FailureService(k.svc.name), st.FailuresVersion)}
-	for i, a := range admit {
-		mark := &zklayout.Staged{Node: a.Node, Version: st.Version, State: zklayout.StagedUpgrading, Since: w.now(), RollCall: rc.round}
-		if i > 0 {
-			mark.AdmittedBy = k.mc.name
-		}
-		data, err := zklayout.Encode(mark)
-		if err != nil {
-			return err
-		}
+	marks, err := rollout.Marks(k.mc.name, st.Version, admit, rc.round, w.now())
+	if err != nil {
+		return err
+	}
+	for _, m := range marks {
 		ops = append(ops,
-			zkmodel.SetOp(l.StagingChild(k.svc.name, a.Child), data, a.ChildVersion),
-			zkmodel.DeleteOp(l.CurrentNode(k.svc.name, a.Node), -1))
+			zkmodel.SetOp(l.StagingChild(k.svc.name, m.Child), m.Data, m.ChildVersion),
+			zkmodel.DeleteOp(l.CurrentNode(k.svc.name, m.Node), -1))
 	}
 	k.registered = false
 	if w.cfg.Mutate == MutateSkipFailureCheck {
 		ops = ops[1:]
 	}
-	err := w.m.Multi(s, ops...)
+	err = w.m.Multi(s, ops...)
 	if err != nil {
 		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
 			w.count("decision lost the turn")
