@@ -52,7 +52,11 @@ func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan, current []ro
 	defer timer.Stop()
 	regs, _ := rollout.Online(current, plan)
 	online = len(regs)
+	// A listing costs O(answers): while answers pour in, list at most every relist (about
+	// 20 µs per registered node, so 2 ms at 100 nodes, 100 ms at 5,000), not once per answer.
+	relist := min(time.Duration(len(regs))*20*time.Microsecond, 100*time.Millisecond)
 	for {
+		listed := time.Now()
 		// Watch first, then count: an answer arriving in between fires the watch.
 		children, _, watch, err := w.zk.ChildrenW(ctx, p)
 		if err != nil {
@@ -71,6 +75,19 @@ func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan, current []ro
 			return batch[:k], answered, online, round, nil
 		case <-ctx.Done():
 			return nil, answered, online, round, ctx.Err()
+		}
+		if wait := relist - time.Since(listed); wait > 0 {
+			pause := time.NewTimer(wait)
+			select {
+			case <-pause.C:
+			case <-timer.C:
+				// The wait passed: count once more, with every answer in by now.
+				pause.Stop()
+				timer.Reset(0)
+			case <-ctx.Done():
+				pause.Stop()
+				return nil, answered, online, round, ctx.Err()
+			}
 		}
 	}
 }
