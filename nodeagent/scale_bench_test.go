@@ -65,7 +65,9 @@ func scaleRollout(b *testing.B, n int) {
 		h.startAgent(fmt.Sprintf("node-%05d", i))
 	}
 	h.waitFor("all nodes online on v1", time.Hour, func() bool {
-		return allOn(h.versions("a"), n, "v1") && len(h.deployQueue()) == 0
+		vs := h.versions("a")
+		progress(startAt, n, "v1", vs)
+		return allOn(vs, n, "v1") && len(h.deployQueue()) == 0
 	})
 	startup := time.Since(startAt)
 	var after runtime.MemStats
@@ -82,7 +84,7 @@ func scaleRollout(b *testing.B, n int) {
 	h.publish("a", "v2", "v1")
 	h.waitFor("all nodes online on v2", 2*time.Hour, func() bool {
 		vs := h.versions("a")
-		progress(began, n, vs)
+		progress(began, n, "v2", vs)
 		return allOn(vs, n, "v2")
 	})
 	wall := time.Since(began)
@@ -132,18 +134,18 @@ var lastProgress time.Time
 
 // progress prints how far the rollout is every 30 s to stderr: a large fleet's run takes
 // minutes and the benchmark's figures come only at its end.
-func progress(began time.Time, n int, versions map[string]string) {
+func progress(began time.Time, n int, version string, versions map[string]string) {
 	if time.Since(lastProgress) < 30*time.Second {
 		return
 	}
 	lastProgress = time.Now()
 	on := 0
 	for _, v := range versions {
-		if v == "v2" {
+		if v == version {
 			on++
 		}
 	}
-	fmt.Fprintf(os.Stderr, "bench-scale N=%d: %d of %d online on v2 after %v\n", n, on, n, time.Since(began).Round(time.Second))
+	fmt.Fprintf(os.Stderr, "bench-scale N=%d: %d of %d online on %s after %v\n", n, on, n, version, time.Since(began).Round(time.Second))
 }
 
 // statusPasses reads a service's state as the operator's status pass does (rollout's reader,

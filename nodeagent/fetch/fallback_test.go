@@ -17,10 +17,8 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
-	"github.com/rollkeeper/rollkeeper/internal/tracker"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/test/zkserver"
 )
 
 // A version whose torrent never appears (the operator died before its seeder published it) is
@@ -29,17 +27,7 @@ import (
 func TestP2PFetchFallsBackToTheOrigin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	zk, err := zkserver.Start(ctx, t.TempDir(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zk.Stop()
-	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(zk.Connect()), Logger: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	tr := tracker.Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}
+	tr := startTracker(t, ctx)
 
 	body := []byte(strings.Repeat("0123456789abcdef", 64<<10)) // 1 MiB
 	digest := sha256.Sum256(body)
@@ -83,7 +71,7 @@ func TestP2PFetchFallsBackToTheOrigin(t *testing.T) {
 
 	// Poll the progress znode (a data change is not a child event) until it shows the first half.
 	for seen := false; !seen; {
-		data, _, err := c.Get(ctx, tr.Layout.ProgressNode("a", "node-1"))
+		data, _, err := tr.ZK.Get(ctx, tr.Layout.ProgressNode("a", "node-1"))
 		var p zklayout.Progress
 		if err == nil && zklayout.Decode(data, &p) == nil {
 			if p.Peers != 0 || p.Total != int64(len(body)) || p.Version != "v2" || p.Source != zklayout.ProgressSourceOrigin {
@@ -108,7 +96,7 @@ func TestP2PFetchFallsBackToTheOrigin(t *testing.T) {
 	if got, err := artifact.FileDigest(filepath.Join(state, "v2", "a.bin")); err != nil || got != sum {
 		t.Fatalf("installed artifact sha256 %s, %v; want %s", got, err, sum)
 	}
-	if ok, err := c.Exists(ctx, tr.Layout.ProgressNode("a", "node-1")); err != nil || ok {
+	if ok, err := tr.ZK.Exists(ctx, tr.Layout.ProgressNode("a", "node-1")); err != nil || ok {
 		t.Fatalf("progress znode left behind (%v)", err)
 	}
 

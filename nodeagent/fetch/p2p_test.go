@@ -2,9 +2,7 @@ package fetch
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,10 +13,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
-	"github.com/rollkeeper/rollkeeper/internal/tracker"
-	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/test/zkserver"
 )
 
 // An agent stopped mid-download (its context cancelled, its client closed) resumes on restart
@@ -26,33 +21,11 @@ import (
 func TestP2PFetchResumesAfterRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	zk, err := zkserver.Start(ctx, t.TempDir(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zk.Stop()
-	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(zk.Connect()), Logger: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	tr := tracker.Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}
+	tr := startTracker(t, ctx)
 
 	// The origin: a seeder limited to 2 MiB/s, so the download can be interrupted.
 	dir := t.TempDir()
-	file := filepath.Join(dir, "artifact.bin")
-	f, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.CopyN(f, rand.Reader, 8<<20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	sum, err := artifact.FileDigest(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file, sum := randomArtifact(t, 8<<20)
 	seed, err := p2p.New(p2p.Config{DataDir: filepath.Join(dir, "seeder"), ListenHost: "127.0.0.1", UploadRate: 2 << 20, Logger: testr.New(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +63,7 @@ func TestP2PFetchResumesAfterRestart(t *testing.T) {
 	var before int64
 	deadline := time.Now().Add(time.Minute)
 	for before < mi.Size/4 {
-		data, _, err := c.Get(ctx, tr.Layout.ProgressNode("a", "node-1"))
+		data, _, err := tr.ZK.Get(ctx, tr.Layout.ProgressNode("a", "node-1"))
 		var p zklayout.Progress
 		if err == nil && zklayout.Decode(data, &p) == nil {
 			before = p.Done

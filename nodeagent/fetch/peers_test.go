@@ -2,9 +2,6 @@ package fetch
 
 import (
 	"context"
-	"crypto/rand"
-	"io"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,10 +10,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
-	"github.com/rollkeeper/rollkeeper/internal/tracker"
-	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/test/zkserver"
 )
 
 // Agents' clients accept only the peers registered in the version's swarm (ZooKeeper): node-2,
@@ -25,32 +19,10 @@ import (
 func TestP2PServesOnlyRegisteredPeers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	zk, err := zkserver.Start(ctx, t.TempDir(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zk.Stop()
-	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(zk.Connect()), Logger: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	tr := tracker.Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}
+	tr := startTracker(t, ctx)
 
 	dir := t.TempDir()
-	file := filepath.Join(dir, "artifact.bin")
-	f, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.CopyN(f, rand.Reader, 2<<20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	sum, err := artifact.FileDigest(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file, sum := randomArtifact(t, 2<<20)
 	seed, err := p2p.New(p2p.Config{DataDir: filepath.Join(dir, "seeder"), ListenHost: "127.0.0.1", Logger: testr.New(t)})
 	if err != nil {
 		t.Fatal(err)

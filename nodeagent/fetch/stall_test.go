@@ -2,9 +2,6 @@ package fetch
 
 import (
 	"context"
-	"crypto/rand"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,12 +10,8 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"github.com/go-logr/logr/testr"
 
-	"github.com/rollkeeper/rollkeeper/internal/artifact"
 	"github.com/rollkeeper/rollkeeper/internal/p2p"
-	"github.com/rollkeeper/rollkeeper/internal/tracker"
-	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/test/zkserver"
 )
 
 // A download that gets nothing (no peer, no web seed) says so in the agent's log, with the
@@ -26,31 +19,8 @@ import (
 func TestP2PFetchReportsAStall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	zk, err := zkserver.Start(ctx, t.TempDir(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zk.Stop()
-	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(zk.Connect()), Logger: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	tr := tracker.Tracker{ZK: c, Layout: zklayout.MustNew("/rk")}
-
-	file := filepath.Join(t.TempDir(), "artifact.bin")
-	f, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.CopyN(f, rand.Reader, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	sum, err := artifact.FileDigest(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := startTracker(t, ctx)
+	file, sum := randomArtifact(t, 1<<20)
 	mi, err := p2p.BuildMetaInfo(ctx, file, "artifact.bin", nil)
 	if err != nil {
 		t.Fatal(err)
