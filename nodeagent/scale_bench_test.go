@@ -19,6 +19,7 @@ var (
 	scaleNodes   = flag.String("scale.nodes", "100", "BenchmarkScale: fleet sizes, comma-separated")
 	scaleRestart = flag.Duration("scale.restart", time.Second, "BenchmarkScale: how long each restart of the host service takes")
 	scaleQuorum  = flag.Float64("scale.quorum", 0.9, "BenchmarkScale: minAvailable as a fraction of the fleet")
+	scaleSession = flag.Duration("scale.session", 4*time.Second, "BenchmarkScale: ZooKeeper session timeout of every agent (and so its roll call wait); thousands of agents in one process on few cores need more than one agent per machine does")
 )
 
 // BenchmarkScale rolls one service v1 -> v2 on N in-process agents (memory backend, each start
@@ -54,6 +55,7 @@ func scaleRollout(b *testing.B, n int) {
 	b.StopTimer()
 	h := newTrafficHarness(b, ctx, minAvailable)
 	h.startup = *scaleRestart
+	h.session = *scaleSession
 	defer h.stop()
 
 	var before runtime.MemStats

@@ -95,7 +95,9 @@ type trafficHarness struct {
 	// minAvailable goes into the plans; startup is how long each start takes (0: 100 ms).
 	minAvailable int
 	startup      time.Duration
-	agents       []*testAgent
+	// session is the ZooKeeper session timeout of every session (0: 4 s).
+	session time.Duration
+	agents  []*testAgent
 }
 
 func newTrafficHarness(b *testing.B, ctx context.Context, minAvailable int) *trafficHarness {
@@ -126,7 +128,11 @@ const benchRecvBuffer = 512 << 10
 
 func (h *trafficHarness) dial() *zkclient.Client {
 	h.b.Helper()
-	c, err := zkclient.Dial(h.ctx, zkclient.Config{Servers: zkclient.ParseServers(zkConnect), SessionTimeout: 4 * time.Second, Logger: logr.Discard(),
+	session := h.session
+	if session <= 0 {
+		session = 4 * time.Second
+	}
+	c, err := zkclient.Dial(h.ctx, zkclient.Config{Servers: zkclient.ParseServers(zkConnect), SessionTimeout: session, Logger: logr.Discard(),
 		SendBuffer: zkclient.AgentSendBuffer, RecvBuffer: benchRecvBuffer})
 	h.must(err)
 	return c
