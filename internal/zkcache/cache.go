@@ -10,7 +10,9 @@
 // The answers are as fresh as a direct read issued at the same moment could be: ZooKeeper
 // delivers a watch event to the client before any response that reflects the change, and a
 // watch is checked (without blocking) on every read. While the client has no session the
-// cache is bypassed, so reads fail as direct reads would rather than answer from memory.
+// cache is bypassed, so reads fail as direct reads would rather than answer from memory; and
+// after every new connection it starts empty (the watches the library sets again on a new
+// connection fire for what changed meanwhile, but perhaps after a read answered from memory).
 package zkcache
 
 import (
@@ -31,9 +33,9 @@ type Source interface {
 	SessionStats() zkclient.SessionStats
 }
 
-// DefaultMaxEntries bounds the znodes kept (data and child lists together): about 150 MiB at
-// the 1 KiB a registration or staging child holds at most, enough for every node of several
-// 10,000-node services. Past it, reads go to ZooKeeper uncached.
+// DefaultMaxEntries bounds the znodes kept (data and child lists together): 131,072, enough
+// for every node of several 10,000-node services (a registration or staging child is a few
+// hundred bytes). Past it, reads go to ZooKeeper uncached, and set no watch.
 const DefaultMaxEntries = 1 << 17
 
 // Cache answers Get and Children (rollout.Client) from memory while their watches hold. It is
@@ -48,6 +50,8 @@ type Cache struct {
 	// under indexes data entries by parent, for pruning: parent -> child name -> true.
 	under map[string]map[string]bool
 	hits  int64
+	// conns is the client's count of (re-)established connections the entries were read on.
+	conns int64
 }
 
 type dataEntry struct {
@@ -85,12 +89,32 @@ func fired(w zkclient.Watch) bool {
 	}
 }
 
+// usable reports whether the client has a session, and empties the cache if it connected
+// again since the entries were read. Called with mu held.
+func (c *Cache) usable() bool {
+	st := c.src.SessionStats()
+	if !st.Connected {
+		return false
+	}
+	if st.Reconnects != c.conns {
+		c.conns = st.Reconnects
+		clear(c.data)
+		clear(c.kids)
+		clear(c.under)
+	}
+	return true
+}
+
+// full reports whether a new entry would pass the bound. Called with mu held.
+func (c *Cache) full() bool { return len(c.data)+len(c.kids) >= c.max }
+
 // Get returns p's data and stat, from memory if p's watch has not fired since it was read.
 func (c *Cache) Get(ctx context.Context, p string) ([]byte, zkclient.Stat, error) {
-	if !c.src.SessionStats().Connected {
+	c.mu.Lock()
+	if !c.usable() || (c.data[p] == nil && c.full()) {
+		c.mu.Unlock()
 		return c.src.Get(ctx, p)
 	}
-	c.mu.Lock()
 	if e := c.data[p]; e != nil {
 		if !fired(e.w) {
 			c.hits++
@@ -107,7 +131,7 @@ func (c *Cache) Get(ctx context.Context, p string) ([]byte, zkclient.Stat, error
 		return data, st, err
 	}
 	c.mu.Lock()
-	if c.data[p] != nil || len(c.data)+len(c.kids) < c.max {
+	if c.data[p] != nil || !c.full() {
 		c.data[p] = &dataEntry{data: slices.Clone(data), stat: st, w: w}
 		dir, name := path.Split(p)
 		dir = path.Clean(dir)
@@ -123,10 +147,11 @@ func (c *Cache) Get(ctx context.Context, p string) ([]byte, zkclient.Stat, error
 // Children returns p's children and stat, from memory if p's child watch has not fired since
 // they were listed. A fresh listing also forgets the data of children no longer listed.
 func (c *Cache) Children(ctx context.Context, p string) ([]string, zkclient.Stat, error) {
-	if !c.src.SessionStats().Connected {
+	c.mu.Lock()
+	if !c.usable() || (c.kids[p] == nil && c.full()) {
+		c.mu.Unlock()
 		return c.src.Children(ctx, p)
 	}
-	c.mu.Lock()
 	if e := c.kids[p]; e != nil {
 		if !fired(e.w) {
 			c.hits++
@@ -143,7 +168,7 @@ func (c *Cache) Children(ctx context.Context, p string) ([]string, zkclient.Stat
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.prune(p, names)
-	if c.kids[p] != nil || len(c.data)+len(c.kids) < c.max {
+	if c.kids[p] != nil || !c.full() {
 		c.kids[p] = &childEntry{names: slices.Clone(names), stat: st, w: w}
 	}
 	return names, st, nil

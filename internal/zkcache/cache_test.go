@@ -158,13 +158,7 @@ func TestNoSessionNoAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Stop()
-	deadline := time.Now().Add(time.Minute)
-	for zk.SessionStats().Connected {
-		if time.Now().After(deadline) {
-			t.Fatal("the client still reports a session a minute after the server stopped")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitConnected(t, zk, false)
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if d, _, err := c.Get(rctx, "/k"); err == nil {
@@ -189,7 +183,11 @@ func TestBound(t *testing.T) {
 	if st := c.Stats(); st.Entries > 4 {
 		t.Fatalf("cache holds %d entries, bound 4", st.Entries)
 	}
+	before := zk.Traffic().Watches
 	got := pass(t, c)
+	if w := zk.Traffic().Watches - before; w != 0 {
+		t.Fatalf("a pass past the bound set %d watches; reads past it set none (nothing would ever remove them)", w)
+	}
 	keys := make([]string, 0, len(got))
 	for k := range got {
 		keys = append(keys, k)
@@ -197,5 +195,44 @@ func TestBound(t *testing.T) {
 	slices.Sort(keys)
 	if len(keys) != 10 {
 		t.Fatalf("bounded cache answered %v", keys)
+	}
+}
+
+// After a new connection the cache starts empty: the library sets its watches again then, and
+// their events for what changed meanwhile may come after a read answered from memory.
+func TestReconnectStartsEmpty(t *testing.T) {
+	e, zk := start(t)
+	ctx := context.Background()
+	if _, err := zk.Create(ctx, "/k", []byte("1"), zkclient.Persistent); err != nil {
+		t.Fatal(err)
+	}
+	c := zkcache.New(zk, 0)
+	if _, _, err := c.Get(ctx, "/k"); err != nil {
+		t.Fatal(err)
+	}
+	srv := e.Servers[0]
+	srv.Stop()
+	waitConnected(t, zk, false)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, zk, true)
+	before := reads(zk)
+	if d, _, err := c.Get(ctx, "/k"); err != nil || string(d) != "1" {
+		t.Fatalf("get after reconnecting = %q, %v", d, err)
+	}
+	if r := reads(zk) - before; r != 1 {
+		t.Fatalf("get after reconnecting: %d requests, want 1 (nothing answered from memory)", r)
+	}
+}
+
+func waitConnected(t *testing.T, zk *zkclient.Client, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for zk.SessionStats().Connected != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("client connected = %v after a minute, want %v", !want, want)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
 }
