@@ -335,3 +335,29 @@ func TestSendBufferBoundsRequests(t *testing.T) {
 		t.Fatalf("AgentSendBuffer %d leaves no room for a decision's transaction", zkclient.AgentSendBuffer)
 	}
 }
+
+// A client with a small receive buffer fails a read whose answer does not fit with an error,
+// without allocating past its bound, and reads what fits.
+func TestRecvBufferBoundsResponses(t *testing.T) {
+	e, big := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := big.Create(ctx, "/big", make([]byte, 16<<10), zkclient.Persistent); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := big.Create(ctx, "/small", []byte("ok"), zkclient.Persistent); err != nil {
+		t.Fatal(err)
+	}
+	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(e.Connect()), SessionTimeout: 10 * time.Second,
+		Logger: testr.New(t), RecvBuffer: 4 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if d, _, err := c.Get(ctx, "/small"); err != nil || string(d) != "ok" {
+		t.Fatalf("a small read through a 4 KiB receive buffer: %q, %v", d, err)
+	}
+	if _, _, err := c.Get(ctx, "/big"); err == nil {
+		t.Fatal("a 16 KiB answer through a 4 KiB receive buffer was read")
+	}
+}
