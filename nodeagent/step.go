@@ -105,7 +105,9 @@ func (w *worker) note(s *rollout.Snapshot) {
 	for _, b := range s.BadFailures {
 		say("failure:"+b, "ignoring malformed failure record", "record", b)
 	}
-	_, notCounted := rollout.Online(s.Current, s.Plan)
+	// The start-up sample too: a start decision reads only the sample, and must say what in it
+	// did not count.
+	_, notCounted := rollout.Online(slices.Concat(s.Current, s.Sample), s.Plan)
 	for n, why := range notCounted {
 		if why == "gone" {
 			continue
