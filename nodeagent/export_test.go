@@ -25,3 +25,9 @@ func OnlineCounter(a *Agent, svc string) func(context.Context, *zklayout.Plan) (
 func CountAnswers(children []string, round int32, registered map[string]string, self string) int {
 	return len(answers(children, round, registered, self))
 }
+
+// Decide runs the decision transaction of a worker of svc (for tests): how many of admit it
+// admitted.
+func Decide(ctx context.Context, a *Agent, svc string, st rollout.Step, admit []rollout.Admitted, round int32) (int, error) {
+	return newWorker(a, svc).decide(ctx, st, admit, round)
+}

@@ -512,26 +512,42 @@ func (w *worker) registration(version string) ([]byte, error) {
 		Health: zklayout.HealthHealthy, Since: time.Now().UTC(), Labels: w.a.cfg.Labels})
 }
 
+// maxDecisionBytes bounds a decision's transaction: half the agents' send buffer, well under
+// ZooKeeper's request bound (jute.maxbuffer, 1 MiB by default). opOverhead is a generous
+// estimate of the framing of one set and one delete operation beside their paths and data.
+const (
+	maxDecisionBytes = zkclient.AgentSendBuffer / 2
+	opOverhead       = 64
+)
+
 // decide takes this node offline and marks it upgrading in one transaction. It fails if the
 // staging child changed or vanished (lost turn, expired session): nothing is stopped then.
 // Two deciders never both pass on a stale view: a node decides only as first waiter, which it
 // becomes only after seeing its predecessor's upgrading mark, written in the same transaction
 // as the predecessor's removal from current/, so its count of online nodes includes that removal.
-func (w *worker) decide(ctx context.Context, st rollout.Step, admit []rollout.Admitted, round int32) error {
+//
+// It returns how many nodes of admit it admitted (this one first).
+func (w *worker) decide(ctx context.Context, st rollout.Step, admit []rollout.Admitted, round int32) (int, error) {
 	ops := []zkclient.Op{zkclient.CheckOp(w.l.FailureService(w.svc), st.FailuresVersion)}
 	marks, err := rollout.Marks(w.a.cfg.Node, st.Version, admit, round, time.Now().UTC())
 	if err != nil {
-		return err
+		return 0, err
 	}
-	for _, m := range marks {
-		ops = append(ops,
-			zkclient.SetOp(w.l.StagingChild(w.svc, m.Child), m.Data, m.ChildVersion),
-			zkclient.DeleteOp(w.l.CurrentNode(w.svc, m.Node), -1))
+	size := 0
+	for i, m := range marks {
+		child, reg := w.l.StagingChild(w.svc, m.Child), w.l.CurrentNode(w.svc, m.Node)
+		// Long node names make long marks: the batch stops where the transaction would
+		// outgrow the send buffer. Admitting a prefix of it is always safe.
+		if size += len(child) + len(m.Data) + len(reg) + opOverhead; i > 0 && size > maxDecisionBytes {
+			w.log.Info("batch cut to fit one transaction", "admitted", i, "batch", len(marks), "bytes", maxDecisionBytes)
+			break
+		}
+		ops = append(ops, zkclient.SetOp(child, m.Data, m.ChildVersion), zkclient.DeleteOp(reg, -1))
 	}
 	// From here on this node no longer answers roll calls: the registration goes with the
 	// decision (if the transaction fails, the next step's register sets it again).
 	w.registered.Store(false)
-	return w.zk.Multi(ctx, ops...)
+	return len(ops) / 2, w.zk.Multi(ctx, ops...)
 }
 
 // upgrade stops the old version, switches, starts the new one and checks it. On success the

@@ -390,14 +390,15 @@ func (w *worker) decideAndUpgrade(root, ctx context.Context, snap *rollout.Snaps
 	w.a.cfg.Metrics.rollCalled(w.svc, ResultSuccess)
 	w.log.V(1).Info("roll call answered", "round", round, "answered", answered, "minAvailable", plan.MinAvailable,
 		"admitted", len(admit), "batch", len(st.Admit))
-	if err := w.decide(ctx, st, admit, round); err != nil {
+	admitted, err := w.decide(ctx, st, admit, round)
+	if err != nil {
 		if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
 			w.log.Info("lost the turn before stopping; re-evaluating", "err", err.Error())
 			return nil
 		}
 		return err
 	}
-	w.a.cfg.Metrics.admittedOthers(w.svc, len(admit)-1)
+	w.a.cfg.Metrics.admittedOthers(w.svc, admitted-1)
 	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child)
 }
 

@@ -466,17 +466,48 @@ walk:
 			Skipped: skipped, Fields: []any{"online", len(online), "minAvailable", plan.MinAvailable}}
 	}
 	admit := []Admitted{{Node: l.Node, Child: keep.Child, ChildVersion: keep.Version}}
-	if room := min(len(online)-1-plan.MinAvailable, MaxAdmit-1); room > 0 {
-		// The quorum allows more than this node down: the nodes queued right behind it may go
-		// in the same decision.
+	room := len(online) - 1 - plan.MinAvailable
+	flying := inFlight(s, idx, online)
+	if room > 0 || flying > 0 {
+		// The quorum allows more than this node down, or will once the nodes in flight are
+		// back: the nodes queued right behind it may go in the same decision.
 		if st, ok := d.need(NeedQueue, "batch admission: the nodes queued behind the first waiter"); !ok {
 			st.Prewarm = target
 			return st
 		}
-		admit = append(admit, behind(s, idx, target, online, room)...)
+		ready := behind(s, idx, target, online, MaxAdmit-1)
+		admit = append(admit, ready[:min(room, len(ready))]...)
+		// Every decision costs every node a few requests (its roll call), so admitting nodes
+		// one by one as they come back would make a rollout cost O(N) decisions and each node
+		// O(N) requests. While nodes are in flight, wait until at least half of what the
+		// quorum will then allow may go (or every waiter): a rollout then takes at most about
+		// 2N/P decisions (P nodes allowed down), whatever the fleet's size. Admitting fewer is
+		// always safe; this only spaces decisions out, and the first of the nodes in flight to
+		// return or vanish wakes the waiter again.
+		want := min((room+1+flying+1)/2, MaxAdmit, 1+len(ready))
+		if len(admit) < want {
+			return Step{Kind: StepWait, Reason: "batch admission: waiting for nodes in flight to return",
+				Watch: []Watch{planWatch, queueWatch, currentWatch}, Prewarm: target, Skipped: skipped,
+				Fields: []any{"admit", len(admit), "want", want, "inFlight", flying}}
+		}
 	}
 	return Step{Kind: StepDecide, Version: target, PlanVersion: plan.Version, Child: keep.Child, ChildVersion: keep.Version,
 		FailuresVersion: s.FailuresStat.Version, Online: len(online), Prewarm: target, Skipped: skipped, Admit: admit}
+}
+
+// inFlight counts the nodes admitted ahead of the first waiter (at idx) that are not back
+// online: upgrading children form a prefix of the queue, and a node that returns registers
+// before it leaves the queue, and one that dies takes its ephemeral child with its session.
+func inFlight(s *Snapshot, idx int, online map[string]string) int {
+	n := 0
+	for _, q := range s.Queue[:idx] {
+		if q.Loaded && !q.Gone && q.Bad == nil && q.Owner != 0 && q.Staged.State == zklayout.StagedUpgrading {
+			if _, back := online[q.Node]; !back {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // behind returns up to room nodes queued right behind the first waiter (at idx) that may be

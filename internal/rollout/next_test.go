@@ -1085,3 +1085,64 @@ func TestAdmissible(t *testing.T) {
 		}
 	}
 }
+
+// While admitted nodes are in flight, the first waiter waits until it may admit at least half
+// of what the quorum allows once they are back (or every ready waiter), so that a rollout takes
+// about 2N/P decisions, not one per returning node.
+func TestNextWaitsForNodesInFlight(t *testing.T) {
+	// fleet: flying nodes f1.. upgrading ahead of n1 (not registered), n1, ready nodes r1..
+	// behind it on v1, done nodes d1.. on v2; every registered node counts.
+	fleet := func(flying, waiters, done, minAvailable int) func(s *Snapshot, l *Local) {
+		return func(s *Snapshot, l *Local) {
+			s.Plan.MinAvailable = minAvailable
+			own := s.Queue[0]
+			s.Queue, s.Current = nil, []Registration{rg("n1", "v1", sess1)}
+			for i := 1; i <= flying; i++ {
+				s.Queue = append(s.Queue, qe(child(fmt.Sprintf("f%d", i), i), int64(0x200+i), "v2", upgrading))
+			}
+			s.Queue = append(s.Queue, own)
+			for i := 1; i <= waiters; i++ {
+				n := fmt.Sprintf("r%d", i)
+				s.Queue = append(s.Queue, qe(child(n, 100+i), int64(0x300+i), "v2", ready))
+				s.Current = append(s.Current, rg(n, "v1", int64(0x300+i)))
+			}
+			for i := 1; i <= done; i++ {
+				n := fmt.Sprintf("d%d", i)
+				s.Current = append(s.Current, rg(n, "v2", int64(0x400+i)))
+			}
+		}
+	}
+	decide := func(online int) Step {
+		return Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4, FailuresVersion: 7,
+			Online: online, Prewarm: "v2", Registered: true}
+	}
+	wait := Step{Kind: StepWait, Prewarm: "v2", Registered: true}
+	const why = "waiting for nodes in flight"
+	watches := []string{planW, queueW, currentW}
+	runNext(t, []nextCase{
+		// 12 online, minAvailable 10: n1 and one more may go; with 4 in flight, 6 could: wait for 3.
+		{name: "4 in flight, 2 may go: wait", mod: fleet(4, 6, 5, 10), want: wait, reason: why, watch: watches},
+		// 2 in flight: 4 could go, 2 may: that is half.
+		{name: "2 in flight, 2 may go: decide", mod: fleet(2, 6, 5, 10), want: decide(12), admit: []string{"n1", "r1"}},
+		{name: "none in flight: decide alone", mod: fleet(0, 6, 5, 11), want: decide(12), admit: []string{"n1"}},
+		{name: "2 in flight, only n1 may go: wait", mod: fleet(2, 6, 5, 11), want: wait, reason: why, watch: watches},
+		{name: "4 in flight, one waiter behind: every waiter goes", mod: fleet(4, 1, 10, 10), want: decide(12),
+			admit: []string{"n1", "r1"}},
+		{name: "4 in flight, no queue read: read it", mod: func(s *Snapshot, l *Local) {
+			fleet(4, 6, 5, 11)(s, l)
+			s.Have &^= NeedQueue
+		}, want: Step{Kind: StepRead, Need: NeedQueue, Prewarm: "v2", Registered: true}, reason: "batch admission"},
+		{name: "back online, still marked: not in flight", mod: func(s *Snapshot, l *Local) {
+			fleet(4, 6, 5, 10)(s, l)
+			for _, f := range []string{"f1", "f2"} {
+				s.Current = append(s.Current, rg(f, "v2", 0x900))
+			}
+			s.Plan.MinAvailable = 12 // 14 online: 2 may go, 2 in flight
+		}, want: decide(14), admit: []string{"n1", "r1"}},
+		{name: "a persistent upgrading stray is not in flight", mod: func(s *Snapshot, l *Local) {
+			fleet(0, 6, 5, 11)(s, l)
+			s.Queue = append([]QueueEntry{persistent(qe(child("x", 1), 0, "v2", upgrading))}, s.Queue...)
+		}, want: Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4, FailuresVersion: 7,
+			Online: 12, Prewarm: "v2", Registered: true, Skipped: []string{child("x", 1)}}, admit: []string{"n1"}},
+	})
+}

@@ -65,8 +65,8 @@ type Config struct {
 }
 
 // AgentSendBuffer is the agents' SendBuffer: room for a decision's transaction at
-// rollout.MaxAdmit nodes (about 100 KiB) several times over. A larger request fails with an
-// error, never a crash.
+// rollout.MaxAdmit nodes (about 200 KiB with short names; the agent cuts a batch at half this
+// buffer). A larger request fails with an error, never a crash.
 const AgentSendBuffer = 512 << 10
 
 // ParseServers splits a comma-separated connect string ("h1:2181,h2:2181").
