@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+	"github.com/rollkeeper/rollkeeper/nodeagent/backend"
 	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
 	"github.com/rollkeeper/rollkeeper/nodeagent/pagecache"
 )
@@ -173,6 +175,65 @@ func TestReturningNodeStartsMostPopular(t *testing.T) {
 }
 
 // pausePlan rewrites svc's plan paused (as the operator does for spec.paused).
+// With more peers registered than rollout.MaxSample, a fresh node picks the version it starts
+// from a sample of their registrations, not a read of every one: here 100 peers (live
+// registrations of the test's session), 81 on v1 and 19 on v2, so every sample of 64 holds a
+// majority on v1.
+func TestFreshNodeStartsFromASample(t *testing.T) {
+	const peers, onV2 = 100, 19
+	e := newEnv(t)
+	e.publish("a", "v1", "", 1, zklayout.FailurePolicyPause, nil)
+	e.paused = true
+	e.publish("a", "v2", "v1", 1, zklayout.FailurePolicyPause, nil)
+	must(t, e.zk.EnsurePath(e.ctx, e.layout.CurrentService("a")))
+	for i := range peers {
+		v := "v1"
+		if i < onV2 {
+			v = "v2"
+		}
+		n := fmt.Sprintf("peer-%03d", i)
+		reg, err := zklayout.Encode(&zklayout.Current{Node: n, Version: v, Address: "127.0.0.1", Health: zklayout.HealthHealthy, Since: time.Now().UTC()})
+		must(t, err)
+		_, err = e.zk.Create(e.ctx, e.layout.CurrentNode("a", n), reg, zkclient.Ephemeral)
+		must(t, err)
+	}
+	// The agent's reads are counted when it starts the service: its choice is made by then.
+	var agent atomic.Pointer[testAgent]
+	added := make(chan struct{})
+	starts := make(chan int64, 1)
+	e.wrapBackend = func(node string, b backend.Backend) backend.Backend {
+		return onStart{Backend: b, start: func() {
+			<-added
+			select {
+			case starts <- agent.Load().zk.Traffic().Reads:
+			default:
+			}
+		}}
+	}
+	agent.Store(e.startAgent("node-new"))
+	close(added)
+	e.waitFor("the fresh node online", time.Minute, func() bool { return e.versions("a")["node-new"] != "" })
+	reads := <-starts
+	if v := e.versions("a")["node-new"]; v != "v1" {
+		t.Fatalf("fresh node started %s, want v1 (%d of %d peers run it)", v, peers-onV2, peers)
+	}
+	if reads >= peers {
+		t.Errorf("fresh node made %d reads to start, want fewer than its %d peers' registrations", reads, peers)
+	}
+	t.Logf("started v1 after %d reads (%d peers)", reads, peers)
+}
+
+// onStart calls start before each start of a service.
+type onStart struct {
+	backend.Backend
+	start func()
+}
+
+func (o onStart) Start(ctx context.Context, svc string, spec backend.Spec) error {
+	o.start()
+	return o.Backend.Start(ctx, svc, spec)
+}
+
 func (e *env) pausePlan(svc string) {
 	data, st, err := e.zk.Get(e.ctx, e.layout.StagingService(svc))
 	must(e.t, err)

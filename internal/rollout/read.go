@@ -369,13 +369,22 @@ func (r *Reader) ReadCurrent(ctx context.Context) ([]Registration, Stat, error) 
 	return out, statOf(st), nil
 }
 
+// listCurrent lists current/<svc>'s children; none (and a zero stat) when it is missing.
+func (r *Reader) listCurrent(ctx context.Context) ([]string, Stat, error) {
+	names, st, err := r.ZK.Children(ctx, r.Layout.CurrentService(r.Service))
+	if errors.Is(err, zkclient.ErrNoNode) {
+		return nil, Stat{}, nil
+	}
+	if err != nil {
+		return nil, Stat{}, err
+	}
+	return names, statOf(st), nil
+}
+
 // readDesignated lists current/<svc> and reads its registrations in name order until one
 // counts (Designated), at most MaxDesignateReads of them.
 func (r *Reader) readDesignated(ctx context.Context, s *Snapshot) error {
-	names, _, err := r.ZK.Children(ctx, r.Layout.CurrentService(r.Service))
-	if errors.Is(err, zkclient.ErrNoNode) {
-		return nil
-	}
+	names, _, err := r.listCurrent(ctx)
 	if err != nil {
 		return err
 	}
@@ -400,14 +409,11 @@ func (r *Reader) readDesignated(ctx context.Context, s *Snapshot) error {
 // readSample lists current/<svc> and reads a random sample of its registrations, at most
 // MaxSample, the reading node's own left out (Sample).
 func (r *Reader) readSample(ctx context.Context, s *Snapshot) error {
-	names, st, err := r.ZK.Children(ctx, r.Layout.CurrentService(r.Service))
-	if errors.Is(err, zkclient.ErrNoNode) {
-		return nil
-	}
+	names, st, err := r.listCurrent(ctx)
 	if err != nil {
 		return err
 	}
-	s.CurrentStat = statOf(st)
+	s.CurrentStat = st
 	names = slices.DeleteFunc(names, func(n string) bool { return n == r.Node })
 	if len(names) > MaxSample {
 		rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
