@@ -79,7 +79,8 @@ func scaleRollout(b *testing.B, n int) {
 	rss := rssBytes()
 
 	h.av.arm()
-	t0 := h.traffic()
+	t0 := h.stats()
+	zero := make([]agentStats, len(t0))
 	op := startStatusPasses(b, h, "a", 250*time.Millisecond)
 	b.StartTimer()
 	began := time.Now()
@@ -91,7 +92,9 @@ func scaleRollout(b *testing.B, n int) {
 	})
 	wall := time.Since(began)
 	b.StopTimer()
-	tr := h.traffic().Sub(t0)
+	rollout := delta(t0, h.stats())
+	start := delta(zero, t0)
+	tr := rollout.traffic
 	passes := op.stop()
 
 	down := n - h.av.min("a")
@@ -105,13 +108,24 @@ func scaleRollout(b *testing.B, n int) {
 	b.ReportMetric(wall.Seconds(), "s/rollout")
 	b.ReportMetric(float64(down), "down-at-once")
 	b.ReportMetric(per(tr.Reads+tr.Writes), "zk-requests/node")
-	b.Logf("N=%d quorum %d (P=%d may be down), restart %v: rollout %v, bound N·T/P %v (%.1f×); "+
+	// To stderr at once as well: the benchmark's own log comes only after thousands of agents
+	// have stopped.
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "bench-scale "+format+"\n", args...)
+		b.Logf(format, args...)
+	}
+	logf("N=%d quorum %d (P=%d may be down), restart %v: rollout %v, bound N·T/P %v (%.1f×); "+
 		"down at once %d of %d allowed; per node: %.1f ZooKeeper requests (%.1f reads, %.1f writes, %.1f watches set), "+
 		"%.1f watch events; agents up in %v; heap %.0f KiB, RSS %.0f KiB per agent; "+
-		"operator status pass (watch-fed cache): %d requests cold, then %.1f per pass over %d passes",
+		"operator status pass (watch-fed cache): %d requests cold, then %.1f per pass over %d passes (%d failed); "+
+		"agents' sessions expired: %d in start-up, %d in the rollout; connections re-established: %d, %d; "+
+		"the %d agents that kept one connection in the rollout: %.1f requests, %.1f watch events each",
 		n, minAvailable, allowed, *scaleRestart, wall.Round(time.Millisecond), bound, wall.Seconds()/bound.Seconds(),
 		down, allowed, per(tr.Reads+tr.Writes), per(tr.Reads), per(tr.Writes), per(tr.Watches), per(tr.WatchesFired),
-		startup.Round(time.Millisecond), heap, rssPer, passes.cold, passes.perPass(), passes.n)
+		startup.Round(time.Millisecond), heap, rssPer, passes.cold, passes.perPass(), passes.n, passes.failed,
+		start.expired, rollout.expired, start.reconnected, rollout.reconnected,
+		rollout.steady, float64(rollout.steadyRequests)/float64(max(rollout.steady, 1)),
+		float64(rollout.steadyWatches)/float64(max(rollout.steady, 1)))
 }
 
 // rssAtStart is the process's RSS before any fleet: agents' RSS is what grew since.
@@ -161,6 +175,9 @@ type statusPasses struct {
 type passCost struct {
 	cold, rest int64
 	n          int
+	// failed counts passes that failed (a lost connection): the operator's pass is retried
+	// on its next tick too.
+	failed int
 }
 
 func (p passCost) perPass() float64 {
@@ -184,10 +201,17 @@ func startStatusPasses(b *testing.B, h *trafficHarness, svc string, every time.D
 		for {
 			before := zk.Traffic().Reads
 			if _, err := rollout.NewReader(cache, h.layout, svc, "", nil).Read(ctx, 0); err != nil {
-				if ctx.Err() == nil {
-					b.Errorf("status pass: %v", err)
+				if ctx.Err() != nil {
+					return
 				}
-				return
+				cost.failed++
+				fmt.Fprintf(os.Stderr, "bench-scale: status pass failed (tried again on the next tick): %v\n", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				continue
 			}
 			names, _, err := cache.Children(ctx, h.layout.ProgressService(svc))
 			if err == nil {

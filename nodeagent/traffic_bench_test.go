@@ -147,13 +147,72 @@ func (h *trafficHarness) must(err error) {
 
 // stop ends the agents and every session, so the next iteration starts on an idle server.
 func (h *trafficHarness) stop() {
+	// All at once: one by one, thousands of agents take minutes to stop (each waits for its
+	// workers, then for its session's close).
 	for _, a := range h.agents {
 		a.cancel()
-		<-a.done
-		a.zk.Close()
 	}
+	var wg sync.WaitGroup
+	closing := make(chan *testAgent)
+	for range min(len(h.agents), 64) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for a := range closing {
+				<-a.done
+				a.zk.Close()
+			}
+		}()
+	}
+	for _, a := range h.agents {
+		closing <- a
+	}
+	close(closing)
+	wg.Wait()
 	h.zk.Close()
 	h.srv.Close()
+}
+
+// agentStats is one agent's traffic and session accounting at a moment.
+type agentStats struct {
+	traffic  zkclient.Traffic
+	sessions zkclient.SessionStats
+}
+
+func (h *trafficHarness) stats() []agentStats {
+	out := make([]agentStats, len(h.agents))
+	for i, a := range h.agents {
+		out[i] = agentStats{a.zk.Traffic(), a.zk.SessionStats()}
+	}
+	return out
+}
+
+// fleetDelta sums what the agents did between two stats: traffic, sessions expired and
+// connections re-established (each costs its agent a fresh start: registration, sample,
+// reads), and apart the requests of the agents that kept one connection throughout.
+type fleetDelta struct {
+	traffic                       zkclient.Traffic
+	expired, reconnected          int64
+	steady                        int
+	steadyRequests, steadyWatches int64
+}
+
+func delta(before, after []agentStats) fleetDelta {
+	var d fleetDelta
+	for i := range after {
+		t := after[i].traffic.Sub(before[i].traffic)
+		d.traffic = d.traffic.Add(t)
+		exp := after[i].sessions.Expirations - before[i].sessions.Expirations
+		rec := after[i].sessions.Reconnects - before[i].sessions.Reconnects
+		d.expired += exp
+		d.reconnected += rec
+		if exp == 0 && rec == 0 {
+			d.steady++
+			d.steadyRequests += t.Reads + t.Writes
+			d.steadyWatches += t.WatchesFired
+		}
+	}
+	return d
 }
 
 func (h *trafficHarness) traffic() zkclient.Traffic {
