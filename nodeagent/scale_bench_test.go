@@ -96,6 +96,9 @@ func scaleRollout(b *testing.B, n int) {
 	start := delta(zero, t0)
 	tr := rollout.traffic
 	passes := op.stop()
+	// Every decision starts one roll call round: a new data version of rollcall/<svc>.
+	_, rc, err := h.zk.Get(h.ctx, h.layout.RollCall("a"))
+	h.must(err)
 
 	down := n - h.av.min("a")
 	if h.av.min("a") < minAvailable {
@@ -114,13 +117,13 @@ func scaleRollout(b *testing.B, n int) {
 		fmt.Fprintf(os.Stderr, "bench-scale "+format+"\n", args...)
 		b.Logf(format, args...)
 	}
-	logf("N=%d quorum %d (P=%d may be down), restart %v: rollout %v, bound N·T/P %v (%.1f×); "+
+	logf("N=%d quorum %d (P=%d may be down), restart %v: rollout %v, bound N·T/P %v (%.1f×), %d roll call rounds; "+
 		"down at once %d of %d allowed; per node: %.1f ZooKeeper requests (%.1f reads, %.1f writes, %.1f watches set), "+
 		"%.1f watch events; agents up in %v; heap %.0f KiB, RSS %.0f KiB per agent; "+
 		"operator status pass (watch-fed cache): %d requests cold, then %.1f per pass over %d passes (%d failed); "+
 		"agents' sessions expired: %d in start-up, %d in the rollout; connections re-established: %d, %d; "+
 		"the %d agents that kept one connection in the rollout: %.1f requests, %.1f watch events each",
-		n, minAvailable, allowed, *scaleRestart, wall.Round(time.Millisecond), bound, wall.Seconds()/bound.Seconds(),
+		n, minAvailable, allowed, *scaleRestart, wall.Round(time.Millisecond), bound, wall.Seconds()/bound.Seconds(), rc.Version,
 		down, allowed, per(tr.Reads+tr.Writes), per(tr.Reads), per(tr.Writes), per(tr.Watches), per(tr.WatchesFired),
 		startup.Round(time.Millisecond), heap, rssPer, passes.cold, passes.perPass(), passes.n, passes.failed,
 		start.expired, rollout.expired, start.reconnected, rollout.reconnected,
