@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -42,7 +43,7 @@ type Reader struct {
 	// queued are the staging children of the previous read; left the nodes whose children
 	// have left the queue since the previous listing of current/<svc> (see ReadCurrent).
 	queued map[string]bool
-	left   []string
+	left   map[string]bool
 }
 
 // NewReader returns a reader of svc's state for node (empty: every staging child is read).
@@ -229,14 +230,19 @@ func (r *Reader) noteQueue(names []string) {
 	for _, n := range names {
 		now[n] = true
 	}
+	// A set: it holds up to a node per registration between two listings of current/<svc>,
+	// and every agent notes every listing of the queue (a slice searched per child made
+	// this O(N²) per step, which starved 5,000 agents in one process).
+	if r.left == nil {
+		r.left = map[string]bool{}
+	}
 	for n := range r.queued {
 		if !now[n] {
-			if q, err := zklayout.ParseSeq(n); err == nil && !slices.Contains(r.left, q.Name) {
-				r.left = append(r.left, q.Name)
+			if q, err := zklayout.ParseSeq(n); err == nil {
+				r.left[q.Name] = true
 			}
 		}
 	}
-	sort.Strings(r.left)
 	r.queued = now
 }
 
@@ -349,7 +355,7 @@ func (r *Reader) ReadCurrent(ctx context.Context) ([]Registration, Stat, error) 
 		}
 	}
 	c.listed, c.cversion = true, st.CVersion
-	r.left = r.left[:0]
+	clear(r.left)
 	sort.Strings(names)
 	out := make([]Registration, 0, len(names))
 	for _, n := range names {
@@ -446,7 +452,8 @@ func designates(r Registration, plan *zklayout.Plan) bool {
 // replacements (their creation zxid changed). Those read are updated in the cache either way.
 func (r *Reader) revalidate(ctx context.Context, c *registrations, want int32) bool {
 	var found int32
-	for _, n := range r.left {
+	// In name order, so that a run is the same every time (the simulation replays seeds).
+	for _, n := range slices.Sorted(maps.Keys(r.left)) {
 		if found == want {
 			// Every replacement is accounted for: the other names were not replaced.
 			break

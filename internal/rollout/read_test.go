@@ -17,14 +17,14 @@ import (
 // zkf is an in-memory ZooKeeper (zkmodel) holding rollkeeper's tree for the service web: op is
 // the operator's session (persistent znodes), each node has its own session.
 type zkf struct {
-	t    *testing.T
+	t    testing.TB
 	m    *zkmodel.Model
 	op   zkmodel.SessionID
 	sess map[string]zkmodel.SessionID
 }
 
 // newZK makes the root and its bases; with paths, current/web and failures/web too.
-func newZK(t *testing.T, paths bool) *zkf {
+func newZK(t testing.TB, paths bool) *zkf {
 	t.Helper()
 	m := zkmodel.New()
 	f := &zkf{t: t, m: m, op: m.NewSession(), sess: map[string]zkmodel.SessionID{}}
@@ -93,7 +93,7 @@ func (f *zkf) stat(p string) Stat {
 	return Stat{Exists: true, Version: st.Version, CVersion: st.CVersion}
 }
 
-func enc(t *testing.T, p zklayout.Payload) []byte {
+func enc(t testing.TB, p zklayout.Payload) []byte {
 	t.Helper()
 	data, err := zklayout.Encode(p)
 	if err != nil {
