@@ -40,9 +40,10 @@ type Reader struct {
 	Verify Verifier
 
 	regs registrations
-	// queued are the staging children of the previous read; left the nodes whose children
-	// have left the queue since the previous listing of current/<svc> (see ReadCurrent).
-	queued map[string]bool
+	// queued are the staging children of the previous read, in queue order; left the nodes
+	// whose children have left the queue since the previous listing of current/<svc> (a set:
+	// it may hold a node per registration; see ReadCurrent).
+	queued []zklayout.SeqName
 	left   map[string]bool
 }
 
@@ -173,12 +174,14 @@ func (r *Reader) readQueue(ctx context.Context, s *Snapshot) error {
 		return err
 	}
 	s.PlanStat.CVersion = st.CVersion
-	r.noteQueue(names)
 	seqs, bad := zklayout.SortSeq(names)
+	r.noteQueue(seqs)
 	s.BadStaging = bad
 	s.Queue = make([]QueueEntry, len(seqs))
 	for i, q := range seqs {
-		s.Queue[i] = QueueEntry{Child: q.Child, Node: q.Name, Seq: q.Seq}
+		// Field by field: an entry is large, and every agent lists the whole queue per step.
+		e := &s.Queue[i]
+		e.Child, e.Node, e.Seq = q.Child, q.Name, q.Seq
 	}
 	// The node's own children, and the entries ahead of each back to the first an agent made
 	// (a persistent one is skipped by the decision, so the one before it counts).
@@ -223,27 +226,25 @@ func (r *Reader) loadBack(ctx context.Context, s *Snapshot, i int) error {
 	return nil
 }
 
-// noteQueue records the staging children now listed, and adds the nodes whose children left
-// to those ReadCurrent reads first.
-func (r *Reader) noteQueue(names []string) {
-	now := make(map[string]bool, len(names))
-	for _, n := range names {
-		now[n] = true
-	}
-	// A set: it holds up to a node per registration between two listings of current/<svc>,
-	// and every agent notes every listing of the queue (a slice searched per child made
-	// this O(N²) per step, which starved 5,000 agents in one process).
+// noteQueue records the staging children now listed (in queue order), and adds the nodes
+// whose children left to those ReadCurrent reads first. Counters only grow, so both listings
+// are in counter order and one merge finds the children that left: every agent notes every
+// listing of the queue, so this stays linear and allocates nothing.
+func (r *Reader) noteQueue(seqs []zklayout.SeqName) {
 	if r.left == nil {
 		r.left = map[string]bool{}
 	}
-	for n := range r.queued {
-		if !now[n] {
-			if q, err := zklayout.ParseSeq(n); err == nil {
-				r.left[q.Name] = true
-			}
+	j := 0
+	for _, old := range r.queued {
+		for j < len(seqs) && seqs[j].Seq < old.Seq {
+			j++
 		}
+		if j < len(seqs) && seqs[j].Seq == old.Seq && seqs[j].Child == old.Child {
+			continue
+		}
+		r.left[old.Name] = true
 	}
-	r.queued = now
+	r.queued = seqs
 }
 
 func (r *Reader) loadStaged(ctx context.Context, q *QueueEntry) error {

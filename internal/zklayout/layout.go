@@ -17,9 +17,10 @@
 package zklayout
 
 import (
+	"cmp"
 	"fmt"
 	"path"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -239,6 +240,7 @@ func ParseSeq(child string) (SeqName, error) {
 // SortSeq parses and orders sequential children by counter (queue order). Names that do not
 // parse are returned separately so callers can report them instead of acting on them.
 func SortSeq(children []string) (ordered []SeqName, bad []string) {
+	ordered = make([]SeqName, 0, len(children))
 	for _, c := range children {
 		s, err := ParseSeq(c)
 		if err != nil {
@@ -247,6 +249,6 @@ func SortSeq(children []string) (ordered []SeqName, bad []string) {
 		}
 		ordered = append(ordered, s)
 	}
-	sort.Slice(ordered, func(i, j int) bool { return ordered[i].Seq < ordered[j].Seq })
+	slices.SortFunc(ordered, func(a, b SeqName) int { return cmp.Compare(a.Seq, b.Seq) })
 	return ordered, bad
 }
