@@ -191,7 +191,11 @@ type decision struct {
 // read it (ok false).
 func (d *decision) need(n Need, why string) (Step, bool) {
 	d.used |= n
-	if d.s.Have&n == n {
+	have := d.s.Have
+	if have&NeedQueue != 0 {
+		have |= NeedBatch
+	}
+	if have&n == n {
 		return Step{}, true
 	}
 	return Step{Kind: StepRead, Need: n, Reason: why}, false
@@ -467,14 +471,21 @@ walk:
 	}
 	admit := []Admitted{{Node: l.Node, Child: keep.Child, ChildVersion: keep.Version}}
 	room := len(online) - 1 - plan.MinAvailable
-	flying := inFlight(s, idx, online)
-	if room > 0 || flying > 0 {
-		// The quorum allows more than this node down, or will once the nodes in flight are
-		// back: the nodes queued right behind it may go in the same decision.
-		if st, ok := d.need(NeedQueue, "batch admission: the nodes queued behind the first waiter"); !ok {
-			st.Prewarm = target
-			return st
+	if room > 0 || idx > 0 {
+		// Nodes ahead may still be in flight, and the nodes queued right behind may go in the
+		// same decision: read them (a plain read holds the nearest predecessor only), and
+		// before the registrations, as the protocol reads. Read after them, a node back from
+		// its restart since would look gone from the queue and not yet online: not in flight,
+		// and the waiter would go alone (at 5,000 nodes, decisions alternated between a full
+		// wave and one node). So a snapshot without them is read again, with them.
+		if _, ok := d.need(NeedBatch, ""); !ok {
+			return Step{Kind: StepAgain, Prewarm: target,
+				Reason: "batch admission: read the nodes in flight ahead of the first waiter and those queued behind it before the registrations"}
 		}
+	}
+	if flying := inFlight(s, idx, online); room > 0 || flying > 0 {
+		// The quorum allows more than this node down, or will once the nodes in flight are
+		// back.
 		ready := behind(s, idx, target, online, MaxAdmit-1)
 		admit = append(admit, ready[:min(room, len(ready))]...)
 		// Every decision costs every node a few requests (its roll call), so admitting nodes

@@ -711,7 +711,7 @@ func TestNextUsed(t *testing.T) {
 		mod  func(s *Snapshot, l *Local)
 		want Need
 	}{
-		{"decide", nil, NeedDeploy | NeedCurrent | NeedQueue},
+		{"decide", nil, NeedDeploy | NeedCurrent | NeedBatch},
 		{"decide alone", func(s *Snapshot, l *Local) { s.Plan.MinAvailable = 2 }, NeedDeploy | NeedCurrent},
 		{"start", func(s *Snapshot, l *Local) { down(l) }, NeedSample},
 		{"no plan", func(s *Snapshot, l *Local) { s.Plan, s.Queue = nil, nil }, 0},
@@ -949,8 +949,8 @@ func TestNextBatch(t *testing.T) {
 			want: decide, admit: []string{"n1", "n2", "n3"}},
 		{name: "no room: the decider alone", mod: func(s *Snapshot, l *Local) { s.Plan.MinAvailable = 2 },
 			want: decide, admit: []string{"n1"}},
-		{name: "room, the queue not read: read it", mod: func(s *Snapshot, l *Local) { s.Have &^= NeedQueue },
-			want: Step{Kind: StepRead, Need: NeedQueue, Prewarm: "v2", Registered: true}, reason: "batch admission"},
+		{name: "room, the queue not read: read it", mod: func(s *Snapshot, l *Local) { s.Have &^= NeedQueue | NeedBatch },
+			want: Step{Kind: StepAgain, Prewarm: "v2", Registered: true}, reason: "batch admission"},
 		{name: "a queued node not registered ends the batch", mod: func(s *Snapshot, l *Local) {
 			min0(s)
 			s.Current = []Registration{s.Current[0], s.Current[2]}
@@ -1130,8 +1130,24 @@ func TestNextWaitsForNodesInFlight(t *testing.T) {
 			admit: []string{"n1", "r1"}},
 		{name: "4 in flight, no queue read: read it", mod: func(s *Snapshot, l *Local) {
 			fleet(4, 6, 5, 11)(s, l)
-			s.Have &^= NeedQueue
-		}, want: Step{Kind: StepRead, Need: NeedQueue, Prewarm: "v2", Registered: true}, reason: "batch admission"},
+			s.Have &^= NeedQueue | NeedBatch
+		}, want: Step{Kind: StepAgain, Prewarm: "v2", Registered: true}, reason: "batch admission"},
+		// What a read without NeedBatch holds: the entries ahead back to the nearest
+		// predecessor an agent made. That one is back; the three before it are not read.
+		{name: "the predecessor back, the rest not read: read them", mod: func(s *Snapshot, l *Local) {
+			fleet(4, 6, 5, 11)(s, l)
+			s.Have &^= NeedQueue | NeedBatch
+			for i := range s.Queue[:3] {
+				s.Queue[i] = unloaded(s.Queue[i])
+			}
+			s.Current = append(s.Current, rg("f4", "v2", 0x204))
+			s.Plan.MinAvailable = 12 // 13 online: n1 alone may go
+		}, want: Step{Kind: StepAgain, Prewarm: "v2", Registered: true}, reason: "batch admission"},
+		{name: "the predecessor back, three in flight: wait", mod: func(s *Snapshot, l *Local) {
+			fleet(4, 6, 5, 11)(s, l)
+			s.Current = append(s.Current, rg("f4", "v2", 0x204))
+			s.Plan.MinAvailable = 12
+		}, want: wait, reason: why, watch: watches},
 		{name: "back online, still marked: not in flight", mod: func(s *Snapshot, l *Local) {
 			fleet(4, 6, 5, 10)(s, l)
 			for _, f := range []string{"f1", "f2"} {

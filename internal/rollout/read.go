@@ -112,7 +112,7 @@ func (r *Reader) ReadMore(ctx context.Context, s *Snapshot, need Need) error {
 }
 
 func (r *Reader) more(ctx context.Context, s *Snapshot, need Need) error {
-	if need&(NeedQueue|NeedTail) != 0 {
+	if need&(NeedQueue|NeedTail|NeedBatch) != 0 {
 		if err := r.loadQueue(ctx, s, need); err != nil {
 			return err
 		}
@@ -146,6 +146,9 @@ func (r *Reader) more(ctx context.Context, s *Snapshot, need Need) error {
 		s.OwnRead = r.Node != ""
 	}
 	s.Have |= need
+	if s.Have&NeedQueue != 0 {
+		s.Have |= NeedBatch
+	}
 	return nil
 }
 
@@ -198,18 +201,31 @@ func (r *Reader) readQueue(ctx context.Context, s *Snapshot) error {
 	return nil
 }
 
-// loadQueue loads the staging children need names: all (NeedQueue), or the last an agent made
-// (NeedTail).
+// loadQueue loads the staging children need names: all (NeedQueue), those from the head to
+// MaxAdmit-1 behind the reading node's own (NeedBatch), and the last an agent made (NeedTail).
 func (r *Reader) loadQueue(ctx context.Context, s *Snapshot, need Need) error {
-	if need&NeedQueue != 0 {
-		for i := range s.Queue {
-			if err := r.loadStaged(ctx, &s.Queue[i]); err != nil {
-				return err
+	end := 0
+	switch {
+	case need&NeedQueue != 0 || (need&NeedBatch != 0 && r.Node == ""):
+		end = len(s.Queue)
+	case need&NeedBatch != 0:
+		own := -1
+		for i, q := range s.Queue {
+			if q.Node == r.Node {
+				own = i
 			}
 		}
-		return nil
+		end = min(len(s.Queue), own+MaxAdmit)
 	}
-	return r.loadBack(ctx, s, len(s.Queue)-1)
+	for i := range s.Queue[:end] {
+		if err := r.loadStaged(ctx, &s.Queue[i]); err != nil {
+			return err
+		}
+	}
+	if need&NeedTail != 0 {
+		return r.loadBack(ctx, s, len(s.Queue)-1)
+	}
+	return nil
 }
 
 // loadBack loads the staging children from i back to the first an agent made (live, ephemeral).

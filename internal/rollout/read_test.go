@@ -420,14 +420,14 @@ func TestReadWholeWithoutNode(t *testing.T) {
 	tr := baseTree(t)
 	r := tr.reader("")
 	s := read(t, r, 0)
-	if s.Have != NeedCurrent|NeedQueue || len(loadedChildren(s)) != 5 || len(s.Current) != 3 || s.Own != nil || s.OwnRead {
+	if s.Have != NeedCurrent|NeedQueue|NeedBatch || len(loadedChildren(s)) != 5 || len(s.Current) != 3 || s.Own != nil || s.OwnRead {
 		t.Errorf("have %b, loaded %v, current %d, own %v (read %v)", s.Have, loadedChildren(s), len(s.Current), s.Own, s.OwnRead)
 	}
 	if s.Deploy != nil {
 		t.Errorf("deploy read unasked: %v", s.Deploy)
 	}
 	s = read(t, r, NeedDeploy)
-	if s.Have != NeedCurrent|NeedQueue|NeedDeploy || len(s.Deploy) != 4 {
+	if s.Have != NeedCurrent|NeedQueue|NeedBatch|NeedDeploy || len(s.Deploy) != 4 {
 		t.Errorf("with the deploy queue: have %b, deploy %v", s.Have, s.Deploy)
 	}
 	// The whole queue is read: the operator's completion rule sees every agent's child.
@@ -1202,5 +1202,101 @@ func TestReadSample(t *testing.T) {
 	f.delete(tLay.CurrentService(tSvc))
 	if s = read(t, r, NeedSample); len(s.Sample) != 0 || s.CurrentStat.Exists {
 		t.Errorf("sample %+v without current/", s.Sample)
+	}
+}
+
+// TestReadBatch: NeedBatch reads the staging children from the head to MaxAdmit-1 behind the
+// reading node's own (what a first waiter counts and admits), not a long queue whole; NeedQueue
+// still reads it all.
+func TestReadBatch(t *testing.T) {
+	f := newZK(t, true)
+	f.plan(testPlan("v2"))
+	const ahead, total = 3, MaxAdmit + 20
+	var children []string
+	for i := range total {
+		children = append(children, f.stage(fmt.Sprintf("n%04d", i), "v2", ready))
+	}
+	r := f.reader(fmt.Sprintf("n%04d", ahead))
+	s := read(t, r, 0)
+	if got := loadedChildren(s); !slices.Equal(got, children[ahead-1:ahead+1]) {
+		t.Fatalf("a plain read loaded %v, want its own and its predecessor", got)
+	}
+	readMore(t, r, s, NeedBatch)
+	if got := loadedChildren(s); !slices.Equal(got, children[:ahead+MaxAdmit]) || s.Have&NeedBatch == 0 || s.Have&NeedQueue != 0 {
+		t.Errorf("NeedBatch loaded %d children (%v…), have %b; want the first %d", len(got), got[:min(len(got), 5)], s.Have, ahead+MaxAdmit)
+	}
+	readMore(t, r, s, NeedQueue)
+	if got := loadedChildren(s); len(got) != total || s.Have&NeedBatch == 0 {
+		t.Errorf("NeedQueue loaded %d children, have %b; want %d", len(got), s.Have, total)
+	}
+	// Without a node (the operator's reader) NeedBatch is the whole queue.
+	if got := loadedChildren(read(t, f.reader(""), 0)); len(got) != total {
+		t.Errorf("without a node: loaded %d, want %d", len(got), total)
+	}
+}
+
+// hookedClient runs before once, just before the first read of path.
+type hookedClient struct {
+	Client
+	path   string
+	before func()
+}
+
+func (h *hookedClient) Get(ctx context.Context, p string) ([]byte, zkclient.Stat, error) {
+	if p == h.path && h.before != nil {
+		h.before()
+		h.before = nil
+	}
+	return h.Client.Get(ctx, p)
+}
+
+// TestReadBatchBeforeRegistrations: a first waiter counts the nodes in flight from the staging
+// children ahead of it, read before the registrations. Nodes that come back between the two
+// reads are then gone from the queue and online, not gone and not yet online. Read the other
+// way round (the batch after the registrations, as a first version did), n1 and n2 below,
+// back meanwhile, looked neither in flight nor online: the waiter went alone instead of with
+// n4 (at 5,000 nodes, decisions alternated between a full wave and one node).
+func TestReadBatchBeforeRegistrations(t *testing.T) {
+	f := newZK(t, true)
+	p := testPlan("v2")
+	p.MinAvailable = 2
+	f.plan(p)
+	f.deploy(tSvc, "v2", false)
+	nodes := []string{"n0", "n1", "n2", "n3", "n4"}
+	child := map[string]string{}
+	for _, n := range nodes {
+		f.register(n, "v1")
+		child[n] = f.stage(n, "v2", ready)
+	}
+	// A decision took n0, n1 and n2 down (3 of 5, minAvailable 2).
+	var ops []zkmodel.Op
+	for _, n := range nodes[:3] {
+		ops = append(ops, zkmodel.SetOp(tLay.StagingChild(tSvc, child[n]), f.stagedData(n, "v2", upgrading), -1),
+			zkmodel.DeleteOp(tLay.CurrentNode(tSvc, n), -1))
+	}
+	f.multi(f.op, ops...)
+	finish := func(n string) {
+		f.multi(f.session(n), zkmodel.CreateOp(tLay.CurrentNode(tSvc, n), f.regData(n, "v2", webLabels()), zkmodel.Ephemeral),
+			zkmodel.DeleteOp(tLay.StagingChild(tSvc, child[n]), -1))
+	}
+	finish("n0")
+	// n1 and n2 come back while n3 reads: just before it reads n1's staging child.
+	hc := &hookedClient{Client: f.client(), path: tLay.StagingChild(tSvc, child["n1"]), before: func() { finish("n1"); finish("n2") }}
+	r := NewReader(hc, tLay, tSvc, "n3", nil)
+	l := local(f, "n3", "v1", "v1", "v2")
+	var need Need
+	st := stepOf(t, r, l, &need)
+	for tries := 0; st.Kind == StepAgain && tries < 3; tries++ {
+		st = stepOf(t, r, l, &need)
+	}
+	var admit []string
+	for _, a := range st.Admit {
+		admit = append(admit, a.Node)
+	}
+	if st.Kind != StepDecide || !slices.Equal(admit, []string{"n3", "n4"}) {
+		t.Errorf("Next = %v %q, admitting %v; want a decision admitting [n3 n4]", st.Kind, st.Reason, admit)
+	}
+	if hc.before != nil {
+		t.Error("n1's staging child was never read")
 	}
 }

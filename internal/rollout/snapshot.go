@@ -91,8 +91,12 @@ const (
 	// (all when there are no more), enough to find the most popular version a node starts
 	// (NeedCurrent implies it).
 	NeedSample
+	// NeedBatch: the staging children ahead of the reading node's own and up to MaxAdmit-1
+	// behind it: the nodes in flight a first waiter counts and those it may admit with it,
+	// without reading a long queue whole (NeedQueue implies it).
+	NeedBatch
 	// NeedAll is everything (what the operator reads).
-	NeedAll = NeedCurrent | NeedQueue | NeedDeploy | NeedTail
+	NeedAll = NeedCurrent | NeedQueue | NeedDeploy | NeedTail | NeedBatch
 )
 
 // MaxDesignateReads bounds the registrations a read looks at to find the designated completer;

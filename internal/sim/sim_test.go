@@ -149,7 +149,7 @@ func TestMutationFound(t *testing.T) {
 		{MutateIgnoreQueue, "invariant 2", 0, 500},
 		// A batch too large for the answers matters only when a registered machine is dead at
 		// the decision: it takes more faults than most seeds draw.
-		{MutateAdmitAll, "invariant 1", 20, 1000},
+		{MutateAdmitAll, "invariant 1", 8, 2000},
 	} {
 		failed, _ := runSeeds(1, c.seeds, Config{Mutate: c.m, Faults: c.faults})
 		if failed == nil {
