@@ -13,6 +13,7 @@ import (
 
 	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/zkcache"
+	"github.com/rollkeeper/rollkeeper/nodeagent"
 )
 
 var (
@@ -100,6 +101,7 @@ func scaleRollout(b *testing.B, n int) {
 	_, rc, err := h.zk.Get(h.ctx, h.layout.RollCall("a"))
 	h.must(err)
 
+	dec := h.decisions()
 	down := n - h.av.min("a")
 	if h.av.min("a") < minAvailable {
 		b.Errorf("quorum broken: %d running at the lowest, minAvailable %d", h.av.min("a"), minAvailable)
@@ -117,18 +119,51 @@ func scaleRollout(b *testing.B, n int) {
 		fmt.Fprintf(os.Stderr, "bench-scale "+format+"\n", args...)
 		b.Logf(format, args...)
 	}
-	logf("N=%d quorum %d (P=%d may be down), restart %v: rollout %v, bound N·T/P %v (%.1f×), %d roll call rounds; "+
+	logf("N=%d quorum %d (P=%d may be down), restart %v: rollout %v, bound N·T/P %v (%.1f×), %d roll call rounds (%d decisions admitting %d nodes with them, %d too few answers); "+
 		"down at once %d of %d allowed; per node: %.1f ZooKeeper requests (%.1f reads, %.1f writes, %.1f watches set), "+
 		"%.1f watch events; agents up in %v; heap %.0f KiB, RSS %.0f KiB per agent; "+
 		"operator status pass (watch-fed cache): %d requests cold, then %.1f per pass over %d passes (%d failed); "+
 		"agents' sessions expired: %d in start-up, %d in the rollout; connections re-established: %d, %d; "+
 		"the %d agents that kept one connection in the rollout: %.1f requests, %.1f watch events each",
 		n, minAvailable, allowed, *scaleRestart, wall.Round(time.Millisecond), bound, wall.Seconds()/bound.Seconds(), rc.Version,
+		dec.taken, dec.admitted, dec.tooFew,
 		down, allowed, per(tr.Reads+tr.Writes), per(tr.Reads), per(tr.Writes), per(tr.Watches), per(tr.WatchesFired),
 		startup.Round(time.Millisecond), heap, rssPer, passes.cold, passes.perPass(), passes.n, passes.failed,
 		start.expired, rollout.expired, start.reconnected, rollout.reconnected,
 		rollout.steady, float64(rollout.steadyRequests)/float64(max(rollout.steady, 1)),
 		float64(rollout.steadyWatches)/float64(max(rollout.steady, 1)))
+}
+
+// decisionCounts sums the fleet's decisions from the agents' metrics: roll calls that admitted
+// (each a decision), the others they took down with them, and roll calls too few answered.
+type decisionCounts struct{ taken, admitted, tooFew int }
+
+func (h *trafficHarness) decisions() decisionCounts {
+	var d decisionCounts
+	for _, a := range h.agents {
+		mfs, err := a.m.Registry().Gather()
+		h.must(err)
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				v := int(m.GetCounter().GetValue())
+				switch mf.GetName() {
+				case nodeagent.MetricAdmitted:
+					d.admitted += v
+				case nodeagent.MetricRollCalls:
+					for _, l := range m.GetLabel() {
+						switch {
+						case l.GetName() != nodeagent.LabelResult:
+						case l.GetValue() == nodeagent.ResultSuccess:
+							d.taken += v
+						case l.GetValue() == nodeagent.ResultTooFew:
+							d.tooFew += v
+						}
+					}
+				}
+			}
+		}
+	}
+	return d
 }
 
 // rssAtStart is the process's RSS before any fleet: agents' RSS is what grew since.
