@@ -174,7 +174,6 @@ func TestReturningNodeStartsMostPopular(t *testing.T) {
 	}
 }
 
-// pausePlan rewrites svc's plan paused (as the operator does for spec.paused).
 // With more peers registered than rollout.MaxSample, a fresh node picks the version it starts
 // from a sample of their registrations, not a read of every one: here 100 peers (live
 // registrations of the test's session), 81 on v1 and 19 on v2, so every sample of 64 holds a
@@ -234,6 +233,7 @@ func (o onStart) Start(ctx context.Context, svc string, spec backend.Spec) error
 	return o.Backend.Start(ctx, svc, spec)
 }
 
+// pausePlan rewrites svc's plan paused (as the operator does for spec.paused).
 func (e *env) pausePlan(svc string) {
 	data, st, err := e.zk.Get(e.ctx, e.layout.StagingService(svc))
 	must(e.t, err)

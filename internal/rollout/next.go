@@ -191,11 +191,7 @@ type decision struct {
 // read it (ok false).
 func (d *decision) need(n Need, why string) (Step, bool) {
 	d.used |= n
-	have := d.s.Have
-	if have&NeedQueue != 0 {
-		have |= NeedBatch
-	}
-	if have&n == n {
+	if d.s.has(n) {
 		return Step{}, true
 	}
 	return Step{Kind: StepRead, Need: n, Reason: why}, false
@@ -507,8 +503,9 @@ walk:
 }
 
 // inFlight counts the nodes admitted ahead of the first waiter (at idx) that are not back
-// online: upgrading children form a prefix of the queue, and a node that returns registers
-// before it leaves the queue, and one that dies takes its ephemeral child with its session.
+// online: upgrading children form a prefix of the queue, a node that returns registers and
+// leaves the queue in one transaction, and one that dies takes its ephemeral child with its
+// session.
 func inFlight(s *Snapshot, idx int, online map[string]string) int {
 	n := 0
 	for _, q := range s.Queue[:idx] {

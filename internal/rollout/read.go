@@ -146,9 +146,6 @@ func (r *Reader) more(ctx context.Context, s *Snapshot, need Need) error {
 		s.OwnRead = r.Node != ""
 	}
 	s.Have |= need
-	if s.Have&NeedQueue != 0 {
-		s.Have |= NeedBatch
-	}
 	return nil
 }
 
@@ -245,7 +242,7 @@ func (r *Reader) loadBack(ctx context.Context, s *Snapshot, i int) error {
 // noteQueue records the staging children now listed (in queue order), and adds the nodes
 // whose children left to those ReadCurrent reads first. Counters only grow, so both listings
 // are in counter order and one merge finds the children that left: every agent notes every
-// listing of the queue, so this stays linear and allocates nothing.
+// listing of the queue, so this stays linear (no map of the listing per read).
 func (r *Reader) noteQueue(seqs []zklayout.SeqName) {
 	if r.left == nil {
 		r.left = map[string]bool{}

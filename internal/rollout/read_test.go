@@ -420,14 +420,14 @@ func TestReadWholeWithoutNode(t *testing.T) {
 	tr := baseTree(t)
 	r := tr.reader("")
 	s := read(t, r, 0)
-	if s.Have != NeedCurrent|NeedQueue|NeedBatch || len(loadedChildren(s)) != 5 || len(s.Current) != 3 || s.Own != nil || s.OwnRead {
+	if s.Have != NeedCurrent|NeedQueue || len(loadedChildren(s)) != 5 || len(s.Current) != 3 || s.Own != nil || s.OwnRead {
 		t.Errorf("have %b, loaded %v, current %d, own %v (read %v)", s.Have, loadedChildren(s), len(s.Current), s.Own, s.OwnRead)
 	}
 	if s.Deploy != nil {
 		t.Errorf("deploy read unasked: %v", s.Deploy)
 	}
 	s = read(t, r, NeedDeploy)
-	if s.Have != NeedCurrent|NeedQueue|NeedBatch|NeedDeploy || len(s.Deploy) != 4 {
+	if s.Have != NeedCurrent|NeedQueue|NeedDeploy || len(s.Deploy) != 4 {
 		t.Errorf("with the deploy queue: have %b, deploy %v", s.Have, s.Deploy)
 	}
 	// The whole queue is read: the operator's completion rule sees every agent's child.
@@ -1226,7 +1226,7 @@ func TestReadBatch(t *testing.T) {
 		t.Errorf("NeedBatch loaded %d children (%v…), have %b; want the first %d", len(got), got[:min(len(got), 5)], s.Have, ahead+MaxAdmit)
 	}
 	readMore(t, r, s, NeedQueue)
-	if got := loadedChildren(s); len(got) != total || s.Have&NeedBatch == 0 {
+	if got := loadedChildren(s); len(got) != total || !s.has(NeedBatch) {
 		t.Errorf("NeedQueue loaded %d children, have %b; want %d", len(got), s.Have, total)
 	}
 	// Without a node (the operator's reader) NeedBatch is the whole queue.

@@ -95,9 +95,18 @@ const (
 	// behind it: the nodes in flight a first waiter counts and those it may admit with it,
 	// without reading a long queue whole (NeedQueue implies it).
 	NeedBatch
-	// NeedAll is everything (what the operator reads).
-	NeedAll = NeedCurrent | NeedQueue | NeedDeploy | NeedTail | NeedBatch
+	// NeedAll is everything (what the operator reads; NeedQueue holds NeedBatch).
+	NeedAll = NeedCurrent | NeedQueue | NeedDeploy | NeedTail
 )
+
+// has reports whether the snapshot holds the parts n names (NeedQueue holds NeedBatch's).
+func (s *Snapshot) has(n Need) bool {
+	have := s.Have
+	if have&NeedQueue != 0 {
+		have |= NeedBatch
+	}
+	return have&n == n
+}
 
 // MaxDesignateReads bounds the registrations a read looks at to find the designated completer;
 // none counting among them leaves the completion check to every up-to-date node, as before.
