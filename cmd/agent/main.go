@@ -55,6 +55,7 @@ type options struct {
 	fetchTimeout                      time.Duration
 	rollCallWait                      time.Duration
 	torrentWait                       time.Duration
+	webSeedAfter                      time.Duration
 	fetcher                           string
 	maxUnpackedBytes                  int64
 	maxArchiveEntries                 int
@@ -106,6 +107,7 @@ func main() {
 	fs.Int64Var(&o.pinBudget, "pin-budget", 512<<20, "bytes of page cache the agent may lock (live version during downloads, staged version until healthy); 0: off")
 	fs.DurationVar(&o.rollCallWait, "roll-call-wait", 0, "how long a node about to stop waits for the other registered nodes to answer its roll call (only nodes that answer count toward the quorum); 0: the ZooKeeper session timeout")
 	fs.DurationVar(&o.fetchTimeout, "fetch-timeout", nodeagent.DefaultFetchTimeout, "how long one artifact fetch may take; past it the fetch is abandoned, reported as an Artifact failure and retried later")
+	fs.DurationVar(&o.webSeedAfter, "web-seed-after", p2p.DefaultWebSeedAfter, "p2p fetcher: how long a download may get nothing from its peers before it fetches the missing pieces from the origin's URL (web seed); the swarm and the operator's seeder serve it otherwise; negative: from the start")
 	fs.DurationVar(&o.torrentWait, "torrent-wait", 2*time.Minute, "p2p fetcher: how long to wait for a version's torrent before fetching it from the origin directly (the operator publishes it before the plan; this covers an operator that died in between); 0: wait as long as --fetch-timeout")
 	fs.Int64Var(&o.maxUnpackedBytes, "max-unpacked-bytes", fetch.DefaultMaxUnpackedBytes, "most bytes one tar.gz artifact may unpack to (its files' data, counted as written); a larger one fails the fetch and leaves nothing behind. Default 4 GiB; 0: the default")
 	fs.IntVar(&o.maxArchiveEntries, "max-archive-entries", fetch.DefaultMaxArchiveEntries, "most entries (files and directories) one tar.gz artifact may hold; 0: the default")
@@ -225,7 +227,7 @@ func run(ctx context.Context, o options, log logr.Logger) error {
 	case "http":
 	case "p2p":
 		cl, err := p2p.New(p2p.Config{DataDir: filepath.Join(o.stateDir, "torrent"), ListenHost: o.address, ListenPort: o.p2pPort,
-			UploadRate: o.uploadRate, DownloadRate: o.downloadRate, Logger: log.WithName("p2p"),
+			UploadRate: o.uploadRate, DownloadRate: o.downloadRate, WebSeedAfter: o.webSeedAfter, Logger: log.WithName("p2p"),
 			// Only the peers registered in a version's swarm may download it from this node.
 			OnlyListedPeers: true})
 		if err != nil {

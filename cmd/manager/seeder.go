@@ -53,7 +53,10 @@ func newSeeder(cfg config, zk *zkclient.Client, layout zklayout.Layout, onChange
 		return seederParts{}, fmt.Errorf("--seeder-dir: %w", err)
 	}
 	cl, err := p2p.New(p2p.Config{DataDir: filepath.Join(cfg.SeederDir, "client"), ListenHost: host, ListenPort: cfg.P2PPort,
-		UploadRate: cfg.UploadRate, OnlyListedPeers: true, Logger: ctrl.Log.WithName("p2p")})
+		UploadRate: cfg.UploadRate, OnlyListedPeers: true, Logger: ctrl.Log.WithName("p2p"),
+		// The seeder is the origin's upload: a piece goes to one downloader at a time, and the
+		// agents ask it only for what no other peer holds (its swarm entries say Origin).
+		OriginSeeding: true})
 	if err != nil {
 		return seederParts{}, fmt.Errorf("torrent client on %s:%d (--p2p-host, --p2p-port): %w", host, cfg.P2PPort, err)
 	}

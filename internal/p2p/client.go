@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	g "github.com/anacrolix/generics"
@@ -22,6 +23,7 @@ import (
 	"github.com/anacrolix/torrent/mse"
 	"github.com/anacrolix/torrent/storage"
 	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
 	"github.com/rollkeeper/rollkeeper/internal/p2p/classicio"
@@ -51,7 +53,21 @@ type Config struct {
 	MaxPeersPerTorrent int
 	// MaxAcceptedConns caps accepted connections open at once (0: DefaultMaxAcceptedConns).
 	MaxAcceptedConns int
+	// WebSeedAfter is how long a download may go without a useful byte from its peers before
+	// its web seeds (the origin) are used (0: DefaultWebSeedAfter; negative: at once). The
+	// origin is the fallback, not a source competing with the swarm: used from the start, it
+	// serves pieces the peers are about to have, and every downloader then requests the
+	// seeder's pieces in the same (descending) order, so the seeder uploads duplicates.
+	WebSeedAfter time.Duration
+	// OriginSeeding makes the torrents this client seeds upload each piece about once while
+	// the peers download, and leave the peers to serve each other (see doc.go): for the
+	// operator's seeder, whose upload is the origin's. Agents leave it off.
+	OriginSeeding bool
 }
+
+// DefaultWebSeedAfter is Config.WebSeedAfter's default: long against a swarm's start (its first
+// useful byte comes within a second), short against a rollout.
+const DefaultWebSeedAfter = 5 * time.Second
 
 // CompletionDBName is the bolt database in Config.DataDir recording verified pieces per info
 // hash.
@@ -92,9 +108,17 @@ type Client struct {
 	gate       *gate
 	// download is the download rate limiter (nil: unlimited); tests drain it.
 	download *rate.Limiter
+	// webSeedAfter is Config.WebSeedAfter with its default applied.
+	webSeedAfter  time.Duration
+	originSeeding bool
 
 	mu       sync.Mutex
 	torrents map[string]*Torrent // by info hash hex
+	origins  map[netip.Addr]bool // IPs marked Peer.Origin
+	// wg counts the torrents' web seed fallback goroutines; Close waits for them.
+	wg sync.WaitGroup
+
+	tracers *tracers
 }
 
 // limiter returns a rate limiter for bytesPerSec (nil when 0 = unlimited). Burst 0 lets the
@@ -108,6 +132,26 @@ func limiter(bytesPerSec int64) *rate.Limiter {
 		return nil
 	}
 	return rate.NewLimiter(rate.Limit(bytesPerSec), 0)
+}
+
+// rcvBufControl sets the receive buffer of peer connections to 1/16 s of a capped download rate
+// (at least 64 KiB): a deeper buffer only queues chunks behind the rate limiter, sent by peers
+// that would rather have sent others by the time they are read (and the origin's are then
+// wasted). Uncapped, the kernel sizes it.
+func rcvBufControl(downloadRate int64) func(network, address string, rc syscall.RawConn) error {
+	if downloadRate <= 0 {
+		return nil
+	}
+	size := int(min(max(downloadRate/16, 64<<10), 16<<20))
+	return func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}
 }
 
 // New starts a Client: TCP only on ListenHost:ListenPort, no DHT, trackers, PEX, uTP, UPnP,
@@ -145,6 +189,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxAcceptedConns <= 0 {
 		cfg.MaxAcceptedConns = DefaultMaxAcceptedConns
 	}
+	if cfg.WebSeedAfter == 0 {
+		cfg.WebSeedAfter = DefaultWebSeedAfter
+	}
 	gt := newGate(cfg.OnlyListedPeers, cfg.MaxAcceptedConns, logger)
 	network := "tcp4"
 	if ipv6 {
@@ -152,7 +199,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	// Our own listener, so that every accepted connection passes the gate first; the library
 	// opens none (DisableTCP only stops it listening: it still dials TCP with our dialer).
-	ln, err := net.Listen(network, net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.ListenPort)))
+	control := rcvBufControl(cfg.DownloadRate)
+	lc := net.ListenConfig{Control: control} // accepted connections inherit the buffer size
+	ln, err := lc.Listen(context.Background(), network, net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.ListenPort)))
 	if err != nil {
 		completion.Close()
 		return nil, fmt.Errorf("p2p: %w", err)
@@ -183,6 +232,9 @@ func New(cfg Config) (*Client, error) {
 	// The gate limits accepts instead (see gate): the library's limiter refuses a whole /24.
 	tc.DisableAcceptRateLimiting = true
 	tc.Callbacks.CompletedHandshake = gt.completedHandshake
+	trs := &tracers{}
+	tc.Callbacks.PeerConnAdded = append(tc.Callbacks.PeerConnAdded, trs.peerConnAdded)
+	tc.Callbacks.ReceivedUsefulData = append(tc.Callbacks.ReceivedUsefulData, trs.receivedUsefulData)
 	// Connection caps: established per torrent, half-open per torrent and in total.
 	tc.EstablishedConnsPerTorrent = cfg.MaxPeersPerTorrent
 	tc.HalfOpenConnsPerTorrent = 25
@@ -201,6 +253,9 @@ func New(cfg Config) (*Client, error) {
 	tc.Seed = true
 	tc.NoUpload = false
 	tc.DropMutuallyCompletePeers = true
+	// The peers of a swarm cooperate: upload to any peer that wants a piece, not only to those
+	// that upload to us in return (the library's default caps that at 100 KiB ahead).
+	tc.UploadWithoutReciprocity = true
 	tc.UploadRateLimiter = limiter(cfg.UploadRate)
 	if tc.UploadRateLimiter == nil {
 		// The library dereferences the upload limiter; Inf is safe there (burst 0 becomes
@@ -229,6 +284,7 @@ func New(cfg Config) (*Client, error) {
 	dialer := &net.Dialer{
 		// BitTorrent connections manage their own keep-alives.
 		KeepAlive: -1,
+		Control:   control,
 	}
 	if listenIP.IsValid() && !listenIP.IsUnspecified() {
 		dialer.LocalAddr = &net.TCPAddr{IP: listenIP.AsSlice()}
@@ -236,15 +292,19 @@ func New(cfg Config) (*Client, error) {
 	cl.AddDialer(torrent.NetworkDialer{Network: network, Dialer: dialer})
 	cl.AddListener(gateListener{Listener: ln, g: gt})
 	c := &Client{
-		cl:         cl,
-		completion: completion,
-		slogger:    slogger,
-		log:        logger,
-		listenHost: host,
-		listener:   ln,
-		gate:       gt,
-		download:   tc.DownloadRateLimiter,
-		torrents:   map[string]*Torrent{},
+		cl:            cl,
+		completion:    completion,
+		slogger:       slogger,
+		log:           logger,
+		listenHost:    host,
+		listener:      ln,
+		gate:          gt,
+		download:      tc.DownloadRateLimiter,
+		webSeedAfter:  cfg.WebSeedAfter,
+		originSeeding: cfg.OriginSeeding,
+		torrents:      map[string]*Torrent{},
+		origins:       map[netip.Addr]bool{},
+		tracers:       trs,
 	}
 	logger.V(1).Info("torrent client started", "addr", c.Addr(), "dataDir", cfg.DataDir, "fileIO", FileIO(),
 		"uploadRate", cfg.UploadRate, "downloadRate", cfg.DownloadRate)
@@ -254,6 +314,7 @@ func New(cfg Config) (*Client, error) {
 // Close drops every torrent, stops the client and closes the completion database.
 func (c *Client) Close() error {
 	errs := c.cl.Close()
+	c.wg.Wait() // the library closed every torrent, which ends their goroutines
 	// After the client: its accept loop ends on the first error once the client is closed (an
 	// error before that would be retried at once, in a loop).
 	if err := c.listener.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -330,12 +391,17 @@ func (c *Client) Seed(ctx context.Context, mi MetaInfo, file string) (*Torrent, 
 		t.Drop()
 		return nil, fmt.Errorf("seed %s: %w", mi.Name, err)
 	}
-	c.log.V(1).Info("seeding", "name", mi.Name, "infoHash", mi.InfoHash, "file", file)
+	if c.originSeeding {
+		t.t.SetOriginSeeding(true)
+	}
+	c.log.V(1).Info("seeding", "name", mi.Name, "infoHash", mi.InfoHash, "file", file, "origin", c.originSeeding)
 	return t, nil
 }
 
 // Download fetches mi into dir/mi.Name (see Torrent.Path) from the peers given to
-// Torrent.AddPeers and from mi's web seeds; Torrent.Wait returns when every piece is verified.
+// Torrent.AddPeers, and from mi's web seeds once the peers delivered nothing for
+// Config.WebSeedAfter (Trace.WebSeedsAdded says when); Torrent.Wait returns when every piece is
+// verified.
 // Pieces verified earlier by any Client with the same DataDir are kept (resume) as long as the
 // file is still there; pieces of unknown state found in the file are hashed. After completion the
 // torrent keeps seeding until dropped. ctx bounds this call only; stop a download with Drop.
@@ -366,6 +432,9 @@ func (c *Client) Download(ctx context.Context, mi MetaInfo, dir string) (*Torren
 		return nil, err
 	}
 	t.t.DownloadAll()
+	if len(mi.WebSeeds) > 0 {
+		t.startWebSeedFallback(c.webSeedAfter)
+	}
 	c.log.V(1).Info("downloading", "name", mi.Name, "infoHash", mi.InfoHash, "file", path)
 	return t, nil
 }
@@ -389,7 +458,13 @@ func (c *Client) Forget(mi MetaInfo) error {
 
 func (c *Client) forget(mi MetaInfo) error {
 	for i := range mi.NumPieces {
-		if err := c.completion.Set(metainfo.PieceKey{InfoHash: mi.hash, Index: i}, false); err != nil {
+		key := metainfo.PieceKey{InfoHash: mi.hash, Index: i}
+		if st, err := c.completion.Get(key); err == nil && !st.Complete {
+			// Nothing recorded, or recorded incomplete: writing it again costs a transaction
+			// per piece, most of a new download's start.
+			continue
+		}
+		if err := c.completion.Set(key, false); err != nil {
 			return err
 		}
 	}
@@ -428,9 +503,7 @@ func (c *Client) add(mi MetaInfo, st storage.ClientImpl, path string, download b
 		return nil, fmt.Errorf("%s (%s): %w", mi.Name, mi.InfoHash, ErrDuplicate)
 	}
 	t := newTorrent(c, tt, mi, path, download)
-	if len(mi.WebSeeds) > 0 {
-		tt.AddWebSeeds(mi.WebSeeds)
-	}
+	c.tracers.m.Store(tt, &t.trace)
 	c.torrents[mi.InfoHash] = t
 	return t, nil
 }
@@ -458,6 +531,7 @@ func (c *Client) remove(t *Torrent) {
 	if c.torrents[t.mi.InfoHash] == t {
 		delete(c.torrents, t.mi.InfoHash)
 		c.gate.forget(t.mi.hash)
+		c.tracers.m.Delete(t.t)
 	}
 }
 

@@ -15,22 +15,37 @@
 //	(*Torrent).Wait(ctx) error; (*Torrent).Drop(); (*Client).RefusedConns() int64
 //	(*Client).WaitRefused(ctx, n) error                          // until RefusedConns() > n (signalled)
 //	(*Torrent).Path() string; (*Torrent).Progress() Progress; (*Torrent).Stats() Stats
+//	(*Torrent).Trace() Trace                                     // first peer, first data, bytes by source
 //	FileIO() string; EnsureClassicFileIO() error
 //
 // MetaInfo describes one file (BitTorrent v1, single file, deterministic bytes, optional BEP 19
-// web seeds such as the origin URL). Piece lengths are powers of two from 16 KiB to 16 MiB,
-// chosen for at most TargetMaxPieces (2048) pieces.
+// web seeds such as the origin URL). Piece lengths are powers of two from 16 KiB to 16 MiB;
+// BuildMetaInfo picks at least 256 KiB (BuildMinPieceLength) and at most TargetMaxPieces (2048)
+// pieces while it can.
 //
 // # Client configuration
 //
 // New starts from torrent.NewDefaultClientConfig and sets every relevant field: listen on
 // Config.ListenHost:ListenPort, TCP only (no uTP), IPv6 only if ListenHost is IPv6; no DHT, no
-// trackers, no PEX, no UPnP/NAT-PMP, no WebTorrent; web seeds on; plaintext handshakes
+// trackers, no PEX, no UPnP/NAT-PMP, no WebTorrent; web seeds used only once the peers delivered
+// nothing for Config.WebSeedAfter; plaintext handshakes
 // preferred; Seed on (completed torrents upload to any peer the gate admits, below); upload
 // and download rate limits (0 = unlimited). Peers come only from Torrent.AddPeers and the web seeds. When ListenHost is a
 // specific IP, outgoing connections are bound to it as well: the library bans misbehaving peers
 // by IP, so several clients on one machine need distinct IPs (127.0.0.N on loopback) or one bad
 // client gets all of them banned.
+//
+// # The origin once, the swarm for the rest
+//
+// A swarm's origin is the seeder that holds every piece from the start (the operator's, which
+// read the artifact's URL once). Peers added with Peer.Origin are asked only for pieces no other
+// connected peer holds, with a fixed, short request queue, and their data is read ahead of the
+// other peers' within the download cap; a seeder with Config.OriginSeeding sends a piece's
+// chunks to one downloader at a time. The web seeds (the URL itself) are used only once a
+// download got nothing from its peers for Config.WebSeedAfter. Downloaders upload to any peer
+// that wants a piece, without asking for as much back. Together, a swarm takes about one copy
+// from its origin, and a node that joins a complete swarm none (TestOriginServesAboutOneCopy;
+// docs/design.md, "Where the bytes come from"; patches in third_party/forked/anacrolix-torrent).
 //
 // # Who may connect
 //
@@ -76,6 +91,7 @@
 //
 // # Concurrency
 //
-// Every wait selects on its ctx. The package starts no goroutines of its own; the library's stop
-// on Torrent.Drop and Client.Close.
+// Every wait selects on its ctx. The package starts one goroutine per download with web seeds
+// (the web seed fallback, ended by completion, Torrent.Drop or Client.Close, which waits for it);
+// the library's stop on Torrent.Drop and Client.Close.
 package p2p

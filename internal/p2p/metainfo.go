@@ -18,11 +18,18 @@ import (
 
 // Piece length bounds and target used by [PieceLength].
 const (
+	// MinPieceLength and MaxPieceLength bound the piece lengths a metainfo may have.
 	MinPieceLength = 16 << 10 // one BitTorrent chunk
 	MaxPieceLength = 16 << 20
+	// BuildMinPieceLength is the smallest piece length BuildMetaInfo picks. Every piece costs
+	// each peer a hash job, a completion record, a Have to every connection and a request-order
+	// update: with 16 KiB pieces, eight nodes fetching 32 MiB at 4 MiB/s each kept two cores
+	// busy (make bench-distribution); 256 KiB pieces halve that, and still give a 32 MiB file
+	// 128 pieces to spread over a swarm.
+	BuildMinPieceLength = 256 << 10
 	// TargetMaxPieces is the piece count PieceLength stays at or below while it can: a
 	// power-of-two piece length gives between TargetMaxPieces/2 and TargetMaxPieces pieces
-	// between the two length bounds (fewer for small files, more above 32 GiB).
+	// between the two length bounds (fewer for files under 512 MiB, more above 32 GiB).
 	TargetMaxPieces = 2048
 )
 
@@ -46,14 +53,14 @@ type MetaInfo struct {
 }
 
 // PieceLength returns the piece length for a file of the given size: the smallest power of two
-// giving at most TargetMaxPieces pieces, clamped to [MinPieceLength, MaxPieceLength].
+// giving at most TargetMaxPieces pieces, clamped to [BuildMinPieceLength, MaxPieceLength].
 func PieceLength(size int64) int64 {
 	if size <= 0 {
-		return MinPieceLength
+		return BuildMinPieceLength
 	}
 	want := (size + TargetMaxPieces - 1) / TargetMaxPieces
 	pl := int64(1) << bits.Len64(uint64(want-1)) // next power of two ≥ want
-	return min(max(pl, MinPieceLength), MaxPieceLength)
+	return min(max(pl, BuildMinPieceLength), MaxPieceLength)
 }
 
 // BuildMetaInfo hashes the file at path and returns its metainfo. name is the file name peers

@@ -17,22 +17,23 @@ func TestPieceLength(t *testing.T) {
 	for _, tc := range []struct {
 		size, want int64
 	}{
-		{0, 16 * KiB},
-		{1, 16 * KiB},
-		{1 * MiB, 16 * KiB},
-		{32 * MiB, 16 * KiB},   // 2048 pieces
-		{32*MiB + 1, 32 * KiB}, // 1025 pieces
-		{100 * MiB, 64 * KiB},  // 1600 pieces
-		{1 * GiB, 512 * KiB},   // 2048 pieces
-		{3 * GiB, 2 * MiB},     // 1536 pieces
-		{32 * GiB, 16 * MiB},   // 2048 pieces
-		{100 * GiB, 16 * MiB},  // capped: 6400 pieces
+		{0, 256 * KiB},
+		{1, 256 * KiB},
+		{1 * MiB, 256 * KiB},
+		{32 * MiB, 256 * KiB},    // 128 pieces
+		{100 * MiB, 256 * KiB},   // 400 pieces
+		{512 * MiB, 256 * KiB},   // 2048 pieces
+		{512*MiB + 1, 512 * KiB}, // 1025 pieces
+		{1 * GiB, 512 * KiB},     // 2048 pieces
+		{3 * GiB, 2 * MiB},       // 1536 pieces
+		{32 * GiB, 16 * MiB},     // 2048 pieces
+		{100 * GiB, 16 * MiB},    // capped: 6400 pieces
 	} {
 		got := PieceLength(tc.size)
 		if got != tc.want {
 			t.Errorf("PieceLength(%d) = %d, want %d", tc.size, got, tc.want)
 		}
-		if n := (tc.size + got - 1) / got; tc.size > 32*MiB && tc.size <= 32*GiB && (n <= TargetMaxPieces/2 || n > TargetMaxPieces) {
+		if n := (tc.size + got - 1) / got; tc.size > 512*MiB && tc.size <= 32*GiB && (n <= TargetMaxPieces/2 || n > TargetMaxPieces) {
 			t.Errorf("PieceLength(%d): %d pieces", tc.size, n)
 		}
 	}
@@ -40,12 +41,12 @@ func TestPieceLength(t *testing.T) {
 
 func TestBuildParseMetaInfo(t *testing.T) {
 	dir := t.TempDir()
-	src, _ := writeRandomFile(t, dir, "x", 3*16<<10+5)
+	src, _ := writeRandomFile(t, dir, "x", 3*BuildMinPieceLength+5)
 	mi, err := BuildMetaInfo(context.Background(), src, "svc-1.2.3.tar.gz", []string{"https://origin.example/a/"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mi.Size != 3*16<<10+5 || mi.PieceLength != 16<<10 || mi.NumPieces != 4 || mi.Name != "svc-1.2.3.tar.gz" ||
+	if mi.Size != 3*BuildMinPieceLength+5 || mi.PieceLength != BuildMinPieceLength || mi.NumPieces != 4 || mi.Name != "svc-1.2.3.tar.gz" ||
 		len(mi.InfoHash) != 40 || len(mi.WebSeeds) != 1 {
 		t.Fatalf("unexpected metainfo %+v", mi)
 	}
@@ -89,7 +90,7 @@ func TestBuildParseMetaInfo(t *testing.T) {
 
 func TestParseMetaInfoRejects(t *testing.T) {
 	dir := t.TempDir()
-	src, _ := writeRandomFile(t, dir, "x", 40<<10)
+	src, _ := writeRandomFile(t, dir, "x", 2*BuildMinPieceLength+40<<10)
 	good, err := BuildMetaInfo(context.Background(), src, "x", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +121,7 @@ func TestParseMetaInfoRejects(t *testing.T) {
 		"no info":        []byte("d8:announce3:fooe"),
 		"multi-file": encode(mod(func(i *metainfo.Info) {
 			i.Length = 0
-			i.Files = []metainfo.FileInfo{{Length: 40 << 10, Path: []string{"a"}}}
+			i.Files = []metainfo.FileInfo{{Length: 2*BuildMinPieceLength + 40<<10, Path: []string{"a"}}}
 		})),
 		"zero length":      encode(mod(func(i *metainfo.Info) { i.Length = 0 })),
 		"odd piece len":    encode(mod(func(i *metainfo.Info) { i.PieceLength = 20000 })),

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -16,6 +17,15 @@ import (
 type Peer struct {
 	// Addr is "ip:port" (IPv6 in brackets); host names are not resolved.
 	Addr string
+	// Origin marks the swarm's origin: a seeder that holds every piece from the start (the
+	// operator's). A downloader asks it only for pieces no other connected peer holds, keeps
+	// few requests queued on it and cancels those another peer can now serve, so that its
+	// upload carries each piece about once and the peers serve each other the rest.
+	Origin bool
+	// Complete says the peer has every piece (the tracker says so). When some are, a
+	// downloader waits for its peers' bitfields before asking an origin anything, so that a
+	// node joining a complete swarm takes nothing from the origin.
+	Complete bool
 }
 
 // Torrent is one torrent in a Client, seeding or downloading.
@@ -34,6 +44,10 @@ type Torrent struct {
 	writeErr     error
 	writeFailed  chan struct{} // closed after writeErr is set
 
+	trace trace
+	// waitsForPeers: a complete peer was added (see Peer.Complete).
+	waitsForPeers atomic.Bool
+
 	mu         sync.Mutex
 	lastSample rateSample
 	rate       float64
@@ -46,6 +60,7 @@ type rateSample struct {
 
 func newTorrent(c *Client, tt *torrent.Torrent, mi MetaInfo, path string, download bool) *Torrent {
 	t := &Torrent{c: c, t: tt, mi: mi, path: path, download: download, writeFailed: make(chan struct{})}
+	t.trace.Added = time.Now()
 	// The library calls this in a goroutine of its own per failed chunk write (e.g. ENOSPC);
 	// without it the library only disables downloading and logs.
 	tt.SetOnWriteChunkError(func(err error) {
@@ -105,12 +120,30 @@ func (t *Torrent) AddPeers(peers []Peer) error {
 		}
 		infos = append(infos, torrent.PeerInfo{Addr: ap, Source: torrent.PeerSourceTracker})
 		ips = append(ips, ap.Addr())
+		if p.Origin {
+			t.addOrigin(ap.Addr())
+		} else if p.Complete && !t.waitsForPeers.Swap(true) {
+			t.t.SetOriginWaitsForPeers(true)
+		}
 	}
 	t.c.allow(t, ips)
 	if len(infos) > 0 {
 		t.t.AddPeers(infos)
 	}
 	return errors.Join(errs...)
+}
+
+// addOrigin marks ip as an origin (see Peer.Origin), for every torrent of the client.
+func (t *Torrent) addOrigin(ip netip.Addr) {
+	t.c.mu.Lock()
+	known := t.c.origins[ip]
+	if !known {
+		t.c.origins[ip] = true
+	}
+	t.c.mu.Unlock()
+	if !known {
+		t.c.cl.AddOriginIPs(ip)
+	}
 }
 
 // Wait returns nil once every piece is verified, the write error if storing data failed (e.g.
@@ -230,6 +263,52 @@ func (t *Torrent) verifiedBytes(piecesComplete int) int64 {
 	}
 	return done
 }
+
+// startWebSeedFallback adds the metainfo's web seeds once the download got no useful byte for
+// after (at once if after < 0). It stops when the torrent completes or is dropped.
+func (t *Torrent) startWebSeedFallback(after time.Duration) {
+	if after < 0 {
+		t.useWebSeeds("at once (WebSeedAfter < 0)")
+		return
+	}
+	t.c.wg.Add(1)
+	go func() {
+		defer t.c.wg.Done()
+		tick := time.NewTicker(max(after/10, 10*time.Millisecond))
+		defer tick.Stop()
+		useful := func() int64 {
+			st := t.t.Stats()
+			return st.BytesReadUsefulData.Int64()
+		}
+		last, since := useful(), time.Now()
+		for {
+			select {
+			case <-t.t.Closed():
+				return
+			case <-t.t.Complete().On():
+				return
+			case now := <-tick.C:
+				if n := useful(); n != last {
+					last, since = n, now
+				} else if now.Sub(since) >= after {
+					t.useWebSeeds(fmt.Sprintf("no useful byte from peers for %s", after))
+					return
+				}
+			}
+		}
+	}()
+}
+
+func (t *Torrent) useWebSeeds(why string) {
+	t.trace.mu.Lock()
+	t.trace.WebSeedsAdded = time.Now()
+	t.trace.mu.Unlock()
+	t.t.AddWebSeeds(t.mi.WebSeeds)
+	t.c.log.Info("downloading from the web seeds (the origin)", "name", t.mi.Name, "infoHash", t.mi.InfoHash, "why", why)
+}
+
+// Trace says where the torrent's data came from and when it started to flow.
+func (t *Torrent) Trace() Trace { return t.trace.snapshot() }
 
 // Stats are cumulative counters for this torrent in this client.
 type Stats struct {

@@ -350,7 +350,7 @@ func (s *Seeder) publish(ctx context.Context, rel *zklayout.Release) (*p2p.Torre
 		return nil, nil, fmt.Errorf("seed %s/%s: %w", rel.Service, rel.Version, err)
 	}
 	unregister, err := s.cfg.Tracker.Register(ctx, mi.InfoHash, zklayout.Peer{Node: s.cfg.Name, Host: s.cfg.Host,
-		Port: s.cfg.Client.ListenPort(), Complete: true})
+		Port: s.cfg.Client.ListenPort(), Complete: true, Origin: true})
 	if err != nil {
 		t.Drop()
 		return nil, nil, err

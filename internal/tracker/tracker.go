@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
@@ -177,25 +178,26 @@ func (t Tracker) follow(ctx context.Context, infoHash, self string, joined func(
 		if err != nil {
 			return err
 		}
-		var fresh []zklayout.Peer
+		var todo []string
 		for _, n := range names {
-			if _, ok := seen[n]; ok || n == self {
-				continue
+			if _, ok := seen[n]; !ok && n != self {
+				todo = append(todo, n)
 			}
-			data, _, err := t.ZK.Get(ctx, t.Layout.Peer(infoHash, n))
-			if errors.Is(err, zkclient.ErrNoNode) {
-				continue
+		}
+		entries, err := t.readPeers(ctx, infoHash, todo)
+		if err != nil {
+			return err
+		}
+		var fresh []zklayout.Peer
+		for i, e := range entries {
+			switch {
+			case e.gone:
+			case e.malformed:
+				seen[todo[i]] = false // never acted on
+			default:
+				seen[todo[i]] = true
+				fresh = append(fresh, e.peer)
 			}
-			if err != nil {
-				return err
-			}
-			var p zklayout.Peer
-			if err := zklayout.Decode(data, &p); err != nil {
-				seen[n] = false // never acted on
-				continue
-			}
-			seen[n] = true
-			fresh = append(fresh, p)
 		}
 		// Names that left may come back (restarts): let them be read again then.
 		present := map[string]bool{}
@@ -227,6 +229,43 @@ func (t Tracker) follow(ctx context.Context, infoHash, self string, joined func(
 			}
 		}
 	}
+}
+
+// peerEntry is one peer znode as read: gone (deleted before it was read), malformed, or peer.
+type peerEntry struct {
+	peer            zklayout.Peer
+	gone, malformed bool
+}
+
+// maxParallelReads bounds the peer entries read at once: a joining node reads the whole set,
+// and one request at a time made its first dial wait a round trip per peer.
+const maxParallelReads = 16
+
+// readPeers reads the entries of names under infoHash's peer set, up to maxParallelReads at a
+// time (one session pipelines them), in the order of names.
+func (t Tracker) readPeers(ctx context.Context, infoHash string, names []string) ([]peerEntry, error) {
+	out := make([]peerEntry, len(names))
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, maxParallelReads)
+	var wg sync.WaitGroup
+	for i, n := range names {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			data, _, err := t.ZK.Get(ctx, t.Layout.Peer(infoHash, n))
+			switch {
+			case errors.Is(err, zkclient.ErrNoNode):
+				out[i].gone = true
+			case err != nil:
+				errs[i] = err
+			default:
+				out[i].malformed = zklayout.Decode(data, &out[i].peer) != nil
+			}
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
 // Topology is where a node sits, for peer preference.

@@ -440,6 +440,9 @@ type Peer struct {
 	Zone     string `json:"zone,omitempty"`
 	Rack     string `json:"rack,omitempty"`
 	Complete bool   `json:"complete,omitempty"`
+	// Origin marks the operator's seeder: downloaders ask it only for pieces no other peer
+	// holds (p2p.Peer.Origin).
+	Origin bool `json:"origin,omitempty"`
 }
 
 func (p *Peer) validate() error {

@@ -282,7 +282,7 @@ func (f *P2P) join(mi p2p.MetaInfo) (*swarm, error) {
 		err := f.cfg.Tracker.FollowWhen(ctx, mi.InfoHash, f.cfg.Node, func(peers []zklayout.Peer) {
 			var addrs []p2p.Peer
 			for _, p := range tracker.Order(f.cfg.Topology, peers) {
-				addrs = append(addrs, p2p.Peer{Addr: fmt.Sprintf("%s:%d", p.Host, p.Port)})
+				addrs = append(addrs, p2p.Peer{Addr: fmt.Sprintf("%s:%d", p.Host, p.Port), Origin: p.Origin, Complete: p.Complete})
 			}
 			if err := t.AddPeers(addrs); err != nil {
 				f.log.Info("some peers could not be added", "err", err.Error())
@@ -372,6 +372,18 @@ func (f *P2P) Stats(infoHash string) (p2p.Stats, bool) {
 		return p2p.Stats{}, false
 	}
 	return sw.t.Stats(), true
+}
+
+// Trace says where the data of the torrent with infoHash came from and when, if the fetcher has
+// it.
+func (f *P2P) Trace(infoHash string) (p2p.Trace, bool) {
+	f.mu.Lock()
+	sw := f.swarms[infoHash]
+	f.mu.Unlock()
+	if sw == nil {
+		return p2p.Trace{}, false
+	}
+	return sw.t.Trace(), true
 }
 
 // Close leaves every swarm.

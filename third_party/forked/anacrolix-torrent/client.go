@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/RoaringBitmap/roaring"
@@ -64,6 +65,8 @@ type Client struct {
 	// fields. See #262.
 	connStats AllConnStats
 	counters  TorrentStatCounters
+	// originIPs are the IPs of the origins (rollkeeper patch, origin-peers.go).
+	originIPs atomic.Pointer[map[netip.Addr]struct{}]
 
 	_mu            lockWithDeferreds
 	unlockHandlers clientUnlockHandlers
@@ -1769,7 +1772,7 @@ func (cl *Client) newConnection(nc net.Conn, opts newConnectionOpts) (c *PeerCon
 	c.peerImpl = c
 	c.setPeerLoggers(cl.logger, cl.slogger)
 	c.setRW(connStatsReadWriter{nc, c})
-	c.r = cl.newDownloadRateLimitedReader(c.r)
+	c.r = cl.newDownloadRateLimitedReader(c.r, opts.remoteAddr)
 	c.logger.Levelf(
 		log.Debug,
 		"inited with remoteAddr %v network %v outgoing %t",
@@ -1781,8 +1784,14 @@ func (cl *Client) newConnection(nc net.Conn, opts newConnectionOpts) (c *PeerCon
 	return
 }
 
-func (cl *Client) newDownloadRateLimitedReader(r io.Reader) io.Reader {
-	return newRateLimitedReader(r, cl.config.DownloadRateLimiter)
+func (cl *Client) newDownloadRateLimitedReader(r io.Reader, remote PeerRemoteAddr) io.Reader {
+	rr := newRateLimitedReader(r, cl.config.DownloadRateLimiter)
+	if lr, ok := rr.(rateLimitedReader); ok {
+		// An origin's data is read ahead of the peers' (rollkeeper patch, origin-peers.go).
+		lr.priority = func() bool { return cl.isOriginAddr(remote) }
+		return lr
+	}
+	return rr
 }
 
 func (cl *Client) onDHTAnnouncePeer(ih metainfo.Hash, ip net.IP, port int, portOk bool) {

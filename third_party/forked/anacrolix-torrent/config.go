@@ -183,6 +183,10 @@ type ClientConfig struct {
 	// bit of a special case, since a peer could also be useless if they're just not interested, or
 	// we don't intend to obtain all of a torrent's data.
 	DropMutuallyCompletePeers bool
+	// Upload to a peer while downloading without requiring it to upload to us in return (by
+	// default a downloading client sends a peer at most 100 KiB more than it received from it).
+	// For swarms whose members cooperate (rollkeeper patch, see PATCHES.md).
+	UploadWithoutReciprocity bool
 	// Use dialers to obtain connections to regular peers.
 	DialForPeerConns bool
 	// Whether to accept peer connections at all.

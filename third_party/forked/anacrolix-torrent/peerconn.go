@@ -46,6 +46,11 @@ type PeerStatus struct {
 // Maintains the state of a BitTorrent-protocol based connection with a peer.
 type PeerConn struct {
 	Peer
+	// origin is whether the peer is an origin, once originKnown (rollkeeper patch,
+	// origin-peers.go).
+	origin, originKnown bool
+	// originTimer re-checks what to ask an origin for (origin-peers.go).
+	originTimer *time.Timer
 
 	// Indexed by metadata piece, set to true if posted and pending a response.
 	metadataRequests []bool
@@ -1166,7 +1171,7 @@ func (c *PeerConn) uploadAllowed() bool {
 		return false
 	}
 	// Don't upload more than 100 KiB more than we download.
-	if c._stats.BytesWrittenData.Int64() >= c._stats.BytesReadData.Int64()+100<<10 {
+	if !c.t.cl.config.UploadWithoutReciprocity && c._stats.BytesWrittenData.Int64() >= c._stats.BytesReadData.Int64()+100<<10 {
 		return false
 	}
 	return true
@@ -1190,7 +1195,13 @@ another:
 		if !c.unchoke(msg) {
 			return false
 		}
+		now, held := time.Now(), false
 		for r := range c.readyPeerRequests {
+			if c.originSkip(r, now) {
+				// Its piece is going to another peer (rollkeeper patch, origin-peers.go).
+				held = true
+				continue
+			}
 			res := c.t.cl.config.UploadRateLimiter.ReserveN(time.Now(), int(r.Length))
 			if !res.OK() {
 				panic(fmt.Sprintf("upload rate limiter burst size < %d", r.Length))
@@ -1202,11 +1213,16 @@ another:
 				// Hard to say what to return here.
 				return true
 			}
+			c.originSent(r, now)
 			more := c.sendChunk(r, msg)
 			if !more {
 				return false
 			}
 			goto another
+		}
+		if held {
+			// Look again when the other peer's hold on the piece may have lapsed.
+			c.setRetryUploadTimer(originHold)
 		}
 		return true
 	}
@@ -1576,7 +1592,12 @@ func (me *PeerConn) peerPtr() *Peer {
 
 // The actual value to use as the maximum outbound requests.
 func (cn *PeerConn) nominalMaxRequests() maxRequests {
-	return max(1, min(cn.PeerMaxRequests, cn.peakRequests*2, maxLocalToRemoteRequests))
+	if cn.isOrigin() {
+		// Fixed, not grown from the last update's peak: an origin's requests come and go
+		// with what the other peers hold, and the peak decays to one (origin-peers.go).
+		return max(1, min(cn.PeerMaxRequests, originMaxRequests))
+	}
+	return max(1, min(cn.PeerMaxRequests, cn.peakRequests*2, maxLocalToRemoteRequests, cn.rateRequestCap()))
 }
 
 // Set the Peer loggers. This is given Client loggers, and later Torrent loggers when the Torrent is

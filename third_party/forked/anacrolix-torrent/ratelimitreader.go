@@ -22,6 +22,9 @@ func newRateLimitedReader(r io.Reader, l *rate.Limiter) io.Reader {
 type rateLimitedReader struct {
 	l *rate.Limiter
 	r io.Reader
+	// priority, when it reports true, takes the tokens without waiting for them: the other
+	// readers wait off the debt (rollkeeper patch, origin-peers.go).
+	priority func() bool
 }
 
 func (me rateLimitedReader) Read(b []byte) (n int, err error) {
@@ -37,6 +40,9 @@ func (me rateLimitedReader) Read(b []byte) (n int, err error) {
 	// golang.org/x/time/rate is completely fucking busted. TODO: Write my own rate limiter.
 	r := me.l.ReserveN(time.Now(), n)
 	panicif.False(r.OK())
+	if me.priority != nil && me.priority() {
+		return
+	}
 	time.Sleep(r.Delay())
 	return
 }

@@ -221,12 +221,20 @@ func (p *PeerConn) getDesiredRequestState() (desired desiredRequestState) {
 	t.logPieceRequestOrder()
 	// Caller-provided allocation for roaring bitmap iteration.
 	var it typedRoaring.Iterator[RequestIndex]
+	// An origin is asked only for pieces no other peer holds (origin-peers.go).
+	origin, origins := p.isOrigin(), t.originsWithAllPieces()
+	if origin && p.originWaitsForPeers() {
+		return
+	}
 	t.getRequestablePieces(
 		func(ih metainfo.Hash, pieceIndex int, pieceExtra requestStrategy.PieceRequestOrderState) bool {
 			if ih != *t.canonicalShortInfohash() {
 				return true
 			}
 			if !p.peerHasPiece(pieceIndex) {
+				return true
+			}
+			if origin && t.heldByPeers(pieceIndex, origins) {
 				return true
 			}
 			requestHeap.pieceStates[pieceIndex].Set(pieceExtra)
@@ -301,8 +309,10 @@ func (p *PeerConn) updateRequestsWithReason(reason updateRequestReason) {
 }
 
 func (p *PeerConn) updateRequests() {
+	p.originCancelHeld()
 	next := p.getDesiredRequestState()
 	p.applyRequestState(next)
+	p.originRearm()
 	p.t.cacheNextRequestIndexesForReuse(next.Requests.requestIndexes)
 }
 

@@ -74,6 +74,10 @@ type Torrent struct {
 	// alignment. See #262.
 	connStats AllConnStats
 	counters  TorrentStatCounters
+	// originSeeding, originOwners, originWaitsForPeers: rollkeeper patch, origin-peers.go.
+	originSeeding       bool
+	originOwners        map[pieceIndex]originOwner
+	originWaitsForPeers bool
 
 	cl     *Client
 	logger log.Logger

@@ -1,0 +1,228 @@
+package torrent
+
+// Origin peers (rollkeeper patch, see PATCHES.md): a downloader asks a swarm's origin (the seeder
+// that holds every piece from the start) only for pieces no other connected peer holds, keeps few
+// requests queued on it, and cancels those another peer can now serve. The origin's upload then
+// carries distinct pieces, about one copy of the file, and a peer that joins once the others are
+// complete takes nothing from it.
+//
+// Without this every downloader queues hundreds of requests on the origin (the only source at
+// first), the origin serves them long after other peers got the same pieces, and it uploads 1.5
+// copies or more while distinct pieces wait.
+
+import (
+	"net/netip"
+	"time"
+)
+
+// originMaxRequests caps the requests a downloader keeps queued on an origin: enough to keep
+// its share of the origin's upload busy, few enough that a piece queued there is rarely served
+// after a peer got it.
+const originMaxRequests = 32
+
+// AddOriginIPs marks the peers at these IPs as origins of every torrent (see origin-peers.go).
+func (cl *Client) AddOriginIPs(ips ...netip.Addr) {
+	cl.lock()
+	defer cl.unlock()
+	old := cl.originIPs.Load()
+	m := make(map[netip.Addr]struct{}, len(ips)+1)
+	if old != nil {
+		for ip := range *old {
+			m[ip] = struct{}{}
+		}
+	}
+	for _, ip := range ips {
+		m[ip.Unmap()] = struct{}{}
+	}
+	cl.originIPs.Store(&m)
+	for t := range cl.torrents {
+		for pc := range t.conns {
+			pc.originKnown = false
+		}
+	}
+}
+
+// isOriginAddr reports whether addr is at an origin's IP. Safe without the client lock.
+func (cl *Client) isOriginAddr(addr PeerRemoteAddr) bool {
+	m := cl.originIPs.Load()
+	if m == nil || addr == nil {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return false
+	}
+	_, ok := (*m)[ap.Addr().Unmap()]
+	return ok
+}
+
+// isOrigin reports whether the peer is an origin.
+func (p *PeerConn) isOrigin() bool {
+	if !p.originKnown {
+		p.originKnown = true
+		p.origin = p.t.cl.isOriginAddr(p.RemoteAddr)
+	}
+	return p.origin
+}
+
+// originsWithAllPieces counts the connected origins that have every piece.
+func (t *Torrent) originsWithAllPieces() (n int) {
+	if t.cl.originIPs.Load() == nil {
+		return 0
+	}
+	for p := range t.connsWithAllPieces {
+		if pc, ok := p.TryAsPeerConn(); ok && pc.isOrigin() {
+			n++
+		}
+	}
+	return n
+}
+
+// heldByPeers reports whether a connected peer that is not an origin has piece i; origins is
+// originsWithAllPieces.
+func (t *Torrent) heldByPeers(i pieceIndex, origins int) bool {
+	return t.piece(i).availability() > origins
+}
+
+// originCancelHeld cancels p's requests for pieces another peer now holds, if p is an origin.
+func (p *PeerConn) originCancelHeld() {
+	if !p.isOrigin() || p.requestState.Requests.IsEmpty() {
+		return
+	}
+	t := p.t
+	origins := t.originsWithAllPieces()
+	p.requestState.Requests.IterateSnapshot(func(r RequestIndex) bool {
+		if t.heldByPeers(t.pieceIndexOfRequestIndex(r), origins) {
+			p.cancel(r)
+		}
+		return true
+	})
+}
+
+// Origin seeding (the seeder's side): the origin sends a chunk of a piece only if the piece's
+// chunks are not going to another connected peer, so that two downloaders that picked the same
+// piece (each picks the origin's pieces at random, independently) do not both get it. The second
+// one's requests wait; it cancels them once the first holds the piece (originCancelHeld), and
+// meanwhile the origin's upload goes to distinct pieces for the others.
+
+// originHold is how long a piece stays with the peer its first chunk went to (a piece takes
+// 0.5 s at an eighth of a 4 MiB/s upload; a peer that needs much longer is slow, and the others
+// should not wait for it).
+const originHold = time.Second
+
+type originOwner struct {
+	pc *PeerConn
+	at time.Time
+}
+
+// SetOriginSeeding turns origin seeding on for this torrent (see origin-peers.go).
+func (t *Torrent) SetOriginSeeding(on bool) {
+	t.cl.lock()
+	defer t.cl.unlock()
+	t.originSeeding = on
+}
+
+// originSkip reports whether to hold chunk r back from c for now: its piece's chunks started
+// going to another connected peer less than originHold ago.
+func (c *PeerConn) originSkip(r Request, now time.Time) bool {
+	t := c.t
+	if !t.originSeeding {
+		return false
+	}
+	o := t.originOwners[pieceIndex(r.Index)]
+	return o.pc != nil && o.pc != c && !o.pc.closed.IsSet() && now.Sub(o.at) < originHold
+}
+
+// originSent records that a chunk of r's piece goes to c.
+func (c *PeerConn) originSent(r Request, now time.Time) {
+	t := c.t
+	if !t.originSeeding {
+		return
+	}
+	if t.originOwners == nil {
+		t.originOwners = make(map[pieceIndex]originOwner)
+	}
+	i := pieceIndex(r.Index)
+	if o := t.originOwners[i]; o.pc != c {
+		// The hold counts from the piece's first chunk to this peer, not its last: a slow
+		// peer holds a piece for originHold at most, then another may take it over.
+		t.originOwners[i] = originOwner{c, now}
+	}
+}
+
+// originRecheck is how soon a downloader asks an origin again after it had nothing to ask it for:
+// nothing else prompts it (the origin sends no Have, and no chunk comes from it), and the
+// pieces only the origin holds may be wanted again (a holder left, a cancel freed a chunk).
+const originRecheck = 200 * time.Millisecond
+
+// originRearm schedules a request update of p, an origin with no request outstanding.
+func (p *PeerConn) originRearm() {
+	if !p.isOrigin() || p.closed.IsSet() || p.t.haveAllPieces() || !p.requestState.Requests.IsEmpty() {
+		return
+	}
+	if p.originTimer == nil {
+		p.originTimer = time.AfterFunc(originRecheck, func() {
+			p.locker().Lock()
+			defer p.locker().Unlock()
+			p.onNeedUpdateRequests("origin recheck")
+		})
+		return
+	}
+	p.originTimer.Reset(originRecheck)
+}
+
+// originPeersWait bounds how long a downloader waits, after connecting to an origin, for its
+// other peers to be dialed and to say what they hold before it asks the origin anything.
+const originPeersWait = time.Second
+
+// SetOriginWaitsForPeers says whether complete peers are known to be in the swarm: then a
+// downloader asks an origin nothing until its other peers are dialed and said what they hold
+// (for at most originPeersWait after connecting to the origin). A node joining a complete swarm
+// would otherwise ask the origin in the milliseconds before its peers' bitfields arrive; in a
+// swarm where nobody is complete yet the wait would only delay the origin.
+func (t *Torrent) SetOriginWaitsForPeers(wait bool) {
+	t.cl.lock()
+	defer t.cl.unlock()
+	t.originWaitsForPeers = wait
+}
+
+// originWaitsForPeers reports whether p, an origin, must not be asked anything yet (see
+// SetOriginWaitsForPeers).
+func (p *PeerConn) originWaitsForPeers() bool {
+	t := p.t
+	if !t.originWaitsForPeers || time.Since(p.completedHandshake) >= originPeersWait {
+		return false
+	}
+	if t.peers.Len() > 0 || len(t.halfOpen) > 0 {
+		return true
+	}
+	for pc := range t.conns {
+		if pc != p && !pc.isOrigin() && pc.lastMessageReceived.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// rateRequestQueue is how much of a peer's observed rate a downloader keeps requested from it, and
+// rateRequestMin the fewest requests it keeps queued anyway.
+const (
+	rateRequestQueue = time.Second
+	rateRequestMin   = 8
+)
+
+// rateRequestCap caps the requests queued on a peer at about rateRequestQueue of what it has
+// been delivering (rollkeeper patch, PATCHES.md): chunks queued on a slow peer (an upload shared
+// by many, a slow link) are chunks no other peer is asked for, and the whole swarm's tail waited
+// for them.
+func (cn *PeerConn) rateRequestCap() maxRequests {
+	if cn.totalExpectingTime() < rateRequestQueue {
+		return maxLocalToRemoteRequests
+	}
+	rate := cn.downloadRate()
+	if rate <= 0 {
+		return maxLocalToRemoteRequests
+	}
+	n := int(rate * rateRequestQueue.Seconds() / float64(cn.t.chunkSize.Int()))
+	return maxRequests(max(n, rateRequestMin))
+}
