@@ -192,7 +192,7 @@ PAGECACHE_FLAGS ?=
 bench: bench-distribution bench-pagecache bench-zk-traffic ## Run every benchmark.
 
 .PHONY: bench-distribution
-bench-distribution: deps ## P2P vs HTTP distribution to N nodes under per-link rate limits (DIST_FLAGS='-n 8 -size 32MiB -rate 4MiB').
+bench-distribution: deps ## P2P vs HTTP distribution to N nodes under per-link rate limits, median of 5 runs (DIST_FLAGS='-n 8 -size 32MiB -rate 4MiB -runs 5 -v -late -slow 1 -mode p2p').
 	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/bench-distribution ./cmd/bench-distribution
 	$(LOCALBIN)/bench-distribution $(DIST_FLAGS)
 
