@@ -365,25 +365,25 @@ func (f *P2P) SwarmStats() []SwarmStats {
 
 // Stats reports the transfer counters of the torrent with infoHash, if the fetcher has it.
 func (f *P2P) Stats(infoHash string) (p2p.Stats, bool) {
-	f.mu.Lock()
-	sw := f.swarms[infoHash]
-	f.mu.Unlock()
-	if sw == nil {
-		return p2p.Stats{}, false
+	if sw := f.swarmOf(infoHash); sw != nil {
+		return sw.t.Stats(), true
 	}
-	return sw.t.Stats(), true
+	return p2p.Stats{}, false
 }
 
 // Trace says where the data of the torrent with infoHash came from and when, if the fetcher has
 // it.
 func (f *P2P) Trace(infoHash string) (p2p.Trace, bool) {
-	f.mu.Lock()
-	sw := f.swarms[infoHash]
-	f.mu.Unlock()
-	if sw == nil {
-		return p2p.Trace{}, false
+	if sw := f.swarmOf(infoHash); sw != nil {
+		return sw.t.Trace(), true
 	}
-	return sw.t.Trace(), true
+	return p2p.Trace{}, false
+}
+
+func (f *P2P) swarmOf(infoHash string) *swarm {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.swarms[infoHash]
 }
 
 // Close leaves every swarm.
