@@ -58,6 +58,10 @@ func (me *Timer) reset(when time.Time) {
 	}
 }
 func (me *Timer) When() time.Time {
+	// Under the lock (rollkeeper patch, PATCHES.md): innerCallback resets when under it, and
+	// Client.WriteStatus reads it from another goroutine.
+	me.mu.RLock()
+	defer me.mu.RUnlock()
 	return me.when
 }
 
