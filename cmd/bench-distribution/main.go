@@ -617,7 +617,7 @@ func node(args []string) error {
 		if err := fetch.NewHTTP().Fetch(ctx, rel, dest); err != nil {
 			return err
 		}
-		return report(nodeReport{Complete: since(time.Now()), FromWebSeed: *r})
+		return report(nodeReport{Complete: since(time.Now())})
 	}
 	c, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(*zkc), Logger: logr.Discard()})
 	if err != nil {
