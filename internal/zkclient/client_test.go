@@ -262,7 +262,13 @@ func TestTrafficCounts(t *testing.T) {
 			t.Fatalf("%s: traffic %+v, want %+v", what, got, want)
 		}
 	}
-	step("EnsurePath of a 3-deep path", zkclient.Traffic{Writes: 3}, func() {
+	step("EnsurePath of a new 3-deep path", zkclient.Traffic{Reads: 1, Writes: 3}, func() {
+		if err := c.EnsurePath(ctx, "/t/x/y"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// Again: one read, no write (a create that fails still goes through the leader's log).
+	step("EnsurePath of a path that exists", zkclient.Traffic{Reads: 1}, func() {
 		if err := c.EnsurePath(ctx, "/t/x/y"); err != nil {
 			t.Fatal(err)
 		}
