@@ -13,6 +13,7 @@
 //	(*Client).Forget(mi) error                                   // discard recorded piece completion
 //	(*Torrent).AddPeers([]Peer) error; (*Torrent).AllowPeers([]Peer) error
 //	(*Torrent).Wait(ctx) error; (*Torrent).Drop(); (*Client).RefusedConns() int64
+//	(*Torrent).Downloaded(ctx) error; (*Torrent).Sync() error  // Wait's two halves, to overlap the sync
 //	(*Client).WaitRefused(ctx, n) error                          // until RefusedConns() > n (signalled)
 //	(*Torrent).Path() string; (*Torrent).Progress() Progress; (*Torrent).Stats() Stats
 //	(*Torrent).Trace() Trace                                     // first peer, first data, bytes by source

@@ -146,15 +146,28 @@ func (t *Torrent) addOrigin(ip netip.Addr) {
 	}
 }
 
-// Wait returns nil once every piece is verified, the write error if storing data failed (e.g.
-// disk full), ErrDropped if the torrent was dropped, or ctx's error.
+// Wait is Downloaded, then Sync: it returns nil once every piece is verified and the file is
+// on disk, the write error if storing data failed (e.g. disk full), ErrDropped if the torrent was
+// dropped, or ctx's error.
 func (t *Torrent) Wait(ctx context.Context) error {
+	if err := t.Downloaded(ctx); err != nil {
+		return err
+	}
+	return t.Sync()
+}
+
+// Downloaded returns nil once every piece is verified (the file may not be on disk yet: see
+// Sync), the write error if storing data failed (e.g. disk full), ErrDropped if the torrent was
+// dropped, or ctx's error.
+func (t *Torrent) Downloaded(ctx context.Context) error {
 	select {
 	case <-t.t.Complete().On():
-		if t.download {
-			t.syncOnce.Do(func() { t.syncErr = syncFile(t.path) })
+		t.trace.mu.Lock()
+		if t.trace.Verified.IsZero() {
+			t.trace.Verified = time.Now()
 		}
-		return t.syncErr
+		t.trace.mu.Unlock()
+		return nil
 	case <-t.writeFailed:
 		return t.writeErr
 	case <-t.t.Closed():
@@ -162,6 +175,17 @@ func (t *Torrent) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Sync writes a complete download's file to disk (once: later calls return the first result), so
+// that the pieces the completion database records as verified are there after a crash. A
+// caller may read the file meanwhile (to install it): the two overlap.
+func (t *Torrent) Sync() error {
+	if !t.download {
+		return nil
+	}
+	t.syncOnce.Do(func() { t.syncErr = syncFile(t.path) })
+	return t.syncErr
 }
 
 func syncFile(path string) error {

@@ -17,6 +17,9 @@ type Trace struct {
 	Added, FirstPeer, FirstData time.Time
 	// WebSeedsAdded is when the web seeds came into use (see Config.WebSeedAfter); zero: never.
 	WebSeedsAdded time.Time
+	// Verified is when Downloaded (or Wait) first saw every piece verified: the end of the
+	// transfer, before the file is synced and used.
+	Verified time.Time
 	// FromPeers is the useful data received from peers, by the peer's IP (a client binds its
 	// outgoing connections to its listen IP, so that is one peer); FromWebSeeds is the useful
 	// data received from the web seeds.

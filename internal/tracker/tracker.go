@@ -149,7 +149,7 @@ func (t Tracker) Register(ctx context.Context, infoHash string, p zklayout.Peer)
 // whenever one joins, until ctx ends. Each join costs one children read and one read of the
 // new entry: no agent re-reads the whole set on every change.
 func (t Tracker) Follow(ctx context.Context, infoHash, self string, add func([]zklayout.Peer)) error {
-	return t.follow(ctx, infoHash, self, add, nil, nil)
+	return t.follow(ctx, infoHash, self, add, nil, nil, nil)
 }
 
 // FollowWhen is Follow that, after the peer set changed, reads it again only once ready
@@ -157,17 +157,25 @@ func (t Tracker) Follow(ctx context.Context, infoHash, self string, add func([]z
 // that has no use for newcomers yet (a complete seeder that nobody unknown has asked for a
 // connection) costs no request and gets no event however many peers join or leave.
 func (t Tracker) FollowWhen(ctx context.Context, infoHash, self string, add func([]zklayout.Peer), ready func(context.Context) error) error {
-	return t.follow(ctx, infoHash, self, add, nil, ready)
+	return t.follow(ctx, infoHash, self, add, nil, ready, nil)
+}
+
+// FollowWhenRead is FollowWhen that calls read after each reading of the set (once add has
+// what it found). A joining peer registers after its first reading: requests of one session
+// are answered in order, and a read sent after the registration (a write) waited for
+// ZooKeeper's disk before the peer could dial anyone.
+func (t Tracker) FollowWhenRead(ctx context.Context, infoHash, self string, add func([]zklayout.Peer), ready func(context.Context) error, read func()) error {
+	return t.follow(ctx, infoHash, self, add, nil, ready, read)
 }
 
 // FollowChanges is Follow that also reports leaves: left (when not nil) is called with the node
 // names of peers reported to joined earlier whose entries are gone (unregistered, or their
 // session ended). A name that comes back is reported to joined again, with its new entry.
 func (t Tracker) FollowChanges(ctx context.Context, infoHash, self string, joined func([]zklayout.Peer), left func([]string)) error {
-	return t.follow(ctx, infoHash, self, joined, left, nil)
+	return t.follow(ctx, infoHash, self, joined, left, nil, nil)
 }
 
-func (t Tracker) follow(ctx context.Context, infoHash, self string, joined func([]zklayout.Peer), left func([]string), ready func(context.Context) error) error {
+func (t Tracker) follow(ctx context.Context, infoHash, self string, joined func([]zklayout.Peer), left func([]string), ready func(context.Context) error, read func()) error {
 	// seen: names read (true: reported to joined; false: malformed, reported never).
 	seen := map[string]bool{}
 	if err := t.ZK.EnsurePath(ctx, t.Layout.PeerSet(infoHash)); err != nil {
@@ -219,6 +227,9 @@ func (t Tracker) follow(ctx context.Context, infoHash, self string, joined func(
 		}
 		if len(fresh) > 0 {
 			joined(fresh)
+		}
+		if read != nil {
+			read()
 		}
 		if err := w.Wait(ctx); err != nil {
 			return err

@@ -162,6 +162,27 @@ func Install(r io.Reader, a zklayout.Artifact, dest string) error {
 // directory and renames it into place, so a crash never leaves a half-written version. A tar.gz
 // archive that exceeds lim fails (ErrArchiveLimit) and leaves nothing behind.
 func InstallLimited(r io.Reader, a zklayout.Artifact, dest string, lim Limits) error {
+	return install(r, a, dest, lim, nil)
+}
+
+// installBuffer is the copy buffer of a single-file install that hashes as it copies.
+const installBuffer = 1 << 20
+
+// InstallChecked is InstallLimited for bytes not verified yet: it computes their sha256 as it
+// lays them out (one read of the file, where checking first took two) and renames the result into
+// place only if it matches a's (artifact.ErrDigestMismatch otherwise, and dest does not exist).
+// An archive is unpacked before its digest is known: into the temp directory, within lim, and
+// removed if the digest does not match.
+func InstallChecked(r io.Reader, a zklayout.Artifact, dest string, lim Limits) error {
+	sum := sha256.New()
+	return install(io.TeeReader(r, sum), a, dest, lim, func() error {
+		return artifact.CheckDigest(a, hex.EncodeToString(sum.Sum(nil)))
+	})
+}
+
+// install is InstallLimited; check, when not nil, runs after all of r is read (what unpacking
+// left unread is drained) and before the rename, and its error fails the install.
+func install(r io.Reader, a zklayout.Artifact, dest string, lim Limits, check func() error) error {
 	work, err := os.MkdirTemp(filepath.Dir(dest), ".unpack-*")
 	if err != nil {
 		return fmt.Errorf("install %s: %w", dest, err)
@@ -178,12 +199,26 @@ func InstallLimited(r io.Reader, a zklayout.Artifact, dest string, lim Limits) e
 		if err != nil {
 			return fmt.Errorf("install %s: %w", dest, err)
 		}
-		if _, err := io.Copy(f, r); err != nil {
+		if check != nil {
+			// r hashes as it is read: a plain copy (the kernel's, for two files) cannot.
+			_, err = io.CopyBuffer(struct{ io.Writer }{f}, r, make([]byte, installBuffer))
+		} else {
+			_, err = io.Copy(f, r)
+		}
+		if err != nil {
 			f.Close()
 			return fmt.Errorf("install %s: %w", dest, err)
 		}
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("install %s: %w", dest, err)
+		}
+	}
+	if check != nil {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return fmt.Errorf("install %s: %w", dest, err)
+		}
+		if err := check(); err != nil {
+			return err
 		}
 	}
 	if err := os.Chmod(work, 0o755); err != nil {

@@ -113,3 +113,48 @@ func TestFetchFailuresLeaveNothing(t *testing.T) {
 		})
 	}
 }
+
+// InstallChecked lays out only bytes whose sha256 matches, a single file or an archive, and
+// hashes an archive's bytes past what unpacking reads (gzip and tar stop at their end marks).
+func TestInstallChecked(t *testing.T) {
+	archive := tgz(t, map[string]string{"VERSION": "v2"})
+	trailing := append(append([]byte(nil), archive...), "appended after the archive"...)
+	for _, tc := range []struct {
+		name    string
+		body    []byte
+		a       zklayout.Artifact
+		wantErr error
+	}{
+		{"file", []byte("bits"), zklayout.Artifact{URL: "http://o/tool", SHA256: digest([]byte("bits"))}, nil},
+		{"file, other bytes", []byte("bitz"), zklayout.Artifact{URL: "http://o/tool", SHA256: digest([]byte("bits"))}, artifact.ErrDigestMismatch},
+		{"archive", archive, zklayout.Artifact{URL: "http://o/a.tgz", SHA256: digest(archive), Unpack: zklayout.UnpackTarGz}, nil},
+		// The digest names the archive without the appended bytes: its check must see them.
+		{"archive, bytes appended", trailing, zklayout.Artifact{URL: "http://o/a.tgz", SHA256: digest(archive), Unpack: zklayout.UnpackTarGz}, artifact.ErrDigestMismatch},
+		{"archive with its trailer, as named", trailing, zklayout.Artifact{URL: "http://o/a.tgz", SHA256: digest(trailing), Unpack: zklayout.UnpackTarGz}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parent := t.TempDir()
+			dest := filepath.Join(parent, "v")
+			err := InstallChecked(bytes.NewReader(tc.body), tc.a, dest, Limits{})
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				if entries, _ := os.ReadDir(parent); len(entries) != 0 {
+					t.Fatalf("left behind: %v", entries)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, name := "bits", "tool"
+			if tc.a.Unpack == zklayout.UnpackTarGz {
+				want, name = "v2", "VERSION"
+			}
+			if b, err := os.ReadFile(filepath.Join(dest, name)); err != nil || string(b) != want {
+				t.Fatalf("%s = %q, %v", name, b, err)
+			}
+		})
+	}
+}

@@ -123,13 +123,36 @@ func (f *P2P) Fetch(ctx context.Context, rel *zklayout.Release, dest string) err
 	if err := f.wait(ctx, rel, sw); err != nil {
 		return fmt.Errorf("fetch %s/%s: %w", rel.Service, rel.Version, err)
 	}
-	_ = f.cfg.Tracker.ClearProgress(context.WithoutCancel(ctx), rel.Service, f.cfg.Node)
-	path := sw.t.Path()
-	got, err := artifact.FileDigest(path)
+	// The file goes to disk while it is installed (the two overlap; both must succeed before the
+	// node says it is complete).
+	synced := make(chan error, 1)
+	go func() { synced <- sw.t.Sync() }()
+	err = f.install(ctx, rel, sw, mi, dest)
+	if serr := <-synced; err == nil && serr != nil {
+		err = fmt.Errorf("fetch %s/%s: %w", rel.Service, rel.Version, serr)
+	}
 	if err != nil {
 		return err
 	}
-	if err := artifact.CheckDigest(a, got); err != nil {
+	f.markComplete(ctx, sw)
+	return nil
+}
+
+// install checks the downloaded file's sha256 as it lays it out in dest.
+func (f *P2P) install(ctx context.Context, rel *zklayout.Release, sw *swarm, mi p2p.MetaInfo, dest string) error {
+	a := rel.Artifact
+	_ = f.cfg.Tracker.ClearProgress(context.WithoutCancel(ctx), rel.Service, f.cfg.Node)
+	path := sw.t.Path()
+	file, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return err
+	}
+	err = InstallChecked(file, a, dest, f.cfg.Limits)
+	if errors.Is(err, artifact.ErrDigestMismatch) {
 		// Every piece passed its hash as it arrived, so the file changed on disk since (or
 		// the completion database is wrong). Trusting that verification again would fail the
 		// same way for ever: leave the swarm (this node no longer serves the bad data) and
@@ -140,19 +163,10 @@ func (f *P2P) Fetch(ctx context.Context, rel *zklayout.Release, dest string) err
 		}
 		return err
 	}
-	file, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	defer file.Close()
-	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
-		return err
-	}
-	if err := InstallLimited(file, a, dest, f.cfg.Limits); err != nil {
-		return err
-	}
 	_ = pagecache.Drop(path)
-	f.markComplete(ctx, sw)
 	return nil
 }
 
@@ -187,7 +201,7 @@ func (f *P2P) wait(ctx context.Context, rel *zklayout.Release, sw *swarm) error 
 	done := make(chan error, 1)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { done <- sw.t.Wait(wctx) }()
+	go func() { done <- sw.t.Downloaded(wctx) }()
 	tick := time.NewTicker(f.cfg.ProgressEvery)
 	defer tick.Stop()
 	lastDone, movedAt, reported := int64(-1), time.Now(), false
@@ -248,13 +262,14 @@ func (f *P2P) join(mi p2p.MetaInfo) (*swarm, error) {
 	}
 	self := zklayout.Peer{Node: f.cfg.Node, Host: f.cfg.Host, Port: f.cfg.Client.ListenPort(),
 		Zone: f.cfg.Topology.Zone, Rack: f.cfg.Topology.Rack}
-	if _, err := f.cfg.Tracker.Register(ctx, mi.InfoHash, self); err != nil {
-		cancel()
-		t.Drop()
-		return nil, err
-	}
 	sw := &swarm{t: t, cancel: cancel, self: self}
-	f.swarms[mi.InfoHash] = sw
+	// The node registers once it has read the peer set and dialed what it found: a read queued
+	// behind the registration (an ephemeral create, which waits for ZooKeeper's disk) delayed
+	// the first dial by about 0.1 s. Reading first loses no peer: the read arms the set's
+	// watch, and a peer registering after it fires it.
+	read := make(chan struct{})
+	var readOnce sync.Once
+	readDone := func() { readOnce.Do(func() { close(read) }) }
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -279,7 +294,7 @@ func (f *P2P) join(mi p2p.MetaInfo) (*swarm, error) {
 				}
 			}
 		}
-		err := f.cfg.Tracker.FollowWhen(ctx, mi.InfoHash, f.cfg.Node, func(peers []zklayout.Peer) {
+		err := f.cfg.Tracker.FollowWhenRead(ctx, mi.InfoHash, f.cfg.Node, func(peers []zklayout.Peer) {
 			var addrs []p2p.Peer
 			for _, p := range tracker.Order(f.cfg.Topology, peers) {
 				addrs = append(addrs, p2p.Peer{Addr: fmt.Sprintf("%s:%d", p.Host, p.Port), Origin: p.Origin, Complete: p.Complete})
@@ -287,13 +302,21 @@ func (f *P2P) join(mi p2p.MetaInfo) (*swarm, error) {
 			if err := t.AddPeers(addrs); err != nil {
 				f.log.Info("some peers could not be added", "err", err.Error())
 			}
-		}, ready)
+		}, ready, readDone)
+		readDone() // before leave: join holds f.mu until the first reading
 		if err != nil && ctx.Err() == nil {
 			// Session loss: the swarm is rebuilt by the next Fetch of this version.
 			f.log.Info("stopped following peers", "infohash", mi.InfoHash, "err", err.Error())
 			f.leave(mi.InfoHash, sw)
 		}
 	}()
+	<-read
+	if _, err := f.cfg.Tracker.Register(ctx, mi.InfoHash, self); err != nil {
+		cancel()
+		t.Drop()
+		return nil, err
+	}
+	f.swarms[mi.InfoHash] = sw
 	return sw, nil
 }
 
