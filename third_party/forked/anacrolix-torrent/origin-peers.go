@@ -12,6 +12,7 @@ package torrent
 
 import (
 	"net/netip"
+	"sort"
 	"time"
 )
 
@@ -78,10 +79,57 @@ func (t *Torrent) originsWithAllPieces() (n int) {
 	return n
 }
 
-// heldByPeers reports whether a connected peer that is not an origin has piece i; origins is
-// originsWithAllPieces.
-func (t *Torrent) heldByPeers(i pieceIndex, origins int) bool {
-	return t.piece(i).availability() > origins
+// heldByPeers reports whether a connected peer that is not an origin, and not slow, has piece
+// i; origins is originsWithAllPieces, slow is slowPeers.
+func (t *Torrent) heldByPeers(i pieceIndex, origins int, slow []*PeerConn) bool {
+	n := t.piece(i).availability() - origins
+	for _, pc := range slow {
+		if n <= 0 {
+			break
+		}
+		if pc.peerHasPiece(i) {
+			n--
+		}
+	}
+	return n > 0
+}
+
+// A peer is slow when it has delivered to us, while we had requests on it for at least
+// slowPeerMinExpecting, less than slowPeerFraction of the median of such peers (slowPeerMinPeers
+// of them at least, origins apart). A piece only slow peers hold is asked of the origin: in a
+// swarm with one node on a link a quarter as fast, every other node waited seconds at the end
+// for the pieces only that node had (it served them to all, at a seventh of its link each).
+const (
+	slowPeerMinExpecting = time.Second
+	slowPeerFraction     = 0.5
+	slowPeerMinPeers     = 3
+)
+
+// slowPeers returns the slow peers (see slowPeerFraction), most often none.
+func (t *Torrent) slowPeers() (slow []*PeerConn) {
+	type peerRate struct {
+		pc   *PeerConn
+		rate float64
+	}
+	var rates []peerRate
+	for pc := range t.conns {
+		if pc.isOrigin() || pc.totalExpectingTime() < slowPeerMinExpecting {
+			continue
+		}
+		rates = append(rates, peerRate{pc, pc.downloadRate()})
+	}
+	if len(rates) < slowPeerMinPeers {
+		return nil
+	}
+	sort.Slice(rates, func(i, j int) bool { return rates[i].rate < rates[j].rate })
+	limit := rates[len(rates)/2].rate * slowPeerFraction
+	for _, r := range rates {
+		if r.rate >= limit {
+			break
+		}
+		slow = append(slow, r.pc)
+	}
+	return slow
 }
 
 // originCancelHeld cancels p's requests for pieces another peer now holds, if p is an origin.
@@ -90,9 +138,9 @@ func (p *PeerConn) originCancelHeld() {
 		return
 	}
 	t := p.t
-	origins := t.originsWithAllPieces()
+	origins, slow := t.originsWithAllPieces(), t.slowPeers()
 	p.requestState.Requests.IterateSnapshot(func(r RequestIndex) bool {
-		if t.heldByPeers(t.pieceIndexOfRequestIndex(r), origins) {
+		if t.heldByPeers(t.pieceIndexOfRequestIndex(r), origins, slow) {
 			p.cancel(r)
 		}
 		return true

@@ -226,6 +226,10 @@ func (p *PeerConn) getDesiredRequestState() (desired desiredRequestState) {
 	if origin && p.originWaitsForPeers() {
 		return
 	}
+	var slow []*PeerConn
+	if origin {
+		slow = t.slowPeers()
+	}
 	t.getRequestablePieces(
 		func(ih metainfo.Hash, pieceIndex int, pieceExtra requestStrategy.PieceRequestOrderState) bool {
 			if ih != *t.canonicalShortInfohash() {
@@ -234,7 +238,7 @@ func (p *PeerConn) getDesiredRequestState() (desired desiredRequestState) {
 			if !p.peerHasPiece(pieceIndex) {
 				return true
 			}
-			if origin && t.heldByPeers(pieceIndex, origins) {
+			if origin && t.heldByPeers(pieceIndex, origins, slow) {
 				return true
 			}
 			requestHeap.pieceStates[pieceIndex].Set(pieceExtra)
