@@ -145,6 +145,23 @@ func (t Tracker) Register(ctx context.Context, infoHash string, p zklayout.Peer)
 	}, nil
 }
 
+// Update rewrites p's entry in infoHash's peer set (a peer that became complete): one write
+// when the entry is this session's, where Register takes a read, a create that fails and a
+// multi (ZooKeeper logs the failed create as well). Otherwise it registers p.
+func (t Tracker) Update(ctx context.Context, infoHash string, p zklayout.Peer) error {
+	data, err := zklayout.Encode(&p)
+	if err != nil {
+		return err
+	}
+	st, err := t.ZK.Set(ctx, t.Layout.Peer(infoHash, p.Node), data, -1)
+	if err == nil && st.EphemeralOwner == t.ZK.Session().ID {
+		return nil
+	}
+	// Gone (a new session), or an entry of an earlier session (which ends with it).
+	_, err = t.Register(ctx, infoHash, p)
+	return err
+}
+
 // Follow calls add with every peer of infoHash other than self, once per peer, now and
 // whenever one joins, until ctx ends. Each join costs one children read and one read of the
 // new entry: no agent re-reads the whole set on every change.

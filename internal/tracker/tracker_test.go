@@ -333,3 +333,59 @@ func TestFollowWhenReadsAgainOnlyWhenReady(t *testing.T) {
 		t.Fatalf("FollowWhen ended with %v", err)
 	}
 }
+
+// Update rewrites this session's entry with one write, and registers the peer when its entry is
+// missing or belongs to another session (an earlier one of the same node, which ends with it).
+func TestUpdate(t *testing.T) {
+	tr, ctx, e := setupEnsemble(t)
+	ih := strings.Repeat("ef", 20)
+	read := func() (zklayout.Peer, zkclient.Stat) {
+		t.Helper()
+		data, st, err := tr.ZK.Get(ctx, tr.Layout.Peer(ih, "n1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p zklayout.Peer
+		if err := zklayout.Decode(data, &p); err != nil {
+			t.Fatal(err)
+		}
+		return p, st
+	}
+	mine := tr.ZK.Session().ID
+
+	// Missing: registered.
+	if err := tr.Update(ctx, ih, zklayout.Peer{Node: "n1", Host: "127.0.0.2", Port: 7000}); err != nil {
+		t.Fatal(err)
+	}
+	if p, st := read(); p.Complete || st.EphemeralOwner != mine {
+		t.Fatalf("after an update of a missing entry: %+v, owner %x (mine %x)", p, st.EphemeralOwner, mine)
+	}
+
+	// This session's: one write.
+	before := tr.ZK.Traffic()
+	if err := tr.Update(ctx, ih, zklayout.Peer{Node: "n1", Host: "127.0.0.2", Port: 7000, Complete: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.ZK.Traffic().Sub(before); got != (zkclient.Traffic{Writes: 1}) {
+		t.Fatalf("update of this session's entry: traffic %+v, want one write", got)
+	}
+	if p, st := read(); !p.Complete || st.EphemeralOwner != mine {
+		t.Fatalf("after an update: %+v, owner %x (mine %x)", p, st.EphemeralOwner, mine)
+	}
+
+	// Another session's (the node's earlier one): replaced by ours.
+	other, err := zkclient.Dial(ctx, zkclient.Config{Servers: zkclient.ParseServers(e.Connect()), Logger: testr.New(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := (Tracker{ZK: other, Layout: tr.Layout}).Register(ctx, ih, zklayout.Peer{Node: "n1", Host: "127.0.0.9", Port: 7000}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Update(ctx, ih, zklayout.Peer{Node: "n1", Host: "127.0.0.2", Port: 7000, Complete: true}); err != nil {
+		t.Fatal(err)
+	}
+	if p, st := read(); p.Host != "127.0.0.2" || st.EphemeralOwner != mine {
+		t.Fatalf("after an update over another session's entry: %+v, owner %x (mine %x)", p, st.EphemeralOwner, mine)
+	}
+}

@@ -323,7 +323,7 @@ func (f *P2P) join(mi p2p.MetaInfo) (*swarm, error) {
 // markComplete re-registers the node as a complete peer (a seeder).
 func (f *P2P) markComplete(ctx context.Context, sw *swarm) {
 	sw.self.Complete = true
-	if _, err := f.cfg.Tracker.Register(ctx, sw.t.MetaInfo().InfoHash, sw.self); err != nil {
+	if err := f.cfg.Tracker.Update(ctx, sw.t.MetaInfo().InfoHash, sw.self); err != nil {
 		f.log.V(1).Info("mark peer complete", "err", err.Error())
 	}
 }
