@@ -168,11 +168,12 @@ func InstallLimited(r io.Reader, a zklayout.Artifact, dest string, lim Limits) e
 // installBuffer is the copy buffer of a single-file install that hashes as it copies.
 const installBuffer = 1 << 20
 
-// InstallChecked is InstallLimited for bytes not verified yet: it computes their sha256 as it
-// lays them out (one read of the file, where checking first took two) and renames the result into
-// place only if it matches a's (artifact.ErrDigestMismatch otherwise, and dest does not exist).
-// An archive is unpacked before its digest is known: into the temp directory, within lim, and
-// removed if the digest does not match.
+// InstallChecked is InstallLimited for bytes not verified yet, read from a file (r is read to its
+// end): it computes their sha256 as it lays them out (one read of the file, where checking first
+// took two) and renames the result into place only if it matches a's (artifact.ErrDigestMismatch
+// otherwise, and dest does not exist). An archive is unpacked before its digest is known: into
+// the temp directory, within lim, and removed if the digest does not match. Bytes that fail to
+// unpack and do not match either fail with ErrDigestMismatch: what they are is the wrong bytes.
 func InstallChecked(r io.Reader, a zklayout.Artifact, dest string, lim Limits) error {
 	sum := sha256.New()
 	return install(io.TeeReader(r, sum), a, dest, lim, func() error {
@@ -181,13 +182,28 @@ func InstallChecked(r io.Reader, a zklayout.Artifact, dest string, lim Limits) e
 }
 
 // install is InstallLimited; check, when not nil, runs after all of r is read (what unpacking
-// left unread is drained) and before the rename, and its error fails the install.
-func install(r io.Reader, a zklayout.Artifact, dest string, lim Limits, check func() error) error {
+// left unread is drained) and before the rename, and its error fails the install, ahead of an
+// error unpacking.
+func install(r io.Reader, a zklayout.Artifact, dest string, lim Limits, check func() error) (err error) {
 	work, err := os.MkdirTemp(filepath.Dir(dest), ".unpack-*")
 	if err != nil {
 		return fmt.Errorf("install %s: %w", dest, err)
 	}
 	defer os.RemoveAll(work)
+	if check != nil {
+		defer func() {
+			if err == nil {
+				return
+			}
+			// The bytes failed to unpack: if they are not the artifact's, say that (a corrupt
+			// download is fetched again; a bad archive is the spec's).
+			if _, derr := io.Copy(io.Discard, r); derr == nil {
+				if cerr := check(); cerr != nil {
+					err = cerr
+				}
+			}
+		}()
+	}
 	switch a.Unpack {
 	case zklayout.UnpackTarGz:
 		if err := untar(r, work, lim.withDefaults()); err != nil {
@@ -217,8 +233,8 @@ func install(r io.Reader, a zklayout.Artifact, dest string, lim Limits, check fu
 		if _, err := io.Copy(io.Discard, r); err != nil {
 			return fmt.Errorf("install %s: %w", dest, err)
 		}
-		if err := check(); err != nil {
-			return err
+		if cerr := check(); cerr != nil {
+			return cerr
 		}
 	}
 	if err := os.Chmod(work, 0o755); err != nil {

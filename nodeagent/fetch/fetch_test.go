@@ -114,6 +114,9 @@ func TestFetchFailuresLeaveNothing(t *testing.T) {
 	}
 }
 
+// errNotAMismatch stands for any error but artifact.ErrDigestMismatch in TestInstallChecked.
+var errNotAMismatch = errors.New("an error other than a digest mismatch")
+
 // InstallChecked lays out only bytes whose sha256 matches, a single file or an archive, and
 // hashes an archive's bytes past what unpacking reads (gzip and tar stop at their end marks).
 func TestInstallChecked(t *testing.T) {
@@ -131,11 +134,24 @@ func TestInstallChecked(t *testing.T) {
 		// The digest names the archive without the appended bytes: its check must see them.
 		{"archive, bytes appended", trailing, zklayout.Artifact{URL: "http://o/a.tgz", SHA256: digest(archive), Unpack: zklayout.UnpackTarGz}, artifact.ErrDigestMismatch},
 		{"archive with its trailer, as named", trailing, zklayout.Artifact{URL: "http://o/a.tgz", SHA256: digest(trailing), Unpack: zklayout.UnpackTarGz}, nil},
+		// Other bytes that do not unpack: the wrong bytes (a corrupt download is fetched again).
+		{"archive, other bytes that do not unpack", []byte("not gzip"), zklayout.Artifact{URL: "http://o/a.tgz", SHA256: digest(archive), Unpack: zklayout.UnpackTarGz}, artifact.ErrDigestMismatch},
+		// The named bytes, which do not unpack: the archive's fault, not a digest mismatch.
+		{"bytes as named that do not unpack", []byte("not gzip"), zklayout.Artifact{URL: "http://o/a.tgz", SHA256: digest([]byte("not gzip")), Unpack: zklayout.UnpackTarGz}, errNotAMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			parent := t.TempDir()
 			dest := filepath.Join(parent, "v")
 			err := InstallChecked(bytes.NewReader(tc.body), tc.a, dest, Limits{})
+			if tc.wantErr == errNotAMismatch {
+				if err == nil || errors.Is(err, artifact.ErrDigestMismatch) {
+					t.Fatalf("err = %v, want an unpack error", err)
+				}
+				if entries, _ := os.ReadDir(parent); len(entries) != 0 {
+					t.Fatalf("left behind: %v", entries)
+				}
+				return
+			}
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tc.wantErr)
