@@ -29,26 +29,7 @@ func TestP2PFetchTakesAboutOneCopyFromTheOrigin(t *testing.T) {
 	defer cancel()
 	tr := startTracker(t, ctx)
 	file, sum := randomArtifact(t, size)
-	seed, err := p2p.New(p2p.Config{DataDir: filepath.Join(t.TempDir(), "seeder"), ListenHost: "127.0.0.1", UploadRate: rate,
-		OriginSeeding: true, Logger: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seed.Close()
-	mi, err := p2p.BuildMetaInfo(ctx, file, "artifact.bin", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := seed.Seed(ctx, mi, file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tr.Register(ctx, mi.InfoHash, zklayout.Peer{Node: "origin", Host: "127.0.0.1", Port: seed.ListenPort(), Complete: true, Origin: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Publish(ctx, zklayout.Torrent{Service: "a", Version: "v2", InfoHash: mi.InfoHash, Size: mi.Size, PieceLength: mi.PieceLength}, mi.Bytes); err != nil {
-		t.Fatal(err)
-	}
+	mi, st, _ := startSeeder(t, ctx, tr, file, p2p.Config{UploadRate: rate, OriginSeeding: true}, true)
 	rel := &zklayout.Release{Service: "a", Version: "v2", Artifact: zklayout.Artifact{URL: "http://origin.invalid/artifact.bin", SHA256: sum, Unpack: zklayout.UnpackNone}}
 	fetch := func(i int) <-chan error {
 		state := t.TempDir()

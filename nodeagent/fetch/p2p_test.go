@@ -24,26 +24,8 @@ func TestP2PFetchResumesAfterRestart(t *testing.T) {
 	tr := startTracker(t, ctx)
 
 	// The origin: a seeder limited to 2 MiB/s, so the download can be interrupted.
-	dir := t.TempDir()
 	file, sum := randomArtifact(t, 8<<20)
-	seed, err := p2p.New(p2p.Config{DataDir: filepath.Join(dir, "seeder"), ListenHost: "127.0.0.1", UploadRate: 2 << 20, Logger: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seed.Close()
-	mi, err := p2p.BuildMetaInfo(ctx, file, "artifact.bin", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Publish(ctx, zklayout.Torrent{Service: "a", Version: "v2", InfoHash: mi.InfoHash, Size: mi.Size, PieceLength: mi.PieceLength}, mi.Bytes); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := seed.Seed(ctx, mi, file); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tr.Register(ctx, mi.InfoHash, zklayout.Peer{Node: "origin", Host: "127.0.0.1", Port: seed.ListenPort(), Complete: true}); err != nil {
-		t.Fatal(err)
-	}
+	mi, _, _ := startSeeder(t, ctx, tr, file, p2p.Config{UploadRate: 2 << 20}, false)
 	rel := &zklayout.Release{Service: "a", Version: "v2", Artifact: zklayout.Artifact{URL: "http://origin.invalid/artifact.bin", SHA256: sum, Unpack: zklayout.UnpackNone}}
 	state := t.TempDir()
 	newFetcher := func() (*P2P, *p2p.Client) {

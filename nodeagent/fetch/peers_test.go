@@ -23,26 +23,7 @@ func TestP2PServesOnlyRegisteredPeers(t *testing.T) {
 
 	dir := t.TempDir()
 	file, sum := randomArtifact(t, 2<<20)
-	seed, err := p2p.New(p2p.Config{DataDir: filepath.Join(dir, "seeder"), ListenHost: "127.0.0.1", Logger: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seed.Close()
-	mi, err := p2p.BuildMetaInfo(ctx, file, "artifact.bin", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Publish(ctx, zklayout.Torrent{Service: "a", Version: "v2", InfoHash: mi.InfoHash, Size: mi.Size, PieceLength: mi.PieceLength}, mi.Bytes); err != nil {
-		t.Fatal(err)
-	}
-	seedT, err := seed.Seed(ctx, mi, file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unregister, err := tr.Register(ctx, mi.InfoHash, zklayout.Peer{Node: "origin", Host: "127.0.0.1", Port: seed.ListenPort(), Complete: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mi, seedT, unregister := startSeeder(t, ctx, tr, file, p2p.Config{DataDir: filepath.Join(dir, "seeder")}, false)
 	rel := &zklayout.Release{Service: "a", Version: "v2", Artifact: zklayout.Artifact{URL: "http://origin.invalid/artifact.bin", SHA256: sum, Unpack: zklayout.UnpackNone}}
 	node := func(name, host string) (*P2P, *p2p.Client, string) {
 		state := t.TempDir()
