@@ -262,8 +262,28 @@ const (
 // rateRequestCap caps the requests queued on a peer at about rateRequestQueue of what it has
 // been delivering (rollkeeper patch, PATCHES.md): chunks queued on a slow peer (an upload shared
 // by many, a slow link) are chunks no other peer is asked for, and the whole swarm's tail waited
-// for them.
+// for them. During a request update it is the value pinned at its start (pinRateRequestCap).
 func (cn *PeerConn) rateRequestCap() maxRequests {
+	if cn.rateCapPinned {
+		return cn.rateCap
+	}
+	return cn.computeRateRequestCap()
+}
+
+// pinRateRequestCap holds rateRequestCap at its current value until the returned func is called.
+// The rate it derives from falls as time passes, and a request update checks the cap twice per
+// request (applyRequestState stops adding at the cap, request refuses past it, and
+// applyRequestState panics on a refusal): a cap that fell between the two crashed the process
+// (bench-distribution -n 32, about one run in twenty).
+func (cn *PeerConn) pinRateRequestCap() (unpin func()) {
+	if cn.rateCapPinned {
+		return func() {} // an update within an update keeps the outer one's cap
+	}
+	cn.rateCap, cn.rateCapPinned = cn.computeRateRequestCap(), true
+	return func() { cn.rateCapPinned = false }
+}
+
+func (cn *PeerConn) computeRateRequestCap() maxRequests {
 	if cn.totalExpectingTime() < rateRequestQueue {
 		return maxLocalToRemoteRequests
 	}

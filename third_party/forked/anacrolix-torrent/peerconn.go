@@ -51,6 +51,10 @@ type PeerConn struct {
 	origin, originKnown bool
 	// originTimer re-checks what to ask an origin for (origin-peers.go).
 	originTimer *time.Timer
+	// rateCap is rateRequestCap as computed at the start of a request update, while
+	// rateCapPinned (origin-peers.go).
+	rateCap       maxRequests
+	rateCapPinned bool
 
 	// Indexed by metadata piece, set to true if posted and pending a response.
 	metadataRequests []bool

@@ -348,6 +348,8 @@ func (p *Peer) allowSendNotInterested() bool {
 // some piece order randomization within the preferred state calculated earlier in next. Cancels are
 // not done here, those are handled synchronously. We only track pending cancel acknowledgements.
 func (p *PeerConn) applyRequestState(next desiredRequestState) {
+	// The cap holds for the whole update (rollkeeper patch, origin-peers.go).
+	defer p.pinRateRequestCap()()
 	current := &p.requestState
 	// Make interest sticky
 	if !next.Interested && p.requestState.Interested {
