@@ -256,6 +256,10 @@ func New(cfg Config) (*Client, error) {
 	// The peers of a swarm cooperate: upload to any peer that wants a piece, not only to those
 	// that upload to us in return (the library's default caps that at 100 KiB ahead).
 	tc.UploadWithoutReciprocity = true
+	// Two nodes that learn of each other at once dial each other: keep one connection per
+	// peer (the library picks the same one on both sides, by peer ID). Both connections carried
+	// requests, and the same chunks arrived on each (bench-distribution's wasted bytes).
+	tc.DropDuplicatePeerIds = true
 	tc.UploadRateLimiter = limiter(cfg.UploadRate)
 	if tc.UploadRateLimiter == nil {
 		// The library dereferences the upload limiter; Inf is safe there (burst 0 becomes
