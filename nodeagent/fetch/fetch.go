@@ -181,66 +181,59 @@ func InstallChecked(r io.Reader, a zklayout.Artifact, dest string, lim Limits) e
 	})
 }
 
-// install is InstallLimited; check, when not nil, runs after all of r is read (what unpacking
-// left unread is drained) and before the rename, and its error fails the install, ahead of an
-// error unpacking.
-func install(r io.Reader, a zklayout.Artifact, dest string, lim Limits, check func() error) (err error) {
+// install is InstallLimited; check, when not nil, runs once all of r is read (what unpacking
+// left unread is drained) and before the rename, and its error fails the install ahead of an
+// error laying the bytes out (bytes that are not the artifact's say so, whatever they did).
+func install(r io.Reader, a zklayout.Artifact, dest string, lim Limits, check func() error) error {
 	work, err := os.MkdirTemp(filepath.Dir(dest), ".unpack-*")
 	if err != nil {
 		return fmt.Errorf("install %s: %w", dest, err)
 	}
 	defer os.RemoveAll(work)
+	err = layOut(r, a, dest, work, lim, check != nil)
 	if check != nil {
-		defer func() {
-			if err == nil {
-				return
+		if _, derr := io.Copy(io.Discard, r); derr != nil && err == nil {
+			err = fmt.Errorf("install %s: %w", dest, derr)
+		} else if derr == nil {
+			if cerr := check(); cerr != nil {
+				return cerr
 			}
-			// The bytes failed to unpack: if they are not the artifact's, say that (a corrupt
-			// download is fetched again; a bad archive is the spec's).
-			if _, derr := io.Copy(io.Discard, r); derr == nil {
-				if cerr := check(); cerr != nil {
-					err = cerr
-				}
-			}
-		}()
-	}
-	switch a.Unpack {
-	case zklayout.UnpackTarGz:
-		if err := untar(r, work, lim.withDefaults()); err != nil {
-			return fmt.Errorf("install %s: unpack %s: %w", dest, a.URL, err)
-		}
-	default:
-		name := artifact.FileName(a.URL)
-		f, err := os.OpenFile(filepath.Join(work, name), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
-		if err != nil {
-			return fmt.Errorf("install %s: %w", dest, err)
-		}
-		if check != nil {
-			// r hashes as it is read: a plain copy (the kernel's, for two files) cannot.
-			_, err = io.CopyBuffer(struct{ io.Writer }{f}, r, make([]byte, installBuffer))
-		} else {
-			_, err = io.Copy(f, r)
-		}
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("install %s: %w", dest, err)
-		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("install %s: %w", dest, err)
 		}
 	}
-	if check != nil {
-		if _, err := io.Copy(io.Discard, r); err != nil {
-			return fmt.Errorf("install %s: %w", dest, err)
-		}
-		if cerr := check(); cerr != nil {
-			return cerr
-		}
+	if err != nil {
+		return err
 	}
 	if err := os.Chmod(work, 0o755); err != nil {
 		return err
 	}
 	if err := os.Rename(work, dest); err != nil {
+		return fmt.Errorf("install %s: %w", dest, err)
+	}
+	return nil
+}
+
+// layOut writes a's bytes from r into work: unpacked, or as its one file. hashing says r hashes
+// as it is read (a plain copy, the kernel's for two files, would bypass it).
+func layOut(r io.Reader, a zklayout.Artifact, dest, work string, lim Limits, hashing bool) error {
+	if a.Unpack == zklayout.UnpackTarGz {
+		if err := untar(r, work, lim.withDefaults()); err != nil {
+			return fmt.Errorf("install %s: unpack %s: %w", dest, a.URL, err)
+		}
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(work, artifact.FileName(a.URL)), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		return fmt.Errorf("install %s: %w", dest, err)
+	}
+	if hashing {
+		_, err = io.CopyBuffer(struct{ io.Writer }{f}, r, make([]byte, installBuffer))
+	} else {
+		_, err = io.Copy(f, r)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("install %s: %w", dest, err)
 	}
 	return nil
