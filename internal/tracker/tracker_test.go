@@ -389,3 +389,47 @@ func TestUpdate(t *testing.T) {
 		t.Fatalf("after an update over another session's entry: %+v, owner %x (mine %x)", p, st.EphemeralOwner, mine)
 	}
 }
+
+// FollowWhenRead calls read after its first reading even when the set holds no other peer (a
+// joining node waits for it to register), and after add has what the reading found.
+func TestFollowWhenReadSignalsEachReading(t *testing.T) {
+	tr, ctx := setup(t)
+	ih := strings.Repeat("0a", 20)
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var mu sync.Mutex
+	var added []string
+	reads := make(chan []string, 4)
+	done := make(chan error, 1)
+	go func() {
+		done <- tr.FollowWhenRead(fctx, ih, "self", func(ps []zklayout.Peer) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range ps {
+				added = append(added, p.Node)
+			}
+		}, nil, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			reads <- append([]string(nil), added...)
+		})
+	}()
+	select {
+	case got := <-reads:
+		if len(got) != 0 {
+			t.Fatalf("first reading of an empty set added %v", got)
+		}
+	case err := <-done:
+		t.Fatalf("FollowWhenRead ended with %v before its first reading", err)
+	}
+	if _, err := tr.Register(ctx, ih, zklayout.Peer{Node: "n1", Host: "127.0.0.2", Port: 7000}); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-reads; len(got) != 1 || got[0] != "n1" {
+		t.Fatalf("second reading: added %v before read, want [n1]", got)
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("FollowWhenRead ended with %v", err)
+	}
+}
