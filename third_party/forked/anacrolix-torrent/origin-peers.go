@@ -294,3 +294,88 @@ func (cn *PeerConn) computeRateRequestCap() maxRequests {
 	n := int(rate * rateRequestQueue.Seconds() / float64(cn.t.chunkSize.Int()))
 	return maxRequests(max(n, rateRequestMin))
 }
+
+// The origin serves slow peers last. Its upload is what bounds the swarm (every piece leaves it
+// once), so each byte it sends a peer that passes pieces on slowly delays the pieces the others
+// wait for: with one node of eight on a quarter of the link rate, the origin gave that node an
+// eighth of its upload, and the others finished about 10 % later than with no slow node. A slow
+// peer still gets the origin's pieces when no other peer is waiting for one, and from the other
+// peers meanwhile.
+//
+// Slow here is the peer's completion rate as its Have messages show it (what it takes from
+// everyone, not what the origin gives it, which is the origin's split among its peers): below
+// originSlowFraction of the median of the incomplete peers connected for originSlowAfter,
+// originSlowMinPeers of them at least.
+const (
+	originSlowAfter    = time.Second
+	originSlowFraction = 0.5
+	originSlowMinPeers = 3
+	// originSlowRefresh is how long the slow set is reused (upload asks for every chunk).
+	originSlowRefresh = 100 * time.Millisecond
+	// originDeferRecheck is how soon a deferred slow peer's writer looks again.
+	originDeferRecheck = 250 * time.Millisecond
+)
+
+// originDefer reports whether to hold back an origin's upload to c for now: c is a slow peer
+// and another peer, not slow, has a request ready that is not held (originSkip).
+func (c *PeerConn) originDefer(now time.Time) bool {
+	t := c.t
+	if !t.originSeeding {
+		return false
+	}
+	slow := t.originSlowPeers(now)
+	if _, ok := slow[c]; !ok {
+		return false
+	}
+	for pc := range t.conns {
+		if _, ok := slow[pc]; ok || pc == c {
+			continue
+		}
+		for r := range pc.readyPeerRequests {
+			if !pc.originSkip(r, now) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// originSlowPeers returns the peers that complete pieces slowly (see originDefer), recomputed
+// at most every originSlowRefresh.
+func (t *Torrent) originSlowPeers(now time.Time) map[*PeerConn]struct{} {
+	if now.Sub(t.originSlowAt) < originSlowRefresh {
+		return t.originSlow
+	}
+	t.originSlowAt = now
+	clear(t.originSlow)
+	type peerRate struct {
+		pc   *PeerConn
+		rate float64
+	}
+	var rates []peerRate
+	for pc := range t.conns {
+		age := now.Sub(pc.completedHandshake)
+		if pc.completedHandshake.IsZero() || age < originSlowAfter {
+			continue
+		}
+		if all, known := pc.peerHasAllPieces(); all || !known {
+			continue
+		}
+		rates = append(rates, peerRate{pc, float64(pc.haves) / age.Seconds()})
+	}
+	if len(rates) < originSlowMinPeers {
+		return t.originSlow
+	}
+	sort.Slice(rates, func(i, j int) bool { return rates[i].rate < rates[j].rate })
+	limit := rates[len(rates)/2].rate * originSlowFraction
+	for _, r := range rates {
+		if r.rate >= limit {
+			break
+		}
+		if t.originSlow == nil {
+			t.originSlow = make(map[*PeerConn]struct{})
+		}
+		t.originSlow[r.pc] = struct{}{}
+	}
+	return t.originSlow
+}

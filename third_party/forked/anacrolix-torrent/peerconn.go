@@ -55,6 +55,9 @@ type PeerConn struct {
 	// rateCapPinned (origin-peers.go).
 	rateCap       maxRequests
 	rateCapPinned bool
+	// haves counts the pieces the peer announced one by one since the handshake (Have
+	// messages): on an origin, its completion rate (origin-peers.go, originDefer).
+	haves int
 
 	// Indexed by metadata piece, set to true if posted and pending a response.
 	metadataRequests []bool
@@ -478,6 +481,7 @@ func (cn *PeerConn) peerSentHave(piece pieceIndex) error {
 		cn.t.incPieceAvailability(piece)
 	}
 	cn._peerPieces.Add(uint32(piece))
+	cn.haves++ // rollkeeper patch, origin-peers.go
 	if cn.t.wantPieceIndex(piece) {
 		cn.onNeedUpdateRequests("have")
 	}
@@ -1205,6 +1209,11 @@ another:
 				// Its piece is going to another peer (rollkeeper patch, origin-peers.go).
 				held = true
 				continue
+			}
+			if c.originDefer(now) {
+				// A faster peer waits for the origin (rollkeeper patch, origin-peers.go).
+				c.setRetryUploadTimer(originDeferRecheck)
+				return true
 			}
 			res := c.t.cl.config.UploadRateLimiter.ReserveN(time.Now(), int(r.Length))
 			if !res.OK() {

@@ -78,6 +78,9 @@ type Torrent struct {
 	originSeeding       bool
 	originOwners        map[pieceIndex]originOwner
 	originWaitsForPeers bool
+	// originSlow, originSlowAt: the slow completers as of originSlowAt (originDefer).
+	originSlow   map[*PeerConn]struct{}
+	originSlowAt time.Time
 
 	cl     *Client
 	logger log.Logger
