@@ -40,6 +40,45 @@ timed() {
 	log "$name: done in $((SECONDS - start))s"
 }
 
+# EXPECT is roughly how long each build takes the first time on a 2-core machine (module
+# downloads included); the Go build cache makes later builds seconds.
+declare -A EXPECT=(
+	[kube-apiserver]="about 12 minutes"
+	[kubelet]="about 3 minutes"
+	[kube-controller-manager]="about 3 minutes"
+	[kube-scheduler]="about 2 minutes"
+	[kubectl]="about 3 minutes"
+	[etcd]="about 2.5 minutes"
+	[controller-gen]="about a minute"
+	[helm]="about 2 minutes"
+)
+
+# with_heartbeat NAME CMD... runs CMD and says every 30 s that NAME is still being built: go
+# build prints nothing for minutes.
+with_heartbeat() {
+	local name=$1 start=$SECONDS pid rc=0
+	shift
+	"$@" &
+	pid=$!
+	while ! wait_up_to 30 "$pid"; do
+		log "$name: still building ($((SECONDS - start))s so far, ${EXPECT[$name]:-minutes} the first time)"
+	done
+	wait "$pid" || rc=$?
+	return "$rc"
+}
+
+# wait_up_to SECONDS PID returns 0 once PID has exited, 1 if it still runs after SECONDS.
+wait_up_to() {
+	local deadline=$((SECONDS + $1))
+	while kill -0 "$2" 2>/dev/null; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			return 1
+		fi
+		sleep 1
+	done
+	return 0
+}
+
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then
 		"$@"
@@ -107,9 +146,9 @@ build_binary() {
 		fi
 		log "$name: $dir changed since the last build; rebuilding"
 	fi
-	log "$name: building $pkg $want from the Go module proxy (first time takes minutes)"
+	log "$name: building $pkg $want from the Go module proxy (the first time takes ${EXPECT[$name]:-minutes}; later builds are cached)"
 	rm -f "$stampfile"
-	(cd "$dir" && CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$bin.tmp" "$pkg")
+	with_heartbeat "$name" bash -c 'cd "$1" && CGO_ENABLED=0 go build -ldflags "$2" -o "$3" "$4"' _ "$dir" "$ldflags" "$bin.tmp" "$pkg"
 	if ! reports "$want" "$bin.tmp" $vargs; then
 		local out rc=0
 		out=$("$bin.tmp" $vargs 2>&1) || rc=$?
@@ -198,8 +237,8 @@ install_controller_gen() {
 		log "controller-gen: up to date ($bin $CONTROLLER_GEN_VERSION)"
 		return
 	fi
-	log "controller-gen: installing $CONTROLLER_GEN_VERSION into $LOCALBIN"
-	GOBIN=$LOCALBIN CGO_ENABLED=0 go install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
+	log "controller-gen: installing $CONTROLLER_GEN_VERSION into $LOCALBIN (the first time takes ${EXPECT[controller-gen]})"
+	with_heartbeat controller-gen env GOBIN="$LOCALBIN" CGO_ENABLED=0 go install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
 }
 
 # helm built with `go install` reports its version without the patch level (v3.22 for v3.22.0),
@@ -210,8 +249,8 @@ install_helm() {
 		log "helm: up to date ($bin $HELM_VERSION)"
 		return
 	fi
-	log "helm: installing $HELM_VERSION into $LOCALBIN"
-	GOBIN=$LOCALBIN CGO_ENABLED=0 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+	log "helm: installing $HELM_VERSION into $LOCALBIN (the first time takes ${EXPECT[helm]})"
+	with_heartbeat helm env GOBIN="$LOCALBIN" CGO_ENABLED=0 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
 command -v go >/dev/null 2>&1 || die "go is not installed"
