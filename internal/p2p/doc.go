@@ -43,7 +43,7 @@
 // connected peer holds, with a fixed, short request queue, and their data is read ahead of the
 // other peers' within the download cap; a seeder with Config.OriginSeeding sends a piece's
 // chunks to one downloader at a time, and to a downloader that completes pieces slowly only when
-// no faster one is waiting. The web seeds (the URL itself) are used only once a
+// no faster one is waiting (once it had a quarter of a faster one's share). The web seeds (the URL itself) are used only once a
 // download got nothing from its peers for Config.WebSeedAfter. Downloaders upload to any peer
 // that wants a piece, without asking for as much back. Together, a swarm takes about one copy
 // from its origin, and a node that joins a complete swarm none (TestOriginServesAboutOneCopy;

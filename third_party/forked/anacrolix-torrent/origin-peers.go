@@ -12,6 +12,7 @@ package torrent
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 )
@@ -310,6 +311,12 @@ const (
 	originSlowAfter    = time.Second
 	originSlowFraction = 0.5
 	originSlowMinPeers = 3
+	// originSlowMinShare is the least a slow peer gets of what the origin sent the median
+	// other peer: deferring a peer makes its rate lower still, so one that looked slow by
+	// chance (a busy moment, peers that served others first) would otherwise get nothing from
+	// the origin for good (a 1 GiB run at 64 MiB/s on two cores starved half the nodes, which
+	// then fell back to the web seed).
+	originSlowMinShare = 0.25
 	// originSlowRefresh is how long the slow set is reused (upload asks for every chunk).
 	originSlowRefresh = 100 * time.Millisecond
 	// originDeferRecheck is how soon a deferred slow peer's writer looks again.
@@ -324,7 +331,7 @@ func (c *PeerConn) originDefer(now time.Time) bool {
 		return false
 	}
 	slow := t.originSlowPeers(now)
-	if _, ok := slow[c]; !ok {
+	if _, ok := slow[c]; !ok || c._stats.BytesWrittenData.Int64() < t.originSlowShare {
 		return false
 	}
 	for pc := range t.conns {
@@ -368,14 +375,18 @@ func (t *Torrent) originSlowPeers(now time.Time) map[*PeerConn]struct{} {
 	}
 	sort.Slice(rates, func(i, j int) bool { return rates[i].rate < rates[j].rate })
 	limit := rates[len(rates)/2].rate * originSlowFraction
+	var sent []int64
 	for _, r := range rates {
 		if r.rate >= limit {
-			break
+			sent = append(sent, r.pc._stats.BytesWrittenData.Int64())
+			continue
 		}
 		if t.originSlow == nil {
 			t.originSlow = make(map[*PeerConn]struct{})
 		}
 		t.originSlow[r.pc] = struct{}{}
 	}
+	slices.Sort(sent)
+	t.originSlowShare = int64(float64(sent[len(sent)/2]) * originSlowMinShare)
 	return t.originSlow
 }

@@ -46,6 +46,19 @@ func TestOriginDeferServesASlowPeerLast(t *testing.T) {
 	if fast.originDefer(now) {
 		t.Fatal("deferred a fast peer")
 	}
+	// A slow peer still gets a quarter of what the median other peer got from the origin.
+	for _, pc := range pcs[1:] {
+		pc._stats.BytesWrittenData.Add(4 << 20)
+	}
+	tor.originSlowAt = time.Time{}
+	if slow.originDefer(now) {
+		t.Fatal("deferred the slow peer before it got a quarter of the others' share")
+	}
+	slow._stats.BytesWrittenData.Add(1 << 20)
+	tor.originSlowAt = time.Time{}
+	if !slow.originDefer(now) {
+		t.Fatal("the slow peer, with its quarter share, was served while a fast one waited")
+	}
 	// A request held for another peer (originSkip) is not one the origin could serve now.
 	tor.originOwners = map[pieceIndex]originOwner{50: {pcs[2], now}}
 	if slow.originDefer(now) {

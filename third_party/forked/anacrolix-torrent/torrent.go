@@ -78,9 +78,11 @@ type Torrent struct {
 	originSeeding       bool
 	originOwners        map[pieceIndex]originOwner
 	originWaitsForPeers bool
-	// originSlow, originSlowAt: the slow completers as of originSlowAt (originDefer).
-	originSlow   map[*PeerConn]struct{}
-	originSlowAt time.Time
+	// originSlow, originSlowAt, originSlowShare: the slow completers as of originSlowAt, and
+	// the least the origin sends each (originDefer).
+	originSlow      map[*PeerConn]struct{}
+	originSlowAt    time.Time
+	originSlowShare int64
 
 	cl     *Client
 	logger log.Logger
