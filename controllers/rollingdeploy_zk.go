@@ -118,7 +118,8 @@ func (r *RollingDeployReconciler) readService(ctx context.Context, svc string) (
 		path := r.Layout.CurrentNode(svc, reg.Node)
 		switch {
 		case reg.Bad == "":
-			st.obs.Current = append(st.obs.Current, zklayout.Current{Node: reg.Node, Version: reg.Version, Labels: reg.Labels})
+			st.obs.Current = append(st.obs.Current, zklayout.Current{Node: reg.Node, Version: reg.Version, Labels: reg.Labels,
+				Address: reg.Address, Since: reg.Since})
 		case reg.Bad == "gone":
 			continue
 		case reg.Owner != 0:

@@ -49,8 +49,8 @@ const (
 )
 
 // Size bounds of a RollingDeployNodeSet. With every field at its bound an entry serializes to
-// under 650 bytes, so a full shard stays under 650 KB, well inside etcd's 1.5 MiB object limit;
-// with 63-character host names and short versions an entry takes about 150 bytes.
+// under 1,000 bytes, so a full shard stays under 1 MB, inside etcd's 1.5 MiB object limit;
+// with 63-character host names, short versions and addresses an entry takes about 250 bytes.
 const (
 	// MaxNodeSetEntries is the most nodes one RollingDeployNodeSet holds.
 	MaxNodeSetEntries = 1000
@@ -58,6 +58,18 @@ const (
 	MaxNodeVersionLength = 128
 	// MaxNodeMessageLength bounds NodeEntry.Message (longer messages are truncated).
 	MaxNodeMessageLength = 80
+	// MaxNodeAddressLength bounds NodeEntry.Address (longer addresses are truncated).
+	MaxNodeAddressLength = 64
+	// MaxNodeTopologyLength bounds NodeEntry.Zone and Rack (a label value's own limit).
+	MaxNodeTopologyLength = 63
+)
+
+// Node labels an agent publishes that the node map groups by (the dashboard).
+const (
+	// LabelZone is Kubernetes' well-known zone label.
+	LabelZone = "topology.kubernetes.io/zone"
+	// LabelRack names a node's rack.
+	LabelRack = "rollkeeper.io/rack"
 )
 
 // NodeEntry is one node of one service, as ZooKeeper last showed it to the operator.
@@ -84,6 +96,21 @@ type NodeEntry struct {
 	// +kubebuilder:validation:MaxLength=80
 	// +optional
 	Message string `json:"message,omitempty"`
+	// Address the node's agent registered (its peer address), truncated to 64 characters.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	Address string `json:"address,omitempty"`
+	// Since is when the node registered the version it runs (online nodes only).
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+	// Zone is the node's topology.kubernetes.io/zone label, as its agent published it.
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Zone string `json:"zone,omitempty"`
+	// Rack is the node's rollkeeper.io/rack label, as its agent published it.
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Rack string `json:"rack,omitempty"`
 }
 
 // +kubebuilder:object:root=true

@@ -2,19 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/internal/canstop"
 	"github.com/rollkeeper/rollkeeper/internal/nodestate"
 	"github.com/rollkeeper/rollkeeper/internal/plan"
+	"github.com/rollkeeper/rollkeeper/internal/rdctl"
 )
 
 // plugin runs the commands against one API server.
@@ -43,14 +41,7 @@ func (p *plugin) deploys(ctx context.Context, name string) ([]v1alpha1.RollingDe
 }
 
 func (p *plugin) get(ctx context.Context, name string) (*v1alpha1.RollingDeploy, error) {
-	rd := &v1alpha1.RollingDeploy{}
-	if err := p.c.Get(ctx, client.ObjectKey{Name: name}, rd); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("RollingDeploy %q not found", name)
-		}
-		return nil, fmt.Errorf("get RollingDeploy %s: %w", name, err)
-	}
-	return rd, nil
+	return rdctl.Get(ctx, p.c, name)
 }
 
 // nodes reads the per-node state the operator mirrored for rd, by service.
@@ -84,68 +75,30 @@ func (p *plugin) status(ctx context.Context, name, service string, wide bool) er
 	return nil
 }
 
-func (p *plugin) patch(ctx context.Context, rd *v1alpha1.RollingDeploy, patch map[string]any) error {
-	data, err := json.Marshal(patch)
+// act runs one of rdctl's actions and prints what it did.
+func (p *plugin) act(ctx context.Context, name string, do func(context.Context, client.Client, string) (string, error)) error {
+	msg, err := do(ctx, p.c, name)
 	if err != nil {
 		return err
 	}
-	if err := p.c.Patch(ctx, rd, client.RawPatch(types.MergePatchType, data)); err != nil {
-		return fmt.Errorf("patch RollingDeploy %s: %w", rd.Name, err)
-	}
+	fmt.Fprintln(p.out, msg)
 	return nil
 }
 
-func (p *plugin) pause(ctx context.Context, name string) error {
-	rd, err := p.get(ctx, name)
-	if err != nil {
-		return err
-	}
-	if err := p.patch(ctx, rd, map[string]any{"spec": map[string]any{"paused": true}}); err != nil {
-		return err
-	}
-	fmt.Fprintf(p.out, "rollingdeploy/%s paused: upgrades under way finish, no node starts a new one\n", name)
-	return nil
-}
+func (p *plugin) pause(ctx context.Context, name string) error { return p.act(ctx, name, rdctl.Pause) }
 
 func (p *plugin) resume(ctx context.Context, name string) error {
-	rd, err := p.get(ctx, name)
-	if err != nil {
-		return err
-	}
-	if at, ok := rd.Annotations[v1alpha1.AnnotationAborted]; ok {
-		return fmt.Errorf("rollingdeploy/%s was aborted at %s and stays stopped; to lift the abort, remove the annotation "+
-			"(kubectl annotate rollingdeploy %s %s-), then resume", name, at, name, v1alpha1.AnnotationAborted)
-	}
-	if err := p.patch(ctx, rd, map[string]any{"spec": map[string]any{"paused": false}}); err != nil {
-		return err
-	}
-	fmt.Fprintf(p.out, "rollingdeploy/%s resumed\n", name)
-	return nil
+	return p.act(ctx, name, rdctl.Resume)
 }
 
 func (p *plugin) abort(ctx context.Context, name string) error {
-	rd, err := p.get(ctx, name)
-	if err != nil {
-		return err
-	}
-	if at, ok := rd.Annotations[v1alpha1.AnnotationAborted]; ok {
-		fmt.Fprintf(p.out, "rollingdeploy/%s was already aborted at %s\n", name, at)
-		return nil
-	}
 	now := time.Now
 	if p.now != nil {
 		now = p.now
 	}
-	at := now().UTC().Format(time.RFC3339)
-	if err := p.patch(ctx, rd, map[string]any{
-		"metadata": map[string]any{"annotations": map[string]any{v1alpha1.AnnotationAborted: at}},
-		"spec":     map[string]any{"paused": true},
-	}); err != nil {
-		return err
-	}
-	fmt.Fprintf(p.out, "rollingdeploy/%s aborted at %s: upgrades under way finish, no node starts a new one, "+
-		"nothing that runs is touched; resume is refused until the annotation %s is removed\n", name, at, v1alpha1.AnnotationAborted)
-	return nil
+	return p.act(ctx, name, func(ctx context.Context, c client.Client, name string) (string, error) {
+		return rdctl.Abort(ctx, c, name, now())
+	})
 }
 
 // canStop answers for every service (or only service) that has node among its nodes. A service

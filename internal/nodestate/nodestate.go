@@ -8,9 +8,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -34,6 +37,7 @@ func Entries(o plan.Observation) []v1alpha1.NodeEntry {
 		online, unreadable bool
 		selected           bool
 		version            string
+		current            *zklayout.Current
 		staged             *zklayout.Staged
 		progress           *zklayout.Progress
 		failure            *zklayout.Failure
@@ -50,9 +54,10 @@ func Entries(o plan.Observation) []v1alpha1.NodeEntry {
 	for _, name := range o.Selected {
 		get(name).selected = true
 	}
-	for _, c := range o.Current {
+	for i := range o.Current {
+		c := &o.Current[i]
 		n := get(c.Node)
-		n.online, n.version = true, c.Version
+		n.online, n.version, n.current = true, c.Version, c
 	}
 	for _, name := range o.CurrentUnreadable {
 		n := get(name)
@@ -110,6 +115,15 @@ func Entries(o plan.Observation) []v1alpha1.NodeEntry {
 		case !n.selected && e.Message == "":
 			// Registered (or staged) although the nodeSelector does not select it: not counted.
 			e.Message = "not selected by the service's nodeSelector"
+		}
+		if c := n.current; c != nil {
+			e.Address = clip(sanitize(c.Address), v1alpha1.MaxNodeAddressLength)
+			if !c.Since.IsZero() {
+				// Seconds, as the API server stores it, so a re-read entry compares equal.
+				e.Since = &metav1.Time{Time: c.Since.UTC().Truncate(time.Second)}
+			}
+			e.Zone = clip(sanitize(c.Labels[v1alpha1.LabelZone]), v1alpha1.MaxNodeTopologyLength)
+			e.Rack = clip(sanitize(c.Labels[v1alpha1.LabelRack]), v1alpha1.MaxNodeTopologyLength)
 		}
 		e.Version = clip(e.Version, v1alpha1.MaxNodeVersionLength)
 		e.Message = clip(sanitize(e.Message), v1alpha1.MaxNodeMessageLength)
@@ -213,9 +227,18 @@ func SameContent(have, want *v1alpha1.RollingDeployNodeSet) bool {
 	}
 	return have.RollingDeploy == want.RollingDeploy && have.Service == want.Service &&
 		have.TargetVersion == want.TargetVersion && have.Shard == want.Shard && have.Shards == want.Shards &&
-		have.TotalNodes == want.TotalNodes && len(have.Nodes) == len(want.Nodes) &&
-		(len(want.Nodes) == 0 || reflect.DeepEqual(have.Nodes, want.Nodes)) &&
+		have.TotalNodes == want.TotalNodes && slices.EqualFunc(have.Nodes, want.Nodes, sameEntry) &&
 		reflect.DeepEqual(have.OwnerReferences, want.OwnerReferences)
+}
+
+// sameEntry compares two entries; Since by instant (a decoded time has another location).
+func sameEntry(a, b v1alpha1.NodeEntry) bool {
+	as, bs := a.Since, b.Since
+	a.Since, b.Since = nil, nil
+	if a != b || (as == nil) != (bs == nil) {
+		return false
+	}
+	return as == nil || as.Time.Equal(bs.Time)
 }
 
 // Service is one service's mirrored nodes, merged from its shards.

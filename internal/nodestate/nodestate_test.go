@@ -85,21 +85,29 @@ func fleet(n, nameLen int, long bool) []v1alpha1.NodeEntry {
 		version = func(v string) string { return v + strings.Repeat("9", 250) }
 	}
 	o.Target = version("v2")
+	addr, zone, rack := "10.1.2.3:6881", "zone-a", "r12"
+	if long {
+		addr, zone, rack = strings.Repeat("a", 4096), strings.Repeat("z", 63), strings.Repeat("r", 63)
+	}
+	current := func(name, v string) zklayout.Current {
+		return zklayout.Current{Node: name, Version: v, Address: addr, Since: time.Date(2026, 12, 5, 9, 30, 1, 123456789, time.UTC),
+			Labels: map[string]string{v1alpha1.LabelZone: zone, v1alpha1.LabelRack: rack, "other": "x"}}
+	}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("%s-%05d", strings.Repeat("n", nameLen-6), i)
 		o.Selected = append(o.Selected, name)
 		switch i % 5 {
 		case 0:
-			o.Current = append(o.Current, zklayout.Current{Node: name, Version: version("v1")})
+			o.Current = append(o.Current, current(name, version("v1")))
 			o.Failures = append(o.Failures, zklayout.Failure{Node: name, Version: o.Target, Kind: zklayout.FailureHealthCheck,
 				Reason: strings.Repeat("<&\"é", 200)})
 		case 1:
-			o.Current = append(o.Current, zklayout.Current{Node: name, Version: version("v1")})
+			o.Current = append(o.Current, current(name, version("v1")))
 			o.Progress = append(o.Progress, zklayout.Progress{Node: name, Version: o.Target, Done: 1 << 61, Total: 1<<62 + 12345})
 		case 2:
 			o.Staged = append(o.Staged, zklayout.Staged{Node: name, Version: o.Target, State: zklayout.StagedUpgrading})
 		case 3:
-			o.Current = append(o.Current, zklayout.Current{Node: name, Version: o.Target})
+			o.Current = append(o.Current, current(name, o.Target))
 		}
 	}
 	return Entries(o)
@@ -116,8 +124,8 @@ func TestShardSizeAt5000Nodes(t *testing.T) {
 		long    bool
 		bound   int
 	}{
-		{"every field at its bound", 253, true, 650_000},
-		{"63-character node names", 63, false, 200_000},
+		{"every field at its bound", 253, true, 1_000_000},
+		{"63-character node names", 63, false, 300_000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			entries := fleet(5000, tc.nameLen, tc.long)
@@ -167,23 +175,58 @@ func TestMergeAndSameContent(t *testing.T) {
 	if !SameContent(&shards[1], &again[1]) {
 		t.Error("the same entries compare different")
 	}
+	// What the API server returns (times in seconds, decoded in the local zone) is the same.
+	data, err := json.Marshal(&shards[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var read v1alpha1.RollingDeployNodeSet
+	if err := json.Unmarshal(data, &read); err != nil {
+		t.Fatal(err)
+	}
+	if !SameContent(&read, &again[1]) {
+		t.Error("a shard read back compares different")
+	}
 	again[1].Nodes[2].State = v1alpha1.NodeUpdated
 	if SameContent(&shards[1], &again[1]) {
 		t.Error("a changed entry compares equal")
 	}
+	again = Shards("web", "uid", "a", "v2", fleet(2500, 20, false))
+	again[1].Nodes[0].Since = &metav1.Time{Time: again[1].Nodes[0].Since.Add(time.Second)}
+	if SameContent(&shards[1], &again[1]) {
+		t.Error("a changed Since compares equal")
+	}
+}
+
+func TestEntriesTopology(t *testing.T) {
+	since := time.Date(2026, 12, 5, 9, 30, 1, 999, time.FixedZone("x", 3600))
+	o := plan.Observation{Service: "a", Target: "v2", Selected: []string{"n1", "n2"},
+		Current: []zklayout.Current{{Node: "n1", Version: "v1", Address: "10.0.0.1:6881\n<x>", Since: since,
+			Labels: map[string]string{v1alpha1.LabelZone: "eu-1a", v1alpha1.LabelRack: "r7"}}}}
+	got := Entries(o)
+	if e := got[0]; e.Address != "10.0.0.1:6881 ?x?" || e.Zone != "eu-1a" || e.Rack != "r7" ||
+		e.Since == nil || !e.Since.Time.Equal(since.Truncate(time.Second)) {
+		t.Errorf("n1: %+v", e)
+	}
+	if e := got[1]; e.Address != "" || e.Since != nil || e.Zone != "" {
+		t.Errorf("unreachable n2 has registration details: %+v", e)
+	}
 }
 
 // TestEntryBound checks the per-entry bound the shard size rests on: an entry with every field
-// at its bound serializes to under 650 bytes, so MaxNodeSetEntries of them stay under 650 KB.
+// at its bound serializes to under 1,000 bytes, so MaxNodeSetEntries of them stay under 1 MB.
 func TestEntryBound(t *testing.T) {
 	e := v1alpha1.NodeEntry{Name: strings.Repeat("n", 253), Version: strings.Repeat("v", v1alpha1.MaxNodeVersionLength),
 		Online: true, State: v1alpha1.NodeUnreachable, DownloadedBytes: 1<<63 - 1, TotalBytes: 1<<63 - 1,
-		Message: clip(sanitize(strings.Repeat("x", 500)), v1alpha1.MaxNodeMessageLength)}
+		Message: clip(sanitize(strings.Repeat("x", 500)), v1alpha1.MaxNodeMessageLength),
+		Address: clip(sanitize(strings.Repeat("a", 500)), v1alpha1.MaxNodeAddressLength),
+		Since:   &metav1.Time{Time: time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)},
+		Zone:    strings.Repeat("z", v1alpha1.MaxNodeTopologyLength), Rack: strings.Repeat("r", v1alpha1.MaxNodeTopologyLength)}
 	data, err := json.Marshal(e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(data)+1 > 650 { // +1: the comma between entries
+	if len(data)+1 > 1000 { // +1: the comma between entries
 		t.Errorf("worst entry: %d bytes: %s", len(data), data)
 	}
 	t.Logf("worst entry: %d bytes", len(data))

@@ -538,7 +538,7 @@ func (r *Reader) readRegistration(ctx context.Context, name string) (cachedRegis
 	case c.Node != name:
 		reg.Bad = fmt.Sprintf("payload names node %q", c.Node)
 	default:
-		reg.Version, reg.Labels = c.Version, c.Labels
+		reg.Version, reg.Labels, reg.Address, reg.Since = c.Version, c.Labels, c.Address, c.Since
 	}
 	return cachedRegistration{Registration: reg, czxid: st.Czxid}, nil
 }

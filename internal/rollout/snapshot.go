@@ -3,6 +3,7 @@ package rollout
 import (
 	"fmt"
 	"maps"
+	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -24,6 +25,9 @@ type Registration struct {
 	Node    string
 	Version string
 	Labels  map[string]string
+	// Address and Since are the registration's, for the operator's mirror (the node map).
+	Address string
+	Since   time.Time
 	// Owner is the ephemeral owner's session (0: persistent, no agent made it).
 	Owner int64
 	// Bad says why the child never counts whatever the plan: an invalid node name, a payload
