@@ -44,13 +44,13 @@ timed() {
 # downloads included); the Go build cache makes later builds seconds.
 declare -A EXPECT=(
 	[kube-apiserver]="about 12 minutes"
-	[kubelet]="about 3 minutes"
+	[kubelet]="about 4.5 minutes"
 	[kube-controller-manager]="about 3 minutes"
 	[kube-scheduler]="about 2 minutes"
 	[kubectl]="about 3 minutes"
 	[etcd]="about 2.5 minutes"
 	[controller-gen]="about a minute"
-	[helm]="about 2 minutes"
+	[helm]="about 4 minutes"
 )
 
 # with_heartbeat NAME CMD... runs CMD and says every 30 s that NAME is still being built: go
