@@ -299,9 +299,9 @@ func (cn *PeerConn) computeRateRequestCap() maxRequests {
 // The origin serves slow peers last. Its upload is what bounds the swarm (every piece leaves it
 // once), so each byte it sends a peer that passes pieces on slowly delays the pieces the others
 // wait for: with one node of eight on a quarter of the link rate, the origin gave that node an
-// eighth of its upload, and the others finished about 10 % later than with no slow node. A slow
-// peer still gets the origin's pieces when no other peer is waiting for one, and from the other
-// peers meanwhile.
+// eighth of its upload, and the others finished about 8 % later than with no slow node. A slow
+// peer still gets the origin's pieces until it has originSlowMinShare of a faster peer's, then
+// when no other peer is waiting for one, and from the other peers meanwhile.
 //
 // Slow here is the peer's completion rate as its Have messages show it (what it takes from
 // everyone, not what the origin gives it, which is the origin's split among its peers): below
