@@ -85,6 +85,29 @@ func TestCheckQuorum(t *testing.T) {
 	if r := checkQuorum(in); r.Pass || !strings.Contains(r.String(), "round 7 began") {
 		t.Fatalf("a stale mark of an earlier step stood in for the stop's round: %s", r)
 	}
+	// The observer, lagging, never saw n1's mark (staged before the decision, gone after the
+	// upgrade): the latest round that can have begun before the stop stands in. Round 7 began
+	// before the kill and none later: excused.
+	in.Snaps = []snapshot{
+		{Time: t0.Add(30 * time.Millisecond), Service: "x", Kind: "staging", Members: map[string]string{"n1": "staged v2"}},
+		{Time: t0.Add(300 * time.Millisecond), Service: "x", Kind: "staging", Members: map[string]string{}},
+	}
+	in.Rounds = map[string]map[int32]time.Time{"x": {6: t0.Add(10 * time.Millisecond), 7: t0.Add(40 * time.Millisecond), 8: t0.Add(200 * time.Millisecond)}}
+	if r := checkQuorum(in); !r.Pass || !strings.Contains(r.String(), "the latest round that can have begun before it (7; its mark not seen)") {
+		t.Fatalf("a kill after the latest round before the stop not excused: %s", r)
+	}
+	// A round begun after the kill and before the stop may be the one n1 counted: caught.
+	in.Rounds["x"] = map[int32]time.Time{6: t0.Add(10 * time.Millisecond), 7: t0.Add(40 * time.Millisecond), 8: t0.Add(60 * time.Millisecond), 9: t0.Add(200 * time.Millisecond)}
+	if r := checkQuorum(in); r.Pass || !strings.Contains(r.String(), "its mark not seen, so the latest round that can have begun before it: round 8 began") {
+		t.Fatalf("a stop that may have counted a round begun after the kill not caught: %s", r)
+	}
+	// So may a round missed between 7 and 9 (begun by 9's start, 200 ms, past the stop: by
+	// the stop itself): caught.
+	delete(in.Rounds["x"], 8)
+	if r := checkQuorum(in); r.Pass {
+		t.Fatalf("a stop that may have counted a missed round begun after the kill not caught: %s", r)
+	}
+
 	// No round seen at all: judged at the stop's time.
 	in.Snaps, in.Rounds = nil, nil
 	if r := checkQuorum(in); r.Pass || !strings.Contains(r.String(), "no roll call round seen") {
