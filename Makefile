@@ -47,7 +47,7 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: deps
-deps: ## Install ZooKeeper (Debian) and build kube-apiserver, etcd, controller-gen and helm into bin/ (idempotent).
+deps: ## Install ZooKeeper and Chromium (Debian) and build kube-apiserver, etcd, controller-gen, helm and the real-cluster binaries into bin/ (idempotent).
 	hack/install-deps.sh
 
 .PHONY: deps-control-plane
@@ -195,6 +195,11 @@ bench: bench-distribution bench-pagecache bench-zk-traffic ## Run every benchmar
 bench-distribution: deps ## P2P vs HTTP distribution to N nodes under per-link rate limits, median of 5 runs (DIST_FLAGS='-n 8 -size 32MiB -rate 4MiB -runs 5 -v -late -slow 1 -mode p2p').
 	CGO_ENABLED=0 $(GO) build -o $(LOCALBIN)/bench-distribution ./cmd/bench-distribution
 	$(LOCALBIN)/bench-distribution $(DIST_FLAGS)
+
+.PHONY: bench-dashboard
+bench-dashboard: ## The dashboard's node map at 5,000 nodes × 4 services in headless Chromium: first render and per-update times.
+	hack/install-deps.sh zookeeper etcd kube-apiserver chromium
+	ROLLKEEPER_BIN_DIR=$(LOCALBIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkNodeMap -benchtime 5x ./internal/dashboard/
 
 .PHONY: bench-pagecache
 bench-pagecache: ## Read time of a version right after the switch, pre-warmed and pinned vs cold (as root).

@@ -12,6 +12,8 @@
 #   node-runtime    containerd, runc and the CNI plugins, Debian's packages, if missing
 #   systemd         Debian's systemd package (the manager and systemd-socket-proxyd), if missing:
 #                   the systemd backend's tests run it as PID 1 of new namespaces (test/systemd)
+#   chromium        Debian's chromium package, if missing: the dashboard's browser tests and
+#                   benchmark drive it headless (internal/dashboard, test/e2e)
 #   kubectl         bin/kubectl via hack/k8s/kubectl (only when asked for: `make kubectl`)
 #
 # Usage: hack/install-deps.sh [component...]   (default: all of them)
@@ -105,6 +107,18 @@ stamp_of() {
 		cat "$@"
 		printf '%s\n' "${STAMP_EXTRA:-}"
 	} | sha256sum | cut -d' ' -f1
+}
+
+install_chromium() {
+	if command -v chromium >/dev/null 2>&1; then
+		log "chromium: present ($(command -v chromium))"
+		return
+	fi
+	command -v apt-get >/dev/null 2>&1 || die "chromium missing and apt-get not found: install Chromium (or set ROLLKEEPER_CHROMIUM to a Chrome binary)"
+	log "chromium: installing Debian's chromium package (about a minute)"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
+	command -v chromium >/dev/null 2>&1 || die "chromium installed but not on PATH"
 }
 
 install_zookeeper() {
@@ -256,7 +270,7 @@ install_helm() {
 command -v go >/dev/null 2>&1 || die "go is not installed"
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen helm node-runtime systemd kubelet kube-controller-manager kube-scheduler)
+[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen helm node-runtime systemd chromium kubelet kube-controller-manager kube-scheduler)
 total=$SECONDS
 for c in "${components[@]}"; do
 	case $c in
@@ -264,11 +278,12 @@ for c in "${components[@]}"; do
 	kube-apiserver | kubelet | kube-controller-manager | kube-scheduler) timed "$c" install_kube "$c" ;;
 	node-runtime) timed node-runtime install_node_runtime ;;
 	systemd) timed systemd install_systemd ;;
+	chromium) timed chromium install_chromium ;;
 	etcd) timed etcd install_etcd ;;
 	controller-gen) timed controller-gen install_controller_gen ;;
 	helm) timed helm install_helm ;;
 	kubectl) timed kubectl install_kubectl ;;
-	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, helm, kubectl, kubelet, kube-controller-manager, kube-scheduler, node-runtime, systemd)" ;;
+	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, helm, kubectl, kubelet, kube-controller-manager, kube-scheduler, node-runtime, systemd, chromium)" ;;
 	esac
 done
 log "all done in $((SECONDS - total))s"

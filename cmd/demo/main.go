@@ -27,10 +27,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"golang.org/x/term"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	rkv1alpha1 "github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/dashboard"
 	"github.com/rollkeeper/rollkeeper/internal/localstack"
 )
 
@@ -87,6 +91,9 @@ func run(ctx context.Context, o options) int {
 			fmt.Fprintln(os.Stderr, "\nLogs of the failed demo (tails):")
 			d.stack.DumpLogs(os.Stderr, 8<<10)
 		}
+		if d.stopDashboard != nil {
+			d.stopDashboard()
+		}
 		fmt.Fprintln(d.out, "Stopping the operator, the agents, the API server and ZooKeeper...")
 		d.stack.Stop()
 	}
@@ -114,6 +121,9 @@ type demo struct {
 	lastFrame string
 	// sample is the manifest used (empty: the built-in one); chosen once, before the stack.
 	sample string
+	// dashboardURL is the page the demo serves (empty: none); stopDashboard ends it.
+	dashboardURL  string
+	stopDashboard func()
 }
 
 const rdName = "demo"
@@ -125,6 +135,7 @@ func (d *demo) logf(format string, args ...any) {
 }
 
 func (d *demo) run(ctx context.Context) error {
+	outer := ctx // the dashboard outlives the rollout: it serves until the demo stops
 	ctx, cancel := context.WithTimeout(ctx, d.opts.timeout)
 	defer cancel()
 	fmt.Fprintf(d.out, "Starting kube-apiserver + etcd, ZooKeeper, the operator and %d nodes (building binaries if needed)...\n", d.opts.nodes)
@@ -143,6 +154,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.stack = s
 	fmt.Fprintf(d.out, "Stack up in %s (state and logs in %s).\n", time.Since(start).Round(100*time.Millisecond), s.Dir)
+	d.startDashboard(outer)
 
 	v1, source, err := d.rollingDeploy("v1")
 	if err != nil {
@@ -699,6 +711,20 @@ func departures(rec *localstack.Recorder, s *localstack.Stack, svc string, since
 	return out
 }
 
+// plugin is the kubectl plugin to suggest: `kubectl rollkeeper` when kubectl finds it on PATH,
+// else bin/kubectl-rollkeeper (make build).
+func plugin() string {
+	if _, err := exec.LookPath("kubectl-rollkeeper"); err == nil {
+		if _, err := exec.LookPath("kubectl"); err == nil {
+			return "kubectl rollkeeper"
+		}
+	}
+	if root, err := localstack.RepoRoot(); err == nil {
+		return filepath.Join(root, "bin", "kubectl-rollkeeper")
+	}
+	return "kubectl rollkeeper"
+}
+
 // kubectl is the kubectl to suggest: the one on PATH, else bin/kubectl (make kubectl).
 func kubectl() string {
 	if _, err := exec.LookPath("kubectl"); err == nil {
@@ -713,6 +739,39 @@ func kubectl() string {
 	return "kubectl"
 }
 
+// dashboardPort is where the demo serves the dashboard (a free port when it is taken).
+const dashboardPort = 3100
+
+// startDashboard serves the stack's dashboard in this process, as `kubectl rollkeeper
+// dashboard` would, until stopDashboard, and prints its address: open it to watch the rollout.
+// A dashboard that cannot start is reported and the demo goes on without it.
+func (d *demo) startDashboard(ctx context.Context) {
+	d.stopDashboard = func() {}
+	ctrllog.SetLogger(logr.Discard()) // the informers log through controller-runtime; the demo prints its progress
+	cfg, err := clientcmd.BuildConfigFromFlags("", d.stack.Kubeconfig)
+	if err != nil {
+		fmt.Fprintf(d.out, "No dashboard: %v\n", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	for _, port := range []int{dashboardPort, 0} {
+		ready, done := make(chan string, 1), make(chan error, 1)
+		go func() {
+			done <- dashboard.Run(ctx, cfg, dashboard.Options{Port: port, Log: logr.Discard(), Ready: func(u string) { ready <- u }})
+		}()
+		select {
+		case u := <-ready:
+			d.dashboardURL = u
+			d.stopDashboard = func() { cancel(); <-done }
+			fmt.Fprintf(d.out, "Dashboard: %s  (open it in a browser to watch the rollout live)\n", u)
+			return
+		case err = <-done:
+		}
+	}
+	cancel()
+	fmt.Fprintf(d.out, "No dashboard: %v\n", err)
+}
+
 // explain prints how to poke the running stack.
 func (d *demo) explain() {
 	s := d.stack
@@ -724,6 +783,12 @@ func (d *demo) explain() {
 	fmt.Fprintf(w, "  %s get rd demo -o yaml          # per-service status and conditions\n", k)
 	fmt.Fprintf(w, "  %s get nodes --show-labels\n", k)
 	fmt.Fprintf(w, "  %s edit rd demo                 # e.g. set paused: true, or change a version\n", k)
+	fmt.Fprintf(w, "  %s status demo           # per node, as the plugin sees it\n", plugin())
+	if d.dashboardURL != "" {
+		fmt.Fprintf(w, "  dashboard: %s  (the same page: %s dashboard --port %d)\n", d.dashboardURL, plugin(), dashboardPort+1)
+	} else {
+		fmt.Fprintf(w, "  %s dashboard               # a live page of the rollout, then open http://127.0.0.1:%d/\n", plugin(), dashboardPort)
+	}
 	if k == "kubectl" {
 		if _, err := exec.LookPath("kubectl"); err != nil {
 			fmt.Fprintln(w, "  (no kubectl here: `make kubectl` builds bin/kubectl from source)")

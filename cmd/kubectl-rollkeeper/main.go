@@ -7,6 +7,7 @@
 //	kubectl rollkeeper resume NAME
 //	kubectl rollkeeper abort NAME
 //	kubectl rollkeeper can-stop NODE [--service S]
+//	kubectl rollkeeper dashboard [--port 3100] [--address 127.0.0.1]
 //
 // Exit codes: 0 success (can-stop: yes), 1 can-stop: no, 2 error.
 package main
@@ -17,15 +18,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/dashboard"
 )
 
 // Exit codes.
@@ -46,6 +52,12 @@ Commands:
                                          is touched
   can-stop NODE [--service S]            dry run: would the quorum let NODE go down now?
                                          exit 0 yes, 1 no
+  dashboard [--port 3100] [--address 127.0.0.1]
+                                         serve a live web page of the RollingDeploys (node
+                                         map, services, events; pause, resume and abort as
+                                         your RBAC allows) until Ctrl-C; --address other
+                                         than loopback opens it to the network (a warning
+                                         says so)
 
 Flags of every command:
   --kubeconfig FILE   kubeconfig (default: $KUBECONFIG, then ~/.kube/config)
@@ -68,6 +80,8 @@ type options struct {
 	kubeconfig, context string
 	service             string
 	wide                bool
+	port                int
+	address             string
 	args                []string
 }
 
@@ -84,6 +98,10 @@ func parse(cmd string, args []string, stderr io.Writer) (options, error) {
 	}
 	if cmd == "status" {
 		fs.BoolVar(&o.wide, "wide", false, "add each node's message")
+	}
+	if cmd == "dashboard" {
+		fs.IntVar(&o.port, "port", 3100, "port to listen on (0: any free port)")
+		fs.StringVar(&o.address, "address", "127.0.0.1", "address to listen on (non-loopback: an explicit opt-in)")
 	}
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -115,7 +133,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "error: %v\n\n%s", err, usage)
 		return exitError
 	}
-	c, err := newClient(o)
+	cfg, err := restConfig(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return exitError
+	}
+	if cmd == "dashboard" {
+		if err := runDashboard(ctx, cfg, o, stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "error: %v\n", err)
+			return exitError
+		}
+		return exitOK
+	}
+	c, err := newClient(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return exitError
@@ -160,15 +190,19 @@ func checkArgs(cmd string, args []string) error {
 		if len(args) != 1 {
 			return fmt.Errorf("%w: can-stop takes one node name", errUsage)
 		}
+	case "dashboard":
+		if len(args) != 0 {
+			return fmt.Errorf("%w: dashboard takes no arguments, got %v", errUsage, args)
+		}
 	default:
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
 	return nil
 }
 
-// newClient builds a client from the kubeconfig by kubectl's loading rules: --kubeconfig, else
-// $KUBECONFIG, else ~/.kube/config; --context picks a context.
-func newClient(o options) (client.Client, error) {
+// restConfig loads the kubeconfig by kubectl's loading rules: --kubeconfig, else $KUBECONFIG,
+// else ~/.kube/config; --context picks a context.
+func restConfig(o options) (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = o.kubeconfig
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules,
@@ -176,6 +210,11 @@ func newClient(o options) (client.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
+	return cfg, nil
+}
+
+// newClient builds a client of rollkeeper's kinds.
+func newClient(cfg *rest.Config) (client.Client, error) {
 	scheme := runtime.NewScheme()
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		return nil, err
@@ -185,4 +224,11 @@ func newClient(o options) (client.Client, error) {
 		return nil, fmt.Errorf("connect to %s: %w", cfg.Host, err)
 	}
 	return c, nil
+}
+
+// runDashboard serves the dashboard until ctx ends (Ctrl-C); logs go to stderr.
+func runDashboard(ctx context.Context, cfg *rest.Config, o options, stdout, stderr io.Writer) error {
+	log := logr.FromSlogHandler(slog.NewTextHandler(stderr, nil))
+	ctrllog.SetLogger(log) // the informers log through controller-runtime
+	return dashboard.Run(ctx, cfg, dashboard.Options{Address: o.address, Port: o.port, Out: stdout, Log: log})
 }

@@ -89,7 +89,18 @@ func TestParseTakesFlagsAnywhere(t *testing.T) {
 	if _, err := parse("pause", []string{"web", "--wide"}, io.Discard); err == nil {
 		t.Error("pause accepted --wide")
 	}
-	for _, args := range [][]string{{"frobnicate"}, {"pause"}, {"can-stop", "a", "b"}, {"status", "a", "b"}} {
+	o, err = parse("dashboard", []string{"--port", "0", "--address=::1"}, io.Discard)
+	if err != nil || o.port != 0 || o.address != "::1" {
+		t.Fatalf("parse dashboard = %+v, %v", o, err)
+	}
+	if o, err := parse("dashboard", nil, io.Discard); err != nil || o.port != 3100 || o.address != "127.0.0.1" {
+		t.Fatalf("dashboard defaults = %+v, %v: want 127.0.0.1:3100", o, err)
+	}
+	if _, err := parse("status", []string{"--port", "1"}, io.Discard); err == nil {
+		t.Error("status accepted --port")
+	}
+	for _, args := range [][]string{{"frobnicate"}, {"pause"}, {"can-stop", "a", "b"}, {"status", "a", "b"},
+		{"dashboard", "web"}, {"dashboard", "--port", "many"}} {
 		if code := run(context.Background(), args, io.Discard, io.Discard); code != exitError {
 			t.Errorf("run %v = %d, want %d", args, code, exitError)
 		}
