@@ -162,7 +162,7 @@ func BenchmarkNodeMap(b *testing.B) {
 	services := []string{"a", "b", "c", "d"}
 	store := NewStore()
 	shards := fillDeploy(b, store, nodes, zones, services...)
-	_, base := serve(b, store, nil)
+	_, base := serveBatch(b, store, nil, BatchInterval) // batches as the command sends them
 	ctx := browser.New(b, 1600, 1000)
 	var first, update, maxUpdate float64
 	var cells int

@@ -19,10 +19,17 @@ import (
 // serve starts a Server over store on a free loopback port; it stops with the test.
 func serve(t testing.TB, store *Store, actions Actions) (*Server, string) {
 	t.Helper()
+	return serveBatch(t, store, actions, time.Millisecond)
+}
+
+// serveBatch is serve with the least time between two batches sent to a page.
+func serveBatch(t testing.TB, store *Store, actions Actions, batch time.Duration) (*Server, string) {
+	t.Helper()
 	srv, err := NewServer(store, actions, testr.NewWithInterface(t, testr.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.Batch = batch // set before serving: the handlers read it
 	ln, err := srv.Listen("127.0.0.1", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -208,8 +215,7 @@ func TestServerStreamsSnapshotThenChanges(t *testing.T) {
 	store := NewStore()
 	_ = store.Put("rd/web", map[string]string{"phase": "Progressing"})
 	store.SetMeta(func(m *Meta) { m.Synced = true; m.Access = Access{Deploys: true} })
-	srv, base := serve(t, store, nil)
-	srv.Batch = time.Millisecond
+	_, base := serve(t, store, nil)
 	s := openStream(t, base)
 	first := s.next()
 	if !first.Full || !first.Meta.Synced || !first.Meta.Access.Deploys || len(first.Changes) != 1 || first.Changes[0].Key != "rd/web" {

@@ -112,71 +112,20 @@ func Watch(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, access
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: informers: %w", err)
 	}
-	type kind struct {
-		ok   bool
-		obj  client.Object
-		key  func(client.Object) (string, any, bool)
-		name string
+	if access.Deploys {
+		err = watchKind(ctx, c, &v1alpha1.RollingDeploy{}, "RollingDeploys", store, log,
+			func(rd *v1alpha1.RollingDeploy) (string, any) { return keyDeploy + rd.Name, viewDeploy(rd) })
 	}
-	kinds := []kind{
-		{access.Deploys, &v1alpha1.RollingDeploy{}, func(o client.Object) (string, any, bool) {
-			rd, ok := o.(*v1alpha1.RollingDeploy)
-			if !ok {
-				return "", nil, false
-			}
-			return keyDeploy + rd.Name, viewDeploy(rd), true
-		}, "RollingDeploys"},
-		{access.NodeSets, &v1alpha1.RollingDeployNodeSet{}, func(o client.Object) (string, any, bool) {
-			ns, ok := o.(*v1alpha1.RollingDeployNodeSet)
-			if !ok {
-				return "", nil, false
-			}
-			return keyNodeSet + ns.Name, viewNodeSet(ns), true
-		}, "RollingDeployNodeSets"},
-		{access.Events, &corev1.Event{}, func(o client.Object) (string, any, bool) {
-			ev, ok := o.(*corev1.Event)
-			if !ok {
-				return "", nil, false
-			}
-			return keyEvent + ev.Namespace + "/" + ev.Name, viewEvent(ev), true
-		}, "Events"},
+	if err == nil && access.NodeSets {
+		err = watchKind(ctx, c, &v1alpha1.RollingDeployNodeSet{}, "RollingDeployNodeSets", store, log,
+			func(ns *v1alpha1.RollingDeployNodeSet) (string, any) { return keyNodeSet + ns.Name, viewNodeSet(ns) })
 	}
-	for _, k := range kinds {
-		if !k.ok {
-			continue
-		}
-		inf, err := c.GetInformer(ctx, k.obj, cache.BlockUntilSynced(false))
-		if err != nil {
-			return nil, fmt.Errorf("dashboard: informer on %s: %w", k.name, err)
-		}
-		key := k.key
-		put := func(o any) {
-			obj, ok := o.(client.Object)
-			if !ok {
-				return
-			}
-			if k, v, ok := key(obj); ok {
-				if err := store.Put(k, v); err != nil {
-					log.Error(err, "store object")
-				}
-			}
-		}
-		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    put,
-			UpdateFunc: func(_, o any) { put(o) },
-			DeleteFunc: func(o any) {
-				if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-					o = d.Obj
-				}
-				if obj, ok := o.(client.Object); ok {
-					if k, _, ok := key(obj); ok {
-						store.Delete(k)
-					}
-				}
-			},
-		}); err != nil {
-			return nil, fmt.Errorf("dashboard: watch %s: %w", k.name, err)
-		}
+	if err == nil && access.Events {
+		err = watchKind(ctx, c, &corev1.Event{}, "Events", store, log,
+			func(ev *corev1.Event) (string, any) { return keyEvent + ev.Namespace + "/" + ev.Name, viewEvent(ev) })
+	}
+	if err != nil {
+		return nil, err
 	}
 	finished := make(chan struct{})
 	go func() {
@@ -192,4 +141,38 @@ func Watch(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, access
 	}
 	store.SetMeta(func(m *Meta) { m.Synced = true })
 	return finished, nil
+}
+
+// watchKind keeps store in step with the informer on obj's kind: view gives an object's key
+// and what the page gets of it.
+func watchKind[T client.Object](ctx context.Context, c cache.Cache, obj T, name string, store *Store, log logr.Logger, view func(T) (string, any)) error {
+	inf, err := c.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+	if err != nil {
+		return fmt.Errorf("dashboard: informer on %s: %w", name, err)
+	}
+	put := func(o any) {
+		if t, ok := o.(T); ok {
+			k, v := view(t)
+			if err := store.Put(k, v); err != nil {
+				log.Error(err, "store object")
+			}
+		}
+	}
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    put,
+		UpdateFunc: func(_, o any) { put(o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if t, ok := o.(T); ok {
+				k, _ := view(t)
+				store.Delete(k)
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("dashboard: watch %s: %w", name, err)
+	}
+	return nil
 }
