@@ -7,6 +7,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/zkmetrics"
 )
 
@@ -22,11 +23,13 @@ const (
 	MetricZKReconnects       = "rollkeeper_zookeeper_reconnects_total"
 	MetricZKExpirations      = "rollkeeper_zookeeper_session_expirations_total"
 	MetricReconcilePanics    = "rollkeeper_reconcile_panics_total"
+	MetricGateWaiting        = "rollkeeper_rollout_gate_waiting"
 
 	LabelRollingDeploy = "rollingdeploy"
 	LabelService       = "service"
 	LabelState         = "state"
 	LabelPhase         = "phase"
+	LabelGate          = "gate"
 )
 
 // Node states of rollkeeper_rollout_nodes, from the service's status counts.
@@ -39,7 +42,7 @@ var phases = []v1alpha1.Phase{v1alpha1.PhasePending, v1alpha1.PhaseProgressing, 
 // rolloutMetrics are the per-RollingDeploy gauges. They are set from the status the controller
 // computes, so they never disagree with kubectl get rd, and a RollingDeploy's series go with it.
 type rolloutMetrics struct {
-	nodes, progress, phase, deployPhase, minAvailable, headroom *prometheus.GaugeVec
+	nodes, progress, phase, deployPhase, minAvailable, headroom, gate *prometheus.GaugeVec
 
 	mu sync.Mutex
 	// services holds the services exported per RollingDeploy, to delete those that left.
@@ -64,12 +67,15 @@ func newRolloutMetrics() *rolloutMetrics {
 			Help: "A service's quorum resolved to a node count."}, svcLabels),
 		headroom: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricQuorumHeadroom,
 			Help: "Online nodes minus minAvailable: how many more nodes may go down (0: upgrades wait; negative: quorum lost)."}, svcLabels),
+		gate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricGateWaiting,
+			Help: "1 for the gate beyond the quorum (window, maxUnavailable, domain, domainQuorum) that holds a service's next upgrade, 0 for the others."},
+			[]string{LabelRollingDeploy, LabelService, LabelGate}),
 		services: map[string]map[string]bool{},
 	}
 }
 
 func (m *rolloutMetrics) vecs() []*prometheus.GaugeVec {
-	return []*prometheus.GaugeVec{m.nodes, m.progress, m.phase, m.deployPhase, m.minAvailable, m.headroom}
+	return []*prometheus.GaugeVec{m.nodes, m.progress, m.phase, m.deployPhase, m.minAvailable, m.headroom, m.gate}
 }
 
 // Describe and Collect make the gauges one collector: a scrape never sees half of an update
@@ -111,6 +117,13 @@ func (m *rolloutMetrics) observe(rd string, st *v1alpha1.RollingDeployStatus) {
 		setPhase(m.phase, s.Phase, rd, s.Name)
 		m.minAvailable.WithLabelValues(rd, s.Name).Set(float64(s.MinAvailable))
 		m.headroom.WithLabelValues(rd, s.Name).Set(float64(s.Online - s.MinAvailable))
+		for _, g := range rollout.GateNames {
+			v := 0.0
+			if g == s.Gate {
+				v = 1
+			}
+			m.gate.WithLabelValues(rd, s.Name, g).Set(v)
+		}
 	}
 	for svc := range m.services[rd] {
 		if !seen[svc] {
@@ -133,7 +146,7 @@ func setPhase(g *prometheus.GaugeVec, cur v1alpha1.Phase, labels ...string) {
 
 func (m *rolloutMetrics) deleteService(rd, svc string) {
 	l := prometheus.Labels{LabelRollingDeploy: rd, LabelService: svc}
-	for _, g := range []*prometheus.GaugeVec{m.nodes, m.progress, m.phase, m.minAvailable, m.headroom} {
+	for _, g := range []*prometheus.GaugeVec{m.nodes, m.progress, m.phase, m.minAvailable, m.headroom, m.gate} {
 		g.DeletePartialMatch(l)
 	}
 }

@@ -160,7 +160,7 @@ func (r *RollingDeployReconciler) repairPlans(ctx context.Context, s *scope) err
 		st, spec := s.state[name], s.specs[name]
 		pp := r.Layout.StagingService(name)
 		s.at("repair plan", name, pp)
-		want, err := plan.Plan(owner, spec, opts, s.minAvailable[name], s.minStaged[name],
+		want, err := plan.Plan(owner, spec, opts, s.minAvailable[name], s.minStaged[name], s.gates[name],
 			plan.PreviousVersion(nil, spec.Version, st.obs.Current), now)
 		if err != nil {
 			return err

@@ -96,8 +96,10 @@ type scope struct {
 	// selected are the Node names per service and minAvailable the resolved quorums (node phase).
 	selected     map[string][]string
 	minAvailable map[string]int
-	// minStaged is the resolved distribution gate (nil: every online node).
+	// minStaged is the resolved distribution gate (nil: every online node), gates the
+	// resolved gates beyond the quorum.
 	minStaged map[string]*int
+	gates     map[string]plan.Gates
 	// state is what ZooKeeper holds per service (read phase).
 	state map[string]*serviceState
 	// queue is the decoded deploy queue and queueMalformed its unreadable entries (read phase).
@@ -300,6 +302,15 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 		return ctrl.Result{RequeueAfter: d}, nil
 	}
 	for _, d := range s.sum.services {
+		// A window opening changes nothing in ZooKeeper until a node decides: look again then,
+		// so that status stops saying the window is closed.
+		if !d.GateOpens.IsZero() {
+			if until := time.Until(d.GateOpens) + time.Second; until < r.resync() {
+				return ctrl.Result{RequeueAfter: max(until, time.Second)}, nil
+			}
+		}
+	}
+	for _, d := range s.sum.services {
 		// Download progress changes the data of progress znodes, which child watches do not
 		// see: refresh the status a few times a minute while nodes download.
 		if d.Status.Downloading > 0 {
@@ -344,6 +355,7 @@ func (r *RollingDeployReconciler) resolveNodes(ctx context.Context, s *scope) (b
 	s.selected = map[string][]string{}
 	s.minAvailable = map[string]int{}
 	s.minStaged = map[string]*int{}
+	s.gates = map[string]plan.Gates{}
 	var problems []string
 	for _, name := range s.order {
 		spec := s.specs[name]
@@ -355,11 +367,18 @@ func (r *RollingDeployReconciler) resolveNodes(ctx context.Context, s *scope) (b
 			}
 		}
 		var picked []string
+		var pickedLabels []map[string]string
 		for _, n := range nodes.Items {
 			if sel.Matches(labels.Set(n.Labels)) {
 				picked = append(picked, n.Name)
+				pickedLabels = append(pickedLabels, n.Labels)
 			}
 		}
+		g, err := plan.ResolveGates(plan.Strategy(s.rd.Spec, spec), pickedLabels)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("service %q strategy: %v", name, err))
+		}
+		s.gates[name] = g
 		sort.Strings(picked)
 		s.selected[name] = picked
 		quorum, err := plan.ResolveQuorum(spec.Quorum.MinAvailable, len(picked))
@@ -506,7 +525,7 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 	for _, name := range s.order {
 		st, spec := s.state[name], s.specs[name]
 		prev := plan.PreviousVersion(st.plan, spec.Version, st.obs.Current)
-		want, err := plan.Plan(owner, spec, opts, s.minAvailable[name], s.minStaged[name], prev, now)
+		want, err := plan.Plan(owner, spec, opts, s.minAvailable[name], s.minStaged[name], s.gates[name], prev, now)
 		if err != nil {
 			return err
 		}
@@ -753,6 +772,7 @@ func (r *RollingDeployReconciler) digest(s *scope) {
 		o := st.obs
 		o.Service, o.Target, o.Artifact = name, spec.Version, spec.Artifact
 		o.MinAvailable, o.Selected, o.MinStaged = s.minAvailable[name], s.selected[name], s.minStaged[name]
+		o.Plan, o.Now = st.plan, time.Now()
 		d := plan.DigestService(o)
 		d.Status.Position = int32(i + 1)
 		plan.Phase(&d, plan.PhaseInput{Paused: paused(s.rd), WaitingFor: append([]string(nil), incomplete...), BlockedBy: blocked[name]})

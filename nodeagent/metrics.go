@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/rollkeeper/rollkeeper/internal/rollout"
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zkmetrics"
 	"github.com/rollkeeper/rollkeeper/nodeagent/fetch"
@@ -32,11 +33,13 @@ const (
 	MetricRollCalls       = "rollkeeper_agent_roll_calls_total"
 	MetricRollCallAnswers = "rollkeeper_agent_roll_call_answers_total"
 	MetricAdmitted        = "rollkeeper_agent_admitted_total"
+	MetricGateWaiting     = "rollkeeper_agent_gate_waiting"
 
 	LabelService = "service"
 	LabelVersion = "version"
 	LabelResult  = "result"
 	LabelSource  = "source"
+	LabelGate    = "gate"
 
 	// Values of the source label: other nodes (and the operator's seeder), or the origin URL
 	// (the web seed).
@@ -67,6 +70,7 @@ type Metrics struct {
 	rollCalls      *prometheus.CounterVec
 	rollAnswers    *prometheus.CounterVec
 	admitted       *prometheus.CounterVec
+	gateWaiting    *prometheus.GaugeVec
 	zk             *zkmetrics.Collector
 	p2p            *swarmCollector
 
@@ -107,11 +111,14 @@ func NewMetrics() *Metrics {
 			Help: "Roll call rounds this node answered (its service running): one per decision another node took."}, svc),
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricAdmitted,
 			Help: "Other nodes this node's decisions took down with it (a batch: the nodes queued behind it that the quorum allowed)."}, svc),
+		gateWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricGateWaiting,
+			Help: "1 while this node, first in its service's staging queue, waits on a gate beyond the quorum: window, maxUnavailable, domain or domainQuorum."},
+			[]string{LabelService, LabelGate}),
 		zk:       zkmetrics.New(zkmetrics.Names{SessionState: MetricZKSessionState, Reconnects: MetricZKReconnects, Expirations: MetricZKExpirations}, "agent"),
 		p2p:      &swarmCollector{},
 		versions: map[string]string{},
 	}
-	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.stepPanics, m.rollCalls, m.rollAnswers, m.admitted, m.zk, m.p2p)
+	m.reg.MustRegister(m.info, m.up, m.restart, m.healthFailures, m.upgrades, m.fetches, m.fetchDuration, m.stepPanics, m.rollCalls, m.rollAnswers, m.admitted, m.gateWaiting, m.zk, m.p2p)
 	return m
 }
 
@@ -265,5 +272,21 @@ func (m *Metrics) admittedOthers(svc string, n int) {
 func (m *Metrics) rollCallAnswered(svc string) {
 	if m != nil {
 		m.rollAnswers.WithLabelValues(svc).Inc()
+	}
+}
+
+// gate records which gate (if any: "") the service's worker waits on now.
+func (m *Metrics) gate(svc, gate string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, g := range rollout.GateNames {
+		if g == gate {
+			m.gateWaiting.WithLabelValues(svc, g).Set(1)
+		} else {
+			m.gateWaiting.DeleteLabelValues(svc, g)
+		}
 	}
 }

@@ -33,7 +33,7 @@ import (
 // batch is the decision's batch (this node first): the roll call waits until every node of it
 // may go (rollout.Admissible), and when the wait passes first, admit is the prefix that may.
 // Empty: not even this node may stop.
-func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan, current []rollout.Registration, batch []rollout.Admitted) (admit []rollout.Admitted, answered, online int, round int32, err error) {
+func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan, current []rollout.Registration, batch []rollout.Admitted, floors []rollout.Floor) (admit []rollout.Admitted, answered, online int, round int32, err error) {
 	if len(batch) == 0 || batch[0].Node != w.a.cfg.Node {
 		return nil, 0, 0, 0, fmt.Errorf("roll call of %s: the batch must start with this node", w.svc)
 	}
@@ -64,7 +64,7 @@ func (w *worker) rollCall(ctx context.Context, plan *zklayout.Plan, current []ro
 		}
 		ans := answers(children, round, regs, w.a.cfg.Node)
 		answered = len(ans)
-		k := rollout.Admissible(batch, ans, plan.MinAvailable)
+		k := rollout.AdmissibleFloors(batch, ans, plan.MinAvailable, floors)
 		if k == len(batch) {
 			return batch, answered, online, round, nil
 		}

@@ -76,7 +76,7 @@ func (w *worker) local() rollout.Local {
 	bs := cfg.Backend.Status(w.svc)
 	return rollout.Local{Node: cfg.Node, Labels: cfg.Labels, Session: w.zk.Session().ID,
 		Running: bs.Running, Version: bs.Version, Checked: w.checked, Current: cfg.Store.Current(w.svc),
-		Installed: func(v string) bool { return cfg.Store.Has(w.svc, v) }}
+		Installed: func(v string) bool { return cfg.Store.Has(w.svc, v) }, Now: time.Now()}
 }
 
 // note takes from a snapshot what is only logged or recorded: refusals (one Signature failure
@@ -227,8 +227,16 @@ func (w *worker) execute(root, ctx context.Context, snap *rollout.Snapshot, st r
 			w.said[key] = true
 		}
 	}
+	cfg.Metrics.gate(w.svc, st.Gate)
 	switch st.Kind {
 	case rollout.StepWait:
+		if !st.RetryAt.IsZero() {
+			// A maintenance window opens then; a change in ZooKeeper may wake the worker first.
+			w.retryAt = st.RetryAt
+		}
+		if st.Gate != "" {
+			return w.waiting(st.Reason, append([]any{"gate", st.Gate}, st.Fields...)...)
+		}
 		return w.waiting(st.Reason, st.Fields...)
 	case rollout.StepAgain:
 		w.log.V(1).Info("looking again", "why", st.Reason)
@@ -249,6 +257,9 @@ func (w *worker) execute(root, ctx context.Context, snap *rollout.Snapshot, st r
 	case rollout.StepRegister:
 		return w.register(ctx, st)
 	case rollout.StepLeave:
+		if st.Gate != "" {
+			w.log.Info("leaving the staging queue to stage again", "why", st.Reason, "gate", st.Gate)
+		}
 		return w.leave(ctx, st.Remove)
 	case rollout.StepClearArtifactFailure:
 		w.clearFailure(ctx, zklayout.FailureArtifact)
@@ -345,7 +356,7 @@ func (w *worker) stage(ctx context.Context, st rollout.Step) error {
 		return err
 	}
 	data, err := zklayout.Encode(&zklayout.Staged{Node: w.a.cfg.Node, Version: st.Version, State: zklayout.StagedReady,
-		PinnedBytes: w.warm.Bytes, Since: time.Now().UTC()})
+		PinnedBytes: w.warm.Bytes, Since: time.Now().UTC(), Domain: st.Domain})
 	if err != nil {
 		return err
 	}
@@ -366,7 +377,7 @@ func (w *worker) decideAndUpgrade(root, ctx context.Context, snap *rollout.Snaps
 	}
 	w.at = w.l.StagingChild(w.svc, st.Child)
 	plan := snap.Plan
-	admit, answered, online, round, err := w.rollCall(ctx, plan, snap.Current, st.Admit)
+	admit, answered, online, round, err := w.rollCall(ctx, plan, snap.Current, st.Admit, st.Floors)
 	if err != nil {
 		return err
 	}

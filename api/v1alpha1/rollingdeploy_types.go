@@ -46,6 +46,90 @@ type RollingDeploySpec struct {
 	// +kubebuilder:default=Pause
 	// +optional
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// Strategy holds the gates beyond the quorum that every service gets, unless the service
+	// sets its own (field by field).
+	// +optional
+	Strategy *StrategySpec `json:"strategy,omitempty"`
+}
+
+// StrategySpec holds a rollout's gates beyond the quorum. Each is checked by the agent about to
+// decide, in the same step and from the same reads as the quorum (docs/design.md).
+type StrategySpec struct {
+	// MaxUnavailable is how many of the service's nodes may upgrade at once, at most, whatever
+	// the quorum would allow: a number (at least 1) or a percentage of the selected nodes
+	// (rounded down, at least 1).
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=4
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^(100|[1-9][0-9]?)%$')",message="maxUnavailable must be an integer of at least 1 or a percentage between 1% and 100%"
+	// +optional
+	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
+
+	// Topology takes the service's failure domains (the values of a node label) one at a
+	// time, in the order of their names.
+	// +optional
+	Topology *TopologySpec `json:"topology,omitempty"`
+
+	// MaintenanceWindows, when set, are the only times a node may start an upgrade; an
+	// upgrade under way when a window closes finishes.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	MaintenanceWindows []MaintenanceWindow `json:"maintenanceWindows,omitempty"`
+}
+
+// TopologySpec spreads upgrades over failure domains.
+type TopologySpec struct {
+	// Key is the node label whose values are the failure domains, such as
+	// topology.kubernetes.io/zone or a rack label. Nodes without it form one domain of
+	// their own. Agents read it from their Node's labels.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=317
+	Key string `json:"key"`
+
+	// MaxUnavailablePerDomain is how many nodes of one domain may upgrade at once. Nodes of
+	// two domains never upgrade at once.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxUnavailablePerDomain int32 `json:"maxUnavailablePerDomain,omitempty"`
+
+	// MinAvailablePerDomain is each domain's own quorum: a number, or a percentage of the
+	// domain's selected nodes (rounded up), that must stay online.
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=4
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",message="minAvailablePerDomain must be a non-negative integer or a percentage between 0% and 100%"
+	// +optional
+	MinAvailablePerDomain *intstr.IntOrString `json:"minAvailablePerDomain,omitempty"`
+}
+
+// Weekday names a day of the week.
+// +kubebuilder:validation:Enum=Sun;Mon;Tue;Wed;Thu;Fri;Sat
+type Weekday string
+
+// MaintenanceWindow is a time when nodes may start upgrades.
+type MaintenanceWindow struct {
+	// Days the window opens on; empty: every day. A window that ends after midnight belongs
+	// to the day it opens.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=7
+	// +optional
+	Days []Weekday `json:"days,omitempty"`
+
+	// Start is when the window opens, HH:MM on a 24-hour clock.
+	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`
+	Start string `json:"start"`
+
+	// End is when the window closes, HH:MM; at or before start: the next day.
+	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`
+	End string `json:"end"`
+
+	// TimeZone is an IANA time zone name, such as Europe/Paris.
+	// +kubebuilder:default=UTC
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z][A-Za-z0-9_+/-]*$`
+	// +optional
+	TimeZone string `json:"timeZone,omitempty"`
 }
 
 // ServiceSpec describes one host service and the version to roll it to.
@@ -90,6 +174,10 @@ type ServiceSpec struct {
 	// that is still running after its start counts as healthy.
 	// +optional
 	HealthCheck *HealthCheckSpec `json:"healthCheck,omitempty"`
+
+	// Strategy overrides the RollingDeploy's strategy for this service, field by field.
+	// +optional
+	Strategy *StrategySpec `json:"strategy,omitempty"`
 }
 
 // DistributionSpec says how widely a version must be distributed before nodes restart on it.
@@ -391,6 +479,14 @@ type ServiceStatus struct {
 	// FailedNodes lists up to 20 node failures.
 	// +optional
 	FailedNodes []NodeFailure `json:"failedNodes,omitempty"`
+	// Gate names the gate beyond the quorum that holds the service's next upgrade (window,
+	// maxUnavailable, domain or domainQuorum); the message says why.
+	// +optional
+	Gate string `json:"gate,omitempty"`
+	// Waiting says what the gate waits for, such as "window opens at 02:00 Europe/Paris" or
+	// "zone-b has 1 node(s) down, maxUnavailablePerDomain 1".
+	// +optional
+	Waiting string `json:"waiting,omitempty"`
 	// Message explains the phase.
 	// +optional
 	Message string `json:"message,omitempty"`

@@ -11,7 +11,40 @@ import (
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/internal/canstop"
 	"github.com/rollkeeper/rollkeeper/internal/nodestate"
+	"github.com/rollkeeper/rollkeeper/internal/plan"
 )
+
+// strategyLine sums up a service's gates beyond the quorum ("" without any).
+func strategyLine(st v1alpha1.StrategySpec) string {
+	var parts []string
+	if st.MaxUnavailable != nil {
+		parts = append(parts, "maxUnavailable "+st.MaxUnavailable.String())
+	}
+	if t := st.Topology; t != nil {
+		per := max(t.MaxUnavailablePerDomain, 1)
+		p := fmt.Sprintf("by %s, %d node(s) per domain, one domain at a time", t.Key, per)
+		if t.MinAvailablePerDomain != nil {
+			p += ", minAvailablePerDomain " + t.MinAvailablePerDomain.String()
+		}
+		parts = append(parts, p)
+	}
+	for _, mw := range st.MaintenanceWindows {
+		days := "daily"
+		if len(mw.Days) > 0 {
+			var ds []string
+			for _, d := range mw.Days {
+				ds = append(ds, string(d))
+			}
+			days = strings.Join(ds, ",")
+		}
+		tz := mw.TimeZone
+		if tz == "" {
+			tz = "UTC"
+		}
+		parts = append(parts, fmt.Sprintf("window %s %s-%s %s", days, mw.Start, mw.End, tz))
+	}
+	return strings.Join(parts, "; ")
+}
 
 // renderStatus writes one RollingDeploy: a header, then per service (in deploy order, or only
 // service) its counts and one row per node.
@@ -45,6 +78,11 @@ func renderStatus(w io.Writer, rd *v1alpha1.RollingDeploy, nodes map[string]*nod
 		shown++
 		fmt.Fprintln(w)
 		renderService(w, s, nodes[s.Name], wide)
+		if spec, ok := plan.ServiceByName(rd.Spec, s.Name); ok {
+			if line := strategyLine(plan.Strategy(rd.Spec, spec)); line != "" {
+				fmt.Fprintf(w, "  strategy: %s\n", line)
+			}
+		}
 	}
 	if shown == 0 && service != "" {
 		fmt.Fprintf(w, "\nno service %s in the status of %s\n", service, rd.Name)
@@ -55,6 +93,9 @@ func renderStatus(w io.Writer, rd *v1alpha1.RollingDeploy, nodes map[string]*nod
 // (so they always add up), or of status.services[] when no rows are mirrored yet.
 func renderService(w io.Writer, s v1alpha1.ServiceStatus, m *nodestate.Service, wide bool) {
 	fmt.Fprintf(w, "SERVICE %s  target %s  %s  minAvailable %d\n", s.Name, s.TargetVersion, s.Phase, s.MinAvailable)
+	if s.Gate != "" {
+		fmt.Fprintf(w, "  waiting (%s gate): %s\n", s.Gate, s.Waiting)
+	}
 	if m == nil {
 		fmt.Fprintf(w, "  nodes %d  online %d  updated %d  staged %d  upgrading %d  failed %d  unreachable %d\n",
 			s.Total, s.Online, s.Updated, s.Staged, s.Upgrading, s.Failed, s.Unreachable)

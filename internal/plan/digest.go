@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/internal/rollout"
@@ -43,6 +44,10 @@ type Observation struct {
 	Failures []zklayout.Failure
 	// Malformed describes every znode of the service whose payload could not be read.
 	Malformed []string
+	// Plan is the service's plan as read (nil: none), Now the time of the reading: the gates
+	// beyond the quorum are judged from them, as the agents judge them.
+	Plan *zklayout.Plan
+	Now  time.Time
 }
 
 // Complete applies the agents' completion rule (rollout.Complete) to what was read: is the
@@ -76,6 +81,10 @@ type Digest struct {
 	// NotStaged are the online nodes that have neither staged nor run the target while the
 	// distribution gate is closed (nil when it is open), at most MaxListedNodes.
 	NotStaged []string
+	// GateWait says why a gate beyond the quorum holds the service's first waiter ("": none);
+	// GateOpens is when a closed maintenance window opens.
+	GateWait  string
+	GateOpens time.Time
 }
 
 // DigestService counts an Observation into a ServiceStatus (counts only; Position, Phase and
@@ -191,7 +200,49 @@ func DigestService(o Observation) Digest {
 		}
 	}
 	d.Status = st
+	if !d.Complete {
+		d.GateWait, d.Status.Gate, d.GateOpens = gateWait(o)
+		d.Status.Waiting = d.GateWait
+	}
 	return d
+}
+
+// gateWait applies the agents' gates (rollout.Gates) to what the operator read: the queue's
+// first ready node for the target is the one they hold. With nobody queued, only a closed
+// window is reported (it will hold the first).
+func gateWait(o Observation) (wait, gate string, opens time.Time) {
+	if o.Plan == nil || o.Plan.Version != o.Target {
+		return "", "", time.Time{}
+	}
+	p := o.Plan
+	online := map[string]string{}
+	for _, c := range rollout.Selected(o.Current, p.Selector) {
+		online[c.Node] = rollout.DomainOf(p, c.Labels)
+	}
+	in := rollout.GateInput{Plan: p, Now: o.Now, Online: online}
+	first := false
+	for _, s := range o.Staged {
+		switch {
+		case s.State == zklayout.StagedUpgrading:
+			if _, back := online[s.Node]; !back {
+				in.InFlight = append(in.InFlight, rollout.Flight{Node: s.Node, Domain: s.Domain})
+			}
+		case s.Version != o.Target:
+		case !first:
+			first, in.Domain = true, s.Domain
+		default:
+			in.Queued = append(in.Queued, rollout.Flight{Node: s.Node, Domain: s.Domain})
+		}
+	}
+	if !first {
+		w, at := rollout.Window(p, o.Now)
+		if w == "" {
+			return "", "", time.Time{}
+		}
+		return w, rollout.GateWindow, at
+	}
+	r := rollout.Gates(in)
+	return r.Wait, r.Gate, r.RetryAt
 }
 
 // notStaged lists the online nodes (sorted, at most MaxListedNodes) that neither staged nor run
@@ -265,6 +316,9 @@ func Phase(d *Digest, in PhaseInput) {
 			msg = append(msg, fmt.Sprintf("minAvailable %d equals the node count, so no node can stop for an upgrade", st.MinAvailable))
 		} else if st.Online > 0 && st.Online <= st.MinAvailable && st.Upgrading == 0 {
 			msg = append(msg, fmt.Sprintf("only %d node(s) online and minAvailable is %d: waiting for nodes to come back", st.Online, st.MinAvailable))
+		}
+		if d.GateWait != "" {
+			msg = append(msg, "waiting: "+d.GateWait)
 		}
 		if len(d.NotStaged) > 0 && st.Upgrading == 0 {
 			msg = append(msg, fmt.Sprintf("distribution gate: %d node(s) must have %s staged before any node stops; not staged yet: %s",

@@ -78,7 +78,9 @@ func Validate(spec v1alpha1.RollingDeploySpec) error {
 		if _, err := SelectorString(s.NodeSelector); err != nil {
 			add("service %q: %v", s.Name, err)
 		}
+		problems = append(problems, validateStrategy(fmt.Sprintf("service %q: strategy", s.Name), s.Strategy)...)
 	}
+	problems = append(problems, validateStrategy("spec.strategy", spec.Strategy)...)
 	for _, s := range spec.Services {
 		deps := map[string]bool{}
 		for _, d := range s.DependsOn {

@@ -199,7 +199,7 @@ func TestReleaseAndPlan(t *testing.T) {
 		t.Fatalf("ReleaseConflict() = %v, want immutable", err)
 	}
 
-	p, err := Plan(Owner{Name: "rd", UID: "u1", Generation: 4}, s, Options{Paused: true}, 2, nil, "v1", now)
+	p, err := Plan(Owner{Name: "rd", UID: "u1", Generation: 4}, s, Options{Paused: true}, 2, nil, Gates{}, "v1", now)
 	if err != nil {
 		t.Fatal(err)
 	}

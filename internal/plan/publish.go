@@ -98,9 +98,10 @@ type Options struct {
 	FailurePolicy v1alpha1.FailurePolicy
 }
 
-// Plan is the staging/<svc> payload for a service spec: minAvailable is the resolved quorum,
+// Plan is the staging/<svc> payload for a service spec: minAvailable is the resolved quorum, g
+// the resolved gates beyond it,
 // previous the version the service ran before (see PreviousVersion).
-func Plan(owner Owner, s v1alpha1.ServiceSpec, opts Options, minAvailable int, minStaged *int, previous string, now time.Time) (zklayout.Plan, error) {
+func Plan(owner Owner, s v1alpha1.ServiceSpec, opts Options, minAvailable int, minStaged *int, g Gates, previous string, now time.Time) (zklayout.Plan, error) {
 	sel, err := SelectorString(s.NodeSelector)
 	if err != nil {
 		return zklayout.Plan{}, fmt.Errorf("service %q: %w", s.Name, err)
@@ -125,6 +126,9 @@ func Plan(owner Owner, s v1alpha1.ServiceSpec, opts Options, minAvailable int, m
 		Paused:          opts.Paused,
 		FailurePolicy:   policy,
 		UpdatedAt:       now.UTC(),
+		MaxUnavailable:  g.MaxUnavailable,
+		Topology:        g.Topology,
+		Windows:         g.Windows,
 	}, nil
 }
 
@@ -134,7 +138,7 @@ func SamePlan(a, b zklayout.Plan) bool {
 	return a.Deploy == b.Deploy && a.DeployUID == b.DeployUID && a.Service == b.Service &&
 		a.Version == b.Version && a.PreviousVersion == b.PreviousVersion && a.MinAvailable == b.MinAvailable &&
 		a.Selector == b.Selector && slices.Equal(a.DependsOn, b.DependsOn) && a.Paused == b.Paused &&
-		a.FailurePolicy == b.FailurePolicy && ptrEqual(a.MinStaged, b.MinStaged)
+		a.FailurePolicy == b.FailurePolicy && ptrEqual(a.MinStaged, b.MinStaged) && sameGates(a, b)
 }
 
 func ptrEqual(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }

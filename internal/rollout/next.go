@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -29,6 +30,8 @@ type Local struct {
 	Current string
 	// Installed reports whether a version is installed (fetched and verified) here.
 	Installed func(version string) bool
+	// Now is the node's clock, for maintenance windows.
+	Now time.Time
 }
 
 // StepKind is what a node does next.
@@ -161,6 +164,14 @@ type Step struct {
 	// Registered says the node's registration stands as it must (this session's, on the
 	// running version): it may answer roll calls.
 	Registered bool
+	// Gate names the gate beyond the quorum a wait is for (GateWindow...), and RetryAt when
+	// to look again without a change in ZooKeeper (a maintenance window opening).
+	Gate    string
+	RetryAt time.Time
+	// Floors are availability floors the roll call keeps besides the quorum (a domain's).
+	Floors []Floor
+	// Domain is the node's failure domain, written into its staging child (StepStage).
+	Domain string
 }
 
 func wait(reason string, watches []Watch, fields ...any) Step {
@@ -392,15 +403,19 @@ func (d *decision) registered(plan *zklayout.Plan, target string, halted bool) S
 	}
 	var keep *QueueEntry
 	var others []string
+	// A child staged under another topology (the plan gained one, or the node's label
+	// changed) names the wrong domain: stage again.
+	domain := DomainOf(plan, l.Labels)
 	for i, q := range mine {
-		if keep == nil && q.Loaded && q.Bad == nil && q.Owner == l.Session && q.Staged.Version == target && q.Staged.State == zklayout.StagedReady {
+		if keep == nil && q.Loaded && q.Bad == nil && q.Owner == l.Session && q.Staged.Version == target && q.Staged.State == zklayout.StagedReady &&
+			q.Staged.Domain == domain {
 			keep = &mine[i]
 			continue
 		}
 		others = append(others, q.Child)
 	}
 	if keep == nil {
-		return Step{Kind: StepStage, Version: target, Remove: others, Prewarm: target}
+		return Step{Kind: StepStage, Version: target, Remove: others, Prewarm: target, Domain: domain}
 	}
 	if len(others) > 0 {
 		return Step{Kind: StepLeave, Reason: "staged twice", Remove: others, Prewarm: target}
@@ -461,13 +476,17 @@ walk:
 				Watch: []Watch{planWatch, queueWatch, currentWatch}, Prewarm: target, Skipped: skipped, Fields: []any{"staged", have, "required", need}}
 		}
 	}
+	if w, at := Window(plan, l.Now); w != "" {
+		// Checked before the quorum: outside a window nothing else matters.
+		return Step{Kind: StepWait, Reason: w, Gate: GateWindow, RetryAt: at, Watch: []Watch{planWatch}, Prewarm: target, Skipped: skipped}
+	}
 	if !MayStop(len(online), plan.MinAvailable) {
 		return Step{Kind: StepWait, Reason: "quorum does not allow another node down", Watch: []Watch{planWatch, currentWatch}, Prewarm: target,
 			Skipped: skipped, Fields: []any{"online", len(online), "minAvailable", plan.MinAvailable}}
 	}
 	admit := []Admitted{{Node: l.Node, Child: keep.Child, ChildVersion: keep.Version}}
 	room := len(online) - 1 - plan.MinAvailable
-	if room > 0 || idx > 0 {
+	if room > 0 || idx > 0 || plan.Topology != nil {
 		// Nodes ahead may still be in flight, and the nodes queued right behind may go in the
 		// same decision: read them (a plain read holds the nearest predecessor only), and
 		// before the registrations, as the protocol reads. Read after them, a node back from
@@ -479,11 +498,41 @@ walk:
 				Reason: "batch admission: read the nodes in flight ahead of the first waiter and those queued behind it before the registrations"}
 		}
 	}
-	if flying := inFlight(s, idx, online); room > 0 || flying > 0 {
+	flights := inFlight(s, idx, online)
+	g := Gates(GateInput{Plan: plan, Now: l.Now, Domain: domain, InFlight: flights, Queued: queued(s, idx, target), Online: domains(d.s.Current, plan, online)})
+	if g.Wait != "" {
+		if g.Requeue {
+			return Step{Kind: StepLeave, Reason: g.Wait + ": requeueing behind its nodes", Gate: g.Gate, Remove: []string{keep.Child}, Prewarm: target}
+		}
+		return Step{Kind: StepWait, Reason: g.Wait, Gate: g.Gate, RetryAt: g.RetryAt, Watch: []Watch{planWatch, queueWatch, currentWatch},
+			Prewarm: target, Skipped: skipped, Fields: []any{"inFlight", len(flights)}}
+	}
+	var floors []Floor
+	if g.Floor != nil {
+		floors = []Floor{*g.Floor}
+	}
+	admit[0].Domain = domain
+	if flying := len(flights); room > 0 || flying > 0 {
 		// The quorum allows more than this node down, or will once the nodes in flight are
 		// back.
 		ready := behind(s, idx, target, online, MaxAdmit-1)
+		if plan.Topology != nil {
+			// A batch stays in the first waiter's domain.
+			for i, a := range ready {
+				if a.Domain != domain {
+					ready = ready[:i]
+					break
+				}
+			}
+		}
+		if g.Others >= 0 {
+			ready = ready[:min(g.Others, len(ready))]
+		}
 		admit = append(admit, ready[:min(room, len(ready))]...)
+		allowed := room + 1 + flying
+		if g.Allowed >= 0 {
+			allowed = min(allowed, g.Allowed)
+		}
 		// Every decision costs every node a few requests (its roll call), so admitting nodes
 		// one by one as they come back would make a rollout cost O(N) decisions and each node
 		// O(N) requests. While nodes are in flight, wait until at least half of what the
@@ -491,7 +540,7 @@ walk:
 		// 2N/P decisions (P nodes allowed down), whatever the fleet's size. Admitting fewer is
 		// always safe; this only spaces decisions out, and the first of the nodes in flight to
 		// return or vanish wakes the waiter again.
-		want := min((room+1+flying+1)/2, MaxAdmit, 1+len(ready))
+		want := min((allowed+1)/2, MaxAdmit, 1+len(ready))
 		if len(admit) < want {
 			return Step{Kind: StepWait, Reason: "batch admission: waiting for nodes in flight to return",
 				Watch: []Watch{planWatch, queueWatch, currentWatch}, Prewarm: target, Skipped: skipped,
@@ -499,23 +548,49 @@ walk:
 		}
 	}
 	return Step{Kind: StepDecide, Version: target, PlanVersion: plan.Version, Child: keep.Child, ChildVersion: keep.Version,
-		FailuresVersion: s.FailuresStat.Version, Online: len(online), Prewarm: target, Skipped: skipped, Admit: admit}
+		FailuresVersion: s.FailuresStat.Version, Online: len(online), Prewarm: target, Skipped: skipped, Admit: admit, Floors: floors}
 }
 
 // inFlight counts the nodes admitted ahead of the first waiter (at idx) that are not back
 // online: upgrading children form a prefix of the queue, a node that returns registers and
 // leaves the queue in one transaction, and one that dies takes its ephemeral child with its
 // session.
-func inFlight(s *Snapshot, idx int, online map[string]string) int {
-	n := 0
+func inFlight(s *Snapshot, idx int, online map[string]string) []Flight {
+	var out []Flight
 	for _, q := range s.Queue[:idx] {
 		if q.Loaded && !q.Gone && q.Bad == nil && q.Owner != 0 && q.Staged.State == zklayout.StagedUpgrading {
 			if _, back := online[q.Node]; !back {
-				n++
+				out = append(out, Flight{Node: q.Node, Domain: q.Staged.Domain})
 			}
 		}
 	}
-	return n
+	return out
+}
+
+// queued returns the ready nodes queued for target behind the first waiter (at idx), among the
+// entries read: the domain order looks for earlier domains among them.
+func queued(s *Snapshot, idx int, target string) []Flight {
+	var out []Flight
+	for _, q := range s.Queue[idx+1:] {
+		if q.Loaded && !q.Gone && q.Bad == nil && q.Owner != 0 && q.Staged.State == zklayout.StagedReady && q.Staged.Version == target {
+			out = append(out, Flight{Node: q.Node, Domain: q.Staged.Domain})
+		}
+	}
+	return out
+}
+
+// domains maps each online node to its failure domain (nil without a topology).
+func domains(current []Registration, plan *zklayout.Plan, online map[string]string) map[string]string {
+	if plan.Topology == nil {
+		return nil
+	}
+	out := make(map[string]string, len(online))
+	for _, r := range current {
+		if _, ok := online[r.Node]; ok {
+			out[r.Node] = DomainOf(plan, r.Labels)
+		}
+	}
+	return out
 }
 
 // behind returns up to room nodes queued right behind the first waiter (at idx) that may be
@@ -539,7 +614,7 @@ func behind(s *Snapshot, idx int, target string, online map[string]string, room 
 			break
 		}
 		seen[q.Node] = true
-		out = append(out, Admitted{Node: q.Node, Child: q.Child, ChildVersion: q.Version})
+		out = append(out, Admitted{Node: q.Node, Child: q.Child, ChildVersion: q.Version, Domain: q.Staged.Domain})
 	}
 	return out
 }

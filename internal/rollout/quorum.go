@@ -27,6 +27,8 @@ type Admitted struct {
 	Node         string
 	Child        string
 	ChildVersion int32
+	// Domain is the node's failure domain (from its staging child), kept in its mark.
+	Domain string
 }
 
 // Admissible returns how many nodes of batch (the decider first) may stop together: the
@@ -112,7 +114,7 @@ type Mark struct {
 func Marks(decider, version string, admit []Admitted, round int32, now time.Time) ([]Mark, error) {
 	out := make([]Mark, 0, len(admit))
 	for i, a := range admit {
-		mark := &zklayout.Staged{Node: a.Node, Version: version, State: zklayout.StagedUpgrading, Since: now, RollCall: round}
+		mark := &zklayout.Staged{Node: a.Node, Version: version, State: zklayout.StagedUpgrading, Since: now, RollCall: round, Domain: a.Domain}
 		if i > 0 {
 			mark.AdmittedBy = decider
 		}

@@ -131,12 +131,15 @@ func (k *worker) settle(err error) {
 func (k *worker) local() rollout.Local {
 	p := k.proc()
 	return rollout.Local{Node: k.mc.name, Labels: k.mc.labels, Session: int64(k.sess()), Running: p.running, Version: p.version,
-		Checked: k.checked, Current: p.current, Installed: func(v string) bool { return p.inst[v] }}
+		Checked: k.checked, Current: p.current, Installed: func(v string) bool { return p.inst[v] }, Now: k.w.now()}
 }
 
 func (k *worker) lie(s *rollout.Snapshot) {
 	if k.w.cfg.Mutate == MutateMinAvailable && s.Plan != nil {
 		s.Plan.MinAvailable = 0
+	}
+	if k.w.cfg.Mutate == MutateIgnoreGates && s.Plan != nil {
+		s.Plan.MaxUnavailable, s.Plan.Topology = 0, nil
 	}
 	if k.w.cfg.Mutate == MutateIgnoreQueue {
 		own := s.Deploy[:0:0]
@@ -302,7 +305,7 @@ func (k *worker) execute(snap *rollout.Snapshot, st rollout.Step) error {
 		if err := k.leave(st.Remove); err != nil {
 			return err
 		}
-		data, err := zklayout.Encode(&zklayout.Staged{Node: k.mc.name, Version: st.Version, State: zklayout.StagedReady, Since: w.now()})
+		data, err := zklayout.Encode(&zklayout.Staged{Node: k.mc.name, Version: st.Version, State: zklayout.StagedReady, Since: w.now(), Domain: st.Domain})
 		if err != nil {
 			return err
 		}
@@ -501,7 +504,7 @@ func (k *worker) countRollCall() error {
 			}
 		}
 	}
-	n := rollout.Admissible(rc.st.Admit, ans, rc.plan.MinAvailable)
+	n := rollout.AdmissibleFloors(rc.st.Admit, ans, rc.plan.MinAvailable, rc.st.Floors)
 	if w.cfg.Mutate == MutateAdmitAll && n > 0 {
 		n = len(rc.st.Admit)
 	}
@@ -532,7 +535,7 @@ func answers(children []string, round int32, registered map[string]string, self 
 func (k *worker) rollCallTimeout() {
 	rc := k.rc
 	k.rc = nil
-	if n := rollout.Admissible(rc.st.Admit, rc.answered, rc.plan.MinAvailable); n > 0 {
+	if n := rollout.AdmissibleFloors(rc.st.Admit, rc.answered, rc.plan.MinAvailable, rc.st.Floors); n > 0 {
 		// The wait passed with enough answers for part of the batch: that part goes.
 		k.w.count("roll call admitted part of the batch")
 		if err := k.decide(rc, rc.st.Admit[:n], len(rc.answered)); err != nil {

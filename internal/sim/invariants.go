@@ -15,7 +15,8 @@ func (w *world) checkStop(k *worker, rc *rollCall, st rollout.Step) {
 	// registered. A machine that went down (crash, session end) after the roll call's round
 	// began still counts: a failure concurrent with the decision is the window the design
 	// accepts (docs/design.md, the quorum argument, 5).
-	serving := 0
+	serving, servingDomain := 0, 0
+	domain := rollout.DomainOf(&s.plan, k.mc.labels)
 	var down []string
 	for _, mc := range w.machines {
 		if mc == k.mc {
@@ -24,10 +25,11 @@ func (w *world) checkStop(k *worker, rc *rollCall, st rollout.Step) {
 		p := mc.procs[s.idx]
 		reg, _ := w.registered(s, mc)
 		switch {
-		case p.running && p.healthy && reg:
+		case p.running && p.healthy && reg, p.lastFault > rc.startTick:
 			serving++
-		case p.lastFault > rc.startTick:
-			serving++
+			if rollout.DomainOf(&s.plan, mc.labels) == domain {
+				servingDomain++
+			}
 		default:
 			down = append(down, mc.name)
 		}
@@ -36,6 +38,15 @@ func (w *world) checkStop(k *worker, rc *rollCall, st rollout.Step) {
 		w.fail("invariant 1 (quorum): %s stops %s for %s with %d other machines serving, minAvailable %d (not serving: %v)",
 			k.mc.name, s.name, st.Version, serving, s.min, down)
 	}
+	if m := s.plan.Topology.MinAvailableIn(domain); servingDomain < m {
+		w.fail("invariant 4 (domain quorum): %s stops %s for %s with %d other machines of %s serving, minAvailablePerDomain %d",
+			k.mc.name, s.name, st.Version, servingDomain, domain, m)
+	}
+	// (4) The gates beyond the quorum, by ground truth: the other machines whose agent is
+	// upgrading the service (stopped it for an upgrade, not started it yet) in a live session.
+	// An upgrade whose session ended is a failure, like a crash: its mark went with the
+	// session and nobody counts it (docs/design.md, gates).
+	w.checkGates(k, st)
 	// (2) Dependency order: every service s depends on completed first.
 	if d := w.depIncomplete(s); d != "" {
 		w.fail("invariant 2 (order): %s stops %s before %s's rollout completed", k.mc.name, s.name, d)
@@ -186,4 +197,42 @@ func (w *world) converged() string {
 		}
 	}
 	return ""
+}
+
+// checkGates checks maxUnavailable and the topology's rules at k's voluntary stop.
+func (w *world) checkGates(k *worker, st rollout.Step) {
+	s := k.svc
+	plan := s.plan
+	if plan.MaxUnavailable == 0 && plan.Topology == nil {
+		return
+	}
+	var upgrading []*machine
+	for _, mc := range w.machines {
+		if mc == k.mc || !mc.agentUp || !w.m.Alive(mc.session) {
+			continue
+		}
+		if o := mc.workers[s.idx]; o != nil && o.up != nil {
+			upgrading = append(upgrading, mc)
+		}
+	}
+	if plan.MaxUnavailable > 0 && len(upgrading)+1 > plan.MaxUnavailable {
+		w.fail("invariant 4 (maxUnavailable): %s stops %s for %s while %d other node(s) upgrade it, maxUnavailable %d",
+			k.mc.name, s.name, st.Version, len(upgrading), plan.MaxUnavailable)
+	}
+	t := plan.Topology
+	if t == nil {
+		return
+	}
+	mine := k.mc.labels[t.Key]
+	n := 0
+	for _, mc := range upgrading {
+		if d := mc.labels[t.Key]; d != mine {
+			w.fail("invariant 4 (domains): %s (%s) stops %s while %s (%s) upgrades it: two domains at once", k.mc.name, mine, s.name, mc.name, d)
+		}
+		n++
+	}
+	if n+1 > t.MaxUnavailablePerDomain {
+		w.fail("invariant 4 (domains): %s stops %s with %d other node(s) of %s upgrading, maxUnavailablePerDomain %d",
+			k.mc.name, s.name, n, mine, t.MaxUnavailablePerDomain)
+	}
 }

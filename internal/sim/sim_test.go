@@ -3,6 +3,7 @@ package sim
 import (
 	"flag"
 	"fmt"
+	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -134,7 +135,7 @@ func TestDeterministic(t *testing.T) {
 // TestMutationFound proves the invariants bite: an agent that lies to Next about minAvailable,
 // skips the roll call (counting the registrations of crashed machines), drops the check of
 // the failures' version from its decision, ignores the deploy queue's order or admits a whole
-// batch whatever the roll call's answers leave must be caught within the first few hundred seeds,
+// batch whatever the roll call's answers leave, or ignores maxUnavailable and the topology must be caught within the first few hundred seeds,
 // by the invariant the rule protects.
 func TestMutationFound(t *testing.T) {
 	for _, c := range []struct {
@@ -149,13 +150,15 @@ func TestMutationFound(t *testing.T) {
 		{MutateIgnoreQueue, "invariant 2", 0, 500},
 		// A batch too large for the answers matters only when a registered machine is dead at
 		// the decision: it takes more faults than most seeds draw.
-		{MutateAdmitAll, "invariant 1", 8, 2000},
+		// A domain's quorum is a quorum too.
+		{MutateAdmitAll, `invariant 1|invariant 4 \(domain quorum\)`, 8, 2000},
+		{MutateIgnoreGates, "invariant 4", 0, 500},
 	} {
 		failed, _ := runSeeds(1, c.seeds, Config{Mutate: c.m, Faults: c.faults})
 		if failed == nil {
 			t.Fatalf("mutation %d: no seed of %d violated an invariant", c.m, c.seeds)
 		}
-		if !strings.Contains(failed.Err.Error(), c.want) {
+		if !regexp.MustCompile(c.want).MatchString(failed.Err.Error()) {
 			t.Fatalf("mutation %d: seed %d failed, but not on %s: %v", c.m, failed.Seed, c.want, failed.Err)
 		}
 		t.Logf("mutation %d caught by seed %d: %v", c.m, failed.Seed, failed.Err)

@@ -35,6 +35,9 @@ const (
 	// MutateAdmitAll makes a decider admit its whole batch whatever the roll call's answers
 	// leave (the batch still comes from Next, sized by the registrations).
 	MutateAdmitAll
+	// MutateIgnoreGates makes every agent tell Next that the plan has neither maxUnavailable
+	// nor a topology.
+	MutateIgnoreGates
 )
 
 // Config tunes a run; the zero value is the default.
@@ -301,6 +304,7 @@ func newWorld(seed int64, cfg Config) *world {
 		w.ok(w.ensurePath(w.obs, b), "ensure "+b)
 	}
 	var desc []string
+	g := rand.New(rand.NewSource(seed*7919 + 17))
 	for i := 0; i < ns; i++ {
 		s := &service{idx: i, name: string(rune('a' + i)), min: w.rng.Intn(nm)}
 		s.policy = zklayout.FailurePolicyPause
@@ -311,6 +315,21 @@ func newWorld(seed int64, cfg Config) *world {
 			PreviousVersion: v1, MinAvailable: s.min, FailurePolicy: s.policy, UpdatedAt: epoch}
 		if i > 0 {
 			s.plan.DependsOn = []string{w.svcs[i-1].name}
+		}
+		// The gates beyond the quorum are drawn from a generator of their own, so that the
+		// worlds of the seeds from before them stay as they were.
+		if g.Intn(2) == 0 {
+			s.plan.MaxUnavailable = 1 + g.Intn(3)
+		}
+		if g.Intn(3) == 0 {
+			t := &zklayout.Topology{Key: "rack", MaxUnavailablePerDomain: 1 + g.Intn(2)}
+			for r := 0; r < 2; r++ {
+				// rack r holds about half of the nm machines: a quorum below that.
+				if size := (nm + 1 - r) / 2; size > 1 && g.Intn(2) == 0 {
+					t.Domains = append(t.Domains, zklayout.DomainQuorum{Name: fmt.Sprintf("r%d", r), MinAvailable: g.Intn(size)})
+				}
+			}
+			s.plan.Topology = t
 		}
 		w.svcs = append(w.svcs, s)
 	}
@@ -342,7 +361,14 @@ func newWorld(seed int64, cfg Config) *world {
 				bad = append(bad, mc.name)
 			}
 		}
-		desc = append(desc, fmt.Sprintf("%s(min %d, %s, bad v2 on %v)", s.name, s.min, s.policy, bad))
+		gates := ""
+		if s.plan.MaxUnavailable > 0 {
+			gates += fmt.Sprintf(", maxUnavailable %d", s.plan.MaxUnavailable)
+		}
+		if t := s.plan.Topology; t != nil {
+			gates += fmt.Sprintf(", by rack %d at a time, rack quorums %v", t.MaxUnavailablePerDomain, t.Domains)
+		}
+		desc = append(desc, fmt.Sprintf("%s(min %d, %s%s, bad v2 on %v)", s.name, s.min, s.policy, gates, bad))
 	}
 	w.summary = fmt.Sprintf("seed %d: %d machines, services %s, fault budget %d, deploy published at t=%d", seed, nm, strings.Join(desc, " -> "), w.faults, w.publishAt)
 	w.logf("world: %s", w.summary)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // SchemaVersion is written into every payload. Readers refuse other versions rather than guess.
@@ -103,6 +105,13 @@ type Plan struct {
 	Paused        bool      `json:"paused,omitempty"`
 	FailurePolicy string    `json:"failurePolicy"`
 	UpdatedAt     time.Time `json:"updatedAt"`
+	// MaxUnavailable caps how many of the service's nodes upgrade at once, whatever the quorum
+	// allows (resolved to a count; 0: no cap).
+	MaxUnavailable int `json:"maxUnavailable,omitempty"`
+	// Topology, when set, takes the service's failure domains one at a time.
+	Topology *Topology `json:"topology,omitempty"`
+	// Windows, when set, are the only times a node may start an upgrade.
+	Windows []Window `json:"windows,omitempty"`
 }
 
 func (p *Plan) validate() error {
@@ -114,6 +123,22 @@ func (p *Plan) validate() error {
 	}
 	if p.FailurePolicy != FailurePolicyPause && p.FailurePolicy != FailurePolicyRollback {
 		return fmt.Errorf("failurePolicy %q is neither %s nor %s", clip(p.FailurePolicy), FailurePolicyPause, FailurePolicyRollback)
+	}
+	if p.MaxUnavailable < 0 {
+		return fmt.Errorf("maxUnavailable %d is negative", p.MaxUnavailable)
+	}
+	if p.Topology != nil {
+		if err := p.Topology.validate(); err != nil {
+			return err
+		}
+	}
+	if len(p.Windows) > MaxWindows {
+		return fmt.Errorf("%d windows, at most %d", len(p.Windows), MaxWindows)
+	}
+	for _, w := range p.Windows {
+		if err := w.Validate(); err != nil {
+			return err
+		}
 	}
 	if len(p.DependsOn) > MaxDependsOn {
 		return fmt.Errorf("%d dependsOn entries, at most %d", len(p.DependsOn), MaxDependsOn)
@@ -147,6 +172,9 @@ type Staged struct {
 	// AdmittedBy, on an upgrading mark, names the node whose decision admitted this one with
 	// its own (a batch); empty when the node decided for itself.
 	AdmittedBy string `json:"admittedBy,omitempty"`
+	// Domain is the node's failure domain (its value of the plan's topology key) when the plan
+	// has a topology: deciders read the domains of the nodes in flight from it.
+	Domain string `json:"domain,omitempty"`
 }
 
 // Admitter names the node that decided this upgrading mark.
@@ -164,6 +192,9 @@ func (s *Staged) validate() error {
 	var by error
 	if s.AdmittedBy != "" {
 		by = ValidNode(s.AdmittedBy)
+	}
+	if errs := validation.IsValidLabelValue(s.Domain); len(errs) > 0 {
+		return fmt.Errorf("domain %q: %s", clip(s.Domain), strings.Join(errs, "; "))
 	}
 	return firstErr(ValidNode(s.Node), ValidVersion(s.Version), nonNegative("pinnedBytes", s.PinnedBytes),
 		nonNegative("rollCall", int64(s.RollCall)), by)

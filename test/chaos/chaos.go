@@ -46,7 +46,20 @@ var (
 		"c": intstr.FromInt32(3),
 		"d": intstr.FromString("50%"),
 	}
+	// A mix of the gates beyond the quorum: b at most 2 upgrading, c zone by zone (nodes 1-4
+	// in zone-a, 5-8 in zone-b) 2 per zone, d at most a quarter at once; a has the quorum alone.
+	maxUnavailable = map[string]intstr.IntOrString{"b": intstr.FromInt32(2), "d": intstr.FromString("25%")}
+	zoneKey        = "topology.kubernetes.io/zone"
+	perZone        = map[string]int{"c": 2}
 )
+
+// zoneOf is node i's zone (1-based).
+func zoneOf(i int) string {
+	if i <= nodeCount/2 {
+		return "zone-a"
+	}
+	return "zone-b"
+}
 
 // resolvedQuorum is the node count a quorum means among n nodes (percentages rounded up, as
 // the design says).
@@ -57,6 +70,16 @@ func resolvedQuorum(q intstr.IntOrString, n int) int {
 	var p int
 	fmt.Sscanf(strings.TrimSuffix(q.StrVal, "%"), "%d", &p)
 	return (p*n + 99) / 100
+}
+
+// resolvedMaxUnavailable is maxUnavailable of n nodes: percentages round down, at least 1.
+func resolvedMaxUnavailable(q intstr.IntOrString, n int) int {
+	if q.Type == intstr.Int {
+		return q.IntValue()
+	}
+	var p int
+	fmt.Sscanf(strings.TrimSuffix(q.StrVal, "%"), "%d", &p)
+	return max(1, p*n/100)
 }
 
 // plan is what a seed draws: the run's shape and its nemesis schedule.
@@ -333,6 +356,7 @@ func (r *run) execute(ctx context.Context, rep *Report) (err error) {
 	var proxyErr error
 	cfg := harness.Config{
 		Nodes:            nodeCount,
+		NodeLabels:       func(i int) map[string]string { return map[string]string{zoneKey: zoneOf(i)} },
 		ZooKeeperServers: 3,
 		ZKSessionTimeout: sessionTimeout,
 		SkipAgents:       true,
@@ -435,13 +459,18 @@ func (r *run) execute(ctx context.Context, rep *Report) (err error) {
 		Services: services, Quorum: r.quorum, Deps: deps, Events: r.truth.Events(),
 		Windows: r.windows, Crashes: r.crashes, Steps: steps, Snaps: r.obs.Snapshots(), Rounds: r.obs.Rounds(), From: from, To: to,
 	}
+	in.MaxUnavailable, in.PerZone, in.Zone = map[string]int{}, perZone, map[string]string{}
+	for svc, mu := range maxUnavailable {
+		in.MaxUnavailable[svc] = resolvedMaxUnavailable(mu, nodeCount)
+	}
 	for _, n := range s.Nodes {
 		in.Nodes = append(in.Nodes, n.Name)
+		in.Zone[n.Name] = zoneOf(n.Index)
 	}
 	if bad := r.truth.BadLines(); len(bad) > 0 {
 		r.note("undecodable event log lines: %q", bad)
 	}
-	r.results = append([]result{checkQuorum(in), checkOrder(in, "d")}, r.results...)
+	r.results = append([]result{checkQuorum(in), checkGates(in), checkOrder(in, "d")}, r.results...)
 	if len(in.Crashes) > 0 {
 		r.results = append(r.results, checkAgentCrashes(in))
 	}
@@ -492,6 +521,12 @@ func (r *run) specs(versions map[string]string, unhealthy string) ([]rkv1alpha1.
 			harness.Mutate(func(sp *rkv1alpha1.ServiceSpec) {
 				sp.Quorum.MinAvailable = quorums[svc]
 				sp.DependsOn = deps[svc]
+				if mu, ok := maxUnavailable[svc]; ok {
+					sp.Strategy = &rkv1alpha1.StrategySpec{MaxUnavailable: &mu}
+				}
+				if per, ok := perZone[svc]; ok {
+					sp.Strategy = &rkv1alpha1.StrategySpec{Topology: &rkv1alpha1.TopologySpec{Key: zoneKey, MaxUnavailablePerDomain: int32(per)}}
+				}
 				// The ground truth: every fixture logs when it starts and stops serving.
 				sp.Run.Args = append(sp.Run.Args, "--event-log="+r.events, "--startup-delay=300ms")
 			}),

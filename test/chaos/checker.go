@@ -72,6 +72,11 @@ type checkInput struct {
 	Rounds map[string]map[int32]time.Time
 	// From and To bound what is judged: from v1 being in place to the last check.
 	From, To time.Time
+	// MaxUnavailable and PerZone are the services' gates beyond the quorum (resolved), Zone
+	// each node's zone.
+	MaxUnavailable map[string]int
+	PerZone        map[string]int
+	Zone           map[string]string
 }
 
 func (in checkInput) downAt(node string, t time.Time) string {
@@ -195,6 +200,69 @@ func checkQuorum(in checkInput) result {
 	}
 	if r.Pass {
 		r.Evidence = append(r.Evidence, fmt.Sprintf("%d voluntary stops checked (%d with a failure concurrent with the decision)", stops, excusedStops))
+	}
+	return r
+}
+
+// checkGates: at a voluntary stop, the nodes of the service still upgrading (stopped
+// voluntarily, not serving healthy again) number fewer than its maxUnavailable, and with a
+// zone topology they are all of the stopping node's zone and fewer than its per-zone limit.
+// A node the nemesis downed (machine, agent, network) during its upgrade is not counted: its
+// session may have ended, and its mark with it, so the gates count it no longer (a failure,
+// like a crash for the quorum; docs/design.md, gates).
+func checkGates(in checkInput) result {
+	r := result{Name: "gates: no voluntary stop beyond maxUnavailable, never two zones at once, at most the per-zone limit", Pass: true}
+	st := serving{}
+	upgrading := map[string]map[string]time.Time{} // svc -> node -> its voluntary stop
+	stops := 0
+	for _, ev := range sortedEvents(in.Events) {
+		wasHealthy := st.apply(ev)
+		if upgrading[ev.Service] == nil {
+			upgrading[ev.Service] = map[string]time.Time{}
+		}
+		switch {
+		case ev.Event == "serving" && ev.Healthy, ev.Event == "vanished":
+			delete(upgrading[ev.Service], ev.Node)
+			continue
+		case ev.Event != "stopped" || !wasHealthy:
+			continue
+		}
+		voluntary := ev.Time
+		mu, per := in.MaxUnavailable[ev.Service], in.PerZone[ev.Service]
+		if !ev.Time.After(in.From) || ev.Time.After(in.To) || (mu == 0 && per == 0) {
+			upgrading[ev.Service][ev.Node] = voluntary
+			continue
+		}
+		stops++
+		var others, otherZone []string
+		for n, since := range upgrading[ev.Service] {
+			if n == ev.Node || in.downAt(n, since) != "" {
+				continue
+			}
+			if _, downed := in.downedAfter(n, since, ev.Time); downed {
+				continue
+			}
+			others = append(others, n)
+			if in.Zone[n] != in.Zone[ev.Node] {
+				otherZone = append(otherZone, n)
+			}
+		}
+		sort.Strings(others)
+		switch {
+		case mu > 0 && len(others)+1 > mu:
+			r.Pass = false
+			r.Evidence = append(r.Evidence, fmt.Sprintf("%s: %d other node(s) upgrading %v, maxUnavailable %d", ev, len(others), others, mu))
+		case per > 0 && len(otherZone) > 0:
+			r.Pass = false
+			r.Evidence = append(r.Evidence, fmt.Sprintf("%s (%s): nodes of another zone upgrading %v", ev, in.Zone[ev.Node], otherZone))
+		case per > 0 && len(others)+1 > per:
+			r.Pass = false
+			r.Evidence = append(r.Evidence, fmt.Sprintf("%s: %d other node(s) of %s upgrading %v, per-zone limit %d", ev, len(others), in.Zone[ev.Node], others, per))
+		}
+		upgrading[ev.Service][ev.Node] = voluntary
+	}
+	if r.Pass {
+		r.Evidence = append(r.Evidence, fmt.Sprintf("%d voluntary stops of gated services checked", stops))
 	}
 	return r
 }

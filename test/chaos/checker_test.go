@@ -261,3 +261,47 @@ func TestExpectedAfterHalt(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckGates(t *testing.T) {
+	t0 := time.Now()
+	nodes := []string{"n1", "n2", "n3", "n4"}
+	var evs []fixtureEvent
+	for i, n := range nodes {
+		evs = append(evs, ev(t0, 0, n, "x", "serving", 100+i))
+	}
+	in := checkInput{Nodes: nodes, From: t0, To: t0.Add(time.Hour), MaxUnavailable: map[string]int{"x": 2},
+		Zone: map[string]string{"n1": "a", "n2": "a", "n3": "b", "n4": "b"}}
+
+	// Two upgrading at once, then a third after one came back: fine.
+	in.Events = append(evs, ev(t0, 10, "n1", "x", "stopped", 100), ev(t0, 20, "n2", "x", "stopped", 101),
+		ev(t0, 30, "n1", "x", "serving", 200), ev(t0, 40, "n3", "x", "stopped", 102))
+	if r := checkGates(in); !r.Pass {
+		t.Fatalf("clean history judged bad: %s", r)
+	}
+	// A third while two are still upgrading: caught.
+	in.Events = append(evs, ev(t0, 10, "n1", "x", "stopped", 100), ev(t0, 20, "n2", "x", "stopped", 101), ev(t0, 40, "n3", "x", "stopped", 102))
+	if r := checkGates(in); r.Pass || !strings.Contains(r.String(), "maxUnavailable 2") {
+		t.Fatalf("three upgrading not caught: %s", r)
+	}
+	// ...unless the nemesis took one of them down meanwhile (its session, and mark, may be gone).
+	in.Windows = []window{{Node: "n1", Fault: "kill-agent", From: t0.Add(15 * time.Millisecond)}}
+	if r := checkGates(in); !r.Pass {
+		t.Fatalf("a nemesis-downed upgrade counted: %s", r)
+	}
+
+	// Zones: n3 (b) stops while n1 (a) upgrades: caught; n2 (a) with n1: fine up to 2.
+	in = checkInput{Nodes: nodes, From: t0, To: t0.Add(time.Hour), PerZone: map[string]int{"x": 2}, Zone: in.Zone}
+	in.Events = append(evs, ev(t0, 10, "n1", "x", "stopped", 100), ev(t0, 20, "n2", "x", "stopped", 101))
+	if r := checkGates(in); !r.Pass {
+		t.Fatalf("two of one zone judged bad: %s", r)
+	}
+	in.Events = append(evs, ev(t0, 10, "n1", "x", "stopped", 100), ev(t0, 20, "n3", "x", "stopped", 102))
+	if r := checkGates(in); r.Pass || !strings.Contains(r.String(), "another zone") {
+		t.Fatalf("two zones at once not caught: %s", r)
+	}
+	in.PerZone["x"] = 1
+	in.Events = append(evs, ev(t0, 10, "n1", "x", "stopped", 100), ev(t0, 20, "n2", "x", "stopped", 101))
+	if r := checkGates(in); r.Pass || !strings.Contains(r.String(), "per-zone limit 1") {
+		t.Fatalf("two of one zone over its limit not caught: %s", r)
+	}
+}

@@ -80,6 +80,7 @@ const sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 // validDeploy is a RollingDeploy that uses every field with a constraint.
 func validDeploy() *v1alpha1.RollingDeploy {
 	minStaged := intstr.FromInt32(1)
+	maxUnavailable, perDomain := intstr.FromString("50%"), intstr.FromInt32(1)
 	return &v1alpha1.RollingDeploy{
 		ObjectMeta: metav1.ObjectMeta{Name: "shop"},
 		Spec: v1alpha1.RollingDeploySpec{
@@ -106,6 +107,13 @@ func validDeploy() *v1alpha1.RollingDeploy {
 					RunAsGroup:             id(65534),
 				},
 				Distribution: &v1alpha1.DistributionSpec{MinStaged: &minStaged},
+				Strategy: &v1alpha1.StrategySpec{
+					MaxUnavailable: &maxUnavailable,
+					Topology:       &v1alpha1.TopologySpec{Key: "topology.kubernetes.io/zone", MaxUnavailablePerDomain: 1, MinAvailablePerDomain: &perDomain},
+					MaintenanceWindows: []v1alpha1.MaintenanceWindow{
+						{Days: []v1alpha1.Weekday{"Mon", "Tue"}, Start: "02:00", End: "05:00", TimeZone: "Europe/Paris"},
+					},
+				},
 				HealthCheck: &v1alpha1.HealthCheckSpec{
 					HTTPGet:          &v1alpha1.HTTPGetCheck{Host: "127.0.0.1", Path: "/healthz", Port: 8080, Scheme: "HTTPS"},
 					TimeoutSeconds:   2,
@@ -152,8 +160,12 @@ func payloadsOf(t *testing.T, rd *v1alpha1.RollingDeploy) map[kind][]byte {
 		v := int(d.MinStaged.IntVal)
 		minStaged = &v
 	}
+	gates, err := plan.ResolveGates(plan.Strategy(rd.Spec, s), []map[string]string{{"zone": "a"}, {"zone": "b"}})
+	if err != nil {
+		t.Fatalf("gates: %v", err)
+	}
 	p, err := plan.Plan(plan.Owner{Name: rd.Name, UID: "0b5e6c9c-5b8f-4f6a-9a57-3d8f2c1e0a11", Generation: 1}, s,
-		plan.Options{FailurePolicy: rd.Spec.FailurePolicy}, minAvailable, minStaged, "v0", time.Unix(1, 0))
+		plan.Options{FailurePolicy: rd.Spec.FailurePolicy}, minAvailable, minStaged, gates, "v0", time.Unix(1, 0))
 	if err != nil {
 		t.Fatalf("plan: %v", err)
 	}
@@ -387,6 +399,39 @@ func constraints(t *testing.T) []constraint {
 		// s pointed into the array the appends replaced.
 		rd.Spec.Services[0].DependsOn = deps
 	})
+
+	// Gates beyond the quorum.
+	specJSON("maxUnavailable at least 1", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		v := intstr.FromInt32(0)
+		s.Strategy.MaxUnavailable = &v
+	}, func(m map[string]any) { m["maxUnavailable"] = -1 })
+	specJSON("maxUnavailablePerDomain at least 1", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.Topology.MaxUnavailablePerDomain = -1
+	}, func(m map[string]any) { obj(m, "topology")["maxUnavailablePerDomain"] = 0 })
+	spec("window start is HH:MM", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.MaintenanceWindows[0].Start = "25:00"
+	})
+	spec("window end is HH:MM", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.MaintenanceWindows[0].End = "5:00"
+	})
+	spec("window day enum", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.MaintenanceWindows[0].Days = []v1alpha1.Weekday{"Funday"}
+	})
+	spec("window time zone name", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.MaintenanceWindows[0].TimeZone = "Europe/../etc"
+	})
+	spec("at most 16 windows", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		for range 16 {
+			s.Strategy.MaintenanceWindows = append(s.Strategy.MaintenanceWindows, s.Strategy.MaintenanceWindows[0])
+		}
+	})
+	// The zone database is the operator's and the agents', not the API server's.
+	spec("window time zone exists", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.MaintenanceWindows[0].TimeZone = "Mars/Olympus_Mons"
+	})
+	cs[len(cs)-1].operator = true
+	spec("topology key is a label key", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) { s.Strategy.Topology.Key = "bad key" })
+	cs[len(cs)-1].operator = true
 	spec("dependsOn names services", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) { s.DependsOn = []string{"Not_A_Service"} })
 
 	// Selectors. CEL over metav1.LabelSelector's unbounded maps exceeds the API server's cost

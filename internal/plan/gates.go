@@ -1,0 +1,153 @@
+package plan
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/zklayout"
+)
+
+// Gates are a service's gates beyond the quorum, resolved for its plan.
+type Gates struct {
+	MaxUnavailable int
+	Topology       *zklayout.Topology
+	Windows        []zklayout.Window
+}
+
+// Strategy is the service's strategy: the RollingDeploy's, with each field the service sets
+// in its place.
+func Strategy(spec v1alpha1.RollingDeploySpec, s v1alpha1.ServiceSpec) v1alpha1.StrategySpec {
+	var out v1alpha1.StrategySpec
+	if spec.Strategy != nil {
+		out = *spec.Strategy
+	}
+	if o := s.Strategy; o != nil {
+		if o.MaxUnavailable != nil {
+			out.MaxUnavailable = o.MaxUnavailable
+		}
+		if o.Topology != nil {
+			out.Topology = o.Topology
+		}
+		if o.MaintenanceWindows != nil {
+			out.MaintenanceWindows = o.MaintenanceWindows
+		}
+	}
+	return out
+}
+
+// validateStrategy checks what the schema cannot: the topology key's syntax, the windows' time
+// zones (the API server does not know the zone database).
+func validateStrategy(field string, st *v1alpha1.StrategySpec) []string {
+	if st == nil {
+		return nil
+	}
+	var problems []string
+	if st.MaxUnavailable != nil {
+		if _, err := gateValue("maxUnavailable", *st.MaxUnavailable, 1); err != nil {
+			problems = append(problems, fmt.Sprintf("%s.%v", field, err))
+		}
+	}
+	if t := st.Topology; t != nil {
+		if errs := validation.IsQualifiedName(t.Key); len(errs) > 0 {
+			problems = append(problems, fmt.Sprintf("%s.topology.key %q is not a label key: %s", field, t.Key, strings.Join(errs, "; ")))
+		}
+		if t.MinAvailablePerDomain != nil {
+			if _, err := gateValue("topology.minAvailablePerDomain", *t.MinAvailablePerDomain, 0); err != nil {
+				problems = append(problems, fmt.Sprintf("%s.%v", field, err))
+			}
+		}
+	}
+	if len(st.MaintenanceWindows) > zklayout.MaxWindows {
+		problems = append(problems, fmt.Sprintf("%s.maintenanceWindows: %d windows, at most %d", field, len(st.MaintenanceWindows), zklayout.MaxWindows))
+	}
+	for i, w := range st.MaintenanceWindows {
+		if err := window(w).Validate(); err != nil {
+			problems = append(problems, fmt.Sprintf("%s.maintenanceWindows[%d]: %v", field, i, err))
+		}
+	}
+	return problems
+}
+
+// gateValue is an int-or-percent of at least lo (a percentage: 0..100).
+func gateValue(field string, v intstr.IntOrString, lo int) (int, error) {
+	if v.Type == intstr.Int {
+		if int(v.IntVal) < lo {
+			return 0, fmt.Errorf("%s %d is less than %d", field, v.IntVal, lo)
+		}
+		return int(v.IntVal), nil
+	}
+	var pct int
+	if _, err := fmt.Sscanf(v.StrVal, "%d%%", &pct); err != nil || fmt.Sprintf("%d%%", pct) != v.StrVal || pct < lo || pct > 100 {
+		return 0, fmt.Errorf("%s %q is neither an integer nor a percentage between %d%% and 100%%", field, v.StrVal, lo)
+	}
+	return pct, nil
+}
+
+func window(w v1alpha1.MaintenanceWindow) zklayout.Window {
+	tz := w.TimeZone
+	if tz == "" {
+		tz = "UTC"
+	}
+	out := zklayout.Window{Start: w.Start, End: w.End, TimeZone: tz}
+	for _, d := range w.Days {
+		out.Days = append(out.Days, string(d))
+	}
+	return out
+}
+
+// ResolveGates resolves a service's strategy against its selected nodes: nodeLabels are the
+// labels of each selected Node. maxUnavailable percentages round down (at least 1), per-domain
+// quorums up, like minAvailable.
+func ResolveGates(st v1alpha1.StrategySpec, nodeLabels []map[string]string) (Gates, error) {
+	var g Gates
+	if st.MaxUnavailable != nil {
+		v, err := gateValue("maxUnavailable", *st.MaxUnavailable, 1)
+		if err != nil {
+			return g, err
+		}
+		if st.MaxUnavailable.Type == intstr.String {
+			v = max(1, v*len(nodeLabels)/100)
+		}
+		g.MaxUnavailable = v
+	}
+	if t := st.Topology; t != nil {
+		per := int(t.MaxUnavailablePerDomain)
+		if per < 1 {
+			per = 1 // the schema's default, for objects built in Go
+		}
+		g.Topology = &zklayout.Topology{Key: t.Key, MaxUnavailablePerDomain: per}
+		if t.MinAvailablePerDomain != nil {
+			size := map[string]int{}
+			for _, l := range nodeLabels {
+				size[l[t.Key]]++
+			}
+			if len(size) > zklayout.MaxDomains {
+				return g, fmt.Errorf("topology.key %s has %d values among the selected nodes, at most %d domains", t.Key, len(size), zklayout.MaxDomains)
+			}
+			for d, n := range size {
+				m, err := ResolveQuorum(*t.MinAvailablePerDomain, n)
+				if err != nil {
+					return g, fmt.Errorf("topology.minAvailablePerDomain in domain %q: %w", d, err)
+				}
+				g.Topology.Domains = append(g.Topology.Domains, zklayout.DomainQuorum{Name: d, MinAvailable: m})
+			}
+			sort.Slice(g.Topology.Domains, func(i, j int) bool { return g.Topology.Domains[i].Name < g.Topology.Domains[j].Name })
+		}
+	}
+	for _, w := range st.MaintenanceWindows {
+		g.Windows = append(g.Windows, window(w))
+	}
+	return g, nil
+}
+
+// sameGates reports whether two plans carry the same gates.
+func sameGates(a, b zklayout.Plan) bool {
+	return a.MaxUnavailable == b.MaxUnavailable && reflect.DeepEqual(a.Topology, b.Topology) &&
+		(len(a.Windows) == 0 && len(b.Windows) == 0 || reflect.DeepEqual(a.Windows, b.Windows))
+}
