@@ -395,6 +395,25 @@ func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 	return err
 }
 
+// hold keeps health-checking the version just started for d (health.Hold).
+func (w *worker) hold(ctx context.Context, rel *zklayout.Release, d time.Duration) error {
+	cfg := w.a.cfg
+	_, _, env := w.runEnv(rel)
+	restarts := cfg.Backend.Status(w.svc).Restarts
+	err := health.Hold(ctx, rel.HealthCheck, cfg.Address, env, func() error {
+		s := cfg.Backend.Status(w.svc)
+		if !s.Running || s.Restarts > restarts {
+			return fmt.Errorf("process exited: %s", s.LastExit)
+		}
+		return nil
+	}, d)
+	if err != nil && ctx.Err() == nil {
+		w.checked = ""
+		cfg.Metrics.healthCheckFailed(w.svc)
+	}
+	return err
+}
+
 // checkAdopted health-checks a running process this worker did not start (see checked).
 // Unhealthy, it is not registered and the failure is recorded.
 //
@@ -553,7 +572,7 @@ func (w *worker) decide(ctx context.Context, st rollout.Step, admit []rollout.Ad
 // upgrade stops the old version, switches, starts the new one and checks it. On success the
 // node re-registers on the new version and leaves the queue; on failure it rolls back, records
 // the failure (halting the rollout), re-registers on the old version and leaves the queue.
-func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from, child string) error {
+func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from, child string, hold time.Duration) error {
 	cfg := w.a.cfg
 	to := rel.Version
 	w.log.Info("upgrading: stopping service", "from", from, "to", to)
@@ -568,8 +587,16 @@ func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from,
 		return fmt.Errorf("upgrade %s %s->%s: %w", w.svc, from, to, err)
 	}
 	herr := w.runAndCheck(root, rel)
+	downtime := time.Since(stopped)
+	if herr == nil && hold > 0 {
+		// The plan's minimum healthy time: the node stays unregistered, its mark standing (in
+		// flight for the gates, offline for the quorum), until the new version has stayed
+		// healthy this long.
+		w.log.Info("healthy; holding before counting as upgraded", "version", to, "minHealthyTime", hold)
+		herr = w.hold(root, rel, hold)
+	}
 	if herr == nil {
-		cfg.Metrics.upgraded(w.svc, ResultSuccess, time.Since(stopped))
+		cfg.Metrics.upgraded(w.svc, ResultSuccess, downtime)
 		if err := w.finish(root, child, to); err != nil {
 			return err
 		}

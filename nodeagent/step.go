@@ -410,7 +410,7 @@ func (w *worker) decideAndUpgrade(root, ctx context.Context, snap *rollout.Snaps
 		return err
 	}
 	w.a.cfg.Metrics.admittedOthers(w.svc, admitted-1)
-	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child)
+	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child, st.MinHealthy)
 }
 
 // upgradeAdmitted upgrades a node another node's decision admitted. The decision checked the
@@ -435,7 +435,7 @@ func (w *worker) upgradeAdmitted(root, ctx context.Context, st rollout.Step) err
 		return fmt.Errorf("confirm admission of %s to %s: %w", w.svc, st.Version, err)
 	}
 	w.log.Info("admitted to upgrade", "reason", st.Reason, "round", st.Round, "version", st.Version)
-	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child)
+	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child, st.MinHealthy)
 }
 
 // complete removes the service's deploy entries once its rollout is complete

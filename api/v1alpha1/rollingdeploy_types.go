@@ -70,6 +70,14 @@ type StrategySpec struct {
 	// +optional
 	Topology *TopologySpec `json:"topology,omitempty"`
 
+	// MinHealthyTime is how long an upgraded node must stay healthy (its process running, its
+	// health check passing) before it counts as upgraded and the next node may go: until then
+	// it counts as down for the quorum and as upgrading for maxUnavailable, and a failure is a
+	// failed health check. At most 24h.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="minHealthyTime must be a duration between 0s and 24h"
+	// +optional
+	MinHealthyTime *metav1.Duration `json:"minHealthyTime,omitempty"`
+
 	// MaintenanceWindows, when set, are the only times a node may start an upgrade; an
 	// upgrade under way when a window closes finishes.
 	// +kubebuilder:validation:MaxItems=16

@@ -511,6 +511,11 @@ func (in *StrategySpec) DeepCopyInto(out *StrategySpec) {
 		*out = new(TopologySpec)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.MinHealthyTime != nil {
+		in, out := &in.MinHealthyTime, &out.MinHealthyTime
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	if in.MaintenanceWindows != nil {
 		in, out := &in.MaintenanceWindows, &out.MaintenanceWindows
 		*out = make([]MaintenanceWindow, len(*in))

@@ -28,6 +28,9 @@ func strategyLine(st v1alpha1.StrategySpec) string {
 		}
 		parts = append(parts, p)
 	}
+	if st.MinHealthyTime != nil {
+		parts = append(parts, "minHealthyTime "+st.MinHealthyTime.Duration.String())
+	}
 	for _, mw := range st.MaintenanceWindows {
 		days := "daily"
 		if len(mw.Days) > 0 {

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -15,9 +16,10 @@ import (
 
 // Gates are a service's gates beyond the quorum, resolved for its plan.
 type Gates struct {
-	MaxUnavailable int
-	Topology       *zklayout.Topology
-	Windows        []zklayout.Window
+	MaxUnavailable    int
+	MinHealthySeconds int
+	Topology          *zklayout.Topology
+	Windows           []zklayout.Window
 }
 
 // Strategy is the service's strategy: the RollingDeploy's, with each field the service sets
@@ -33,6 +35,9 @@ func Strategy(spec v1alpha1.RollingDeploySpec, s v1alpha1.ServiceSpec) v1alpha1.
 		}
 		if o.Topology != nil {
 			out.Topology = o.Topology
+		}
+		if o.MinHealthyTime != nil {
+			out.MinHealthyTime = o.MinHealthyTime
 		}
 		if o.MaintenanceWindows != nil {
 			out.MaintenanceWindows = o.MaintenanceWindows
@@ -62,6 +67,9 @@ func validateStrategy(field string, st *v1alpha1.StrategySpec) []string {
 				problems = append(problems, fmt.Sprintf("%s.%v", field, err))
 			}
 		}
+	}
+	if d := st.MinHealthyTime; d != nil && (d.Duration < 0 || d.Duration > zklayout.MaxMinHealthySeconds*time.Second) {
+		problems = append(problems, fmt.Sprintf("%s.minHealthyTime %s is outside 0s..24h", field, d.Duration))
 	}
 	if len(st.MaintenanceWindows) > zklayout.MaxWindows {
 		problems = append(problems, fmt.Sprintf("%s.maintenanceWindows: %d windows, at most %d", field, len(st.MaintenanceWindows), zklayout.MaxWindows))
@@ -140,6 +148,12 @@ func ResolveGates(st v1alpha1.StrategySpec, nodeLabels []map[string]string) (Gat
 			sort.Slice(g.Topology.Domains, func(i, j int) bool { return g.Topology.Domains[i].Name < g.Topology.Domains[j].Name })
 		}
 	}
+	if d := st.MinHealthyTime; d != nil {
+		if d.Duration < 0 || d.Duration > zklayout.MaxMinHealthySeconds*time.Second {
+			return g, fmt.Errorf("minHealthyTime %s is outside 0s..24h", d.Duration)
+		}
+		g.MinHealthySeconds = int((d.Duration + time.Second - 1) / time.Second)
+	}
 	for _, w := range st.MaintenanceWindows {
 		g.Windows = append(g.Windows, window(w))
 	}
@@ -148,6 +162,6 @@ func ResolveGates(st v1alpha1.StrategySpec, nodeLabels []map[string]string) (Gat
 
 // sameGates reports whether two plans carry the same gates.
 func sameGates(a, b zklayout.Plan) bool {
-	return a.MaxUnavailable == b.MaxUnavailable && reflect.DeepEqual(a.Topology, b.Topology) &&
+	return a.MaxUnavailable == b.MaxUnavailable && a.MinHealthySeconds == b.MinHealthySeconds && reflect.DeepEqual(a.Topology, b.Topology) &&
 		(len(a.Windows) == 0 && len(b.Windows) == 0 || reflect.DeepEqual(a.Windows, b.Windows))
 }

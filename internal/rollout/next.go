@@ -172,6 +172,9 @@ type Step struct {
 	Floors []Floor
 	// Domain is the node's failure domain, written into its staging child (StepStage).
 	Domain string
+	// MinHealthy is how long an upgraded node stays healthy, still unregistered and marked
+	// upgrading, before it counts as upgraded (StepDecide, StepUpgrade).
+	MinHealthy time.Duration
 }
 
 func wait(reason string, watches []Watch, fields ...any) Step {
@@ -331,7 +334,7 @@ func (d *decision) admitted(plan *zklayout.Plan, target string, halted bool) (St
 		return Step{}, false
 	}
 	return Step{Kind: StepUpgrade, Version: target, PlanVersion: plan.Version, Child: up.Child, ChildVersion: up.Version,
-		FailuresVersion: s.FailuresStat.Version, Prewarm: target, Reason: "admitted by " + up.Staged.Admitter(),
+		FailuresVersion: s.FailuresStat.Version, Prewarm: target, Reason: "admitted by " + up.Staged.Admitter(), MinHealthy: minHealthy(plan),
 		Round: up.Staged.RollCall, Fields: []any{"round", up.Staged.RollCall}}, true
 }
 
@@ -548,7 +551,12 @@ walk:
 		}
 	}
 	return Step{Kind: StepDecide, Version: target, PlanVersion: plan.Version, Child: keep.Child, ChildVersion: keep.Version,
-		FailuresVersion: s.FailuresStat.Version, Online: len(online), Prewarm: target, Skipped: skipped, Admit: admit, Floors: floors}
+		FailuresVersion: s.FailuresStat.Version, Online: len(online), Prewarm: target, Skipped: skipped, Admit: admit, Floors: floors,
+		MinHealthy: minHealthy(plan)}
+}
+
+func minHealthy(plan *zklayout.Plan) time.Duration {
+	return time.Duration(plan.MinHealthySeconds) * time.Second
 }
 
 // inFlight counts the nodes admitted ahead of the first waiter (at idx) that are not back

@@ -17,6 +17,8 @@ const (
 	MaxWindows        = 16
 	MaxDomains        = 1024
 	MaxTimeZoneLength = 64
+	// MaxMinHealthySeconds bounds minHealthyTime: a day.
+	MaxMinHealthySeconds = 86400
 )
 
 // Weekdays, as windows name them (time.Weekday's order).

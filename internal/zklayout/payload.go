@@ -112,6 +112,9 @@ type Plan struct {
 	Topology *Topology `json:"topology,omitempty"`
 	// Windows, when set, are the only times a node may start an upgrade.
 	Windows []Window `json:"windows,omitempty"`
+	// MinHealthySeconds is how long an upgraded node must stay healthy before it registers
+	// again (counts as upgraded, and lets the next one go).
+	MinHealthySeconds int `json:"minHealthySeconds,omitempty"`
 }
 
 func (p *Plan) validate() error {
@@ -123,6 +126,9 @@ func (p *Plan) validate() error {
 	}
 	if p.FailurePolicy != FailurePolicyPause && p.FailurePolicy != FailurePolicyRollback {
 		return fmt.Errorf("failurePolicy %q is neither %s nor %s", clip(p.FailurePolicy), FailurePolicyPause, FailurePolicyRollback)
+	}
+	if err := inRange("minHealthySeconds", p.MinHealthySeconds, 0, MaxMinHealthySeconds); err != nil {
+		return err
 	}
 	if p.MaxUnavailable < 0 {
 		return fmt.Errorf("maxUnavailable %d is negative", p.MaxUnavailable)

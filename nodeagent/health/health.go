@@ -71,6 +71,53 @@ func Wait(ctx context.Context, hc *zklayout.HealthCheck, defaultHost string, env
 	}
 }
 
+// Hold keeps probing a version that passed its health check for d (a rollout's minimum healthy
+// time): it fails as soon as the process exits (alive) or FailureThreshold probes in a row
+// fail, and passes once d is over. A nil check watches only that the process lives, every
+// second.
+func Hold(ctx context.Context, hc *zklayout.HealthCheck, defaultHost string, env []string, alive func() error, d time.Duration) error {
+	period := time.Second
+	var probe Prober
+	threshold := 1
+	if hc != nil {
+		probe = NewProber(hc, defaultHost, env)
+		period = time.Duration(hc.PeriodSeconds) * time.Second
+		threshold = hc.FailureThreshold
+	}
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	fails := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return nil
+		case <-tick.C:
+		}
+		var err error
+		if alive != nil {
+			if err = alive(); err != nil {
+				return fmt.Errorf("%w during the minimum healthy time: %v", ErrUnhealthy, err)
+			}
+		}
+		if probe != nil {
+			pctx, cancel := context.WithTimeout(ctx, time.Duration(hc.TimeoutSeconds)*time.Second)
+			err = probe(pctx)
+			cancel()
+		}
+		if err == nil {
+			fails = 0
+			continue
+		}
+		if fails++; fails >= threshold {
+			return fmt.Errorf("%w during the minimum healthy time, after %d probes: %v", ErrUnhealthy, fails, err)
+		}
+	}
+}
+
 // NewProber builds the probe the check describes. An exec check runs with PATH and env only
 // (hostenv.Build), never with the agent's environment, which holds its secrets.
 func NewProber(hc *zklayout.HealthCheck, defaultHost string, env []string) Prober {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
@@ -124,5 +125,33 @@ func TestExecCheckSeesNoAgentSecrets(t *testing.T) {
 				t.Fatalf("check's environment = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestHold(t *testing.T) {
+	ctx := context.Background()
+	// Alive throughout: passes when the time is up.
+	if err := Hold(ctx, nil, "", nil, func() error { return nil }, 50*time.Millisecond); err != nil {
+		t.Fatalf("alive throughout: %v", err)
+	}
+	// The process exits: fails at the next look, whatever is left of the time.
+	exited := errors.New("exit status 1")
+	err := Hold(ctx, nil, "", nil, func() error { return exited }, time.Hour)
+	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "minimum healthy time") || !strings.Contains(err.Error(), "exit status 1") {
+		t.Fatalf("exited: %v", err)
+	}
+	// A probe failing failureThreshold times in a row fails it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "no", 500) })}
+	go srv.Serve(ln)
+	defer srv.Close()
+	hc := &zklayout.HealthCheck{HTTPGet: &zklayout.HTTPGet{Path: "/", Port: ln.Addr().(*net.TCPAddr).Port, Scheme: "HTTP"},
+		TimeoutSeconds: 1, PeriodSeconds: 1, SuccessThreshold: 1, FailureThreshold: 2}
+	err = Hold(ctx, hc, "127.0.0.1", nil, nil, time.Hour)
+	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "after 2 probes") {
+		t.Fatalf("failing probe: %v", err)
 	}
 }

@@ -109,6 +109,7 @@ func validDeploy() *v1alpha1.RollingDeploy {
 				Distribution: &v1alpha1.DistributionSpec{MinStaged: &minStaged},
 				Strategy: &v1alpha1.StrategySpec{
 					MaxUnavailable: &maxUnavailable,
+					MinHealthyTime: &metav1.Duration{Duration: 30 * time.Second},
 					Topology:       &v1alpha1.TopologySpec{Key: "topology.kubernetes.io/zone", MaxUnavailablePerDomain: 1, MinAvailablePerDomain: &perDomain},
 					MaintenanceWindows: []v1alpha1.MaintenanceWindow{
 						{Days: []v1alpha1.Weekday{"Mon", "Tue"}, Start: "02:00", End: "05:00", TimeZone: "Europe/Paris"},
@@ -408,6 +409,9 @@ func constraints(t *testing.T) []constraint {
 	specJSON("maxUnavailablePerDomain at least 1", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
 		s.Strategy.Topology.MaxUnavailablePerDomain = -1
 	}, func(m map[string]any) { obj(m, "topology")["maxUnavailablePerDomain"] = 0 })
+	specJSON("minHealthyTime at most 24h", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.MinHealthyTime = &metav1.Duration{Duration: 25 * time.Hour}
+	}, func(m map[string]any) { m["minHealthySeconds"] = 86401 })
 	spec("window start is HH:MM", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
 		s.Strategy.MaintenanceWindows[0].Start = "25:00"
 	})

@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	rkv1alpha1 "github.com/rollkeeper/rollkeeper/api/v1alpha1"
@@ -178,4 +182,110 @@ func TestGatesMaintenanceWindow(t *testing.T) {
 	_, err = s.WaitForReady(ctx, "window", rolloutTime)
 	must(t, err)
 	must(t, s.WaitForServiceVersions(ctx, "w", "v2", time.Minute))
+}
+
+// minHealthyTime: an upgraded node registers again (counts as upgraded, lets the next go) only
+// after its new version stayed healthy that long; a version that turns unhealthy meanwhile is
+// a failed health check: rolled back, the rollout halted, the reason in the status.
+func TestGatesMinHealthyTime(t *testing.T) {
+	s, ctx := start(t, harness.Config{RecordServices: []string{"h"}})
+	one := intstr.FromInt32(1)
+	hold := 2 * time.Second
+	bake := strategy(rkv1alpha1.StrategySpec{MaxUnavailable: &one, MinHealthyTime: &metav1.Duration{Duration: hold}})
+	events := filepath.Join(t.TempDir(), "events.jsonl")
+	logEvents := harness.Mutate(func(sp *rkv1alpha1.ServiceSpec) { sp.Run.Args = append(sp.Run.Args, "--event-log="+events) })
+	deployV1(t, s, ctx, "bake", service(t, s, "h", "v1", harness.MinAvailable(1), bake, logEvents))
+
+	since := time.Now()
+	setServices(t, s, ctx, "bake", service(t, s, "h", "v2", harness.MinAvailable(1), bake, logEvents))
+	_, err := s.WaitForReady(ctx, "bake", rolloutTime)
+	must(t, err)
+	must(t, s.WaitForServiceVersions(ctx, "h", "v2", time.Minute))
+	must(t, s.Recorder.WaitOnline(ctx, "h", time.Minute, "watcher sees every node on v2", func(m map[string]string) bool {
+		return count(m, "v2") == nodes
+	}))
+	// The fixture logs when it starts serving (exact, its own clock); the watcher sees the
+	// registration at or after it happened. So the registration seen at least the hold after
+	// the serving logged proves the node held.
+	serving := fixtureServing(t, events, "h", "v2")
+	for _, nd := range s.Nodes {
+		var back time.Time
+		for _, c := range s.Recorder.History("h", nd.Name) {
+			if c.Time.After(since) && c.Version == "v2" {
+				back = c.Time
+			}
+		}
+		up, ok := serving[nd.Name]
+		if !ok || back.IsZero() {
+			t.Fatalf("%s: serving v2 at %v, registered on v2 at %v\n%s", nd.Name, up, back, s.Recorder.Report("h"))
+		}
+		if gap := back.Sub(up); gap < hold {
+			t.Fatalf("%s registered on v2 %s after serving it, minHealthyTime %s\n%s", nd.Name, gap, hold, s.Recorder.Report("h"))
+		} else {
+			t.Logf("%s: registered %s after serving v2 (minHealthyTime %s)", nd.Name, gap.Round(time.Millisecond), hold)
+		}
+	}
+
+	// v3 turns unhealthy on the first node while it holds (for ten minutes: the failure comes
+	// within it however slow the probes): the node rolls back to v2, records the failure, and
+	// nobody else goes.
+	since = time.Now()
+	long := strategy(rkv1alpha1.StrategySpec{MaxUnavailable: &one, MinHealthyTime: &metav1.Duration{Duration: 10 * time.Minute}})
+	setServices(t, s, ctx, "bake", service(t, s, "h", "v3", harness.MinAvailable(1), long, logEvents))
+	var victim *harness.Node
+	must(t, harness.WaitFor(ctx, rolloutTime, "a node holds v3", func(context.Context) (bool, error) {
+		for _, nd := range s.Nodes {
+			for _, line := range strings.Split(nd.Agent.Log(), "\n") {
+				if strings.Contains(line, "holding before counting as upgraded") && strings.Contains(line, `"version":"v3"`) {
+					victim = nd
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	}))
+	must(t, os.WriteFile(filepath.Join(victim.StateDir, "store", "h", "versions", "v3", "UNHEALTHY"), nil, 0o644))
+	rd, err := s.WaitForRD(ctx, "bake", rolloutTime, "h failed", func(rd *rkv1alpha1.RollingDeploy) bool {
+		st := harness.ServiceStatus(rd, "h")
+		return st != nil && st.Phase == rkv1alpha1.PhaseFailed
+	})
+	must(t, err)
+	st := harness.ServiceStatus(rd, "h")
+	if len(st.FailedNodes) != 1 || st.FailedNodes[0].Node != victim.Name || !strings.Contains(st.FailedNodes[0].Reason, "minimum healthy time") {
+		t.Fatalf("failed nodes %+v, want %s failing during the minimum healthy time", st.FailedNodes, victim.Name)
+	}
+	must(t, s.Recorder.WaitOnline(ctx, "h", time.Minute, "every node on v2 again", func(m map[string]string) bool {
+		return count(m, "v2") == nodes
+	}))
+	for _, nd := range s.Nodes {
+		if nd != victim && wentOffline(s, "h", nd.Name, since) {
+			t.Fatalf("%s upgraded after %s failed\n%s", nd.Name, victim.Name, s.Recorder.Report("h"))
+		}
+	}
+}
+
+// fixtureServing reads the fixtures' event log: when each node's instance of svc began serving
+// version (the last time, healthy).
+func fixtureServing(t *testing.T, path, svc, version string) map[string]time.Time {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	must(t, err)
+	out := map[string]time.Time{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var ev struct {
+			Time    time.Time `json:"time"`
+			Node    string    `json:"node"`
+			Service string    `json:"service"`
+			Version string    `json:"version"`
+			Event   string    `json:"event"`
+			Healthy bool      `json:"healthy"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("event log line %q: %v", line, err)
+		}
+		if ev.Service == svc && ev.Version == version && ev.Event == "serving" && ev.Healthy {
+			out[ev.Node] = ev.Time
+		}
+	}
+	return out
 }
