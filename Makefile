@@ -47,7 +47,7 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: deps
-deps: ## Install ZooKeeper and Chromium (Debian) and build kube-apiserver, etcd, controller-gen, helm and the real-cluster binaries into bin/ (idempotent).
+deps: ## Install ZooKeeper, Chromium and Prometheus (Debian) and build kube-apiserver, etcd, controller-gen, helm and the real-cluster binaries into bin/ (idempotent).
 	hack/install-deps.sh
 
 .PHONY: deps-control-plane

@@ -68,7 +68,7 @@ func newRolloutMetrics() *rolloutMetrics {
 		headroom: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricQuorumHeadroom,
 			Help: "Online nodes minus minAvailable: how many more nodes may go down (0: upgrades wait; negative: quorum lost)."}, svcLabels),
 		gate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricGateWaiting,
-			Help: "1 for the gate beyond the quorum (window, maxUnavailable, domain, domainQuorum) that holds a service's next upgrade, 0 for the others."},
+			Help: "1 for the gate beyond the quorum (window, canary, maxUnavailable, domain, domainQuorum, preStopCheck, alert) that holds a service's next upgrade, 0 for the others."},
 			[]string{LabelRollingDeploy, LabelService, LabelGate}),
 		services: map[string]map[string]bool{},
 	}

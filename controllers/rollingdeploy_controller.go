@@ -311,9 +311,12 @@ func (r *RollingDeployReconciler) reconcileNormal(ctx context.Context, s *scope)
 		}
 	}
 	for _, d := range s.sum.services {
-		// Download progress changes the data of progress znodes, which child watches do not
-		// see: refresh the status a few times a minute while nodes download.
-		if d.Status.Downloading > 0 {
+		// Download progress changes the data of progress znodes, and a first waiter's hold (its
+		// preStopCheck or the alert gate said not now) the data of its staging child, which
+		// child watches do not see: refresh the status a few times a minute while nodes
+		// download, or wait staged with none upgrading.
+		held := d.Status.Phase == v1alpha1.PhaseProgressing && d.Status.Staged > 0 && d.Status.Upgrading == 0
+		if d.Status.Downloading > 0 || held {
 			return ctrl.Result{RequeueAfter: min(r.resync(), progressRefresh)}, nil
 		}
 	}
@@ -378,6 +381,8 @@ func (r *RollingDeployReconciler) resolveNodes(ctx context.Context, s *scope) (b
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("service %q strategy: %v", name, err))
 		}
+		// A promotion names the version it promotes: a new version has a canary phase again.
+		g.Promoted = g.Canary > 0 && s.rd.Annotations[v1alpha1.AnnotationPromotePrefix+name] == spec.Version
 		s.gates[name] = g
 		sort.Strings(picked)
 		s.selected[name] = picked
@@ -599,6 +604,9 @@ func (r *RollingDeployReconciler) publishPlans(ctx context.Context, s *scope) er
 			p.Service, p.Version, orNone(p.PreviousVersion), p.MinAvailable, p.Selector)
 	}
 	for _, p := range updated {
+		if old := s.state[p.Service].plan; p.Promoted && old != nil && !old.Promoted {
+			r.event(rd, corev1.EventTypeNormal, EventPromoted, "%s %s promoted past its canary phase (%d node(s))", p.Service, p.Version, p.Canary)
+		}
 		log.Info("plan updated", "service", p.Service, "version", p.Version, "paused", p.Paused, "failurePolicy", p.FailurePolicy, "minAvailable", p.MinAvailable)
 		r.event(rd, corev1.EventTypeNormal, EventPlanUpdated, "updated plan of %s %s (paused %t, failurePolicy %s, minAvailable %d)",
 			p.Service, p.Version, p.Paused, p.FailurePolicy, p.MinAvailable)

@@ -28,6 +28,7 @@ const (
 
 	EventPlanPublished   = "PlanPublished"
 	EventPlanUpdated     = "PlanUpdated"
+	EventPromoted        = "Promoted"
 	EventServiceComplete = "ServiceComplete"
 	EventWaiting         = "Waiting"
 	EventResumed         = "Resumed"
@@ -155,12 +156,16 @@ func applySummary(st *v1alpha1.RollingDeployStatus, gen int64, sum summary) {
 		return
 	}
 
-	var health, artifact, agent, signature, progress, malformed []string
+	var health, halted, artifact, agent, signature, progress, malformed []string
 	complete := true
 	for _, d := range sum.services {
 		complete = complete && d.Complete
 		if m := plan.HealthFailureMessage(d.Status.Name, d.HealthFailures); m != "" {
 			health = append(health, m)
+			if len(d.HealthFailures) > d.MaxFailures {
+				// Beyond what strategy.maxFailures tolerates: the service's rollout halted.
+				halted = append(halted, m)
+			}
 		}
 		if m := plan.ArtifactFailureMessage(d.Status.Name, d.Artifact, d.ArtifactFailures); m != "" {
 			artifact = append(artifact, m)
@@ -213,9 +218,9 @@ func applySummary(st *v1alpha1.RollingDeployStatus, gen int64, sum summary) {
 		set(v1alpha1.ConditionReconciling, F, v1alpha1.ReasonComplete, "")
 		set(v1alpha1.ConditionStalled, F, v1alpha1.ReasonComplete, "")
 		set(v1alpha1.ConditionProgressing, F, v1alpha1.ReasonComplete, msg)
-	case len(health) > 0:
+	case len(halted) > 0:
 		st.Phase = v1alpha1.PhaseFailed
-		msg := strings.Join(health, "; ")
+		msg := strings.Join(halted, "; ")
 		if sum.rollback {
 			msg += "; failurePolicy Rollback: the upgraded nodes roll back to the previous version"
 		} else {

@@ -14,6 +14,8 @@
 #                   the systemd backend's tests run it as PID 1 of new namespaces (test/systemd)
 #   chromium        Debian's chromium package, if missing: the dashboard's browser tests and
 #                   benchmark drive it headless (internal/dashboard, test/e2e)
+#   prometheus      Debian's prometheus package, if missing: the alert gate's e2e test queries a
+#                   real Prometheus (test/e2e)
 #   kubectl         bin/kubectl via hack/k8s/kubectl (only when asked for: `make kubectl`)
 #
 # Usage: hack/install-deps.sh [component...]   (default: all of them)
@@ -119,6 +121,20 @@ install_chromium() {
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
 	command -v chromium >/dev/null 2>&1 || die "chromium installed but not on PATH"
+}
+
+install_prometheus() {
+	if command -v prometheus >/dev/null 2>&1; then
+		log "prometheus: present ($(command -v prometheus))"
+		return
+	fi
+	command -v apt-get >/dev/null 2>&1 || die "prometheus missing and apt-get not found: install Prometheus (or set ROLLKEEPER_PROMETHEUS to its binary)"
+	log "prometheus: installing Debian's prometheus package"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	# The package's service is not wanted (the tests start their own): policy-rc.d keeps
+	# the postinst from starting it where invoke-rc.d honours it.
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+	command -v prometheus >/dev/null 2>&1 || die "prometheus installed but not on PATH"
 }
 
 install_zookeeper() {
@@ -270,7 +286,7 @@ install_helm() {
 command -v go >/dev/null 2>&1 || die "go is not installed"
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen helm node-runtime systemd chromium kubelet kube-controller-manager kube-scheduler)
+[ ${#components[@]} -gt 0 ] || components=(zookeeper etcd kube-apiserver controller-gen helm node-runtime systemd chromium prometheus kubelet kube-controller-manager kube-scheduler)
 total=$SECONDS
 for c in "${components[@]}"; do
 	case $c in
@@ -279,11 +295,12 @@ for c in "${components[@]}"; do
 	node-runtime) timed node-runtime install_node_runtime ;;
 	systemd) timed systemd install_systemd ;;
 	chromium) timed chromium install_chromium ;;
+	prometheus) timed prometheus install_prometheus ;;
 	etcd) timed etcd install_etcd ;;
 	controller-gen) timed controller-gen install_controller_gen ;;
 	helm) timed helm install_helm ;;
 	kubectl) timed kubectl install_kubectl ;;
-	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, helm, kubectl, kubelet, kube-controller-manager, kube-scheduler, node-runtime, systemd, chromium)" ;;
+	*) die "unknown component $c (want zookeeper, kube-apiserver, etcd, controller-gen, helm, kubectl, kubelet, kube-controller-manager, kube-scheduler, node-runtime, systemd, chromium, prometheus)" ;;
 	esac
 done
 log "all done in $((SECONDS - total))s"

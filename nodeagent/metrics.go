@@ -112,7 +112,7 @@ func NewMetrics() *Metrics {
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricAdmitted,
 			Help: "Other nodes this node's decisions took down with it (a batch: the nodes queued behind it that the quorum allowed)."}, svc),
 		gateWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricGateWaiting,
-			Help: "1 while this node, first in its service's staging queue, waits on a gate beyond the quorum: window, maxUnavailable, domain or domainQuorum."},
+			Help: "1 while this node, first in its service's staging queue, waits on a gate beyond the quorum: window, canary, maxUnavailable, domain, domainQuorum, preStopCheck or alert."},
 			[]string{LabelService, LabelGate}),
 		zk:       zkmetrics.New(zkmetrics.Names{SessionState: MetricZKSessionState, Reconnects: MetricZKReconnects, Expirations: MetricZKExpirations}, "agent"),
 		p2p:      &swarmCollector{},

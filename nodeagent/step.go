@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zkclient"
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 	"github.com/rollkeeper/rollkeeper/internal/zksign"
+	"github.com/rollkeeper/rollkeeper/nodeagent/veto"
 )
 
 // step does the next thing this node's service needs, or arms watches and returns errWait.
@@ -271,7 +273,7 @@ func (w *worker) execute(root, ctx context.Context, snap *rollout.Snapshot, st r
 	case rollout.StepDecide:
 		return w.decideAndUpgrade(root, ctx, snap, st)
 	case rollout.StepUpgrade:
-		return w.upgradeAdmitted(root, ctx, st)
+		return w.upgradeAdmitted(root, ctx, snap, st)
 	case rollout.StepComplete:
 		return w.complete(ctx, st)
 	}
@@ -377,6 +379,16 @@ func (w *worker) decideAndUpgrade(root, ctx context.Context, snap *rollout.Snaps
 	}
 	w.at = w.l.StagingChild(w.svc, st.Child)
 	plan := snap.Plan
+	gate, why := w.holds(ctx, plan, rel, true)
+	if wrote, err := w.setHold(ctx, snap, st.Child, gate, why); err != nil || wrote && why == "" {
+		// The child's version moved: decide again from a fresh read.
+		return err
+	}
+	if why != "" {
+		w.retryAt = time.Now().Add(holdPeriod(plan, gate))
+		w.a.cfg.Metrics.gate(w.svc, gate)
+		return w.waiting(gate+": "+why, "gate", gate)
+	}
 	admit, answered, online, round, err := w.rollCall(ctx, plan, snap.Current, st.Admit, st.Floors)
 	if err != nil {
 		return err
@@ -417,7 +429,7 @@ func (w *worker) decideAndUpgrade(root, ctx context.Context, snap *rollout.Snaps
 // quorum and the failures; the node confirms in one transaction that its mark still stands and
 // that no failure was recorded since it read them, then stops, as the decider does right after
 // its own transaction.
-func (w *worker) upgradeAdmitted(root, ctx context.Context, st rollout.Step) error {
+func (w *worker) upgradeAdmitted(root, ctx context.Context, snap *rollout.Snapshot, st rollout.Step) error {
 	w.at = w.l.Release(w.svc, st.Version)
 	rel, err := w.release(ctx, st.Version)
 	if err != nil {
@@ -434,6 +446,12 @@ func (w *worker) upgradeAdmitted(root, ctx context.Context, st rollout.Step) err
 		}
 		return fmt.Errorf("confirm admission of %s to %s: %w", w.svc, st.Version, err)
 	}
+	if _, why := w.holds(ctx, snap.Plan, rel, false); why != "" {
+		// Registering again only raises the count; the node stages anew and asks again when
+		// its own turn comes.
+		w.log.Info("admitted, but this node's preStopCheck says not now: registering again", "why", why, "version", st.Version)
+		return w.finish(ctx, st.Child, w.a.cfg.Backend.Status(w.svc).Version)
+	}
 	w.log.Info("admitted to upgrade", "reason", st.Reason, "round", st.Round, "version", st.Version)
 	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child, st.MinHealthy)
 }
@@ -447,4 +465,78 @@ func (w *worker) complete(ctx context.Context, st rollout.Step) error {
 		}
 	}
 	return nil
+}
+
+// promClient asks alert gates' Prometheus servers.
+var promClient = &http.Client{Timeout: 10 * time.Second}
+
+// holds asks the plan's alert gate (alerts: the decider only; it holds every node alike) and
+// this node's preStopCheck: the gate that says "not now" and why, or "".
+func (w *worker) holds(ctx context.Context, plan *zklayout.Plan, rel *zklayout.Release, alerts bool) (gate, why string) {
+	if plan == nil {
+		return "", ""
+	}
+	if g := plan.AlertGate; alerts && g != nil {
+		if why := veto.Alerts(ctx, promClient, g); why != "" {
+			return rollout.GateAlert, why
+		}
+	}
+	if c := plan.PreStopCheck; c != nil {
+		// The check is about the service as it runs: its environment is the running version's.
+		env := rel
+		if running := w.a.cfg.Backend.Status(w.svc).Version; running != "" && running != rel.Version {
+			if r, err := w.release(ctx, running); err == nil {
+				env = r
+			}
+		}
+		_, _, vars := w.runEnv(env)
+		if why := veto.StopCheck(ctx, c, w.a.cfg.Address, vars); why != "" {
+			return rollout.GatePreStopCheck, why
+		}
+	}
+	return "", ""
+}
+
+// holdPeriod is how long a node told "not now" waits before asking again.
+func holdPeriod(plan *zklayout.Plan, gate string) time.Duration {
+	s := 10
+	switch {
+	case gate == rollout.GateAlert && plan.AlertGate != nil:
+		s = plan.AlertGate.PeriodSeconds
+	case gate == rollout.GatePreStopCheck && plan.PreStopCheck != nil:
+		s = plan.PreStopCheck.PeriodSeconds
+	}
+	return time.Duration(max(s, 1)) * time.Second
+}
+
+// setHold writes why this node holds (or that it no longer does) into its ready staging child,
+// for the operator's status and can-stop. It reports whether it wrote (the child's version
+// moved). A child that moved or went meanwhile is left to the next step.
+func (w *worker) setHold(ctx context.Context, snap *rollout.Snapshot, child, gate, why string) (bool, error) {
+	text := ""
+	if why != "" {
+		text = gate + ": " + why
+	}
+	for _, q := range snap.Queue {
+		if q.Child != child || !q.Loaded || q.Bad != nil {
+			continue
+		}
+		if q.Staged.Hold == text {
+			return false, nil
+		}
+		staged := q.Staged
+		staged.Hold = text
+		data, err := zklayout.Encode(&staged)
+		if err != nil {
+			return false, fmt.Errorf("hold of %s: %w", child, err)
+		}
+		if _, err := w.zk.Set(ctx, w.l.StagingChild(w.svc, child), data, q.Version); err != nil {
+			if errors.Is(err, zkclient.ErrBadVersion) || errors.Is(err, zkclient.ErrNoNode) {
+				return true, nil
+			}
+			return false, fmt.Errorf("write hold of %s: %w", child, err)
+		}
+		return true, nil
+	}
+	return false, nil
 }

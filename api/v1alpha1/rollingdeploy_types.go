@@ -65,6 +65,21 @@ type StrategySpec struct {
 	// +optional
 	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
 
+	// MaxFailures is how many of the service's nodes may fail the new version's health check
+	// before its rollout halts (a number, or a percentage of the selected nodes, rounded
+	// down); each failed node rolls itself back, keeps its version, and is named in the
+	// status; the service completes without them. Unset: halt on the first failure.
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=4
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",message="maxFailures must be a non-negative integer or a percentage between 0% and 100%"
+	// +optional
+	MaxFailures *intstr.IntOrString `json:"maxFailures,omitempty"`
+
+	// Canary upgrades the first nodes, then holds the service until it is promoted
+	// (kubectl rollkeeper promote), or by itself once every canary stayed healthy bakeTime.
+	// +optional
+	Canary *CanarySpec `json:"canary,omitempty"`
+
 	// Topology takes the service's failure domains (the values of a node label) one at a
 	// time, in the order of their names.
 	// +optional
@@ -78,12 +93,83 @@ type StrategySpec struct {
 	// +optional
 	MinHealthyTime *metav1.Duration `json:"minHealthyTime,omitempty"`
 
+	// PreStopCheck is asked by each node's agent on the node itself just before the node stops
+	// for an upgrade: a "not now" (exec exiting non-zero, HTTP not 2xx) holds the node, with
+	// the command's output or the answer's body as the reason in the status and in
+	// kubectl rollkeeper can-stop, and it asks again after periodSeconds.
+	// +optional
+	PreStopCheck *PreStopCheckSpec `json:"preStopCheck,omitempty"`
+
+	// AlertGate holds every upgrade while a Prometheus query returns series (a firing alert):
+	// the deciding node asks before it decides. A Prometheus that cannot be asked holds too.
+	// +optional
+	AlertGate *AlertGateSpec `json:"alertGate,omitempty"`
+
 	// MaintenanceWindows, when set, are the only times a node may start an upgrade; an
 	// upgrade under way when a window closes finishes.
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	MaintenanceWindows []MaintenanceWindow `json:"maintenanceWindows,omitempty"`
 }
+
+// PreStopCheckSpec is a node's own veto. Exactly one of httpGet and exec.
+// +kubebuilder:validation:XValidation:rule="(has(self.httpGet) ? 1 : 0) + (has(self.exec) ? 1 : 0) == 1",message="exactly one of httpGet or exec must be set"
+type PreStopCheckSpec struct {
+	// +optional
+	HTTPGet *HTTPGetCheck `json:"httpGet,omitempty"`
+	// +optional
+	Exec *ExecCheck `json:"exec,omitempty"`
+	// TimeoutSeconds bounds one check.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
+	// PeriodSeconds is how long a node told "not now" waits before asking again.
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	PeriodSeconds int32 `json:"periodSeconds,omitempty"`
+}
+
+// AlertGateSpec is a Prometheus query that holds the rollout while it returns series.
+type AlertGateSpec struct {
+	// URL of the Prometheus server the agents ask (its /api/v1/query), http or https.
+	// +kubebuilder:validation:Pattern=`^https?://.+`
+	// +kubebuilder:validation:MaxLength=2048
+	URL string `json:"url"`
+	// Query in PromQL, such as ALERTS{alertstate="firing",severity="page"}.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	Query string `json:"query"`
+	// PeriodSeconds is how long the rollout waits before asking again.
+	// +kubebuilder:default=15
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	PeriodSeconds int32 `json:"periodSeconds,omitempty"`
+}
+
+// CanarySpec is a canary phase: the first nodes upgrade, then the service waits.
+type CanarySpec struct {
+	// Nodes is how many nodes upgrade first: a number (at least 1) or a percentage of the
+	// selected nodes (rounded up).
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=4
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^(100|[1-9][0-9]?)%$')",message="canary.nodes must be an integer of at least 1 or a percentage between 1% and 100%"
+	Nodes intstr.IntOrString `json:"nodes"`
+
+	// BakeTime, when set, promotes the service by itself once the canaries ran the new
+	// version this long, online and healthy. Unset: only kubectl rollkeeper promote does.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('168h')",message="bakeTime must be a duration between 0s and 168h"
+	// +optional
+	BakeTime *metav1.Duration `json:"bakeTime,omitempty"`
+}
+
+// AnnotationPromotePrefix + <service> on a RollingDeploy, set to the service's target version,
+// promotes that version past its canary phase (kubectl rollkeeper promote).
+const AnnotationPromotePrefix = "promote.rollkeeper.io/"
 
 // TopologySpec spreads upgrades over failure domains.
 type TopologySpec struct {
@@ -488,7 +574,7 @@ type ServiceStatus struct {
 	// +optional
 	FailedNodes []NodeFailure `json:"failedNodes,omitempty"`
 	// Gate names the gate beyond the quorum that holds the service's next upgrade (window,
-	// maxUnavailable, domain or domainQuorum); the message says why.
+	// canary, maxUnavailable, domain, domainQuorum, preStopCheck or alert); waiting says why.
 	// +optional
 	Gate string `json:"gate,omitempty"`
 	// Waiting says what the gate waits for, such as "window opens at 02:00 Europe/Paris" or

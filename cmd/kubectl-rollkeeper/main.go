@@ -6,8 +6,10 @@
 //	kubectl rollkeeper pause NAME
 //	kubectl rollkeeper resume NAME
 //	kubectl rollkeeper abort NAME
+//	kubectl rollkeeper promote NAME [--service S]
 //	kubectl rollkeeper can-stop NODE [--service S]
 //	kubectl rollkeeper dashboard [--port 3100] [--address 127.0.0.1]
+//	kubectl rollkeeper plan -f FILE
 //
 // Exit codes: 0 success (can-stop: yes), 1 can-stop: no, 2 error.
 package main
@@ -50,6 +52,8 @@ Commands:
   abort NAME                             stop the rollout for good: pause it and mark it
                                          aborted; upgrades under way finish, nothing that runs
                                          is touched
+  promote NAME [--service S]             end the canary phase of every service (or S) at
+                                         its target version: the other nodes follow
   can-stop NODE [--service S]            dry run: would the quorum let NODE go down now?
                                          exit 0 yes, 1 no
   dashboard [--port 3100] [--address 127.0.0.1]
@@ -58,6 +62,10 @@ Commands:
                                          your RBAC allows) until Ctrl-C; --address other
                                          than loopback opens it to the network (a warning
                                          says so)
+  plan -f FILE                           dry run: what applying the RollingDeploy in FILE
+                                         ('-': stdin) would do, from the live cluster:
+                                         service order, nodes, quorum, gates, waves and an
+                                         estimate; nothing is changed
 
 Flags of every command:
   --kubeconfig FILE   kubeconfig (default: $KUBECONFIG, then ~/.kube/config)
@@ -82,6 +90,7 @@ type options struct {
 	wide                bool
 	port                int
 	address             string
+	file                string
 	args                []string
 }
 
@@ -93,7 +102,7 @@ func parse(cmd string, args []string, stderr io.Writer) (options, error) {
 	fs.Usage = func() {}
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file")
 	fs.StringVar(&o.context, "context", "", "kubeconfig context")
-	if cmd == "status" || cmd == "can-stop" {
+	if cmd == "status" || cmd == "can-stop" || cmd == "promote" {
 		fs.StringVar(&o.service, "service", "", "only this service")
 	}
 	if cmd == "status" {
@@ -102,6 +111,10 @@ func parse(cmd string, args []string, stderr io.Writer) (options, error) {
 	if cmd == "dashboard" {
 		fs.IntVar(&o.port, "port", 3100, "port to listen on (0: any free port)")
 		fs.StringVar(&o.address, "address", "127.0.0.1", "address to listen on (non-loopback: an explicit opt-in)")
+	}
+	if cmd == "plan" {
+		fs.StringVar(&o.file, "f", "", "RollingDeploy manifest ('-': stdin)")
+		fs.StringVar(&o.file, "filename", "", "RollingDeploy manifest ('-': stdin)")
 	}
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -129,9 +142,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = checkArgs(cmd, o.args)
 	}
+	if err == nil && cmd == "plan" && o.file == "" {
+		err = fmt.Errorf("%w: plan needs -f FILE", errUsage)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n\n%s", err, usage)
 		return exitError
+	}
+	// The manifest is read and checked before the cluster is asked anything.
+	var manifest *v1alpha1.RollingDeploy
+	if cmd == "plan" {
+		if manifest, err = loadManifest(o.file, stdin); err != nil {
+			fmt.Fprintf(stderr, "error: %v\n", err)
+			return exitError
+		}
 	}
 	cfg, err := restConfig(o)
 	if err != nil {
@@ -165,8 +189,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = p.resume(ctx, o.args[0])
 	case "abort":
 		err = p.abort(ctx, o.args[0])
+	case "promote":
+		err = p.promote(ctx, o.args[0], o.service)
 	case "can-stop":
 		code, err = p.canStop(ctx, o.args[0], o.service)
+	case "plan":
+		err = p.planDeploy(ctx, manifest)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
@@ -182,7 +210,7 @@ func checkArgs(cmd string, args []string) error {
 		if len(args) > 1 {
 			return fmt.Errorf("%w: status takes at most one RollingDeploy name, got %v", errUsage, args)
 		}
-	case "pause", "resume", "abort":
+	case "pause", "resume", "abort", "promote":
 		if len(args) != 1 {
 			return fmt.Errorf("%w: %s takes one RollingDeploy name", errUsage, cmd)
 		}
@@ -190,9 +218,9 @@ func checkArgs(cmd string, args []string) error {
 		if len(args) != 1 {
 			return fmt.Errorf("%w: can-stop takes one node name", errUsage)
 		}
-	case "dashboard":
+	case "dashboard", "plan":
 		if len(args) != 0 {
-			return fmt.Errorf("%w: dashboard takes no arguments, got %v", errUsage, args)
+			return fmt.Errorf("%w: %s takes no arguments, got %v", errUsage, cmd, args)
 		}
 	default:
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)

@@ -87,6 +87,12 @@ func (p *plugin) act(ctx context.Context, name string, do func(context.Context, 
 
 func (p *plugin) pause(ctx context.Context, name string) error { return p.act(ctx, name, rdctl.Pause) }
 
+func (p *plugin) promote(ctx context.Context, name, service string) error {
+	return p.act(ctx, name, func(ctx context.Context, c client.Client, name string) (string, error) {
+		return rdctl.Promote(ctx, c, name, service)
+	})
+}
+
 func (p *plugin) resume(ctx context.Context, name string) error {
 	return p.act(ctx, name, rdctl.Resume)
 }

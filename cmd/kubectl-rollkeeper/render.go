@@ -17,6 +17,15 @@ import (
 // strategyLine sums up a service's gates beyond the quorum ("" without any).
 func strategyLine(st v1alpha1.StrategySpec) string {
 	var parts []string
+	if c := st.Canary; c != nil {
+		p := "canary " + c.Nodes.String()
+		if c.BakeTime != nil {
+			p += ", promoted after " + c.BakeTime.Duration.String() + " healthy"
+		} else {
+			p += ", then kubectl rollkeeper promote"
+		}
+		parts = append(parts, p)
+	}
 	if st.MaxUnavailable != nil {
 		parts = append(parts, "maxUnavailable "+st.MaxUnavailable.String())
 	}
@@ -27,6 +36,19 @@ func strategyLine(st v1alpha1.StrategySpec) string {
 			p += ", minAvailablePerDomain " + t.MinAvailablePerDomain.String()
 		}
 		parts = append(parts, p)
+	}
+	if c := st.PreStopCheck; c != nil {
+		what := "exec"
+		if c.HTTPGet != nil {
+			what = "httpGet"
+		}
+		parts = append(parts, "preStopCheck ("+what+")")
+	}
+	if a := st.AlertGate; a != nil {
+		parts = append(parts, fmt.Sprintf("alertGate %s at %s", a.Query, a.URL))
+	}
+	if st.MaxFailures != nil {
+		parts = append(parts, "maxFailures "+st.MaxFailures.String())
 	}
 	if st.MinHealthyTime != nil {
 		parts = append(parts, "minHealthyTime "+st.MinHealthyTime.Duration.String())

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/nodestate"
 	"github.com/rollkeeper/rollkeeper/internal/rollout"
 )
 
@@ -81,6 +82,13 @@ func Decide(in Input) (Verdict, error) {
 	}
 	if d := v.OthersDown(); d != "" {
 		v.Reason += "; already down: " + d
+	}
+	for _, n := range in.Nodes {
+		if n.Name == in.Node && v.NodeOnline && strings.HasPrefix(n.Message, nodestate.HoldPrefix) {
+			// The node's own check (or the alert gate) said not now when it last asked.
+			v.Yes = false
+			v.Reason += "; but the node " + n.Message
+		}
 	}
 	return v, nil
 }

@@ -26,6 +26,10 @@ import (
 // its entry at most this many times.
 const progressSteps = 20
 
+// HoldPrefix starts the message of a staged node whose own check (its preStopCheck, the alert
+// gate) said "not now": kubectl rollkeeper can-stop reports it.
+const HoldPrefix = "holds: "
+
 // OriginMessage explains a Downloading node that fetches from the origin directly.
 const OriginMessage = "from the origin: no torrent within --torrent-wait"
 
@@ -100,6 +104,9 @@ func Entries(o plan.Observation) []v1alpha1.NodeEntry {
 			e.State = v1alpha1.NodeUpdated
 		case n.staged != nil:
 			e.State = v1alpha1.NodeStaged
+			if n.staged.Hold != "" {
+				e.Message = HoldPrefix + n.staged.Hold
+			}
 		case n.progress != nil:
 			e.State = v1alpha1.NodeDownloading
 			e.DownloadedBytes, e.TotalBytes = roundProgress(n.progress.Done, n.progress.Total), n.progress.Total

@@ -54,7 +54,20 @@ type Observation struct {
 // service's rollout to target done, with quorum minAvailable and selected nodes selected?
 func (o Observation) Complete(target string, minAvailable, selected int) bool {
 	return rollout.Complete(target, rollout.Selected(o.Current, o.Selector), len(o.CurrentUnreadable), o.Queued,
-		rollout.NeedOnline(minAvailable, selected))
+		rollout.NeedOnline(minAvailable, selected), o.tolerated(target))
+}
+
+// tolerated are the nodes whose failure of target's health check the plan tolerates
+// (maxFailures): none once there are more (the rollout halted).
+func (o Observation) tolerated(target string) map[string]bool {
+	if o.Plan == nil || o.Plan.Version != target {
+		return nil
+	}
+	failed := rollout.Failed(o.Plan, o.Failures)
+	if len(failed) > o.Plan.MaxFailures {
+		return nil
+	}
+	return failed
 }
 
 // Digest is the rollout state of one service derived from an Observation.
@@ -81,6 +94,9 @@ type Digest struct {
 	// NotStaged are the online nodes that have neither staged nor run the target while the
 	// distribution gate is closed (nil when it is open), at most MaxListedNodes.
 	NotStaged []string
+	// MaxFailures is the plan's tolerance of failed health checks (HealthFailures beyond it
+	// halt the rollout).
+	MaxFailures int
 	// GateWait says why a gate beyond the quorum holds the service's first waiter ("": none);
 	// GateOpens is when a closed maintenance window opens.
 	GateWait  string
@@ -149,6 +165,9 @@ func DigestService(o Observation) Digest {
 		}
 	}
 	d := Digest{Artifact: o.Artifact, Malformed: o.Malformed, Complete: o.Complete(o.Target, o.MinAvailable, len(o.Selected))}
+	if o.Plan != nil && o.Plan.Version == o.Target {
+		d.MaxFailures = o.Plan.MaxFailures
+	}
 	sort.Strings(unselected)
 	d.Unselected = unselected
 	// The gate counts as the agents do (every registration, selected or not): a node has the
@@ -158,6 +177,10 @@ func DigestService(o Observation) Digest {
 		st.StagedRequired = int32(*o.MinStaged)
 	}
 	if !d.Complete {
+		// As the agents count: a node whose failure maxFailures tolerates never stages again.
+		for n := range o.tolerated(o.Target) {
+			onTarget[n] = true
+		}
 		d.NotStaged = notStaged(online, onTarget, staged, int(st.StagedRequired), o.MinStaged == nil)
 	}
 	for _, s := range o.Staged {
@@ -219,8 +242,14 @@ func gateWait(o Observation) (wait, gate string, opens time.Time) {
 	for _, c := range rollout.Selected(o.Current, p.Selector) {
 		online[c.Node] = rollout.DomainOf(p, c.Labels)
 	}
-	in := rollout.GateInput{Plan: p, Now: o.Now, Online: online}
+	in := rollout.GateInput{Plan: p, Now: o.Now, Online: online, Target: o.Target, OnTarget: map[string]time.Time{}}
+	for _, c := range rollout.Selected(o.Current, p.Selector) {
+		if c.Version == o.Target {
+			in.OnTarget[c.Node] = c.Since
+		}
+	}
 	first := false
+	var firstHold, firstNode string
 	for _, s := range o.Staged {
 		switch {
 		case s.State == zklayout.StagedUpgrading:
@@ -229,7 +258,7 @@ func gateWait(o Observation) (wait, gate string, opens time.Time) {
 			}
 		case s.Version != o.Target:
 		case !first:
-			first, in.Domain = true, s.Domain
+			first, in.Domain, firstHold, firstNode = true, s.Domain, s.Hold, s.Node
 		default:
 			in.Queued = append(in.Queued, rollout.Flight{Node: s.Node, Domain: s.Domain})
 		}
@@ -242,6 +271,11 @@ func gateWait(o Observation) (wait, gate string, opens time.Time) {
 		return w, rollout.GateWindow, at
 	}
 	r := rollout.Gates(in)
+	if r.Wait == "" && firstHold != "" {
+		// The first waiter passed the gates and asked its own: "<gate>: <why>".
+		gate, _, _ := strings.Cut(firstHold, ":")
+		return firstNode + " " + firstHold, gate, time.Time{}
+	}
 	return r.Wait, r.Gate, r.RetryAt
 }
 
@@ -290,10 +324,14 @@ func Phase(d *Digest, in PhaseInput) {
 	st := &d.Status
 	var msg []string
 	switch {
+	case d.Complete && len(d.HealthFailures) > 0:
+		st.Phase = v1alpha1.PhaseComplete
+		msg = append(msg, fmt.Sprintf("%d online node(s) run %s; %s, rolled back and kept their version (maxFailures %d)",
+			st.Updated, st.TargetVersion, HealthFailureMessage(st.Name, d.HealthFailures), d.MaxFailures))
 	case d.Complete:
 		st.Phase = v1alpha1.PhaseComplete
 		msg = append(msg, fmt.Sprintf("all %d online node(s) run %s", st.Online, st.TargetVersion))
-	case len(d.HealthFailures) > 0:
+	case len(d.HealthFailures) > d.MaxFailures:
 		st.Phase = v1alpha1.PhaseFailed
 		msg = append(msg, HealthFailureMessage(st.Name, d.HealthFailures)+"; the rollout of "+st.Name+" is halted")
 	case len(d.ArtifactFailures) > 0:
@@ -312,6 +350,10 @@ func Phase(d *Digest, in PhaseInput) {
 		st.Phase = v1alpha1.PhaseProgressing
 		msg = append(msg, fmt.Sprintf("%d/%d node(s) on %s, %d staged, %d upgrading",
 			st.Updated, st.Total, st.TargetVersion, st.Staged, st.Upgrading))
+		if len(d.HealthFailures) > 0 {
+			msg = append(msg, fmt.Sprintf("%s, rolled back and keeps its version: %d of maxFailures %d",
+				HealthFailureMessage(st.Name, d.HealthFailures), len(d.HealthFailures), d.MaxFailures))
+		}
 		if st.Total > 0 && st.MinAvailable >= st.Total {
 			msg = append(msg, fmt.Sprintf("minAvailable %d equals the node count, so no node can stop for an upgrade", st.MinAvailable))
 		} else if st.Online > 0 && st.Online <= st.MinAvailable && st.Upgrading == 0 {

@@ -18,8 +18,15 @@ import (
 type Gates struct {
 	MaxUnavailable    int
 	MinHealthySeconds int
-	Topology          *zklayout.Topology
-	Windows           []zklayout.Window
+	// Canary, CanaryBakeSeconds: the canary phase (0: none); Promoted is set by the caller,
+	// from the RollingDeploy's promote annotation.
+	Canary, CanaryBakeSeconds int
+	Promoted                  bool
+	MaxFailures               int
+	PreStopCheck              *zklayout.StopCheck
+	AlertGate                 *zklayout.AlertGate
+	Topology                  *zklayout.Topology
+	Windows                   []zklayout.Window
 }
 
 // Strategy is the service's strategy: the RollingDeploy's, with each field the service sets
@@ -35,6 +42,18 @@ func Strategy(spec v1alpha1.RollingDeploySpec, s v1alpha1.ServiceSpec) v1alpha1.
 		}
 		if o.Topology != nil {
 			out.Topology = o.Topology
+		}
+		if o.Canary != nil {
+			out.Canary = o.Canary
+		}
+		if o.MaxFailures != nil {
+			out.MaxFailures = o.MaxFailures
+		}
+		if o.PreStopCheck != nil {
+			out.PreStopCheck = o.PreStopCheck
+		}
+		if o.AlertGate != nil {
+			out.AlertGate = o.AlertGate
 		}
 		if o.MinHealthyTime != nil {
 			out.MinHealthyTime = o.MinHealthyTime
@@ -55,6 +74,16 @@ func validateStrategy(field string, st *v1alpha1.StrategySpec) []string {
 	var problems []string
 	if st.MaxUnavailable != nil {
 		if _, err := gateValue("maxUnavailable", *st.MaxUnavailable, 1); err != nil {
+			problems = append(problems, fmt.Sprintf("%s.%v", field, err))
+		}
+	}
+	if c := st.Canary; c != nil {
+		if _, err := gateValue("canary.nodes", c.Nodes, 1); err != nil {
+			problems = append(problems, fmt.Sprintf("%s.%v", field, err))
+		}
+	}
+	if f := st.MaxFailures; f != nil {
+		if _, err := gateValue("maxFailures", *f, 0); err != nil {
 			problems = append(problems, fmt.Sprintf("%s.%v", field, err))
 		}
 	}
@@ -148,6 +177,52 @@ func ResolveGates(st v1alpha1.StrategySpec, nodeLabels []map[string]string) (Gat
 			sort.Slice(g.Topology.Domains, func(i, j int) bool { return g.Topology.Domains[i].Name < g.Topology.Domains[j].Name })
 		}
 	}
+	if c := st.Canary; c != nil {
+		v, err := gateValue("canary.nodes", c.Nodes, 1)
+		if err != nil {
+			return g, err
+		}
+		if c.Nodes.Type == intstr.String {
+			v = max(1, (v*len(nodeLabels)+99)/100)
+		}
+		g.Canary = v
+		if b := c.BakeTime; b != nil {
+			if b.Duration < 0 || b.Duration > zklayout.MaxBakeSeconds*time.Second {
+				return g, fmt.Errorf("canary.bakeTime %s is outside 0s..168h", b.Duration)
+			}
+			g.CanaryBakeSeconds = max(1, int((b.Duration+time.Second-1)/time.Second))
+		}
+	}
+	if f := st.MaxFailures; f != nil {
+		v, err := gateValue("maxFailures", *f, 0)
+		if err != nil {
+			return g, err
+		}
+		if f.Type == intstr.String {
+			v = v * len(nodeLabels) / 100
+		}
+		g.MaxFailures = v
+	}
+	if c := st.PreStopCheck; c != nil {
+		sc := &zklayout.StopCheck{TimeoutSeconds: atLeast1(c.TimeoutSeconds, 5), PeriodSeconds: atLeast1(c.PeriodSeconds, 10)}
+		switch {
+		case c.HTTPGet != nil:
+			path, scheme := c.HTTPGet.Path, c.HTTPGet.Scheme
+			if path == "" {
+				path = "/"
+			}
+			if scheme == "" {
+				scheme = "HTTP"
+			}
+			sc.HTTPGet = &zklayout.HTTPGet{Host: c.HTTPGet.Host, Path: path, Port: int(c.HTTPGet.Port), Scheme: scheme}
+		case c.Exec != nil:
+			sc.Exec = &zklayout.Exec{Command: append([]string(nil), c.Exec.Command...)}
+		}
+		g.PreStopCheck = sc
+	}
+	if a := st.AlertGate; a != nil {
+		g.AlertGate = &zklayout.AlertGate{URL: a.URL, Query: a.Query, PeriodSeconds: atLeast1(a.PeriodSeconds, 15)}
+	}
 	if d := st.MinHealthyTime; d != nil {
 		if d.Duration < 0 || d.Duration > zklayout.MaxMinHealthySeconds*time.Second {
 			return g, fmt.Errorf("minHealthyTime %s is outside 0s..24h", d.Duration)
@@ -162,6 +237,9 @@ func ResolveGates(st v1alpha1.StrategySpec, nodeLabels []map[string]string) (Gat
 
 // sameGates reports whether two plans carry the same gates.
 func sameGates(a, b zklayout.Plan) bool {
-	return a.MaxUnavailable == b.MaxUnavailable && a.MinHealthySeconds == b.MinHealthySeconds && reflect.DeepEqual(a.Topology, b.Topology) &&
+	return a.MaxUnavailable == b.MaxUnavailable && a.MinHealthySeconds == b.MinHealthySeconds && a.Canary == b.Canary &&
+		a.MaxFailures == b.MaxFailures &&
+		a.CanaryBakeSeconds == b.CanaryBakeSeconds && a.Promoted == b.Promoted && reflect.DeepEqual(a.PreStopCheck, b.PreStopCheck) &&
+		reflect.DeepEqual(a.AlertGate, b.AlertGate) && reflect.DeepEqual(a.Topology, b.Topology) &&
 		(len(a.Windows) == 0 && len(b.Windows) == 0 || reflect.DeepEqual(a.Windows, b.Windows))
 }

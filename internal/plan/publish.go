@@ -128,6 +128,12 @@ func Plan(owner Owner, s v1alpha1.ServiceSpec, opts Options, minAvailable int, m
 		UpdatedAt:         now.UTC(),
 		MaxUnavailable:    g.MaxUnavailable,
 		MinHealthySeconds: g.MinHealthySeconds,
+		Canary:            g.Canary,
+		CanaryBakeSeconds: g.CanaryBakeSeconds,
+		Promoted:          g.Promoted,
+		MaxFailures:       g.MaxFailures,
+		PreStopCheck:      g.PreStopCheck,
+		AlertGate:         g.AlertGate,
 		Topology:          g.Topology,
 		Windows:           g.Windows,
 	}, nil

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/rollkeeper/rollkeeper/api/v1alpha1"
+	"github.com/rollkeeper/rollkeeper/internal/plan"
 )
 
 // ErrNotFound is returned (wrapped) when the RollingDeploy does not exist.
@@ -92,4 +94,39 @@ func Abort(ctx context.Context, c client.Client, name string, now time.Time) (st
 	}
 	return fmt.Sprintf("rollingdeploy/%s aborted at %s: upgrades under way finish, no node starts a new one, "+
 		"nothing that runs is touched; resume is refused until the annotation %s is removed", name, at, v1alpha1.AnnotationAborted), nil
+}
+
+// Promote ends the canary phase of service (every service with a canary when "") at its
+// current target version: it annotates the RollingDeploy with the version promoted, so a later
+// version has a canary phase again. A service without a canary is refused by name.
+func Promote(ctx context.Context, c client.Client, name, service string) (string, error) {
+	rd, err := Get(ctx, c, name)
+	if err != nil {
+		return "", err
+	}
+	ann := map[string]any{}
+	var done []string
+	for _, s := range rd.Spec.Services {
+		if service != "" && s.Name != service {
+			continue
+		}
+		if st := plan.Strategy(rd.Spec, s); st.Canary == nil {
+			if service != "" {
+				return "", fmt.Errorf("service %s of rollingdeploy/%s has no canary phase to promote", service, name)
+			}
+			continue
+		}
+		ann[v1alpha1.AnnotationPromotePrefix+s.Name] = s.Version
+		done = append(done, s.Name+" "+s.Version)
+	}
+	if len(done) == 0 {
+		if service != "" {
+			return "", fmt.Errorf("rollingdeploy/%s has no service %s", name, service)
+		}
+		return "", fmt.Errorf("rollingdeploy/%s has no service with a canary phase", name)
+	}
+	if err := patch(ctx, c, rd, map[string]any{"metadata": map[string]any{"annotations": ann}}); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("rollingdeploy/%s promoted: %s (the other nodes follow, as the quorum and gates allow)", name, strings.Join(done, ", ")), nil
 }

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
@@ -13,10 +14,15 @@ const (
 	GateMaxUnavailable = "maxUnavailable"
 	GateDomain         = "domain"
 	GateDomainQuorum   = "domainQuorum"
+	GateCanary         = "canary"
+	// GatePreStopCheck and GateAlert are asked by the deciding agent itself (nodeagent/veto),
+	// after these: a node's own "not now", the deploy's Prometheus query returning series.
+	GatePreStopCheck = "preStopCheck"
+	GateAlert        = "alert"
 )
 
 // GateNames are every gate, as metrics export them.
-var GateNames = []string{GateWindow, GateMaxUnavailable, GateDomain, GateDomainQuorum}
+var GateNames = []string{GateWindow, GateCanary, GateMaxUnavailable, GateDomain, GateDomainQuorum, GatePreStopCheck, GateAlert}
 
 // Floor is an availability floor besides the service's quorum: at least Min of the nodes Of
 // must have answered the roll call and stay online (a failure domain's quorum).
@@ -70,6 +76,11 @@ type GateInput struct {
 	Queued []Flight
 	// Online maps each online node to its domain.
 	Online map[string]string
+	// Target is the version the first waiter upgrades to (the canary phase applies to the
+	// plan's version, not to a rollback), OnTarget the online nodes on it and when each
+	// registered it.
+	Target   string
+	OnTarget map[string]time.Time
 }
 
 // GateResult is the gates' answer: Wait says why the first waiter may not go now ("" when it
@@ -110,12 +121,17 @@ func Gates(in GateInput) GateResult {
 		r.Wait, r.Gate, r.RetryAt = w, GateWindow, at
 		return r
 	}
+	if p.Canary > 0 && !p.Promoted && in.Target == p.Version {
+		if done := canary(in, &r); done {
+			return r
+		}
+	}
 	if p.MaxUnavailable > 0 {
 		if len(in.InFlight) >= p.MaxUnavailable {
 			r.Wait, r.Gate = fmt.Sprintf("%d node(s) upgrading, maxUnavailable %d", len(in.InFlight), p.MaxUnavailable), GateMaxUnavailable
 			return r
 		}
-		r.Others, r.Allowed = p.MaxUnavailable-len(in.InFlight)-1, p.MaxUnavailable
+		r.limit(p.MaxUnavailable-len(in.InFlight)-1, p.MaxUnavailable)
 	}
 	t := p.Topology
 	if t == nil {
@@ -143,13 +159,7 @@ func Gates(in GateInput) GateResult {
 		r.Wait, r.Gate = fmt.Sprintf("%s has %d node(s) down, maxUnavailablePerDomain %d", name, down, t.MaxUnavailablePerDomain), GateDomain
 		return r
 	}
-	others := t.MaxUnavailablePerDomain - down - 1
-	if r.Others < 0 || others < r.Others {
-		r.Others = others
-	}
-	if r.Allowed < 0 || t.MaxUnavailablePerDomain < r.Allowed {
-		r.Allowed = t.MaxUnavailablePerDomain
-	}
+	r.limit(t.MaxUnavailablePerDomain-down-1, t.MaxUnavailablePerDomain)
 	if m := t.MinAvailableIn(in.Domain); m > 0 {
 		of := map[string]bool{}
 		for n, d := range in.Online {
@@ -165,6 +175,52 @@ func Gates(in GateInput) GateResult {
 		r.Floor = &Floor{Name: name, Min: m, Of: of}
 	}
 	return r
+}
+
+// limit caps the nodes that may go with the first waiter to others, and those down at once to
+// allowed.
+func (r *GateResult) limit(others, allowed int) {
+	if r.Others < 0 || others < r.Others {
+		r.Others = others
+	}
+	if r.Allowed < 0 || allowed < r.Allowed {
+		r.Allowed = allowed
+	}
+}
+
+// canary applies the canary phase: until Canary nodes run the target (online on it or on
+// their way), the batch is capped to the rest; then the service waits for its promotion, or,
+// with a bake time, until the first Canary nodes on the target registered at least that long
+// ago (each registering node's clock: they run NTP). It reports whether the first waiter must
+// wait (r says why).
+func canary(in GateInput, r *GateResult) bool {
+	p := in.Plan
+	up := len(in.OnTarget) + len(in.InFlight)
+	if up < p.Canary {
+		r.limit(p.Canary-up-1, p.Canary)
+		return false
+	}
+	r.Gate = GateCanary
+	if p.CanaryBakeSeconds == 0 {
+		r.Wait = fmt.Sprintf("canary: %d node(s) on %s; waiting for kubectl rollkeeper promote %s", up, p.Version, p.Deploy)
+		return true
+	}
+	if len(in.InFlight) > 0 || len(in.OnTarget) < p.Canary {
+		r.Wait = fmt.Sprintf("canary: %d of %d canaries back on %s", len(in.OnTarget), p.Canary, p.Version)
+		return true
+	}
+	since := make([]time.Time, 0, len(in.OnTarget))
+	for _, t := range in.OnTarget {
+		since = append(since, t)
+	}
+	sort.Slice(since, func(i, j int) bool { return since[i].Before(since[j]) })
+	at := since[p.Canary-1].Add(time.Duration(p.CanaryBakeSeconds) * time.Second)
+	if in.Now.Before(at) {
+		r.Wait, r.RetryAt = fmt.Sprintf("canary: %d node(s) on %s, promoted at %s UTC if they stay healthy", p.Canary, p.Version, at.UTC().Format("15:04:05")), at
+		return true
+	}
+	r.Gate = ""
+	return false
 }
 
 func domainName(t *zklayout.Topology, d string) string {

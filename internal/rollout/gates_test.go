@@ -192,3 +192,92 @@ func TestNextGates(t *testing.T) {
 }
 
 func withFloors(st Step, f []Floor) Step { st.Floors = f; return st }
+
+func TestCanaryGate(t *testing.T) {
+	now := mustTime(t, "2026-12-05 12:00", "UTC")
+	plan := func(canary, bake int, promoted bool) *zklayout.Plan {
+		return &zklayout.Plan{Deploy: "web", Version: "v2", Canary: canary, CanaryBakeSeconds: bake, Promoted: promoted}
+	}
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	for _, tc := range []struct {
+		name    string
+		in      GateInput
+		wait    string
+		retry   time.Time
+		others  int
+		allowed int
+	}{
+		{name: "no canary on v2 yet: the batch is capped to the canaries",
+			in: GateInput{Plan: plan(3, 0, false)}, others: 2, allowed: 3},
+		{name: "one in flight, one on v2: one more",
+			in: GateInput{Plan: plan(3, 0, false), InFlight: []Flight{{Node: "x"}}, OnTarget: map[string]time.Time{"y": ago(time.Minute)}}, others: 0, allowed: 3},
+		{name: "canaries done: wait for the promotion",
+			in:   GateInput{Plan: plan(2, 0, false), OnTarget: map[string]time.Time{"x": ago(time.Hour), "y": ago(time.Hour)}},
+			wait: "canary: 2 node(s) on v2; waiting for kubectl rollkeeper promote web"},
+		{name: "promoted: no canary gate",
+			in: GateInput{Plan: plan(2, 0, true), OnTarget: map[string]time.Time{"x": ago(time.Hour), "y": ago(time.Hour)}}, others: -1, allowed: -1},
+		{name: "a rollback has no canary phase",
+			in: GateInput{Plan: plan(2, 0, false), Target: "v1"}, others: -1, allowed: -1},
+		{name: "bake: a canary still in flight",
+			in:   GateInput{Plan: plan(2, 60, false), InFlight: []Flight{{Node: "x"}}, OnTarget: map[string]time.Time{"y": ago(time.Hour)}},
+			wait: "canary: 1 of 2 canaries back on v2"},
+		{name: "bake: not long enough yet",
+			in:   GateInput{Plan: plan(2, 60, false), OnTarget: map[string]time.Time{"x": ago(time.Hour), "y": ago(20 * time.Second)}},
+			wait: "canary: 2 node(s) on v2, promoted at 12:00:40 UTC if they stay healthy", retry: now.Add(40 * time.Second)},
+		{name: "bake: done, the first canaries count (later nodes do not hold it again)",
+			in:     GateInput{Plan: plan(2, 60, false), OnTarget: map[string]time.Time{"x": ago(time.Hour), "y": ago(2 * time.Minute), "z": ago(time.Second)}},
+			others: -1, allowed: -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.in
+			in.Now = now
+			if in.Target == "" {
+				in.Target = "v2"
+			}
+			r := Gates(in)
+			if r.Wait != tc.wait || !r.RetryAt.Equal(tc.retry) {
+				t.Fatalf("Gates = %q (retry %v), want %q (retry %v)", r.Wait, r.RetryAt, tc.wait, tc.retry)
+			}
+			if tc.wait != "" {
+				if r.Gate != GateCanary {
+					t.Errorf("gate %q", r.Gate)
+				}
+				return
+			}
+			if r.Gate != "" || r.Others != tc.others || r.Allowed != tc.allowed {
+				t.Errorf("gate %q others %d allowed %d, want others %d allowed %d", r.Gate, r.Others, r.Allowed, tc.others, tc.allowed)
+			}
+		})
+	}
+}
+
+// maxFailures: a node whose upgrade failed keeps its version and leaves the queue; the others
+// go on while the failures stay within maxFailures; one more halts.
+func TestNextMaxFailures(t *testing.T) {
+	fail := func(node string) zklayout.Failure {
+		return zklayout.Failure{Node: node, Version: "v2", Kind: zklayout.FailureHealthCheck, Reason: "exit 1"}
+	}
+	decide := Step{Kind: StepDecide, Version: "v2", PlanVersion: "v2", Child: c1, ChildVersion: 4, FailuresVersion: 7,
+		Online: 3, Prewarm: "v2", Registered: true}
+	runNext(t, []nextCase{
+		{name: "another node's failure, tolerated: go on", mod: func(s *Snapshot, l *Local) {
+			s.Plan.MaxFailures = 1
+			s.Failures = []zklayout.Failure{fail("n3")}
+		}, want: decide, admit: []string{"n1", "n2"}},
+		{name: "own failure, tolerated: keep the version, leave the queue", mod: func(s *Snapshot, l *Local) {
+			s.Plan.MaxFailures = 1
+			s.Failures = []zklayout.Failure{fail("n1")}
+		}, want: Step{Kind: StepLeave, Remove: []string{c1}, Registered: true}, reason: "up to date"},
+		{name: "one more than maxFailures: halted", mod: func(s *Snapshot, l *Local) {
+			s.Plan.MaxFailures = 1
+			s.Failures = []zklayout.Failure{fail("n2"), fail("n3")}
+		}, want: Step{Kind: StepLeave, Remove: []string{c1}, Registered: true}, reason: "up to date"},
+	})
+	plan := &zklayout.Plan{Version: "v2", PreviousVersion: "v1", MaxFailures: 1, FailurePolicy: zklayout.FailurePolicyRollback}
+	if tg, halted := Target(plan, []zklayout.Failure{fail("n1")}); tg != "v2" || halted {
+		t.Fatalf("one failure of maxFailures 1: %s %v", tg, halted)
+	}
+	if tg, halted := Target(plan, []zklayout.Failure{fail("n1"), fail("n2")}); tg != "v1" || halted {
+		t.Fatalf("two failures, Rollback: %s %v, want a rollback to v1", tg, halted)
+	}
+}

@@ -364,7 +364,10 @@ func (d *decision) registered(plan *zklayout.Plan, target string, halted bool) S
 		return Step{Kind: StepClearArtifactFailure, Version: target}
 	}
 
-	if l.Version == target || halted {
+	// A tolerated failure (within maxFailures): this node rolled back and keeps its version;
+	// the others go on, and the service completes without it.
+	tolerated := !halted && target == plan.Version && l.Version != target && Failed(plan, s.Failures)[l.Node]
+	if l.Version == target || halted || tolerated {
 		if len(mine) > 0 {
 			return Step{Kind: StepLeave, Reason: "up to date", Remove: children(mine)}
 		}
@@ -397,6 +400,12 @@ func (d *decision) registered(plan *zklayout.Plan, target string, halted bool) S
 				return st
 			}
 			watches = append(watches, st.Watch...)
+		}
+		if tolerated {
+			// It takes part in completion like an up-to-date node (it may be the designated
+			// completer), and hears of a new plan or of failures beyond maxFailures.
+			return wait("this node's upgrade failed its health check: it keeps its version (a failure within maxFailures)",
+				append(watches, failuresWatch), "version", l.Version, "target", plan.Version, "maxFailures", plan.MaxFailures)
 		}
 		return wait("up to date", watches, "version", l.Version)
 	}
@@ -502,7 +511,8 @@ walk:
 		}
 	}
 	flights := inFlight(s, idx, online)
-	g := Gates(GateInput{Plan: plan, Now: l.Now, Domain: domain, InFlight: flights, Queued: queued(s, idx, target), Online: domains(d.s.Current, plan, online)})
+	g := Gates(GateInput{Plan: plan, Now: l.Now, Domain: domain, InFlight: flights, Queued: queued(s, idx, target),
+		Online: domains(d.s.Current, plan, online), Target: target, OnTarget: onTarget(d.s.Current, online, target)})
 	if g.Wait != "" {
 		if g.Requeue {
 			return Step{Kind: StepLeave, Reason: g.Wait + ": requeueing behind its nodes", Gate: g.Gate, Remove: []string{keep.Child}, Prewarm: target}
@@ -582,6 +592,17 @@ func queued(s *Snapshot, idx int, target string) []Flight {
 	for _, q := range s.Queue[idx+1:] {
 		if q.Loaded && !q.Gone && q.Bad == nil && q.Owner != 0 && q.Staged.State == zklayout.StagedReady && q.Staged.Version == target {
 			out = append(out, Flight{Node: q.Node, Domain: q.Staged.Domain})
+		}
+	}
+	return out
+}
+
+// onTarget maps each online node on target to when it registered it.
+func onTarget(current []Registration, online map[string]string, target string) map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, r := range current {
+		if v, ok := online[r.Node]; ok && v == target {
+			out[r.Node] = r.Since
 		}
 	}
 	return out
@@ -797,8 +818,11 @@ func distributed(s *Snapshot, plan *zklayout.Plan, online map[string]string) (ok
 	for _, q := range s.Queue {
 		ready[q.Node] = true
 	}
+	failed := Failed(plan, s.Failures)
 	for n, v := range online {
-		if v == plan.Version {
+		// A node whose upgrade failed (a failure maxFailures tolerates) keeps its version and
+		// never stages again: waiting for it would wait for good.
+		if v == plan.Version || failed[n] {
 			ready[n] = true
 		}
 	}

@@ -240,15 +240,26 @@ func selection(plan *zklayout.Plan) func(lbls map[string]string) string {
 // version, or with the Rollback policy after a health failure of it, the previous one. halted
 // means the rollout stopped on such a failure (the Pause policy).
 func Target(plan *zklayout.Plan, failures []zklayout.Failure) (target string, halted bool) {
+	if len(Failed(plan, failures)) <= plan.MaxFailures {
+		return plan.Version, false
+	}
+	if plan.FailurePolicy == zklayout.FailurePolicyRollback && plan.PreviousVersion != "" {
+		return plan.PreviousVersion, false
+	}
+	return plan.Version, true
+}
+
+// Failed returns the nodes whose upgrade to the plan's version failed its health check: up to
+// plan.MaxFailures of them are tolerated (each rolled itself back and keeps its version; the
+// service completes without them), one more halts the rollout.
+func Failed(plan *zklayout.Plan, failures []zklayout.Failure) map[string]bool {
+	out := map[string]bool{}
 	for _, f := range failures {
 		if f.Kind == zklayout.FailureHealthCheck && f.Version == plan.Version {
-			if plan.FailurePolicy == zklayout.FailurePolicyRollback && plan.PreviousVersion != "" {
-				return plan.PreviousVersion, false
-			}
-			return plan.Version, true
+			out[f.Node] = true
 		}
 	}
-	return plan.Version, false
+	return out
 }
 
 // registrationOK reports whether node's registration r is what a node running version in

@@ -271,6 +271,10 @@ func (k *worker) execute(snap *rollout.Snapshot, st rollout.Step) error {
 	switch st.Kind {
 	case rollout.StepWait:
 		k.logf("wait: %s %v", st.Reason, st.Fields)
+		if !st.RetryAt.IsZero() {
+			// A canary's bake (the simulation has no windows): look again later.
+			k.retry = true
+		}
 		return errWait
 	case rollout.StepAgain:
 		k.logf("again: %s", st.Reason)

@@ -52,25 +52,37 @@ func (w *world) checkStop(k *worker, rc *rollCall, st rollout.Step) {
 		w.fail("invariant 2 (order): %s stops %s before %s's rollout completed", k.mc.name, s.name, d)
 	}
 	// (3) No stop for a plan version after a health failure of it was recorded.
-	if st.Version == s.plan.Version && w.healthFailure(s) {
-		w.fail("invariant 3 (failure): %s stops %s for %s after a health failure of %s was recorded", k.mc.name, s.name, st.Version, st.Version)
+	failed := w.failedNodes(s)
+	if st.Version == s.plan.Version && len(failed) > s.plan.MaxFailures {
+		w.fail("invariant 3 (failure): %s stops %s for %s after %d health failure(s) of %s were recorded, maxFailures %d",
+			k.mc.name, s.name, st.Version, len(failed), st.Version, s.plan.MaxFailures)
+	}
+	if st.Version == s.plan.Version && failed[k.mc.name] {
+		w.fail("invariant 3 (failure): %s stops %s for %s again after its own upgrade to it failed", k.mc.name, s.name, st.Version)
 	}
 }
 
-// healthFailure reports whether failures/<svc> holds a HealthCheck record of the plan's version.
+// healthFailure reports whether s's rollout halted: failures/<svc> holds more HealthCheck
+// records of the plan's version than its maxFailures tolerates.
 func (w *world) healthFailure(s *service) bool {
+	return len(w.failedNodes(s)) > s.plan.MaxFailures
+}
+
+// failedNodes are the machines whose HealthCheck failure of the plan's version is recorded.
+func (w *world) failedNodes(s *service) map[string]bool {
+	out := map[string]bool{}
 	names, _, err := w.m.Children(w.obs, w.l.FailureService(s.name))
 	if err != nil {
-		return false
+		return out
 	}
 	for _, n := range names {
 		data, _, err := w.m.Get(w.obs, w.l.Failure(s.name, n))
 		var f zklayout.Failure
 		if err == nil && zklayout.Decode(data, &f) == nil && f.Kind == zklayout.FailureHealthCheck && f.Version == s.plan.Version {
-			return true
+			out[f.Node] = true
 		}
 	}
-	return false
+	return out
 }
 
 // checkCompletion notes an agent's removal of a deploy entry of s: s completed once its last
@@ -92,6 +104,7 @@ func (w *world) checkCompletion(s *service) {
 // max(1, minAvailable) registered machines serve the plan's version.
 func (w *world) truthfulCompletion(s *service, who string) {
 	ok := 0
+	tolerated := w.failedNodes(s)
 	for _, mc := range w.machines {
 		p := mc.procs[s.idx]
 		if mc.agentUp && mc.workers[s.idx].up != nil && w.m.Alive(mc.session) {
@@ -103,10 +116,10 @@ func (w *world) truthfulCompletion(s *service, who string) {
 		}
 		if mc.up && owner == mc.session {
 			// The machine's live agent's registration: its process is the truth.
-			if p.running && p.version != s.plan.Version {
+			if p.running && p.version != s.plan.Version && !tolerated[mc.name] {
 				w.fail("completion of %s (by the %s) while %s runs %s and is registered", s.name, who, mc.name, p.version)
 			}
-			if p.running && p.healthy && p.version == s.plan.Version {
+			if p.running && p.healthy && (p.version == s.plan.Version || tolerated[mc.name]) {
 				ok++
 			}
 			continue
@@ -120,7 +133,7 @@ func (w *world) truthfulCompletion(s *service, who string) {
 		if err != nil || zklayout.Decode(data, &c) != nil {
 			continue
 		}
-		if c.Version != s.plan.Version || (p.running && p.version != s.plan.Version) {
+		if !tolerated[mc.name] && (c.Version != s.plan.Version || (p.running && p.version != s.plan.Version)) {
 			w.fail("completion of %s (by the %s) while %s's lingering registration says %s (process %s, running %v)", s.name, who, mc.name, c.Version, p.version, p.running)
 		}
 		ok++
@@ -186,7 +199,7 @@ func (w *world) converged() string {
 			if !p.running || !p.healthy {
 				return fmt.Sprintf("%s/%s: not running healthy (%s)", mc.name, s.name, p.version)
 			}
-			if want != "" && p.version != want {
+			if want != "" && p.version != want && !(want == v2 && w.failedNodes(s)[mc.name]) {
 				return fmt.Sprintf("%s/%s: runs %s, want %s", mc.name, s.name, p.version, want)
 			}
 			data, st, err := w.m.Get(w.obs, w.l.CurrentNode(s.name, mc.name))

@@ -331,6 +331,14 @@ func newWorld(seed int64, cfg Config) *world {
 			}
 			s.plan.Topology = t
 		}
+		if g.Intn(3) == 0 {
+			// Failed health checks tolerated before the rollout halts.
+			s.plan.MaxFailures = 1 + g.Intn(2)
+		}
+		if g.Intn(4) == 0 {
+			// A canary phase that promotes itself once its nodes ran v2 a few ticks.
+			s.plan.Canary, s.plan.CanaryBakeSeconds = 1+g.Intn(2), 3+g.Intn(12)
+		}
 		w.svcs = append(w.svcs, s)
 	}
 	// The deploy is published at once (a deploy while the agents start), or once the agents
@@ -367,6 +375,12 @@ func newWorld(seed int64, cfg Config) *world {
 		}
 		if t := s.plan.Topology; t != nil {
 			gates += fmt.Sprintf(", by rack %d at a time, rack quorums %v", t.MaxUnavailablePerDomain, t.Domains)
+		}
+		if s.plan.MaxFailures > 0 {
+			gates += fmt.Sprintf(", maxFailures %d", s.plan.MaxFailures)
+		}
+		if s.plan.Canary > 0 {
+			gates += fmt.Sprintf(", canary %d baked %d ticks", s.plan.Canary, s.plan.CanaryBakeSeconds)
 		}
 		desc = append(desc, fmt.Sprintf("%s(min %d, %s%s, bad v2 on %v)", s.name, s.min, s.policy, gates, bad))
 	}

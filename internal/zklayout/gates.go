@@ -19,6 +19,8 @@ const (
 	MaxTimeZoneLength = 64
 	// MaxMinHealthySeconds bounds minHealthyTime: a day.
 	MaxMinHealthySeconds = 86400
+	// MaxBakeSeconds bounds a canary's bakeTime: a week.
+	MaxBakeSeconds = 7 * 86400
 )
 
 // Weekdays, as windows name them (time.Weekday's order).
@@ -205,4 +207,61 @@ func WindowWait(next time.Time, w *Window, now time.Time) string {
 		return fmt.Sprintf("window opens at %s %s", at.Format("15:04"), w.TimeZone)
 	}
 	return fmt.Sprintf("window opens at %s %s %s", at.Format("Mon"), at.Format("15:04"), w.TimeZone)
+}
+
+// StopCheck asks the node itself, just before it stops for an upgrade, whether now is a good
+// time: an exec command exiting 0, or an HTTP GET answering 2xx, says yes; anything else says
+// "not now", with the command's output or the answer's body (its first line) as the reason.
+type StopCheck struct {
+	HTTPGet        *HTTPGet `json:"httpGet,omitempty"`
+	Exec           *Exec    `json:"exec,omitempty"`
+	TimeoutSeconds int      `json:"timeoutSeconds"`
+	// PeriodSeconds is how long a node told "not now" waits before asking again.
+	PeriodSeconds int `json:"periodSeconds"`
+}
+
+func (c *StopCheck) validate() error {
+	if (c.HTTPGet != nil) == (c.Exec != nil) {
+		return fmt.Errorf("preStopCheck: exactly one of httpGet and exec")
+	}
+	if err := firstErr(inRange("preStopCheck.timeoutSeconds", c.TimeoutSeconds, 1, MaxProbeSeconds),
+		inRange("preStopCheck.periodSeconds", c.PeriodSeconds, 1, MaxProbeSeconds)); err != nil {
+		return err
+	}
+	if g := c.HTTPGet; g != nil {
+		if g.Scheme != "HTTP" && g.Scheme != "HTTPS" {
+			return fmt.Errorf("preStopCheck.httpGet.scheme %q is neither HTTP nor HTTPS", clip(g.Scheme))
+		}
+		if !strings.HasPrefix(g.Path, "/") {
+			return fmt.Errorf("preStopCheck.httpGet.path %q does not start with /", clip(g.Path))
+		}
+		return firstErr(maxLen("preStopCheck.httpGet.path", g.Path, MaxPathLength),
+			validHost("preStopCheck.httpGet.host", g.Host), validPort("preStopCheck.httpGet.port", g.Port))
+	}
+	return validCommand("preStopCheck.exec.command", c.Exec.Command)
+}
+
+// MaxQueryLength bounds an alert gate's PromQL query.
+const MaxQueryLength = 4096
+
+// AlertGate holds every upgrade while a Prometheus query returns series (a firing alert, say):
+// the deciding node asks URL's /api/v1/query before it decides, every PeriodSeconds while it
+// holds. A Prometheus that cannot be asked holds too.
+type AlertGate struct {
+	URL           string `json:"url"`
+	Query         string `json:"query"`
+	PeriodSeconds int    `json:"periodSeconds"`
+}
+
+func (a *AlertGate) validate() error {
+	if !strings.HasPrefix(a.URL, "http://") && !strings.HasPrefix(a.URL, "https://") {
+		return fmt.Errorf("alertGate.url %q is not an http(s) URL", clip(a.URL))
+	}
+	if err := validURL(a.URL); err != nil {
+		return fmt.Errorf("alertGate.url: %w", err)
+	}
+	if strings.TrimSpace(a.Query) == "" {
+		return fmt.Errorf("alertGate.query is empty")
+	}
+	return firstErr(maxLen("alertGate.query", a.Query, MaxQueryLength), inRange("alertGate.periodSeconds", a.PeriodSeconds, 1, MaxProbeSeconds))
 }

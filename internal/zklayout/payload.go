@@ -115,6 +115,19 @@ type Plan struct {
 	// MinHealthySeconds is how long an upgraded node must stay healthy before it registers
 	// again (counts as upgraded, and lets the next one go).
 	MinHealthySeconds int `json:"minHealthySeconds,omitempty"`
+	// Canary is how many nodes upgrade before the service waits for its promotion (0: no
+	// canary phase); Promoted says it was promoted; CanaryBakeSeconds, when set, promotes it
+	// once the first Canary nodes on the version were registered that long.
+	Canary            int  `json:"canary,omitempty"`
+	CanaryBakeSeconds int  `json:"canaryBakeSeconds,omitempty"`
+	Promoted          bool `json:"promoted,omitempty"`
+	// PreStopCheck, when set, is asked by each node just before it stops for an upgrade.
+	PreStopCheck *StopCheck `json:"preStopCheck,omitempty"`
+	// AlertGate, when set, holds every upgrade while its query returns series.
+	AlertGate *AlertGate `json:"alertGate,omitempty"`
+	// MaxFailures is how many nodes may fail the version's health check (each rolls itself
+	// back and keeps its version) before the rollout halts; 0 halts on the first.
+	MaxFailures int `json:"maxFailures,omitempty"`
 }
 
 func (p *Plan) validate() error {
@@ -129,6 +142,22 @@ func (p *Plan) validate() error {
 	}
 	if err := inRange("minHealthySeconds", p.MinHealthySeconds, 0, MaxMinHealthySeconds); err != nil {
 		return err
+	}
+	if err := firstErr(nonNegative("canary", int64(p.Canary)), inRange("canaryBakeSeconds", p.CanaryBakeSeconds, 0, MaxBakeSeconds)); err != nil {
+		return err
+	}
+	if p.MaxFailures < 0 {
+		return fmt.Errorf("maxFailures %d is negative", p.MaxFailures)
+	}
+	if p.PreStopCheck != nil {
+		if err := p.PreStopCheck.validate(); err != nil {
+			return err
+		}
+	}
+	if p.AlertGate != nil {
+		if err := p.AlertGate.validate(); err != nil {
+			return err
+		}
 	}
 	if p.MaxUnavailable < 0 {
 		return fmt.Errorf("maxUnavailable %d is negative", p.MaxUnavailable)
@@ -181,6 +210,9 @@ type Staged struct {
 	// Domain is the node's failure domain (its value of the plan's topology key) when the plan
 	// has a topology: deciders read the domains of the nodes in flight from it.
 	Domain string `json:"domain,omitempty"`
+	// Hold, on a ready child, says why its node, first in the queue, does not decide now: its
+	// preStopCheck or the alert gate said "not now" ("preStopCheck: <reason>").
+	Hold string `json:"hold,omitempty"`
 }
 
 // Admitter names the node that decided this upgrading mark.
@@ -198,6 +230,9 @@ func (s *Staged) validate() error {
 	var by error
 	if s.AdmittedBy != "" {
 		by = ValidNode(s.AdmittedBy)
+	}
+	if err := maxLen("hold", s.Hold, MaxTextLength); err != nil {
+		return err
 	}
 	if errs := validation.IsValidLabelValue(s.Domain); len(errs) > 0 {
 		return fmt.Errorf("domain %q: %s", clip(s.Domain), strings.Join(errs, "; "))

@@ -80,7 +80,7 @@ const sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 // validDeploy is a RollingDeploy that uses every field with a constraint.
 func validDeploy() *v1alpha1.RollingDeploy {
 	minStaged := intstr.FromInt32(1)
-	maxUnavailable, perDomain := intstr.FromString("50%"), intstr.FromInt32(1)
+	maxUnavailable, perDomain, maxFailures := intstr.FromString("50%"), intstr.FromInt32(1), intstr.FromInt32(1)
 	return &v1alpha1.RollingDeploy{
 		ObjectMeta: metav1.ObjectMeta{Name: "shop"},
 		Spec: v1alpha1.RollingDeploySpec{
@@ -110,6 +110,10 @@ func validDeploy() *v1alpha1.RollingDeploy {
 				Strategy: &v1alpha1.StrategySpec{
 					MaxUnavailable: &maxUnavailable,
 					MinHealthyTime: &metav1.Duration{Duration: 30 * time.Second},
+					MaxFailures:    &maxFailures,
+					Canary:         &v1alpha1.CanarySpec{Nodes: intstr.FromString("10%"), BakeTime: &metav1.Duration{Duration: time.Minute}},
+					PreStopCheck:   &v1alpha1.PreStopCheckSpec{Exec: &v1alpha1.ExecCheck{Command: []string{"/bin/ready-to-stop"}}, TimeoutSeconds: 5, PeriodSeconds: 10},
+					AlertGate:      &v1alpha1.AlertGateSpec{URL: "http://prometheus:9090", Query: `ALERTS{alertstate="firing"}`, PeriodSeconds: 15},
 					Topology:       &v1alpha1.TopologySpec{Key: "topology.kubernetes.io/zone", MaxUnavailablePerDomain: 1, MinAvailablePerDomain: &perDomain},
 					MaintenanceWindows: []v1alpha1.MaintenanceWindow{
 						{Days: []v1alpha1.Weekday{"Mon", "Tue"}, Start: "02:00", End: "05:00", TimeZone: "Europe/Paris"},
@@ -412,6 +416,25 @@ func constraints(t *testing.T) []constraint {
 	specJSON("minHealthyTime at most 24h", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
 		s.Strategy.MinHealthyTime = &metav1.Duration{Duration: 25 * time.Hour}
 	}, func(m map[string]any) { m["minHealthySeconds"] = 86401 })
+	specJSON("maxFailures not negative", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		v := intstr.FromInt32(-1)
+		s.Strategy.MaxFailures = &v
+	}, func(m map[string]any) { m["maxFailures"] = -1 })
+	specJSON("canary at least 1 node", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.Canary.Nodes = intstr.FromInt32(0)
+	}, func(m map[string]any) { m["canary"] = -1 })
+	specJSON("preStopCheck: exactly one of httpGet and exec", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.PreStopCheck.HTTPGet = &v1alpha1.HTTPGetCheck{Path: "/", Port: 8080, Scheme: "HTTP"}
+	}, func(m map[string]any) {
+		obj(m, "preStopCheck")["httpGet"] = map[string]any{"path": "/", "port": 8080, "scheme": "HTTP"}
+	})
+	spec("preStopCheck timeout at most 3600", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.PreStopCheck.TimeoutSeconds = 3601
+	})
+	spec("alertGate url is http(s)", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
+		s.Strategy.AlertGate.URL = "file:///etc/passwd"
+	})
+	spec("alertGate query not empty", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) { s.Strategy.AlertGate.Query = "" })
 	spec("window start is HH:MM", planK, func(_ *v1alpha1.RollingDeploy, s *v1alpha1.ServiceSpec) {
 		s.Strategy.MaintenanceWindows[0].Start = "25:00"
 	})

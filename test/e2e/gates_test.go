@@ -289,3 +289,185 @@ func fixtureServing(t *testing.T, path, svc, version string) map[string]time.Tim
 	}
 	return out
 }
+
+// Canary: the first 2 nodes upgrade, then the service waits, its status saying so, until
+// kubectl rollkeeper promote; then the others follow. The next version has a canary phase
+// again; with a bake time it promotes itself once the canaries stayed up that long.
+func TestGatesCanaryThenPromote(t *testing.T) {
+	s, ctx := start(t, harness.Config{RecordServices: []string{"c"}})
+	two := intstr.FromInt32(2)
+	canary := strategy(rkv1alpha1.StrategySpec{Canary: &rkv1alpha1.CanarySpec{Nodes: two}})
+	deployV1(t, s, ctx, "canary", service(t, s, "c", "v1", harness.MinAvailable(1), canary))
+
+	since := time.Now()
+	setServices(t, s, ctx, "canary", service(t, s, "c", "v2", harness.MinAvailable(1), canary))
+	rd, err := s.WaitForRD(ctx, "canary", rolloutTime, "two canaries on v2, the rest held", func(rd *rkv1alpha1.RollingDeploy) bool {
+		st := harness.ServiceStatus(rd, "c")
+		return st != nil && st.Updated == 2 && st.Gate == "canary" && st.Staged == nodes-2
+	})
+	must(t, err)
+	st := harness.ServiceStatus(rd, "c")
+	if want := "canary: 2 node(s) on v2; waiting for kubectl rollkeeper promote canary"; st.Waiting != want {
+		t.Fatalf("waiting %q, want %q", st.Waiting, want)
+	}
+	// The first waiter's agent was held by the canary gate (its step decided not to stop).
+	must(t, harness.WaitFor(ctx, time.Minute, "an agent waits for the promotion", func(context.Context) (bool, error) {
+		for _, nd := range s.Nodes {
+			if strings.Contains(nd.Agent.Log(), "waiting for kubectl rollkeeper promote canary") {
+				return true, nil
+			}
+		}
+		return false, nil
+	}))
+	down := 0
+	for _, nd := range s.Nodes {
+		if wentOffline(s, "c", nd.Name, since) {
+			down++
+		}
+	}
+	if on := count(s.Recorder.Online("c"), "v2"); down != 2 || on != 2 {
+		t.Fatalf("%d node(s) went down, %d on v2 before the promotion, want 2 and 2\n%s", down, on, s.Recorder.Report("c"))
+	}
+	out, code := kubectlRollkeeper(t, s, ctx, "status", "canary")
+	if code != 0 || !strings.Contains(out, "waiting (canary gate): canary: 2 node(s) on v2") || !strings.Contains(out, "strategy: canary 2") {
+		t.Fatalf("status (exit %d):\n%s", code, out)
+	}
+	out, code = kubectlRollkeeper(t, s, ctx, "promote", "canary")
+	if code != 0 || !strings.Contains(out, "promoted: c v2") {
+		t.Fatalf("promote (exit %d):\n%s", code, out)
+	}
+	_, err = s.WaitForReady(ctx, "canary", rolloutTime)
+	must(t, err)
+	must(t, s.WaitForServiceVersions(ctx, "c", "v2", time.Minute))
+
+	// v3 with a bake time: the two canaries go, and the rest follow by themselves once they
+	// ran v3 for the bake time, with no promotion.
+	baked := strategy(rkv1alpha1.StrategySpec{Canary: &rkv1alpha1.CanarySpec{Nodes: two, BakeTime: &metav1.Duration{Duration: 2 * time.Second}}})
+	setServices(t, s, ctx, "canary", service(t, s, "c", "v3", harness.MinAvailable(1), baked))
+	_, err = s.WaitForReady(ctx, "canary", rolloutTime)
+	must(t, err)
+	must(t, s.WaitForServiceVersions(ctx, "c", "v3", time.Minute))
+	rd, err = s.WaitForRD(ctx, "canary", time.Minute, "v3 not promoted by hand", func(rd *rkv1alpha1.RollingDeploy) bool { return true })
+	must(t, err)
+	if v := rd.Annotations[rkv1alpha1.AnnotationPromotePrefix+"c"]; v != "v2" {
+		t.Fatalf("promotion annotation %q: v3 promoted itself, nobody should have annotated it", v)
+	}
+}
+
+// The vetoes asked by the deciding agent itself. The alert gate: a real Prometheus scrapes the
+// agents, and while the gate's query returns series (here: the service's up gauges, so it
+// "fires" for sure) no node stops; the status says why. Then each node's preStopCheck: while
+// a node's check says "not now" (its hold file exists), it holds, the status and can-stop
+// name the reason; once the files go, the rollout finishes.
+func TestGatesAlertAndPreStopCheck(t *testing.T) {
+	s, ctx := start(t, harness.Config{RecordServices: []string{"g"}, AgentMetrics: true})
+	var targets []string
+	for _, nd := range s.Nodes {
+		targets = append(targets, nd.MetricsAddr)
+	}
+	prom := startPrometheus(t, ctx, targets)
+	deployV1(t, s, ctx, "veto", service(t, s, "g", "v1", harness.MinAvailable(1)))
+	firing := `rollkeeper_agent_service_up{service="g"} == 1`
+	must(t, harness.WaitFor(ctx, time.Minute, "prometheus has scraped every agent", func(context.Context) (bool, error) {
+		n, err := prom.series(firing)
+		return n == nodes, err
+	}))
+
+	holds := t.TempDir()
+	for _, nd := range s.Nodes {
+		must(t, os.WriteFile(filepath.Join(holds, "hold-"+nd.Name), []byte("replica catching up\n"), 0o644))
+	}
+	check := &rkv1alpha1.PreStopCheckSpec{PeriodSeconds: 1, TimeoutSeconds: 5, Exec: &rkv1alpha1.ExecCheck{Command: []string{"sh", "-c",
+		`f="` + holds + `/hold-$ROLLKEEPER_NODE"; if [ -e "$f" ]; then cat "$f"; exit 1; fi`}}}
+	gated := func(query string) harness.ServiceOption {
+		return strategy(rkv1alpha1.StrategySpec{PreStopCheck: check, AlertGate: &rkv1alpha1.AlertGateSpec{URL: prom.URL, Query: query, PeriodSeconds: 1}})
+	}
+	since := time.Now()
+	setServices(t, s, ctx, "veto", service(t, s, "g", "v2", harness.MinAvailable(1), gated(firing)))
+	rd, err := s.WaitForRD(ctx, "veto", rolloutTime, "held by the alert gate", func(rd *rkv1alpha1.RollingDeploy) bool {
+		st := harness.ServiceStatus(rd, "g")
+		return st != nil && st.Gate == "alert" && st.Staged == nodes
+	})
+	must(t, err)
+	if st := harness.ServiceStatus(rd, "g"); !strings.Contains(st.Waiting, "alert: 5 series for "+firing) {
+		t.Fatalf("waiting %q", st.Waiting)
+	}
+	for _, nd := range s.Nodes {
+		if wentOffline(s, "g", nd.Name, since) {
+			t.Fatalf("%s stopped while the alert gate's query returned series\n%s", nd.Name, s.Recorder.Report("g"))
+		}
+	}
+
+	// The alert clears (the query now returns nothing): each node's own check holds it.
+	setServices(t, s, ctx, "veto", service(t, s, "g", "v2", harness.MinAvailable(1), gated(`rollkeeper_agent_service_up{service="g"} == 7`)))
+	rd, err = s.WaitForRD(ctx, "veto", rolloutTime, "held by a node's preStopCheck", func(rd *rkv1alpha1.RollingDeploy) bool {
+		st := harness.ServiceStatus(rd, "g")
+		return st != nil && st.Gate == "preStopCheck"
+	})
+	must(t, err)
+	st := harness.ServiceStatus(rd, "g")
+	held, _, _ := strings.Cut(st.Waiting, " ")
+	if !strings.HasSuffix(st.Waiting, "preStopCheck: exit status 1: replica catching up") || s.NodeByName(held) == nil {
+		t.Fatalf("waiting %q", st.Waiting)
+	}
+	must(t, harness.WaitFor(ctx, time.Minute, "can-stop names the hold", func(context.Context) (bool, error) {
+		out, code := kubectlRollkeeper(t, s, ctx, "can-stop", held, "--service", "g")
+		return code == 1 && strings.Contains(out, "holds: preStopCheck: exit status 1: replica catching up"), nil
+	}))
+	for _, nd := range s.Nodes {
+		if wentOffline(s, "g", nd.Name, since) {
+			t.Fatalf("%s stopped while every preStopCheck said not now\n%s", nd.Name, s.Recorder.Report("g"))
+		}
+	}
+	for _, nd := range s.Nodes {
+		must(t, os.Remove(filepath.Join(holds, "hold-"+nd.Name)))
+	}
+	rd, err = s.WaitForReady(ctx, "veto", rolloutTime)
+	must(t, err)
+	must(t, s.WaitForServiceVersions(ctx, "g", "v2", time.Minute))
+	if st := harness.ServiceStatus(rd, "g"); st.Gate != "" {
+		t.Fatalf("status after the rollout: %+v", st)
+	}
+}
+
+// maxFailures 1: one node's new version fails its health check; that node rolls back, keeps
+// v1 and is named in the status; the others go on, and the rollout completes without it.
+func TestGatesMaxFailures(t *testing.T) {
+	s, ctx := start(t, harness.Config{RecordServices: []string{"m"}})
+	one := intstr.FromInt32(1)
+	tolerate := strategy(rkv1alpha1.StrategySpec{MaxFailures: &one})
+	deployV1(t, s, ctx, "failures", service(t, s, "m", "v1", harness.MinAvailable(2), tolerate))
+
+	// Staged while paused, then v2 made unhealthy on one node before anyone upgrades.
+	v2 := service(t, s, "m", "v2", harness.MinAvailable(2), tolerate)
+	must(t, s.UpdateRD(ctx, "failures", func(rd *rkv1alpha1.RollingDeploy) {
+		rd.Spec.Services, rd.Spec.Paused = []rkv1alpha1.ServiceSpec{v2}, true
+	}))
+	_, err := s.WaitForRD(ctx, "failures", rolloutTime, "every node staged v2", func(rd *rkv1alpha1.RollingDeploy) bool {
+		st := harness.ServiceStatus(rd, "m")
+		return st != nil && st.Staged == nodes && st.TargetVersion == "v2"
+	})
+	must(t, err)
+	bad := s.Nodes[2]
+	must(t, os.WriteFile(filepath.Join(bad.StateDir, "store", "m", "versions", "v2", "UNHEALTHY"), nil, 0o644))
+	must(t, s.UpdateRD(ctx, "failures", func(rd *rkv1alpha1.RollingDeploy) { rd.Spec.Paused = false }))
+
+	rd, err := s.WaitForReady(ctx, "failures", rolloutTime)
+	must(t, err)
+	st := harness.ServiceStatus(rd, "m")
+	if st.Phase != rkv1alpha1.PhaseComplete || st.Updated != nodes-1 || len(st.FailedNodes) != 1 || st.FailedNodes[0].Node != bad.Name ||
+		!strings.Contains(st.Message, "maxFailures 1") {
+		t.Fatalf("status: %+v", st)
+	}
+	must(t, s.Recorder.WaitOnline(ctx, "m", time.Minute, "the failed node back on v1, the others on v2", func(m map[string]string) bool {
+		return count(m, "v2") == nodes-1 && m[bad.Name] == "v1"
+	}))
+	var others []string
+	for _, nd := range s.Nodes {
+		if nd != bad {
+			others = append(others, nd.Name)
+		}
+	}
+	must(t, s.WaitForServiceVersions(ctx, "m", "v2", time.Minute, others...))
+	must(t, s.WaitForServiceVersions(ctx, "m", "v1", time.Minute, bad.Name))
+}
