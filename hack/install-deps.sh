@@ -111,30 +111,30 @@ stamp_of() {
 	} | sha256sum | cut -d' ' -f1
 }
 
-install_chromium() {
-	if command -v chromium >/dev/null 2>&1; then
-		log "chromium: present ($(command -v chromium))"
+# install_debian_command CMD HINT PKG... installs Debian packages PKG when the command CMD is
+# missing (HINT says what to do without apt-get).
+install_debian_command() {
+	local cmd=$1 hint=$2
+	shift 2
+	if command -v "$cmd" >/dev/null 2>&1; then
+		log "$cmd: present ($(command -v "$cmd"))"
 		return
 	fi
-	command -v apt-get >/dev/null 2>&1 || die "chromium missing and apt-get not found: install Chromium (or set ROLLKEEPER_CHROMIUM to a Chrome binary)"
-	log "chromium: installing Debian's chromium package (about a minute)"
+	command -v apt-get >/dev/null 2>&1 || die "$cmd missing and apt-get not found: $hint"
+	log "$cmd: installing Debian packages: $*"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
-	command -v chromium >/dev/null 2>&1 || die "chromium installed but not on PATH"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+	command -v "$cmd" >/dev/null 2>&1 || die "$cmd installed but not on PATH"
 }
 
+install_chromium() {
+	install_debian_command chromium "install Chromium (or set ROLLKEEPER_CHROMIUM to a Chrome binary)" chromium fonts-dejavu-core
+}
+
+# The package's own service does not start where no init runs (a container); the tests start
+# their own Prometheus either way.
 install_prometheus() {
-	if command -v prometheus >/dev/null 2>&1; then
-		log "prometheus: present ($(command -v prometheus))"
-		return
-	fi
-	command -v apt-get >/dev/null 2>&1 || die "prometheus missing and apt-get not found: install Prometheus (or set ROLLKEEPER_PROMETHEUS to its binary)"
-	log "prometheus: installing Debian's prometheus package"
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-	# The package's service is not wanted (the tests start their own): policy-rc.d keeps
-	# the postinst from starting it where invoke-rc.d honours it.
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
-	command -v prometheus >/dev/null 2>&1 || die "prometheus installed but not on PATH"
+	install_debian_command prometheus "install Prometheus (or set ROLLKEEPER_PROMETHEUS to its binary)" prometheus
 }
 
 install_zookeeper() {

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	rkv1alpha1 "github.com/rollkeeper/rollkeeper/api/v1alpha1"
@@ -46,8 +47,10 @@ var (
 		"c": intstr.FromInt32(3),
 		"d": intstr.FromString("50%"),
 	}
-	// A mix of the gates beyond the quorum: b at most 2 upgrading, c zone by zone (nodes 1-4
-	// in zone-a, 5-8 in zone-b) 2 per zone, d at most a quarter at once; a has the quorum alone.
+	// A mix of the gates beyond the quorum: a holds each upgraded node a second before it
+	// counts and asks each node's preStopCheck (always yes: the path, not a veto), b at most 2
+	// upgrading, c zone by zone (nodes 1-4 in zone-a, 5-8 in zone-b) 2 per zone, d a canary
+	// node that promotes itself after 2 s, then at most a quarter at once.
 	maxUnavailable = map[string]intstr.IntOrString{"b": intstr.FromInt32(2), "d": intstr.FromString("25%")}
 	zoneKey        = "topology.kubernetes.io/zone"
 	perZone        = map[string]int{"c": 2}
@@ -526,6 +529,13 @@ func (r *run) specs(versions map[string]string, unhealthy string) ([]rkv1alpha1.
 				}
 				if per, ok := perZone[svc]; ok {
 					sp.Strategy = &rkv1alpha1.StrategySpec{Topology: &rkv1alpha1.TopologySpec{Key: zoneKey, MaxUnavailablePerDomain: int32(per)}}
+				}
+				switch svc {
+				case "a":
+					sp.Strategy = &rkv1alpha1.StrategySpec{MinHealthyTime: &metav1.Duration{Duration: time.Second},
+						PreStopCheck: &rkv1alpha1.PreStopCheckSpec{Exec: &rkv1alpha1.ExecCheck{Command: []string{"true"}}, TimeoutSeconds: 5, PeriodSeconds: 1}}
+				case "d":
+					sp.Strategy.Canary = &rkv1alpha1.CanarySpec{Nodes: intstr.FromInt32(1), BakeTime: &metav1.Duration{Duration: 2 * time.Second}}
 				}
 				// The ground truth: every fixture logs when it starts and stops serving.
 				sp.Run.Args = append(sp.Run.Args, "--event-log="+r.events, "--startup-delay=300ms")
