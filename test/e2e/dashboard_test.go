@@ -126,7 +126,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	pageDo(t, page, until(`document.querySelector('#map-a .cell.s-Failed') !== null`))
 	title := pageRun(t, page, chromedp.AttributeValue(chromedp.CSS(`#map-a .cell.s-Failed`), "title")).Value
 	pageDo(t, page, chromedp.Click(chromedp.CSS(`#map-a .cell.s-Failed`)), chromedp.WaitVisible(chromedp.CSS(`#node-detail`)))
-	detail := pageRun(t, page, chromedp.Text(chromedp.CSS(`#node-detail`)))
+	// The details join the node set (the cell) and the RollingDeploy's status (the failure's
+	// full reason): two objects the page hears of one after the other, each update redrawing
+	// the panel. Wait for the panel to show both (a read between two redraws saw a detached
+	// element's empty text).
+	pageDo(t, page, until(`(document.getElementById('node-detail') || {}).textContent?.includes('last failure: HealthCheck on v3')`))
+	detail := pageRun(t, page, chromedp.Evaluate[string](`document.getElementById('node-detail').textContent`))
 	if !strings.Contains(title, "health check") || !strings.Contains(detail, "last failure: HealthCheck on v3") {
 		t.Fatalf("failed cell: title %q, details %q: want the health check's reason", title, detail)
 	}

@@ -13,6 +13,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
 
 	rkv1alpha1 "github.com/rollkeeper/rollkeeper/api/v1alpha1"
 	"github.com/rollkeeper/rollkeeper/test/harness"
@@ -64,6 +65,13 @@ func TestGatesMaxUnavailableAndZones(t *testing.T) {
 	deployV1(t, s, ctx, "gates",
 		service(t, s, "a", "v1", harness.MinAvailable(1), maxTwo),
 		service(t, s, "b", "v1", harness.MinAvailable(1), byZone, harness.DependsOn("a")))
+	// Ready needs only the quorum on v1, and a node serves before it registers: from here on,
+	// a node missing from current/ is down, so wait until the watcher saw every one register.
+	for _, svc := range []string{"a", "b"} {
+		must(t, s.Recorder.WaitOnline(ctx, svc, time.Minute, "watcher sees every node on v1", func(m map[string]string) bool {
+			return count(m, "v1") == n
+		}))
+	}
 
 	since := time.Now()
 	setServices(t, s, ctx, "gates",
@@ -132,6 +140,27 @@ func TestGatesMaxUnavailableAndZones(t *testing.T) {
 		if st := harness.ServiceStatus(rd, svc); st == nil || st.Updated != n || st.Phase != rkv1alpha1.PhaseComplete || st.Gate != "" {
 			t.Fatalf("status of %s: %+v", svc, st)
 		}
+	}
+
+	// kubectl rollkeeper plan -f against the same cluster: b's v3 would go zone by zone, two
+	// nodes a wave, and nothing changes.
+	next := harness.NewRollingDeploy("gates",
+		service(t, s, "a", "v2", harness.MinAvailable(1), maxTwo),
+		service(t, s, "b", "v3", harness.MinAvailable(1), byZone, harness.DependsOn("a")))
+	next.SetGroupVersionKind(rkv1alpha1.GroupVersion.WithKind("RollingDeploy"))
+	manifest, err := yaml.Marshal(next)
+	must(t, err)
+	file := filepath.Join(t.TempDir(), "rd.yaml")
+	must(t, os.WriteFile(file, manifest, 0o644))
+	out, code := kubectlRollkeeper(t, s, ctx, "plan", "-f", file)
+	if code != 0 || !strings.Contains(out, "order: a -> b") || !strings.Contains(out, "wave 1 (zone-a): node-1, node-2") ||
+		!strings.Contains(out, "wave 3 (zone-b): node-4, node-5") || !strings.Contains(out, "skipped, already on v2") {
+		t.Fatalf("plan (exit %d):\n%s", code, out)
+	}
+	after, err := s.WaitForRD(ctx, "gates", time.Minute, "the RollingDeploy", func(*rkv1alpha1.RollingDeploy) bool { return true })
+	must(t, err)
+	if after.Generation != rd.Generation || harness.ServiceStatus(after, "b").TargetVersion != "v2" {
+		t.Fatalf("plan changed the RollingDeploy: generation %d -> %d", rd.Generation, after.Generation)
 	}
 }
 
