@@ -381,8 +381,7 @@ func (r *RollingDeployReconciler) resolveNodes(ctx context.Context, s *scope) (b
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("service %q strategy: %v", name, err))
 		}
-		// A promotion names the version it promotes: a new version has a canary phase again.
-		g.Promoted = g.Canary > 0 && s.rd.Annotations[v1alpha1.AnnotationPromotePrefix+name] == spec.Version
+		g.Promoted = g.Canary > 0 && plan.Promoted(s.rd.Annotations, name, spec.Version)
 		s.gates[name] = g
 		sort.Strings(picked)
 		s.selected[name] = picked

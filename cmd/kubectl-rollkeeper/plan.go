@@ -246,9 +246,9 @@ func planService(rd *v1alpha1.RollingDeploy, spec v1alpha1.ServiceSpec, nodes []
 	}
 	// Promoted as the operator judges it: the annotation names this version (on the live
 	// object, or in the manifest).
-	key := v1alpha1.AnnotationPromotePrefix + spec.Name
 	s.deploy = rd.Name
-	s.gates.Promoted = s.gates.Canary > 0 && (rd.Annotations[key] == spec.Version || live != nil && live.Annotations[key] == spec.Version)
+	s.gates.Promoted = s.gates.Canary > 0 && (plan.Promoted(rd.Annotations, spec.Name, spec.Version) ||
+		live != nil && plan.Promoted(live.Annotations, spec.Name, spec.Version))
 	entries := map[string]*v1alpha1.NodeEntry{}
 	if mirror != nil {
 		for i := range mirror.Nodes {

@@ -239,11 +239,9 @@ func gateWait(o Observation) (wait, gate string, opens time.Time) {
 	}
 	p := o.Plan
 	online := map[string]string{}
-	for _, c := range rollout.Selected(o.Current, p.Selector) {
-		online[c.Node] = rollout.DomainOf(p, c.Labels)
-	}
 	in := rollout.GateInput{Plan: p, Now: o.Now, Online: online, Target: o.Target, OnTarget: map[string]time.Time{}}
 	for _, c := range rollout.Selected(o.Current, p.Selector) {
+		online[c.Node] = rollout.DomainOf(p, c.Labels)
 		if c.Version == o.Target {
 			in.OnTarget[c.Node] = c.Since
 		}

@@ -37,32 +37,33 @@ func Strategy(spec v1alpha1.RollingDeploySpec, s v1alpha1.ServiceSpec) v1alpha1.
 		out = *spec.Strategy
 	}
 	if o := s.Strategy; o != nil {
-		if o.MaxUnavailable != nil {
-			out.MaxUnavailable = o.MaxUnavailable
-		}
-		if o.Topology != nil {
-			out.Topology = o.Topology
-		}
-		if o.Canary != nil {
-			out.Canary = o.Canary
-		}
-		if o.MaxFailures != nil {
-			out.MaxFailures = o.MaxFailures
-		}
-		if o.PreStopCheck != nil {
-			out.PreStopCheck = o.PreStopCheck
-		}
-		if o.AlertGate != nil {
-			out.AlertGate = o.AlertGate
-		}
-		if o.MinHealthyTime != nil {
-			out.MinHealthyTime = o.MinHealthyTime
-		}
+		override(&out.MaxUnavailable, o.MaxUnavailable)
+		override(&out.Topology, o.Topology)
+		override(&out.Canary, o.Canary)
+		override(&out.MaxFailures, o.MaxFailures)
+		override(&out.PreStopCheck, o.PreStopCheck)
+		override(&out.AlertGate, o.AlertGate)
+		override(&out.MinHealthyTime, o.MinHealthyTime)
 		if o.MaintenanceWindows != nil {
+			// An empty list in the service says: no windows for it.
 			out.MaintenanceWindows = o.MaintenanceWindows
 		}
 	}
 	return out
+}
+
+// Promoted reports whether a RollingDeploy's annotations promote version of service past its
+// canary phase (kubectl rollkeeper promote): the annotation names the version it promotes, so a
+// later version has a canary phase again.
+func Promoted(annotations map[string]string, service, version string) bool {
+	return annotations[v1alpha1.AnnotationPromotePrefix+service] == version
+}
+
+// override replaces *dst with v when the service sets v.
+func override[T any](dst **T, v *T) {
+	if v != nil {
+		*dst = v
+	}
 }
 
 // validateStrategy checks what the schema cannot: the topology key's syntax, the windows' time
@@ -167,14 +168,25 @@ func ResolveGates(st v1alpha1.StrategySpec, nodeLabels []map[string]string) (Gat
 			if len(size) > zklayout.MaxDomains {
 				return g, fmt.Errorf("topology.key %s has %d values among the selected nodes, at most %d domains", t.Key, len(size), zklayout.MaxDomains)
 			}
-			for d, n := range size {
-				m, err := ResolveQuorum(*t.MinAvailablePerDomain, n)
+			names := make([]string, 0, len(size))
+			for d := range size {
+				names = append(names, d)
+			}
+			// In name order, every domain too small named: the same spec gives the same message.
+			sort.Strings(names)
+			var small []string
+			for _, d := range names {
+				m, err := ResolveQuorum(*t.MinAvailablePerDomain, size[d])
 				if err != nil {
-					return g, fmt.Errorf("topology.minAvailablePerDomain in domain %q: %w", d, err)
+					small = append(small, fmt.Sprintf("domain %q has %d node(s)", d, size[d]))
+					continue
 				}
 				g.Topology.Domains = append(g.Topology.Domains, zklayout.DomainQuorum{Name: d, MinAvailable: m})
 			}
-			sort.Slice(g.Topology.Domains, func(i, j int) bool { return g.Topology.Domains[i].Name < g.Topology.Domains[j].Name })
+			if len(small) > 0 {
+				return g, fmt.Errorf("topology.minAvailablePerDomain %s is larger than a domain of %s among the selected nodes: %s",
+					t.MinAvailablePerDomain.String(), t.Key, strings.Join(small, ", "))
+			}
 		}
 	}
 	if c := st.Canary; c != nil {

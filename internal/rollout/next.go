@@ -512,7 +512,7 @@ walk:
 	}
 	flights := inFlight(s, idx, online)
 	g := Gates(GateInput{Plan: plan, Now: l.Now, Domain: domain, InFlight: flights, Queued: queued(s, idx, target),
-		Online: domains(d.s.Current, plan, online), Target: target, OnTarget: onTarget(d.s.Current, online, target)})
+		Online: domains(d.s.Current, plan, online), Target: target, OnTarget: onTarget(d.s.Current, online, target, plan)})
 	if g.Wait != "" {
 		if g.Requeue {
 			return Step{Kind: StepLeave, Reason: g.Wait + ": requeueing behind its nodes", Gate: g.Gate, Remove: []string{keep.Child}, Prewarm: target}
@@ -597,8 +597,12 @@ func queued(s *Snapshot, idx int, target string) []Flight {
 	return out
 }
 
-// onTarget maps each online node on target to when it registered it.
-func onTarget(current []Registration, online map[string]string, target string) map[string]time.Time {
+// onTarget maps each online node on target to when it registered it (nil without a canary
+// phase: only the canary gate looks at it).
+func onTarget(current []Registration, online map[string]string, target string, plan *zklayout.Plan) map[string]time.Time {
+	if plan.Canary == 0 || plan.Promoted {
+		return nil
+	}
 	out := map[string]time.Time{}
 	for _, r := range current {
 		if v, ok := online[r.Node]; ok && v == target {
