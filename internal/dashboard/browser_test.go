@@ -63,27 +63,9 @@ func seqOf(seq uint64) chromedp.Action[chromedp.Void] {
 	return chromedp.Poll[chromedp.Void](fmt.Sprintf(`window.rkStats && window.rkStats.seq >= %d`, seq), chromedp.WithPollingTimeout(2*time.Minute))
 }
 
-// run runs a on the page or fails the test.
-func run[T any](tb testing.TB, ctx context.Context, a chromedp.Action[T]) T {
-	tb.Helper()
-	v, err := chromedp.Run(ctx, a)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return v
-}
-
-// dob runs the steps on the page or fails the test.
-func dob(tb testing.TB, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
-	tb.Helper()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		tb.Fatal(err)
-	}
-}
-
 func attr(tb testing.TB, ctx context.Context, sel, name string) string {
 	tb.Helper()
-	return run(tb, ctx, chromedp.AttributeValue(chromedp.CSS(sel), name)).Value
+	return browser.Run(tb, ctx, chromedp.AttributeValue(chromedp.CSS(sel), name)).Value
 }
 
 func TestPageNodeMapDetailsAndActions(t *testing.T) {
@@ -98,9 +80,9 @@ func TestPageNodeMapDetailsAndActions(t *testing.T) {
 		return "rollingdeploy/" + name + " paused: upgrades under way finish, no node starts a new one", nil
 	}))
 	ctx := browser.New(t, 1400, 1000)
-	dob(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`#c-a-node-00001`)))
-	text := run(t, ctx, chromedp.Text(chromedp.CSS(`#c-a-node-00001`)))
-	groups := run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll('#map-a .group').length`))
+	browser.Do(t, ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`#c-a-node-00001`)))
+	text := browser.Run(t, ctx, chromedp.Text(chromedp.CSS(`#c-a-node-00001`)))
+	groups := browser.Run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll('#map-a .group').length`))
 	if text != "v1" || groups != 2 {
 		t.Fatalf("cell text %q, %d zone groups: want v1 in 2 groups", text, groups)
 	}
@@ -111,11 +93,11 @@ func TestPageNodeMapDetailsAndActions(t *testing.T) {
 	ns.Nodes[1].State, ns.Nodes[1].Version, ns.Nodes[1].Online, ns.Nodes[1].Zone = v1alpha1.NodeUpgrading, "v2", false, ""
 	_ = store.Put(keyNodeSet+ns.Name, ns)
 	_, seq, _, _ := store.Since(0)
-	dob(t, ctx, seqOf(seq))
+	browser.Do(t, ctx, seqOf(seq))
 	if class := attr(t, ctx, `#c-a-node-00001`, "class"); !strings.Contains(class, "s-Upgrading") {
 		t.Fatalf("upgrading cell's class %q", class)
 	}
-	if g := run(t, ctx, chromedp.Evaluate[string](`document.getElementById('c-a-node-00001').closest('.group').dataset.group`)); g != "zone-1" {
+	if g := browser.Run(t, ctx, chromedp.Evaluate[string](`document.getElementById('c-a-node-00001').closest('.group').dataset.group`)); g != "zone-1" {
 		t.Fatalf("the upgrading node's cell moved to group %q, want zone-1", g)
 	}
 	ns.Nodes[1].Zone = "zone-1"
@@ -123,10 +105,10 @@ func TestPageNodeMapDetailsAndActions(t *testing.T) {
 	ns.Nodes[1].State, ns.Nodes[1].Version, ns.Nodes[1].Online, ns.Nodes[1].Message = v1alpha1.NodeFailed, "v1", true, reason
 	_ = store.Put(keyNodeSet+ns.Name, ns)
 	_, seq, _, _ = store.Since(0)
-	dob(t, ctx, seqOf(seq))
+	browser.Do(t, ctx, seqOf(seq))
 	class, title := attr(t, ctx, `#c-a-node-00001`, "class"), attr(t, ctx, `#c-a-node-00001`, "title")
-	dob(t, ctx, chromedp.Click(chromedp.CSS(`#c-a-node-00001`)), chromedp.WaitVisible(chromedp.CSS(`#node-detail`)))
-	detail := run(t, ctx, chromedp.Text(chromedp.CSS(`#node-detail`)))
+	browser.Do(t, ctx, chromedp.Click(chromedp.CSS(`#c-a-node-00001`)), chromedp.WaitVisible(chromedp.CSS(`#node-detail`)))
+	detail := browser.Run(t, ctx, chromedp.Text(chromedp.CSS(`#node-detail`)))
 	if !strings.Contains(class, "s-Failed") || !strings.Contains(title, "500 Internal Server Error") {
 		t.Fatalf("failed cell: class %q title %q", class, title)
 	}
@@ -137,14 +119,14 @@ func TestPageNodeMapDetailsAndActions(t *testing.T) {
 	}
 
 	// Pause asks first; Cancel does nothing, Confirm pauses.
-	dob(t, ctx, chromedp.Click(chromedp.CSS(`#act-pause`)), chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
+	browser.Do(t, ctx, chromedp.Click(chromedp.CSS(`#act-pause`)), chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
 		chromedp.Click(chromedp.CSS(`#confirm-cancel`)), chromedp.WaitNotVisible(chromedp.CSS(`#confirm`)))
 	mu.Lock()
 	if len(calls) != 0 {
 		t.Fatalf("cancelled pause carried out: %v", calls)
 	}
 	mu.Unlock()
-	dob(t, ctx, chromedp.Click(chromedp.CSS(`#act-pause`)), chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
+	browser.Do(t, ctx, chromedp.Click(chromedp.CSS(`#act-pause`)), chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
 		chromedp.Click(chromedp.CSS(`#confirm-ok`)),
 		chromedp.Poll[chromedp.Void](`document.getElementById('notice').textContent.includes('paused')`, chromedp.WithPollingTimeout(time.Minute)))
 	mu.Lock()
@@ -168,10 +150,10 @@ func BenchmarkNodeMap(b *testing.B) {
 	var cells int
 	b.ResetTimer()
 	for i := range b.N {
-		dob(b, ctx, chromedp.Navigate(base+"/"),
+		browser.Do(b, ctx, chromedp.Navigate(base+"/"),
 			chromedp.Poll[chromedp.Void](`window.rkStats && window.rkStats.firstRender !== null`, chromedp.WithPollingTimeout(2*time.Minute)))
-		first += run(b, ctx, chromedp.Evaluate[float64](`window.rkStats.firstRender`))
-		cells = run(b, ctx, chromedp.Evaluate[int](`window.rkStats.cells`))
+		first += browser.Run(b, ctx, chromedp.Evaluate[float64](`window.rkStats.firstRender`))
+		cells = browser.Run(b, ctx, chromedp.Evaluate[int](`window.rkStats.cells`))
 		for _, svc := range services {
 			ns := shards[svc][i%len(shards[svc])]
 			for j := 0; j < 250; j++ {
@@ -185,9 +167,9 @@ func BenchmarkNodeMap(b *testing.B) {
 			_ = store.Put(keyNodeSet+ns.Name, ns)
 		}
 		_, seq, _, _ := store.Since(0)
-		dob(b, ctx, seqOf(seq))
-		update += run(b, ctx, chromedp.Evaluate[float64](`window.rkStats.lastUpdate`))
-		maxUpdate = max(maxUpdate, run(b, ctx, chromedp.Evaluate[float64](`window.rkStats.maxUpdate`)))
+		browser.Do(b, ctx, seqOf(seq))
+		update += browser.Run(b, ctx, chromedp.Evaluate[float64](`window.rkStats.lastUpdate`))
+		maxUpdate = max(maxUpdate, browser.Run(b, ctx, chromedp.Evaluate[float64](`window.rkStats.maxUpdate`)))
 	}
 	b.StopTimer()
 	b.ReportMetric(first/float64(b.N), "first-render-ms")

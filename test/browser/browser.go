@@ -4,10 +4,12 @@ package browser
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -76,4 +78,50 @@ func New(tb testing.TB, width, height int) context.Context {
 		tb.Fatalf("start Chromium (%s): %v", path, err)
 	}
 	return ctx
+}
+
+// StepTimeout bounds one call of Do or Run. chromedp's waits on the DOM (a query, a click, a
+// visibility) have no deadline of their own: an element that never comes would hold the test
+// until its package's timeout, which names no step. A step of these tests takes seconds.
+var StepTimeout = 4 * time.Minute
+
+// Do runs the steps on the page within StepTimeout or fails the test.
+func Do(tb testing.TB, page context.Context, steps ...chromedp.Action[chromedp.Void]) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(page, StepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		tb.Fatalf("page: %v", stepErr(ctx, err))
+	}
+}
+
+// Run runs a on the page within StepTimeout and returns its value, or fails the test.
+func Run[T any](tb testing.TB, page context.Context, a chromedp.Action[T]) T {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(page, StepTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		tb.Fatalf("page: %v", stepErr(ctx, err))
+	}
+	return v
+}
+
+func stepErr(ctx context.Context, err error) error {
+	if ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("the step did not finish within %s (an element it waits for never came?): %w", StepTimeout, err)
+	}
+	return err
+}
+
+// Click waits until an element matching the CSS selector is visible and clicks it, both in one
+// turn of the page's script. chromedp.Click measures the element's box, then presses the mouse
+// at that position: on a page redrawn by live updates the layout may move in between, the
+// press lands on something else, and the wait for what the click should open never ends.
+func Click(selector string) chromedp.Action[chromedp.Void] {
+	sel, _ := json.Marshal(selector) // a string always marshals
+	return chromedp.Poll[chromedp.Void](fmt.Sprintf(`(() => { const e = document.querySelector(%s);
+		if (!e || !e.checkVisibility()) return false;
+		e.click();
+		return true; })()`, sel), chromedp.WithPollingTimeout(StepTimeout))
 }

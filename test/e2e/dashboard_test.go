@@ -57,20 +57,7 @@ func until(expr string) chromedp.Action[chromedp.Void] {
 
 // confirm presses the page's button of action and confirms.
 func confirm(action string) chromedp.Action[chromedp.Void] {
-	return chromedp.Steps(chromedp.Click(chromedp.CSS("#act-"+action)), chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
-		chromedp.Click(chromedp.CSS(`#confirm-ok`)))
-}
-
-func pageDo(t *testing.T, page context.Context, steps ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	must(t, chromedp.Do(page, steps...))
-}
-
-func pageRun[T any](t *testing.T, page context.Context, a chromedp.Action[T]) T {
-	t.Helper()
-	v, err := chromedp.Run(page, a)
-	must(t, err)
-	return v
+	return chromedp.Steps(browser.Click("#act-"+action), browser.Click(`#confirm-ok`))
 }
 
 // TestDashboardInBrowser drives the dashboard in a real headless Chromium while real rollouts
@@ -84,25 +71,25 @@ func TestDashboardInBrowser(t *testing.T) {
 	deployV1(t, s, ctx, "web", service(t, s, "a", "v1", harness.MinAvailable(4)))
 	url := startDashboard(t, s, ctx)
 	page := browser.New(t, 1400, 1100)
-	pageDo(t, page, chromedp.Navigate(url))
+	browser.Do(t, page, chromedp.Navigate(url))
 	for _, n := range s.Nodes {
-		pageDo(t, page, cellIs("a", n.Name, "v1", rkv1alpha1.NodeUpdated))
+		browser.Do(t, page, cellIs("a", n.Name, "v1", rkv1alpha1.NodeUpdated))
 	}
-	zones := pageRun(t, page, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#map-a .group')].map(g => g.dataset.group)`))
+	zones := browser.Run(t, page, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#map-a .group')].map(g => g.dataset.group)`))
 	if fmt.Sprint(zones) != "[zone-a zone-b]" {
 		t.Fatalf("node map groups %v, want the nodes' zones [zone-a zone-b]", zones)
 	}
 
 	// Paused from the page, v2 only stages: every cell turns Staged (ready to roll), none upgrades.
-	pageDo(t, page, confirm("pause"))
+	browser.Do(t, page, confirm("pause"))
 	_, err := s.WaitForRD(ctx, "web", time.Minute, "spec.paused from the page", func(rd *rkv1alpha1.RollingDeploy) bool {
 		return rd.Spec.Paused
 	})
 	must(t, err)
 	setServices(t, s, ctx, "web", service(t, s, "a", "v2", harness.MinAvailable(4)))
-	pageDo(t, page, until(`document.getElementById('rd-phase').textContent === 'Paused'`))
+	browser.Do(t, page, until(`document.getElementById('rd-phase').textContent === 'Paused'`))
 	for _, n := range s.Nodes {
-		pageDo(t, page, cellIs("a", n.Name, "v1", rkv1alpha1.NodeStaged))
+		browser.Do(t, page, cellIs("a", n.Name, "v1", rkv1alpha1.NodeStaged))
 	}
 	rd, err := s.GetRD(ctx, "web")
 	must(t, err)
@@ -112,37 +99,38 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Resumed from the page: one node at a time (minAvailable 4 of 5), each cell turns from v1
 	// to v2.
-	pageDo(t, page, confirm("resume"), until(`document.querySelectorAll('#map-a .cell.s-Updated').length >= 1 &&
+	browser.Do(t, page, confirm("resume"), until(`document.querySelectorAll('#map-a .cell.s-Updated').length >= 1 &&
 		!document.getElementById('svc-a').textContent.includes('updated 0')`))
 	screenshot(t, page)
 	for _, n := range s.Nodes {
-		pageDo(t, page, cellIs("a", n.Name, "v2", rkv1alpha1.NodeUpdated))
+		browser.Do(t, page, cellIs("a", n.Name, "v2", rkv1alpha1.NodeUpdated))
 	}
 	_, err = s.WaitForReady(ctx, "web", rolloutTime)
 	must(t, err)
 
 	// v3 fails its health check: the node that tried it turns red, with the reason.
 	setServices(t, s, ctx, "web", service(t, s, "a", "v3", harness.MinAvailable(4), harness.Unhealthy()))
-	pageDo(t, page, until(`document.querySelector('#map-a .cell.s-Failed') !== null`))
-	title := pageRun(t, page, chromedp.AttributeValue(chromedp.CSS(`#map-a .cell.s-Failed`), "title")).Value
-	pageDo(t, page, chromedp.Click(chromedp.CSS(`#map-a .cell.s-Failed`)), chromedp.WaitVisible(chromedp.CSS(`#node-detail`)))
+	browser.Do(t, page, until(`document.querySelector('#map-a .cell.s-Failed') !== null`))
+	title := browser.Run(t, page, chromedp.Evaluate[string](`document.querySelector('#map-a .cell.s-Failed').title`))
+	// Clicked and read by the page's own script: the page redraws as the status and node sets
+	// come, and chromedp's DOM waits, which follow the page through its own copy of the DOM, once
+	// waited for good on a panel replaced under them (a loaded machine, see browser.Click).
 	// The details join the node set (the cell) and the RollingDeploy's status (the failure's
-	// full reason): two objects the page hears of one after the other, each update redrawing
-	// the panel. Wait for the panel to show both (a read between two redraws saw a detached
-	// element's empty text).
-	pageDo(t, page, until(`(document.getElementById('node-detail') || {}).textContent?.includes('last failure: HealthCheck on v3')`))
-	detail := pageRun(t, page, chromedp.Evaluate[string](`document.getElementById('node-detail').textContent`))
+	// full reason): two objects the page hears of one after the other. Wait for both.
+	browser.Do(t, page, browser.Click(`#map-a .cell.s-Failed`),
+		until(`(document.getElementById('node-detail') || {}).textContent?.includes('last failure: HealthCheck on v3')`))
+	detail := browser.Run(t, page, chromedp.Evaluate[string](`document.getElementById('node-detail').textContent`))
 	if !strings.Contains(title, "health check") || !strings.Contains(detail, "last failure: HealthCheck on v3") {
 		t.Fatalf("failed cell: title %q, details %q: want the health check's reason", title, detail)
 	}
-	pageDo(t, page, until(`document.getElementById('phase-a').textContent === 'Failed'`))
+	browser.Do(t, page, until(`document.getElementById('phase-a').textContent === 'Failed'`))
 }
 
 // screenshot saves the page: to docs/dashboard.png (the README's picture) when
 // ROLLKEEPER_UPDATE_SCREENSHOT=1, else to the test's temp dir.
 func screenshot(t *testing.T, page context.Context) {
 	t.Helper()
-	png := pageRun(t, page, chromedp.FullScreenshot(100))
+	png := browser.Run(t, page, chromedp.FullScreenshot(100))
 	path := filepath.Join(t.TempDir(), "dashboard.png")
 	if os.Getenv("ROLLKEEPER_UPDATE_SCREENSHOT") == "1" {
 		root, err := harness.RepoRoot()

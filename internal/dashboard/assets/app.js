@@ -117,7 +117,7 @@
       return;
     }
     if (!view || view.uid !== rd.uid) {
-      view = { uid: rd.uid, maps: new Map(), groups: new Map() };
+      view = { uid: rd.uid, maps: new Map(), groups: new Map(), node: '' };
       fill(d, el('div', { id: 'rd-head', class: 'panel' }), el('div', { id: 'rd-graph', class: 'panel graph' }),
         el('div', { id: 'rd-node', class: 'panel', hidden: true }), el('div', { id: 'rd-services' }),
         el('div', { id: 'rd-events', class: 'panel' }));
@@ -332,9 +332,9 @@
 
   function renderNode(rd) {
     const box = $('rd-node');
-    if (!picked) { box.hidden = true; return; }
+    if (!picked) { box.hidden = true; view.node = ''; return; }
     const e = ((nodeSets(rd).get(picked.svc) || {}).nodes || []).find((x) => x.name === picked.node);
-    if (!e) { box.hidden = true; return; }
+    if (!e) { box.hidden = true; view.node = ''; return; }
     const fail = (statusOf(rd, picked.svc).failedNodes || []).find((f) => f.node === e.name);
     const lines = [
       `state: ${STATE_TEXT[e.state] || e.state}`, `version: ${e.version || 'unknown'}`, `online: ${e.online ? 'yes' : 'no'}`,
@@ -344,7 +344,12 @@
       fail ? `last failure: ${fail.kind} on ${fail.version}: ${fail.reason}` : (e.message ? `message: ${e.message}` : ''),
     ].filter(Boolean);
     box.hidden = false;
-    fill(box, el('h3', { text: `${e.name} · ${picked.svc}` }), el('div', { class: 'nodedetail', id: 'node-detail', text: lines.join('\n') }));
+    // Redrawn only when its text changes: every update of the deploy comes here, and replacing
+    // unchanged details would drop the user's text selection (an address being copied).
+    const title = `${e.name} · ${picked.svc}`, text = lines.join('\n');
+    if (view.node === title + '\n' + text) return;
+    view.node = title + '\n' + text;
+    fill(box, el('h3', { text: title }), el('div', { class: 'nodedetail', id: 'node-detail', text }));
   }
 
   function renderEvents(rd) {
