@@ -141,6 +141,12 @@ func (k *worker) lie(s *rollout.Snapshot) {
 	if k.w.cfg.Mutate == MutateIgnoreGates && s.Plan != nil {
 		s.Plan.MaxUnavailable, s.Plan.Topology = 0, nil
 	}
+	if k.w.cfg.Mutate == MutateIgnoreCanary && s.Plan != nil {
+		s.Plan.Canary = 0
+	}
+	if k.w.cfg.Mutate == MutateShortBake && s.Plan != nil && s.Plan.Canary > 0 {
+		s.Plan.CanaryBakeSeconds = 1
+	}
 	if k.w.cfg.Mutate == MutateIgnoreQueue {
 		own := s.Deploy[:0:0]
 		for _, d := range s.Deploy {
@@ -345,7 +351,7 @@ func (k *worker) start(st rollout.Step) error {
 		p.previous, p.current = p.current, v
 	}
 	k.checked = ""
-	if !p.start(v) {
+	if !p.start(v, k.w.tick) {
 		p.running = false
 		k.logf("start %s %v: unhealthy, stopped; retry later", v, st.Fields)
 		k.retry = true
@@ -379,7 +385,7 @@ func (k *worker) adopt(version, planVersion string) error {
 		p.running = false
 		p.current, p.previous = prev, p.current
 		k.checked = ""
-		if p.start(prev) {
+		if p.start(prev, k.w.tick) {
 			k.checked = prev
 		}
 		return nil
@@ -643,7 +649,7 @@ func (k *worker) finishUpgrade() {
 	p.previous, p.current = p.current, up.to
 	k.checked = ""
 	version := up.to
-	if p.start(up.to) {
+	if p.start(up.to, k.w.tick) {
 		k.checked = up.to
 		k.logf("upgraded to %s: healthy", up.to)
 	} else {
@@ -652,7 +658,7 @@ func (k *worker) finishUpgrade() {
 		p.running = false
 		k.recordFailure(up.to, zklayout.FailureHealthCheck)
 		p.previous, p.current = p.current, up.from
-		if p.start(up.from) {
+		if p.start(up.from, k.w.tick) {
 			k.checked = up.from
 		}
 		version = up.from

@@ -82,6 +82,16 @@
 //     operator's requeue: a machine that fell behind after a completion is queued again.
 //  5. zkmodel.Model.Check every 32 events and at the end (every event with Config.KeepTrace,
 //     as -sim.seed runs).
+//  6. Gates (worlds draw maxUnavailable, rack topologies with rack quorums): at a stop, the
+//     other machines upgrading the service in a live session number below maxUnavailable, are
+//     all of the stopping machine's rack and below its maxUnavailablePerDomain, and the other
+//     machines of the rack serving it are at least the rack's quorum.
+//  7. Canary (worlds draw a phase of 1-2 canaries promoted by a bake of 3-14 ticks): a stop
+//     for the plan's version beyond the first Canary machines on it (registered on it or
+//     upgrading to it, in a live session) comes only once Canary of them served it healthy
+//     for the bake (ground truth: their processes' start, earlier than the registrations the
+//     protocol judges by). A machine faulted since the decider's round
+//     began is excused, as for the quorum; a crashed canary is replaced (documented).
 //
 // Findings are ordering holes the invariants above let through (they break no quorum). The
 // first version of this simulation met three, in 156, 20 and 3 of 10,000 seeds; all came from

@@ -7,7 +7,7 @@ import (
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
 )
 
-// checkStop checks invariants 1-3 at a voluntary stop: k's decision committed and its process
+// checkStop checks invariants 1-3, 6 and 7 at a voluntary stop: k's decision committed and its process
 // is about to stop for the upgrade to st.Version.
 func (w *world) checkStop(k *worker, rc *rollCall, st rollout.Step) {
 	s := k.svc
@@ -39,14 +39,16 @@ func (w *world) checkStop(k *worker, rc *rollCall, st rollout.Step) {
 			k.mc.name, s.name, st.Version, serving, s.min, down)
 	}
 	if m := s.plan.Topology.MinAvailableIn(domain); servingDomain < m {
-		w.fail("invariant 4 (domain quorum): %s stops %s for %s with %d other machines of %s serving, minAvailablePerDomain %d",
+		w.fail("invariant 6 (domain quorum): %s stops %s for %s with %d other machines of %s serving, minAvailablePerDomain %d",
 			k.mc.name, s.name, st.Version, servingDomain, domain, m)
 	}
-	// (4) The gates beyond the quorum, by ground truth: the other machines whose agent is
+	// (6) The gates beyond the quorum, by ground truth: the other machines whose agent is
 	// upgrading the service (stopped it for an upgrade, not started it yet) in a live session.
 	// An upgrade whose session ended is a failure, like a crash: its mark went with the
 	// session and nobody counts it (docs/design.md, gates).
 	w.checkGates(k, st)
+	// (7) The canary phase.
+	w.checkCanary(k, rc, st)
 	// (2) Dependency order: every service s depends on completed first.
 	if d := w.depIncomplete(s); d != "" {
 		w.fail("invariant 2 (order): %s stops %s before %s's rollout completed", k.mc.name, s.name, d)
@@ -229,7 +231,7 @@ func (w *world) checkGates(k *worker, st rollout.Step) {
 		}
 	}
 	if plan.MaxUnavailable > 0 && len(upgrading)+1 > plan.MaxUnavailable {
-		w.fail("invariant 4 (maxUnavailable): %s stops %s for %s while %d other node(s) upgrade it, maxUnavailable %d",
+		w.fail("invariant 6 (maxUnavailable): %s stops %s for %s while %d other node(s) upgrade it, maxUnavailable %d",
 			k.mc.name, s.name, st.Version, len(upgrading), plan.MaxUnavailable)
 	}
 	t := plan.Topology
@@ -240,12 +242,59 @@ func (w *world) checkGates(k *worker, st rollout.Step) {
 	n := 0
 	for _, mc := range upgrading {
 		if d := mc.labels[t.Key]; d != mine {
-			w.fail("invariant 4 (domains): %s (%s) stops %s while %s (%s) upgrades it: two domains at once", k.mc.name, mine, s.name, mc.name, d)
+			w.fail("invariant 6 (domains): %s (%s) stops %s while %s (%s) upgrades it: two domains at once", k.mc.name, mine, s.name, mc.name, d)
 		}
 		n++
 	}
 	if n+1 > t.MaxUnavailablePerDomain {
-		w.fail("invariant 4 (domains): %s stops %s with %d other node(s) of %s upgrading, maxUnavailablePerDomain %d",
+		w.fail("invariant 6 (domains): %s stops %s with %d other node(s) of %s upgrading, maxUnavailablePerDomain %d",
 			k.mc.name, s.name, n, mine, t.MaxUnavailablePerDomain)
+	}
+}
+
+// checkCanary checks the canary phase at k's voluntary stop for the plan's version, by ground
+// truth: while fewer than Canary other machines run the version or upgrade to it in a live
+// session, any stop may go (it is one of the canaries); beyond that, the phase must be over:
+// Canary machines served the version healthy for the bake time (the protocol judges from
+// their registrations, which come after the start: later, so stricter). A machine whose process or session went down after the decider's round began
+// is given the benefit of the doubt: it may have counted as a baked canary when the decider
+// read, and a machine back on the version since may have been unseen (a crashed canary is
+// replaced: the documented exception to "at most Canary").
+func (w *world) checkCanary(k *worker, rc *rollCall, st rollout.Step) {
+	s, p := k.svc, k.svc.plan
+	if p.Canary == 0 || p.Promoted || st.Version != p.Version {
+		return
+	}
+	on, baked, excused := 0, 0, 0
+	for _, mc := range w.machines {
+		if mc == k.mc {
+			continue
+		}
+		pr := mc.procs[s.idx]
+		if pr.lastFault > rc.startTick {
+			excused++
+			continue
+		}
+		live := mc.agentUp && w.m.Alive(mc.session)
+		o := mc.workers[s.idx]
+		upgrading := live && o != nil && o.up != nil && o.up.to == p.Version
+		reg, owner := w.registered(s, mc)
+		serving := live && reg && owner == mc.session && pr.running && pr.healthy && pr.version == p.Version
+		switch {
+		case upgrading:
+			on++
+		case serving:
+			on++
+			if w.tick-pr.servedAt >= p.CanaryBakeSeconds {
+				baked++
+			}
+		}
+	}
+	if on+1 <= p.Canary {
+		return // a canary
+	}
+	if p.CanaryBakeSeconds == 0 || baked+excused < p.Canary {
+		w.fail("invariant 7 (canary): %s stops %s for %s with %d other machine(s) on it or upgrading (%d served it %d ticks, %d excused by a fault), canary %d",
+			k.mc.name, s.name, st.Version, on, baked, p.CanaryBakeSeconds, excused, p.Canary)
 	}
 }

@@ -331,7 +331,7 @@ func (w *world) fault() bool {
 				p := k.proc()
 				p.previous, p.current = p.current, up.to
 				if w.rng.Intn(2) == 0 {
-					p.start(up.to)
+					p.start(up.to, w.tick)
 					w.logf("%s/%s: left mid-upgrade running %s unchecked (healthy %v)", mc.name, k.svc.name, up.to, p.healthy)
 				} else {
 					w.logf("%s/%s: left mid-upgrade stopped, switched to %s", mc.name, k.svc.name, up.to)

@@ -151,8 +151,10 @@ func TestMutationFound(t *testing.T) {
 		// A batch too large for the answers matters only when a registered machine is dead at
 		// the decision: it takes more faults than most seeds draw.
 		// A domain's quorum is a quorum too.
-		{MutateAdmitAll, `invariant 1|invariant 4 \(domain quorum\)`, 8, 2000},
-		{MutateIgnoreGates, "invariant 4", 0, 500},
+		{MutateAdmitAll, `invariant 1|invariant 6 \(domain quorum\)`, 8, 2000},
+		{MutateIgnoreGates, "invariant 6", 0, 500},
+		{MutateIgnoreCanary, "invariant 7", 0, 500},
+		{MutateShortBake, "invariant 7", 0, 500},
 	} {
 		failed, _ := runSeeds(1, c.seeds, Config{Mutate: c.m, Faults: c.faults})
 		if failed == nil {

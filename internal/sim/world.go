@@ -38,6 +38,10 @@ const (
 	// MutateIgnoreGates makes every agent tell Next that the plan has neither maxUnavailable
 	// nor a topology.
 	MutateIgnoreGates
+	// MutateIgnoreCanary makes every agent tell Next that the plan has no canary phase.
+	MutateIgnoreCanary
+	// MutateShortBake makes every agent tell Next that the canaries bake one second.
+	MutateShortBake
 )
 
 // Config tunes a run; the zero value is the default.
@@ -102,10 +106,12 @@ type proc struct {
 	// lastFault is the tick of the last fault that took this process or its registration
 	// down (machine crash, session end).
 	lastFault int
+	// servedAt is the tick of the process's last start (healthy or not: read with healthy).
+	servedAt int
 }
 
-func (p *proc) start(v string) bool {
-	p.running, p.version = true, v
+func (p *proc) start(v string, tick int) bool {
+	p.running, p.version, p.servedAt = true, v, tick
 	p.healthy = true
 	if v == v2 && p.badFirst {
 		p.badFirst = false

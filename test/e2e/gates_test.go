@@ -165,8 +165,9 @@ func TestGatesMaxUnavailableAndZones(t *testing.T) {
 }
 
 // A maintenance window: outside it every node stages the new version and none stops; the
-// status says when the window opens; once the window is open (the spec moved it), the
-// rollout runs to the end.
+// status says when the window opens. A window that closes while a node is in the middle of
+// its upgrade lets that upgrade finish and starts no other. Once the window is open (the spec
+// moved it), the rollout runs to the end.
 func TestGatesMaintenanceWindow(t *testing.T) {
 	s, ctx := start(t, harness.Config{RecordServices: []string{"w"}})
 	deployV1(t, s, ctx, "window", service(t, s, "w", "v1", harness.MinAvailable(1)))
@@ -176,8 +177,14 @@ func TestGatesMaintenanceWindow(t *testing.T) {
 	start := now.Add(-12 * time.Hour).Truncate(time.Minute)
 	closed := rkv1alpha1.MaintenanceWindow{Start: start.Format("15:04"), End: start.Add(time.Hour).Format("15:04"), TimeZone: "UTC"}
 	since := time.Now()
-	setServices(t, s, ctx, "window", service(t, s, "w", "v2", harness.MinAvailable(1),
-		strategy(rkv1alpha1.StrategySpec{MaintenanceWindows: []rkv1alpha1.MaintenanceWindow{closed}})))
+	// One node at a time (minAvailable 4 of 5); a health check that keeps probing for minutes,
+	// so that the test decides when an upgrade in progress ends (it removes UNHEALTHY).
+	slowHealth := harness.Mutate(func(sp *rkv1alpha1.ServiceSpec) { sp.HealthCheck.FailureThreshold = 1000 })
+	v2 := func(w rkv1alpha1.MaintenanceWindow) rkv1alpha1.ServiceSpec {
+		return service(t, s, "w", "v2", harness.MinAvailable(nodes-1), slowHealth,
+			strategy(rkv1alpha1.StrategySpec{MaintenanceWindows: []rkv1alpha1.MaintenanceWindow{w}}))
+	}
+	setServices(t, s, ctx, "window", v2(closed))
 	want := fmt.Sprintf("window opens at %s UTC", start.Add(24*time.Hour).Format("15:04"))
 	rd, err := s.WaitForRD(ctx, "window", rolloutTime, "every node staged, held by the window", func(rd *rkv1alpha1.RollingDeploy) bool {
 		st := harness.ServiceStatus(rd, "w")
@@ -204,10 +211,69 @@ func TestGatesMaintenanceWindow(t *testing.T) {
 		}
 	}
 
-	// Open the window now: the rollout finishes.
+	// The window opens and closes again while the first node is in the middle of its upgrade
+	// (v2 fails its probes until the test says): that upgrade finishes, no other node starts.
+	unhealthy := func(nd *harness.Node) string {
+		return filepath.Join(nd.StateDir, "store", "w", "versions", "v2", "UNHEALTHY")
+	}
+	for _, nd := range s.Nodes { // every node is staged and none started v2: safe to touch
+		must(t, os.WriteFile(unhealthy(nd), nil, 0o644))
+	}
 	open := rkv1alpha1.MaintenanceWindow{Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(2 * time.Hour).Format("15:04"), TimeZone: "UTC"}
-	setServices(t, s, ctx, "window", service(t, s, "w", "v2", harness.MinAvailable(1),
-		strategy(rkv1alpha1.StrategySpec{MaintenanceWindows: []rkv1alpha1.MaintenanceWindow{open}})))
+	setServices(t, s, ctx, "window", v2(open))
+	var first string
+	must(t, s.Recorder.WaitStaging(ctx, "w", rolloutTime, "a node upgrading in the open window", func(m map[string]string) bool {
+		for n, st := range m {
+			if st == "upgrading v2" {
+				first = n
+				return true
+			}
+		}
+		return false
+	}))
+	// The first waiter waits on the quorum while that node is in flight. Closed again, the
+	// window holds it first: it says so (its last word was the quorum, so it logs anew).
+	waits := func() (n int) {
+		for _, nd := range s.Nodes {
+			n += strings.Count(nd.Agent.Log(), want)
+		}
+		return n
+	}
+	before := waits()
+	closedAgain := time.Now()
+	setServices(t, s, ctx, "window", v2(closed))
+	must(t, harness.WaitFor(ctx, time.Minute, "the first waiter sees the window closed again", func(context.Context) (bool, error) {
+		return waits() > before, nil
+	}))
+	for _, nd := range s.Nodes {
+		if nd.Name == first {
+			must(t, os.Remove(unhealthy(nd)))
+		}
+	}
+	must(t, s.Recorder.WaitOnline(ctx, "w", rolloutTime, first+" back on v2", func(m map[string]string) bool {
+		return m[first] == "v2"
+	}))
+	// A node waiting for a window wakes for a plan change or the window's opening, not for a
+	// registration: nothing else moves. The status counts the finished upgrade, still waiting.
+	_, err = s.WaitForRD(ctx, "window", rolloutTime, first+" counted updated, the others held by the window", func(rd *rkv1alpha1.RollingDeploy) bool {
+		st := harness.ServiceStatus(rd, "w")
+		return harness.Observed(rd) && st != nil && st.Updated == 1 && st.Gate == "window"
+	})
+	must(t, err)
+	for _, nd := range s.Nodes {
+		if nd.Name != first && wentOffline(s, "w", nd.Name, closedAgain) {
+			t.Fatalf("%s stopped w after the window closed\n%s", nd.Name, s.Recorder.Report("w"))
+		}
+	}
+	t.Logf("%s finished the upgrade it started in the window; the others wait for the window", first)
+
+	// Open the window now: the rollout finishes.
+	for _, nd := range s.Nodes {
+		if nd.Name != first {
+			must(t, os.Remove(unhealthy(nd)))
+		}
+	}
+	setServices(t, s, ctx, "window", v2(open))
 	_, err = s.WaitForReady(ctx, "window", rolloutTime)
 	must(t, err)
 	must(t, s.WaitForServiceVersions(ctx, "w", "v2", time.Minute))
