@@ -20,7 +20,7 @@ import (
 
 // fillDeploy puts a RollingDeploy "big" of services with n nodes each (shards of
 // MaxNodeSetEntries) into store, node i of zone-<i%zones>, every node Running v1.
-func fillDeploy(tb testing.TB, store *Store, n, zones int, services ...string) map[string][]nodeSetView {
+func fillDeploy(tb testing.TB, store *Store, n, zones int, services ...string) (map[string][]nodeSetView, deployView) {
 	tb.Helper()
 	rd := deployView{Name: "big", UID: "uid-big", Generation: 1, Services: []serviceSpecView{}}
 	shards := map[string][]nodeSetView{}
@@ -55,7 +55,7 @@ func fillDeploy(tb testing.TB, store *Store, n, zones int, services ...string) m
 		m.Synced = true
 		m.Access = Access{Deploys: true, NodeSets: true, Events: true, Patch: true}
 	})
-	return shards
+	return shards, rd
 }
 
 // seqOf waits until the page has applied the Store's changes up to seq.
@@ -70,13 +70,16 @@ func attr(tb testing.TB, ctx context.Context, sel, name string) string {
 
 func TestPageNodeMapDetailsAndActions(t *testing.T) {
 	store := NewStore()
-	shards := fillDeploy(t, store, 6, 2, "a", "b")
+	shards, rd := fillDeploy(t, store, 6, 2, "a", "b")
 	var mu sync.Mutex
 	var calls []string
-	_, base := serve(t, store, ActionsFunc(func(_ context.Context, action, name string) (string, error) {
+	_, base := serve(t, store, ActionsFunc(func(_ context.Context, action, name, service string) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		calls = append(calls, action+" "+name)
+		calls = append(calls, strings.TrimSpace(action+" "+name+" "+service))
+		if action == "promote" {
+			return "rollingdeploy/" + name + " promoted: " + service + " v2", nil
+		}
 		return "rollingdeploy/" + name + " paused: upgrades under way finish, no node starts a new one", nil
 	}))
 	ctx := browser.New(t, 1400, 1000)
@@ -130,8 +133,27 @@ func TestPageNodeMapDetailsAndActions(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#confirm-ok`)),
 		chromedp.Poll[chromedp.Void](`document.getElementById('notice').textContent.includes('paused')`, chromedp.WithPollingTimeout(time.Minute)))
 	mu.Lock()
-	defer mu.Unlock()
 	if fmt.Sprint(calls) != "[pause big]" {
+		t.Fatalf("actions: %v", calls)
+	}
+	mu.Unlock()
+
+	// b waits in its canary phase: its head offers Promote, which asks first, then promotes b.
+	if n := browser.Run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll('[id^=promote-]').length`)); n != 0 {
+		t.Fatalf("%d promote button(s) before any canary phase", n)
+	}
+	rd.Status.Services[1].Gate, rd.Status.Services[1].Waiting = "canary", "canary: 1 node(s) on v2; waiting for kubectl rollkeeper promote big"
+	_ = store.Put(keyDeploy+rd.Name, rd)
+	_, seq, _, _ = store.Since(0)
+	browser.Do(t, ctx, seqOf(seq), browser.Click(`#promote-b`), chromedp.WaitVisible(chromedp.CSS(`#confirm`)))
+	if text := browser.Run(t, ctx, chromedp.Evaluate[string](`document.getElementById('confirm-text').textContent`)); !strings.Contains(text, "canaries of b in rollingdeploy/big") {
+		t.Fatalf("promote asks %q", text)
+	}
+	browser.Do(t, ctx, browser.Click(`#confirm-ok`),
+		chromedp.Poll[chromedp.Void](`document.getElementById('notice').textContent.includes('promoted')`, chromedp.WithPollingTimeout(time.Minute)))
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(calls) != "[pause big promote big b]" {
 		t.Fatalf("actions: %v", calls)
 	}
 }
@@ -143,7 +165,7 @@ func BenchmarkNodeMap(b *testing.B) {
 	const nodes, zones = 5000, 8
 	services := []string{"a", "b", "c", "d"}
 	store := NewStore()
-	shards := fillDeploy(b, store, nodes, zones, services...)
+	shards, _ := fillDeploy(b, store, nodes, zones, services...)
 	_, base := serveBatch(b, store, nil, BatchInterval) // batches as the command sends them
 	ctx := browser.New(b, 1600, 1000)
 	var first, update, maxUpdate float64

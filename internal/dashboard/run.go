@@ -16,10 +16,12 @@ import (
 )
 
 // RDActions carries out the page's actions with client c (the user's own credentials), as
-// `kubectl rollkeeper pause|resume|abort` does.
+// `kubectl rollkeeper pause|resume|abort|promote` does.
 func RDActions(c client.Client) Actions {
-	return ActionsFunc(func(ctx context.Context, action, name string) (string, error) {
+	return ActionsFunc(func(ctx context.Context, action, name, service string) (string, error) {
 		switch action {
+		case "promote":
+			return rdctl.Promote(ctx, c, name, service)
 		case "pause":
 			return rdctl.Pause(ctx, c, name)
 		case "resume":

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"regexp"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -32,18 +33,22 @@ const BatchInterval = 100 * time.Millisecond
 // TokenHeader carries the page's token on actions.
 const TokenHeader = "X-Rollkeeper-Token"
 
-// Actions carries out the page's buttons: action is pause, resume or abort.
+// Actions carries out the page's buttons: action is pause, resume or abort on RollingDeploy
+// name (service empty), or promote of its service's canaries.
 type Actions interface {
-	Do(ctx context.Context, action, name string) (string, error)
+	Do(ctx context.Context, action, name, service string) (string, error)
 }
 
 // ActionsFunc adapts a function to Actions.
-type ActionsFunc func(ctx context.Context, action, name string) (string, error)
+type ActionsFunc func(ctx context.Context, action, name, service string) (string, error)
 
 // Do calls f.
-func (f ActionsFunc) Do(ctx context.Context, action, name string) (string, error) {
-	return f(ctx, action, name)
+func (f ActionsFunc) Do(ctx context.Context, action, name, service string) (string, error) {
+	return f(ctx, action, name, service)
 }
+
+// serviceName is what a service's name may be (the CRD's pattern for it).
+var serviceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // Server serves the page, its live updates and its actions.
 type Server struct {
@@ -224,7 +229,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// act carries out pause, resume or abort for a same-origin page that holds the token.
+// act carries out pause, resume, abort or promote (?service=) for a same-origin page that
+// holds the token.
 func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 	reply := func(code int, key, text string) {
 		w.Header().Set("Content-Type", "application/json")
@@ -243,16 +249,25 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 		reply(http.StatusForbidden, "error", fmt.Sprintf("cross-origin request refused (Origin %q)", o))
 		return
 	}
-	name, action := r.PathValue("name"), r.PathValue("action")
+	name, action, service := r.PathValue("name"), r.PathValue("action"), r.URL.Query().Get("service")
 	switch action {
 	case "pause", "resume", "abort":
+		if service != "" {
+			reply(http.StatusBadRequest, "error", action+" acts on the whole RollingDeploy: no service")
+			return
+		}
+	case "promote":
+		if !serviceName.MatchString(service) {
+			reply(http.StatusBadRequest, "error", "promote needs the service whose canaries to promote (?service=)")
+			return
+		}
 	default:
-		reply(http.StatusNotFound, "error", fmt.Sprintf("unknown action %q: pause, resume or abort", action))
+		reply(http.StatusNotFound, "error", fmt.Sprintf("unknown action %q: pause, resume, abort or promote", action))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	msg, err := s.actions.Do(ctx, action, name)
+	msg, err := s.actions.Do(ctx, action, name, service)
 	if err != nil {
 		code := http.StatusBadGateway
 		switch {
@@ -263,10 +278,10 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 		case apierrors.IsForbidden(err):
 			code = http.StatusForbidden
 		}
-		s.log.Info("action refused", "action", action, "rollingDeploy", name, "err", err.Error())
+		s.log.Info("action refused", "action", action, "rollingDeploy", name, "service", service, "err", err.Error())
 		reply(code, "error", err.Error())
 		return
 	}
-	s.log.Info("action", "action", action, "rollingDeploy", name, "result", msg)
+	s.log.Info("action", "action", action, "rollingDeploy", name, "service", service, "result", msg)
 	reply(http.StatusOK, "message", msg)
 }

@@ -102,10 +102,10 @@ func TestServerAnswersOnlyItsOwnHost(t *testing.T) {
 func TestServerActionsNeedTokenAndSameOrigin(t *testing.T) {
 	var mu sync.Mutex
 	var calls []string
-	actions := ActionsFunc(func(_ context.Context, action, name string) (string, error) {
+	actions := ActionsFunc(func(_ context.Context, action, name, service string) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		calls = append(calls, action+" "+name)
+		calls = append(calls, strings.TrimSpace(action+" "+name+" "+service))
 		return "rollingdeploy/" + name + " " + action + "d", nil
 	})
 	_, base := serve(t, NewStore(), actions)
@@ -134,9 +134,24 @@ func TestServerActionsNeedTokenAndSameOrigin(t *testing.T) {
 	if code, _ := do(t, "GET", url, nil); code != http.StatusMethodNotAllowed {
 		t.Errorf("GET of an action: %d, want 405", code)
 	}
+	// promote names the service whose canaries go on; the others act on the whole deploy.
+	page := map[string]string{TokenHeader: tok, "Origin": origin}
+	for _, tc := range []struct {
+		path string
+		code int
+	}{
+		{"/api/rollingdeploys/web/promote", http.StatusBadRequest},
+		{"/api/rollingdeploys/web/promote?service=A%2Fb", http.StatusBadRequest},
+		{"/api/rollingdeploys/web/resume?service=a", http.StatusBadRequest},
+		{"/api/rollingdeploys/web/promote?service=a", http.StatusOK},
+	} {
+		if code, body := do(t, "POST", base+tc.path, page); code != tc.code {
+			t.Errorf("POST %s: %d %s, want %d", tc.path, code, body, tc.code)
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if fmt.Sprint(calls) != "[pause web]" {
+	if fmt.Sprint(calls) != "[pause web promote web a]" {
 		t.Fatalf("actions carried out: %v, want only the one with token and origin", calls)
 	}
 }

@@ -244,9 +244,18 @@
       swarm = `download: ${Math.floor(100 * st.downloadedBytes / st.downloadTotalBytes)} % of ${bytes(st.downloadTotalBytes)}` +
         (st.downloading ? `, ${st.downloading} node(s) downloading (${st.downloadingFromOrigin || 0} from the origin)` : '');
     }
+    // A service in its canary phase (its canaries wait for a promotion, or bake) may be
+    // promoted from here, as with kubectl rollkeeper promote.
+    const may = actionsOn && meta.access.patch;
+    const promote = st.gate === 'canary' ? el('button', {
+      type: 'button', id: 'promote-' + st.name, disabled: !may, text: 'Promote',
+      title: may ? `promote the canaries of ${st.name} ${st.targetVersion || ''}` : (!actionsOn ? 'this dashboard is read-only' : 'your RBAC does not allow patching RollingDeploys'),
+    }) : null;
+    if (promote) promote.addEventListener('click', () => confirmAction(rd.name, 'promote', st.name));
     fill(head,
       el('div', { class: 'row' }, el('h3', { text: st.name }), el('span', { class: 'badge p-' + ph, id: 'phase-' + st.name, text: ph }),
-        el('span', { class: 'muted', text: (st.position ? '#' + st.position + ' in the deploy order · ' : '') + 'target ' + (st.targetVersion || '') })),
+        el('span', { class: 'muted', text: (st.position ? '#' + st.position + ' in the deploy order · ' : '') + 'target ' + (st.targetVersion || '') }),
+        promote ? el('span', { style: { flex: '1' } }) : null, promote),
       el('div', { class: 'row' }, el('span', { text: `quorum headroom ${room}` }), gauge,
         el('span', { class: 'muted', text: `online ${online}/${total}, minAvailable ${min} · updated ${st.updated || 0}, staged ${st.staged || 0}` +
           (st.stagedRequired ? ` (of ${st.stagedRequired} needed)` : '') + `, upgrading ${st.upgrading || 0}, failed ${st.failed || 0}, unreachable ${st.unreachable || 0}` })),
@@ -369,25 +378,26 @@
     pause: (n) => `Pause rollingdeploy/${n}? Upgrades under way finish; no node starts a new one.`,
     resume: (n) => `Resume rollingdeploy/${n}? Nodes start upgrading again as the quorum allows.`,
     abort: (n) => `Abort rollingdeploy/${n}? The rollout stops for good: upgrades under way finish, nothing that runs is touched, and resume is refused until the annotation rollkeeper.io/aborted is removed.`,
+    promote: (n, svc) => `Promote the canaries of ${svc} in rollingdeploy/${n}? The other nodes follow, as the quorum and gates allow.`,
   };
-  function confirmAction(name, action) {
+  function confirmAction(name, action, svc) {
     const dlg = $('confirm');
-    $('confirm-text').textContent = CONFIRM[action](name);
+    $('confirm-text').textContent = CONFIRM[action](name, svc);
     const ok = $('confirm-ok'), cancel = $('confirm-cancel');
     ok.textContent = action[0].toUpperCase() + action.slice(1);
     const done = (go) => {
       ok.onclick = cancel.onclick = null;
       dlg.close();
-      if (go) act(name, action);
+      if (go) act(name, action, svc);
     };
     ok.onclick = () => done(true);
     cancel.onclick = () => done(false);
     dlg.showModal();
   }
-  async function act(name, action) {
-    notice(action + ' ' + name + '…');
+  async function act(name, action, svc) {
+    notice(action + ' ' + name + (svc ? ' ' + svc : '') + '…');
     try {
-      const r = await fetch('/api/rollingdeploys/' + encodeURIComponent(name) + '/' + action,
+      const r = await fetch('/api/rollingdeploys/' + encodeURIComponent(name) + '/' + action + (svc ? '?service=' + encodeURIComponent(svc) : ''),
         { method: 'POST', headers: { 'X-Rollkeeper-Token': token } });
       const body = await r.json().catch(() => ({ error: r.statusText }));
       notice(body.message || body.error || r.statusText, !r.ok);
