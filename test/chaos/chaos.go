@@ -49,10 +49,14 @@ var (
 	}
 	// A mix of the gates beyond the quorum: a holds each upgraded node a second before it
 	// counts and asks each node's preStopCheck (always yes: the path, not a veto), b at most 2
-	// upgrading, c zone by zone (nodes 1-4 in zone-a, 5-8 in zone-b) 2 per zone, d a canary
-	// node that promotes itself after 2 s, then at most a quarter at once.
+	// upgrading, c zone by zone (nodes 1-4 in zone-a, 5-8 in zone-b) 2 per zone inside a
+	// maintenance window that is always open (24 hours from 09:00 in Tokyo, which has no
+	// daylight saving time: the zone path, never a wait), d a canary node that promotes itself
+	// after 2 s, then at most a quarter at once. The service whose v3 is unhealthy tolerates
+	// one failure (maxFailures 1): it halts at the second.
 	maxUnavailable = map[string]intstr.IntOrString{"b": intstr.FromInt32(2), "d": intstr.FromString("25%")}
 	zoneKey        = "topology.kubernetes.io/zone"
+	maxFailures    = int32(1)
 	perZone        = map[string]int{"c": 2}
 )
 
@@ -528,7 +532,8 @@ func (r *run) specs(versions map[string]string, unhealthy string) ([]rkv1alpha1.
 					sp.Strategy = &rkv1alpha1.StrategySpec{MaxUnavailable: &mu}
 				}
 				if per, ok := perZone[svc]; ok {
-					sp.Strategy = &rkv1alpha1.StrategySpec{Topology: &rkv1alpha1.TopologySpec{Key: zoneKey, MaxUnavailablePerDomain: int32(per)}}
+					sp.Strategy = &rkv1alpha1.StrategySpec{Topology: &rkv1alpha1.TopologySpec{Key: zoneKey, MaxUnavailablePerDomain: int32(per)},
+						MaintenanceWindows: []rkv1alpha1.MaintenanceWindow{{Start: "09:00", End: "09:00", TimeZone: "Asia/Tokyo"}}}
 				}
 				switch svc {
 				case "a":
@@ -536,6 +541,10 @@ func (r *run) specs(versions map[string]string, unhealthy string) ([]rkv1alpha1.
 						PreStopCheck: &rkv1alpha1.PreStopCheckSpec{Exec: &rkv1alpha1.ExecCheck{Command: []string{"true"}}, TimeoutSeconds: 5, PeriodSeconds: 1}}
 				case "d":
 					sp.Strategy.Canary = &rkv1alpha1.CanarySpec{Nodes: intstr.FromInt32(1), BakeTime: &metav1.Duration{Duration: 2 * time.Second}}
+				}
+				if svc == unhealthy {
+					budget := intstr.FromInt32(maxFailures)
+					sp.Strategy.MaxFailures = &budget
 				}
 				// The ground truth: every fixture logs when it starts and stops serving.
 				sp.Run.Args = append(sp.Run.Args, "--event-log="+r.events, "--startup-delay=300ms")

@@ -654,12 +654,13 @@ func (r *run) settle(ctx context.Context, step stepRecord) error {
 	if step.Unhealthy == "" {
 		rd, err = r.stack.WaitForReady(ctx, rdName, 3*time.Minute)
 	} else {
-		// Nodes that decided before the first failure was recorded finish their upgrade and
-		// may fail too: the halt is settled once nobody upgrades and the status shows every
-		// failure ZooKeeper holds for the service.
+		// Nodes that decided before the failure beyond the budget was recorded finish their
+		// upgrade and may fail too: the halt is settled once the service is Failed (beyond
+		// maxFailures: a tolerated failure leaves it Progressing), nobody upgrades and the
+		// status shows every failure ZooKeeper holds for the service.
 		rd, err = r.stack.WaitForRD(ctx, rdName, 3*time.Minute, "halt of "+step.Unhealthy+" reported, settled", func(rd *v1alpha1.RollingDeploy) bool {
 			st := harness.ServiceStatus(rd, step.Unhealthy)
-			if !harness.Observed(rd) || st == nil || st.Upgrading != 0 {
+			if !harness.Observed(rd) || st == nil || st.Upgrading != 0 || st.Phase != v1alpha1.PhaseFailed {
 				return false
 			}
 			shown, reported := map[string]bool{}, false
@@ -712,6 +713,25 @@ func (r *run) settle(ctx context.Context, step stepRecord) error {
 		status.Evidence = append(status.Evidence, strings.ReplaceAll(harness.DescribeStatus(rd), "\n", "\n      "))
 	}
 	r.addResult(status)
+	if step.Unhealthy != "" {
+		// The failure budget: the service halted only once more nodes failed than it tolerates.
+		budget := result{Name: fmt.Sprintf("step %d: %s halted beyond its failure budget (maxFailures %d)", step.Index, step.Unhealthy, maxFailures)}
+		fails, ferr := r.obs.failures(step.Unhealthy)
+		switch {
+		case ferr != nil:
+			budget.Evidence = append(budget.Evidence, ferr.Error())
+		default:
+			var failed []string
+			for _, node := range sortedKeys(fails) {
+				if strings.HasPrefix(fails[node], "HealthCheck "+step.Target[step.Unhealthy]+":") {
+					failed = append(failed, node)
+				}
+			}
+			budget.Pass = len(failed) > int(maxFailures)
+			budget.Evidence = append(budget.Evidence, fmt.Sprintf("%d health check failure(s) of %s recorded: %v", len(failed), step.Target[step.Unhealthy], failed))
+		}
+		r.addResult(budget)
+	}
 	if converged != nil {
 		return converged
 	}
