@@ -433,24 +433,30 @@ func checkUserRoles(t *testing.T, viewer, editor *unstructured.Unstructured) {
 			t.Errorf("deployer role %s is aggregated (%s): creating a RollingDeploy is root on the nodes", editor.GetName(), k)
 		}
 	}
-	// verbs maps "resource" to the verbs a role grants on it in rollkeeper.io.
+	// verbs maps "resource" (rollkeeper.io) or "core/resource" to the verbs a role grants.
 	verbs := func(u *unstructured.Unstructured) map[string][]string {
 		m := map[string][]string{}
 		for _, r := range rulesOf(t, u) {
-			if !slices.Equal(r.APIGroups, []string{"rollkeeper.io"}) {
-				t.Errorf("%s: rule outside rollkeeper.io: %+v", u.GetName(), r)
+			prefix := ""
+			switch {
+			case slices.Equal(r.APIGroups, []string{"rollkeeper.io"}):
+			case slices.Equal(r.APIGroups, []string{""}):
+				prefix = "core/"
+			default:
+				t.Errorf("%s: rule outside rollkeeper.io and the core group: %+v", u.GetName(), r)
 			}
 			for _, res := range r.Resources {
-				m[res] = append(m[res], r.Verbs...)
-				slices.Sort(m[res])
+				m[prefix+res] = append(m[prefix+res], r.Verbs...)
+				slices.Sort(m[prefix+res])
 			}
 		}
 		return m
 	}
 	read := []string{"get", "list", "watch"}
 	wantViewer := map[string][]string{"rollingdeploys": read, "rollingdeploynodesets": read, "rollingdeploys/status": {"get"}}
+	// The deployer reads Nodes' labels for kubectl rollkeeper plan -f; nothing else outside.
 	wantEditor := map[string][]string{"rollingdeploys": {"create", "delete", "get", "list", "patch", "update", "watch"},
-		"rollingdeploynodesets": read, "rollingdeploys/status": {"get"}}
+		"rollingdeploynodesets": read, "rollingdeploys/status": {"get"}, "core/nodes": {"get", "list"}}
 	if got := verbs(viewer); !reflect.DeepEqual(got, wantViewer) {
 		t.Errorf("viewer role grants %v, want %v", got, wantViewer)
 	}

@@ -511,6 +511,28 @@ func checkDefaultRolesAsUsers(t *testing.T, ctx context.Context, c *cluster.Clus
 	if out, err := run("rk-e2e-editor", "resume", "web"); err != nil || paused() {
 		t.Errorf("kubectl rollkeeper resume as a user bound to the deployer role: %v\n%s", err, out)
 	}
+	// The deployer may dry-run a manifest: plan -f reads the Nodes' labels, which the role
+	// grants (view does not).
+	rd := &rkv1alpha1.RollingDeploy{}
+	if err := c.Client.Get(ctx, client.ObjectKey{Name: "web"}, rd); err != nil {
+		t.Fatal(err)
+	}
+	manifest := &rkv1alpha1.RollingDeploy{TypeMeta: metav1.TypeMeta{APIVersion: rkv1alpha1.GroupVersion.String(), Kind: "RollingDeploy"},
+		ObjectMeta: metav1.ObjectMeta{Name: rd.Name}, Spec: rd.Spec}
+	data, err := yaml.Marshal(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "web.yaml")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("rk-e2e-editor", "plan", "-f", file); err != nil || !strings.Contains(out, c.NodeName) {
+		t.Errorf("kubectl rollkeeper plan -f as a user bound to the deployer role: %v\n%s", err, out)
+	}
+	if out, err := run("rk-e2e-viewer", "plan", "-f", file); err == nil || !strings.Contains(out, "forbidden") {
+		t.Errorf("kubectl rollkeeper plan -f as a user bound to view: want forbidden (nodes), got %v\n%s", err, out)
+	}
 }
 
 // checkNothingLeft lists what a release could leave: its namespaced objects (but what every
