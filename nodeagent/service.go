@@ -395,8 +395,9 @@ func (w *worker) runAndCheck(ctx context.Context, rel *zklayout.Release) error {
 	return err
 }
 
-// hold keeps health-checking the version just started for d (health.Hold).
-func (w *worker) hold(ctx context.Context, rel *zklayout.Release, d time.Duration) error {
+// hold keeps health-checking the version just started for d (health.Hold), during naming
+// why in a failure.
+func (w *worker) hold(ctx context.Context, rel *zklayout.Release, d time.Duration, during string) error {
 	cfg := w.a.cfg
 	_, _, env := w.runEnv(rel)
 	restarts := cfg.Backend.Status(w.svc).Restarts
@@ -406,7 +407,7 @@ func (w *worker) hold(ctx context.Context, rel *zklayout.Release, d time.Duratio
 			return fmt.Errorf("process exited: %s", s.LastExit)
 		}
 		return nil
-	}, d)
+	}, d, during)
 	if err != nil && ctx.Err() == nil {
 		w.checked = ""
 		cfg.Metrics.healthCheckFailed(w.svc)
@@ -570,9 +571,10 @@ func (w *worker) decide(ctx context.Context, st rollout.Step, admit []rollout.Ad
 }
 
 // upgrade stops the old version, switches, starts the new one and checks it. On success the
-// node re-registers on the new version and leaves the queue; on failure it rolls back, records
-// the failure (halting the rollout), re-registers on the old version and leaves the queue.
-func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from, child string, hold time.Duration) error {
+// node re-registers on the new version and leaves the queue (a canary then keeps checking it
+// through its bake); on failure it rolls back, records the failure (halting the rollout),
+// re-registers on the old version and leaves the queue.
+func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from, child string, hold, bake time.Duration) error {
 	cfg := w.a.cfg
 	to := rel.Version
 	w.log.Info("upgrading: stopping service", "from", from, "to", to)
@@ -593,26 +595,47 @@ func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from,
 		// flight for the gates, offline for the quorum), until the new version has stayed
 		// healthy this long.
 		w.log.Info("healthy; holding before counting as upgraded", "version", to, "minHealthyTime", hold)
-		herr = w.hold(root, rel, hold)
+		herr = w.hold(root, rel, hold, "during the minimum healthy time")
 	}
 	if herr == nil {
 		cfg.Metrics.upgraded(w.svc, ResultSuccess, downtime)
+		// The bake counts from the registration (its since, a little later than now): the
+		// checks end no later than the moment a decider may judge the canaries baked.
+		baked := time.Now().Add(bake)
 		if err := w.finish(root, child, to); err != nil {
 			return err
 		}
 		cfg.Metrics.online(w.svc, to)
 		w.log.Info("upgraded", "version", to)
 		w.holdWarm(root, to)
-		if err := cfg.Store.Prune(w.svc); err != nil {
-			w.log.Error(err, "prune old versions")
+		if bake > 0 {
+			return w.bake(root, ctx, rel, from, baked)
 		}
+		w.prune()
 		return nil
 	}
 	w.log.Error(herr, "new version unhealthy; rolling back", "from", from, "to", to)
+	return w.rollBack(root, rel, from, herr, func() error { return w.finish(root, child, from) })
+}
+
+func (w *worker) prune() {
+	if err := w.a.cfg.Store.Prune(w.svc); err != nil {
+		w.log.Error(err, "prune old versions")
+	}
+}
+
+// rollBack stops the unhealthy version rel, records its failure herr unless nil (recorded
+// already; it halts the rollout beyond maxFailures), switches back to from, starts and checks
+// it, and registers it with register.
+func (w *worker) rollBack(root context.Context, rel *zklayout.Release, from string, herr error, register func() error) error {
+	cfg := w.a.cfg
+	to := rel.Version
 	cfg.Metrics.upgraded(w.svc, ResultRollback, 0)
 	w.unwarm()
 	_ = cfg.Backend.Stop(root, w.svc)
-	w.recordFailure(root, to, zklayout.FailureHealthCheck, herr)
+	if herr != nil {
+		w.recordFailure(root, to, zklayout.FailureHealthCheck, herr)
+	}
 	if err := cfg.Store.Switch(w.svc, from); err != nil {
 		return fmt.Errorf("rollback %s to %s: %w", w.svc, from, err)
 	}
@@ -623,7 +646,57 @@ func (w *worker) upgrade(root, ctx context.Context, rel *zklayout.Release, from,
 	if err := w.runAndCheck(root, prev); err != nil {
 		w.log.Error(err, "previous version is unhealthy too after rollback", "version", from)
 	}
-	return w.finish(root, child, from)
+	return register()
+}
+
+// bake keeps checking a canary's new version, registered, until until (the canary phase's
+// bake time after its registration), so that the phase promotes itself on healthy canaries,
+// not merely registered ones. A plan change (promoted, paused, a new version) or the session's
+// end stops the checks. A failure meanwhile is a failed health check: the node first leaves
+// current/ (it serves nothing healthy: it must not count for the quorum), then rolls back and
+// records it, as a failed upgrade does, and registers its previous version again.
+func (w *worker) bake(root, ctx context.Context, rel *zklayout.Release, from string, until time.Time) error {
+	defer w.prune()
+	d := time.Until(until)
+	if d <= 0 {
+		return nil
+	}
+	bctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, _, plan, err := w.zk.GetW(bctx, w.l.StagingService(w.svc))
+	if err != nil {
+		return fmt.Errorf("canary bake of %s %s: watch the plan: %w", w.svc, rel.Version, err)
+	}
+	go func() { // owned by bake: ends with bctx at the latest
+		if plan.Wait(bctx) == nil {
+			cancel()
+		}
+	}()
+	w.log.Info("canary: checking the new version's health through the bake", "version", rel.Version, "until", until.UTC().Format(time.RFC3339))
+	herr := w.hold(bctx, rel, d, "during the canary's bake")
+	if herr == nil || bctx.Err() != nil {
+		return nil
+	}
+	w.log.Error(herr, "canary unhealthy; leaving current/ and rolling back", "from", rel.Version, "to", from)
+	// The failure first: it halts the rollout (beyond maxFailures) and fails any decision in
+	// flight. Leaving current/ first would let another node take the lost canary's place in
+	// between (an e2e run saw a node decide in that gap).
+	w.recordFailure(ctx, rel.Version, zklayout.FailureHealthCheck, herr)
+	w.registered.Store(false)
+	if err := w.zk.Delete(ctx, w.l.CurrentNode(w.svc, w.a.cfg.Node), -1); err != nil && !errors.Is(err, zkclient.ErrNoNode) {
+		return fmt.Errorf("canary bake of %s %s: leave current/: %w", w.svc, rel.Version, err)
+	}
+	return w.rollBack(root, rel, from, nil, func() error {
+		data, err := w.registration(from)
+		if err != nil {
+			return err
+		}
+		if _, err := w.zk.Create(ctx, w.l.CurrentNode(w.svc, w.a.cfg.Node), data, zkclient.Ephemeral); err != nil {
+			return fmt.Errorf("re-register %s on %s: %w", w.svc, from, err)
+		}
+		w.setRegistered()
+		return nil
+	})
 }
 
 // finish re-registers on version and leaves the staging queue in one transaction.

@@ -422,7 +422,7 @@ func (w *worker) decideAndUpgrade(root, ctx context.Context, snap *rollout.Snaps
 		return err
 	}
 	w.a.cfg.Metrics.admittedOthers(w.svc, admitted-1)
-	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child, st.MinHealthy)
+	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child, st.MinHealthy, st.Bake)
 }
 
 // upgradeAdmitted upgrades a node another node's decision admitted. The decision checked the
@@ -453,7 +453,7 @@ func (w *worker) upgradeAdmitted(root, ctx context.Context, snap *rollout.Snapsh
 		return w.finish(ctx, st.Child, w.a.cfg.Backend.Status(w.svc).Version)
 	}
 	w.log.Info("admitted to upgrade", "reason", st.Reason, "round", st.Round, "version", st.Version)
-	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child, st.MinHealthy)
+	return w.upgrade(root, ctx, rel, w.a.cfg.Backend.Status(w.svc).Version, st.Child, st.MinHealthy, st.Bake)
 }
 
 // complete removes the service's deploy entries once its rollout is complete

@@ -168,6 +168,9 @@ func TestNextGates(t *testing.T) {
 		{name: "maxUnavailable 1: the decider alone", mod: func(s *Snapshot, l *Local) {
 			s.Plan.MinAvailable, s.Plan.MaxUnavailable = 0, 1
 		}, want: decide, admit: []string{"n1"}},
+		{name: "a canary that promotes itself: one goes, and checks its health through the bake", mod: func(s *Snapshot, l *Local) {
+			s.Plan.MinAvailable, s.Plan.Canary, s.Plan.CanaryBakeSeconds = 0, 1, 60
+		}, want: withBake(decide, time.Minute), admit: []string{"n1"}},
 		{name: "maxUnavailable 2 with one in flight: wait", mod: func(s *Snapshot, l *Local) {
 			s.Plan.MinAvailable, s.Plan.MaxUnavailable = 0, 2
 			s.Queue = append([]QueueEntry{qe(child("n4", 0), 0x104, "v2", upgrading), qe(child("n5", 0), 0x105, "v2", upgrading)}, s.Queue...)
@@ -192,6 +195,8 @@ func TestNextGates(t *testing.T) {
 }
 
 func withFloors(st Step, f []Floor) Step { st.Floors = f; return st }
+
+func withBake(st Step, d time.Duration) Step { st.Bake = d; return st }
 
 func TestCanaryGate(t *testing.T) {
 	now := mustTime(t, "2026-12-05 12:00", "UTC")

@@ -175,6 +175,9 @@ type Step struct {
 	// MinHealthy is how long an upgraded node stays healthy, still unregistered and marked
 	// upgrading, before it counts as upgraded (StepDecide, StepUpgrade).
 	MinHealthy time.Duration
+	// Bake is how long a canary, registered on the version, keeps checking its health: the
+	// canary phase's bake time, while the phase lasts (StepDecide, StepUpgrade); 0 otherwise.
+	Bake time.Duration
 }
 
 func wait(reason string, watches []Watch, fields ...any) Step {
@@ -335,7 +338,7 @@ func (d *decision) admitted(plan *zklayout.Plan, target string, halted bool) (St
 	}
 	return Step{Kind: StepUpgrade, Version: target, PlanVersion: plan.Version, Child: up.Child, ChildVersion: up.Version,
 		FailuresVersion: s.FailuresStat.Version, Prewarm: target, Reason: "admitted by " + up.Staged.Admitter(), MinHealthy: minHealthy(plan),
-		Round: up.Staged.RollCall, Fields: []any{"round", up.Staged.RollCall}}, true
+		Bake: bake(plan, target), Round: up.Staged.RollCall, Fields: []any{"round", up.Staged.RollCall}}, true
 }
 
 // registered is Next for a node whose service runs, checked and registered.
@@ -562,11 +565,22 @@ walk:
 	}
 	return Step{Kind: StepDecide, Version: target, PlanVersion: plan.Version, Child: keep.Child, ChildVersion: keep.Version,
 		FailuresVersion: s.FailuresStat.Version, Online: len(online), Prewarm: target, Skipped: skipped, Admit: admit, Floors: floors,
-		MinHealthy: minHealthy(plan)}
+		MinHealthy: minHealthy(plan), Bake: bake(plan, target)}
 }
 
 func minHealthy(plan *zklayout.Plan) time.Duration {
 	return time.Duration(plan.MinHealthySeconds) * time.Second
+}
+
+// bake is how long a node upgrading to target keeps checking it once registered: during a
+// canary phase that promotes itself, every node going to the plan's version is a canary (the
+// phase caps batches to the canaries), and the bake that promotes the service must be one of
+// healthy canaries, not merely registered ones.
+func bake(plan *zklayout.Plan, target string) time.Duration {
+	if plan.Canary == 0 || plan.Promoted || plan.CanaryBakeSeconds == 0 || target != plan.Version {
+		return 0
+	}
+	return time.Duration(plan.CanaryBakeSeconds) * time.Second
 }
 
 // inFlight counts the nodes admitted ahead of the first waiter (at idx) that are not back

@@ -122,6 +122,8 @@
 // events too), connection loss without expiry, artifact download
 // (a fetch succeeds at once) and the distribution of torrents, signatures (plans and entries
 // are unsigned, read with Verify nil), releases, page-cache pinning, metrics, paused plans,
-// plan changes, label selectors (every machine is selected), the ACL guard, agent panics, and
-// the operator beyond writing the plans and queue and requeueing.
+// plan changes, label selectors (every machine is selected), the ACL guard, agent panics, a
+// version turning unhealthy after it registered (so the canaries' health checks through their
+// bake: test/e2e TestGatesCanaryThenPromote), and the operator beyond writing the plans and
+// queue and requeueing.
 package sim

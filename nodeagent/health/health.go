@@ -72,10 +72,10 @@ func Wait(ctx context.Context, hc *zklayout.HealthCheck, defaultHost string, env
 }
 
 // Hold keeps probing a version that passed its health check for d (a rollout's minimum healthy
-// time): it fails as soon as the process exits (alive) or FailureThreshold probes in a row
-// fail, and passes once d is over. A nil check watches only that the process lives, every
-// second.
-func Hold(ctx context.Context, hc *zklayout.HealthCheck, defaultHost string, env []string, alive func() error, d time.Duration) error {
+// time, a canary's bake; during names it in the error): it fails as soon as the process exits
+// (alive) or FailureThreshold probes in a row fail, and passes once d is over. A nil check
+// watches only that the process lives, every second.
+func Hold(ctx context.Context, hc *zklayout.HealthCheck, defaultHost string, env []string, alive func() error, d time.Duration, during string) error {
 	period := time.Second
 	var probe Prober
 	threshold := 1
@@ -100,7 +100,7 @@ func Hold(ctx context.Context, hc *zklayout.HealthCheck, defaultHost string, env
 		var err error
 		if alive != nil {
 			if err = alive(); err != nil {
-				return fmt.Errorf("%w during the minimum healthy time: %v", ErrUnhealthy, err)
+				return fmt.Errorf("%w %s: %v", ErrUnhealthy, during, err)
 			}
 		}
 		if probe != nil {
@@ -113,7 +113,7 @@ func Hold(ctx context.Context, hc *zklayout.HealthCheck, defaultHost string, env
 			continue
 		}
 		if fails++; fails >= threshold {
-			return fmt.Errorf("%w during the minimum healthy time, after %d probes: %v", ErrUnhealthy, fails, err)
+			return fmt.Errorf("%w %s, after %d probes: %v", ErrUnhealthy, during, fails, err)
 		}
 	}
 }

@@ -131,12 +131,12 @@ func TestExecCheckSeesNoAgentSecrets(t *testing.T) {
 func TestHold(t *testing.T) {
 	ctx := context.Background()
 	// Alive throughout: passes when the time is up.
-	if err := Hold(ctx, nil, "", nil, func() error { return nil }, 50*time.Millisecond); err != nil {
+	if err := Hold(ctx, nil, "", nil, func() error { return nil }, 50*time.Millisecond, "during the minimum healthy time"); err != nil {
 		t.Fatalf("alive throughout: %v", err)
 	}
 	// The process exits: fails at the next look, whatever is left of the time.
 	exited := errors.New("exit status 1")
-	err := Hold(ctx, nil, "", nil, func() error { return exited }, time.Hour)
+	err := Hold(ctx, nil, "", nil, func() error { return exited }, time.Hour, "during the minimum healthy time")
 	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "minimum healthy time") || !strings.Contains(err.Error(), "exit status 1") {
 		t.Fatalf("exited: %v", err)
 	}
@@ -150,7 +150,7 @@ func TestHold(t *testing.T) {
 	defer srv.Close()
 	hc := &zklayout.HealthCheck{HTTPGet: &zklayout.HTTPGet{Path: "/", Port: ln.Addr().(*net.TCPAddr).Port, Scheme: "HTTP"},
 		TimeoutSeconds: 1, PeriodSeconds: 1, SuccessThreshold: 1, FailureThreshold: 2}
-	err = Hold(ctx, hc, "127.0.0.1", nil, nil, time.Hour)
+	err = Hold(ctx, hc, "127.0.0.1", nil, nil, time.Hour, "during the minimum healthy time")
 	if !errors.Is(err, ErrUnhealthy) || !strings.Contains(err.Error(), "after 2 probes") {
 		t.Fatalf("failing probe: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -387,7 +388,8 @@ func fixtureServing(t *testing.T, path, svc, version string) map[string]time.Tim
 
 // Canary: the first 2 nodes upgrade, then the service waits, its status saying so, until
 // kubectl rollkeeper promote; then the others follow. The next version has a canary phase
-// again; with a bake time it promotes itself once the canaries stayed up that long.
+// again; with a bake time it promotes itself once the canaries stayed up that long. A canary
+// that turns unhealthy during its bake rolls back and halts the rollout.
 func TestGatesCanaryThenPromote(t *testing.T) {
 	s, ctx := start(t, harness.Config{RecordServices: []string{"c"}})
 	two := intstr.FromInt32(2)
@@ -446,6 +448,49 @@ func TestGatesCanaryThenPromote(t *testing.T) {
 	must(t, err)
 	if v := rd.Annotations[rkv1alpha1.AnnotationPromotePrefix+"c"]; v != "v2" {
 		t.Fatalf("promotion annotation %q: v3 promoted itself, nobody should have annotated it", v)
+	}
+
+	// v4 with a long bake: a canary that turns unhealthy once registered is caught by its own
+	// checks through the bake. It leaves current/, rolls back to v3, and its failure halts the
+	// rollout: the other nodes never go.
+	long := strategy(rkv1alpha1.StrategySpec{Canary: &rkv1alpha1.CanarySpec{Nodes: two, BakeTime: &metav1.Duration{Duration: 10 * time.Minute}}})
+	since = time.Now()
+	setServices(t, s, ctx, "canary", service(t, s, "c", "v4", harness.MinAvailable(1), long))
+	var canaries []string
+	must(t, s.Recorder.WaitOnline(ctx, "c", rolloutTime, "two canaries registered on v4", func(m map[string]string) bool {
+		canaries = canaries[:0]
+		for n, v := range m {
+			if v == "v4" {
+				canaries = append(canaries, n)
+			}
+		}
+		return len(canaries) == 2
+	}))
+	slices.Sort(canaries)
+	victim := canaries[0]
+	for _, nd := range s.Nodes {
+		if nd.Name == victim {
+			must(t, os.WriteFile(filepath.Join(nd.StateDir, "store", "c", "versions", "v4", "UNHEALTHY"), nil, 0o644))
+		}
+	}
+	rd, err = s.WaitForRD(ctx, "canary", rolloutTime, victim+"'s failure in its bake halts c", func(rd *rkv1alpha1.RollingDeploy) bool {
+		st := harness.ServiceStatus(rd, "c")
+		if st == nil || st.Phase != rkv1alpha1.PhaseFailed {
+			return false
+		}
+		for _, f := range st.FailedNodes {
+			if f.Node == victim && f.Version == "v4" && strings.Contains(f.Reason, "during the canary's bake") {
+				return true
+			}
+		}
+		return false
+	})
+	must(t, err)
+	must(t, s.Recorder.WaitOnline(ctx, "c", rolloutTime, victim+" back on v3", func(m map[string]string) bool { return m[victim] == "v3" }))
+	for _, nd := range s.Nodes {
+		if !slices.Contains(canaries, nd.Name) && wentOffline(s, "c", nd.Name, since) {
+			t.Fatalf("%s went down for v4 although a canary failed in its bake\n%s\n%s", nd.Name, harness.DescribeStatus(rd), s.Recorder.Report("c"))
+		}
 	}
 }
 
