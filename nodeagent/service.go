@@ -649,12 +649,13 @@ func (w *worker) rollBack(root context.Context, rel *zklayout.Release, from stri
 	return register()
 }
 
-// bake keeps checking a canary's new version, registered, until until (the canary phase's
-// bake time after its registration), so that the phase promotes itself on healthy canaries,
-// not merely registered ones. A plan change (promoted, paused, a new version) or the session's
-// end stops the checks. A failure meanwhile is a failed health check: the node first leaves
-// current/ (it serves nothing healthy: it must not count for the quorum), then rolls back and
-// records it, as a failed upgrade does, and registers its previous version again.
+// bake keeps checking the new version of a node that went to it during a canary phase,
+// registered, until until (the phase's bake time after its registration), so that the phase
+// promotes itself on healthy canaries, not merely registered ones. A plan change (promoted,
+// paused, a new version) or the session's end stops the checks. A failure meanwhile is a
+// failed health check: the node records it, leaves current/ (it serves nothing healthy: it
+// must not count for the quorum), rolls back as a failed upgrade does, and registers its
+// previous version again.
 func (w *worker) bake(root, ctx context.Context, rel *zklayout.Release, from string, until time.Time) error {
 	defer w.prune()
 	d := time.Until(until)
