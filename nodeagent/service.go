@@ -664,15 +664,16 @@ func (w *worker) bake(root, ctx context.Context, rel *zklayout.Release, from str
 	}
 	bctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	_, _, plan, err := w.zk.GetW(bctx, w.l.StagingService(w.svc))
-	if err != nil {
-		return fmt.Errorf("canary bake of %s %s: watch the plan: %w", w.svc, rel.Version, err)
+	if _, _, plan, err := w.zk.GetW(bctx, w.l.StagingService(w.svc)); err != nil {
+		// A ZooKeeper hiccup must not cost the checks: they run to the bake's end instead.
+		w.log.Error(err, "canary bake: cannot watch the plan; checking until the bake ends", "version", rel.Version)
+	} else {
+		go func() { // owned by bake: ends with bctx at the latest
+			if plan.Wait(bctx) == nil {
+				cancel()
+			}
+		}()
 	}
-	go func() { // owned by bake: ends with bctx at the latest
-		if plan.Wait(bctx) == nil {
-			cancel()
-		}
-	}()
 	w.log.Info("canary: checking the new version's health through the bake", "version", rel.Version, "until", until.UTC().Format(time.RFC3339))
 	herr := w.hold(bctx, rel, d, "during the canary's bake")
 	if herr == nil || bctx.Err() != nil {

@@ -14,11 +14,11 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"regexp"
 	"time"
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/rollkeeper/rollkeeper/internal/rdctl"
 )
@@ -46,9 +46,6 @@ type ActionsFunc func(ctx context.Context, action, name, service string) (string
 func (f ActionsFunc) Do(ctx context.Context, action, name, service string) (string, error) {
 	return f(ctx, action, name, service)
 }
-
-// serviceName is what a service's name may be (the CRD's pattern for it).
-var serviceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // Server serves the page, its live updates and its actions.
 type Server struct {
@@ -257,7 +254,7 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case "promote":
-		if !serviceName.MatchString(service) {
+		if len(validation.IsDNS1123Label(service)) > 0 { // a service's name, as the CRD has it
 			reply(http.StatusBadRequest, "error", "promote needs the service whose canaries to promote (?service=)")
 			return
 		}
