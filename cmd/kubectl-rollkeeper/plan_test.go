@@ -112,9 +112,8 @@ func TestPlanFromTheLiveDeploy(t *testing.T) {
 	objs := append(planCluster(), live)
 	objs = append(objs, shardObjects(live, "a", a)...)
 	objs = append(objs, shardObjects(live, "b", b)...)
-	p, out, _ := fakePlugin(t, objs...)
-	p.now = func() time.Time { return planNow }
-	if err := p.planDeploy(context.Background(), mustLoad(t, planManifest)); err != nil {
+	out, err := planOf(t, planManifest, planNow, objs...)
+	if err != nil {
 		t.Fatalf("%v:\n%s", err, out)
 	}
 	want := `RollingDeploy web (dry run: nothing is changed)
@@ -152,31 +151,25 @@ SERVICE b  target v3  2 node(s) selected, 1 online, 1 state unknown  minAvailabl
 
 total estimate: ~56s (services go one after another: the deploy queue; downloads before the first wave not counted; plus the wait for the maintenance window of a)
 `
-	if out.String() != want {
+	if out != want {
 		t.Errorf("got:\n%s\nwant:\n%s", out, want)
 	}
 }
 
 // Without a RollingDeploy of the name: every state unknown, the default estimate.
 func TestPlanWithoutALiveDeploy(t *testing.T) {
-	p, out, _ := fakePlugin(t, planCluster()...)
-	p.now = func() time.Time { return planNow.Add(time.Hour) } // 02:30: the window is open
-	if err := p.planDeploy(context.Background(), mustLoad(t, planManifest)); err != nil {
+	out, err := planOf(t, planManifest, planNow.Add(time.Hour), planCluster()...) // 02:30: the window is open
+	if err != nil {
 		t.Fatalf("%v:\n%s", err, out)
 	}
-	for _, s := range []string{
+	wantLines(t, out,
 		"no RollingDeploy web in the cluster yet: node states unknown",
 		"SERVICE a  target v3  6 node(s) selected, 0 online, 6 state unknown  minAvailable 3",
 		"window: a maintenance window is open now",
 		"wave 1 (nodes without topology.kubernetes.io/zone): web-6\n  wave 2 (zone-a): web-1, web-2\n  wave 3 (zone-a): web-3\n  wave 4 (zone-b): web-4, web-5\n",
 		"estimate: 4 wave(s) x ~30s = ~2m (per wave: no previous rollout to estimate from (no RollingDeploy of this name yet): assumed 10s per wave plus minHealthyTime 20s)",
-		"total estimate: ~2m20s (",
-	} {
-		if !strings.Contains(out.String(), s) {
-			t.Errorf("output lacks %q:\n%s", s, out)
-		}
-	}
-	if strings.Contains(out.String(), "maintenance window of a") {
+		"total estimate: ~2m20s (")
+	if strings.Contains(out, "maintenance window of a") {
 		t.Errorf("an open window is counted as a wait:\n%s", out)
 	}
 }
@@ -185,12 +178,11 @@ func TestPlanWithoutALiveDeploy(t *testing.T) {
 func TestPlanBlockedAndNoRoom(t *testing.T) {
 	m := strings.Replace(planManifest, "maxUnavailablePerDomain: 2", "maxUnavailablePerDomain: 2\n        minAvailablePerDomain: 1", 1)
 	m = strings.Replace(m, `{minAvailable: "50%"}`, `{minAvailable: 2}`, 1)
-	p, out, _ := fakePlugin(t, planCluster()...)
-	p.now = func() time.Time { return planNow }
-	if err := p.planDeploy(context.Background(), mustLoad(t, m)); err != nil {
+	out, err := planOf(t, m, planNow, planCluster()...)
+	if err != nil {
 		t.Fatalf("%v:\n%s", err, out)
 	}
-	for _, s := range []string{
+	wantLines(t, out,
 		"minAvailablePerDomain nodes without topology.kubernetes.io/zone: 1, zone-a: 1, zone-b: 1",
 		"blocked: domain nodes without topology.kubernetes.io/zone: 1 node(s) online, minAvailablePerDomain 1: none of its 1 node(s) to upgrade can go (web-6)",
 		"held: 5 node(s) of later domains wait behind it, domains go in name order (web-1, web-2, web-3, web-4, web-5)",
@@ -198,28 +190,18 @@ func TestPlanBlockedAndNoRoom(t *testing.T) {
 		"- (held)",
 		"no wave: minAvailable 2 leaves no room with 2 online",
 		"b-1   ?        unknown  - (no room)",
-		"total estimate: none: the rollout would stop at service a (domain nodes without topology.kubernetes.io/zone is blocked by its quorum)",
-	} {
-		if !strings.Contains(out.String(), s) {
-			t.Errorf("output lacks %q:\n%s", s, out)
-		}
-	}
+		"total estimate: none: the rollout would stop at service a (domain nodes without topology.kubernetes.io/zone is blocked by its quorum)")
 }
 
 // A quorum larger than the nodes selected: the operator would refuse it; exit 2 after the plan.
 func TestPlanRefused(t *testing.T) {
 	m := strings.Replace(planManifest, "quorum: {minAvailable: 3}", "quorum: {minAvailable: 9}", 1)
-	p, out, _ := fakePlugin(t, planCluster()...)
-	err := p.planDeploy(context.Background(), mustLoad(t, m))
+	out, err := planOf(t, m, planNow, planCluster()...)
 	if err == nil || !strings.Contains(err.Error(), "the operator would refuse rollingdeploy web") ||
 		!strings.Contains(err.Error(), "larger than the 6 node(s)") {
 		t.Fatalf("err %v", err)
 	}
-	for _, s := range []string{"PROBLEM: quorum.minAvailable 9 is larger", "- (refused)", "total estimate: none: the operator would refuse"} {
-		if !strings.Contains(out.String(), s) {
-			t.Errorf("output lacks %q:\n%s", s, out)
-		}
-	}
+	wantLines(t, out, "PROBLEM: quorum.minAvailable 9 is larger", "- (refused)", "total estimate: none: the operator would refuse")
 }
 
 func TestLoadManifest(t *testing.T) {
@@ -273,5 +255,25 @@ func TestRunPlanChecksFirst(t *testing.T) {
 	}
 	if o, err := parse("plan", []string{"--filename=rd.yaml"}, &bytes.Buffer{}); err != nil || o.file != "rd.yaml" {
 		t.Errorf("--filename: %+v, %v", o, err)
+	}
+}
+
+// planOf runs kubectl rollkeeper plan of manifest against objs at now; it returns the output
+// and planDeploy's error.
+func planOf(t *testing.T, manifest string, now time.Time, objs ...client.Object) (string, error) {
+	t.Helper()
+	p, out, _ := fakePlugin(t, objs...)
+	p.now = func() time.Time { return now }
+	err := p.planDeploy(context.Background(), mustLoad(t, manifest))
+	return out.String(), err
+}
+
+// wantLines reports each of want that out lacks.
+func wantLines(t *testing.T, out string, want ...string) {
+	t.Helper()
+	for _, s := range want {
+		if !strings.Contains(out, s) {
+			t.Errorf("output lacks %q:\n%s", s, out)
+		}
 	}
 }

@@ -62,6 +62,9 @@ func (t *Topology) MinAvailableIn(domain string) int {
 }
 
 func (t *Topology) validate() error {
+	if t == nil { // optional
+		return nil
+	}
 	if errs := validation.IsQualifiedName(t.Key); len(errs) > 0 {
 		return fmt.Errorf("topology.key %q: %s", clip(t.Key), strings.Join(errs, "; "))
 	}
@@ -221,6 +224,9 @@ type StopCheck struct {
 }
 
 func (c *StopCheck) validate() error {
+	if c == nil { // optional
+		return nil
+	}
 	if (c.HTTPGet != nil) == (c.Exec != nil) {
 		return fmt.Errorf("preStopCheck: exactly one of httpGet and exec")
 	}
@@ -254,6 +260,9 @@ type AlertGate struct {
 }
 
 func (a *AlertGate) validate() error {
+	if a == nil { // optional
+		return nil
+	}
 	if !strings.HasPrefix(a.URL, "http://") && !strings.HasPrefix(a.URL, "https://") {
 		return fmt.Errorf("alertGate.url %q is not an http(s) URL", clip(a.URL))
 	}

@@ -140,32 +140,12 @@ func (p *Plan) validate() error {
 	if p.FailurePolicy != FailurePolicyPause && p.FailurePolicy != FailurePolicyRollback {
 		return fmt.Errorf("failurePolicy %q is neither %s nor %s", clip(p.FailurePolicy), FailurePolicyPause, FailurePolicyRollback)
 	}
-	if err := inRange("minHealthySeconds", p.MinHealthySeconds, 0, MaxMinHealthySeconds); err != nil {
+	// The gates beyond the quorum.
+	if err := firstErr(inRange("minHealthySeconds", p.MinHealthySeconds, 0, MaxMinHealthySeconds),
+		nonNegative("canary", int64(p.Canary)), inRange("canaryBakeSeconds", p.CanaryBakeSeconds, 0, MaxBakeSeconds),
+		nonNegative("maxFailures", int64(p.MaxFailures)), nonNegative("maxUnavailable", int64(p.MaxUnavailable)),
+		p.PreStopCheck.validate(), p.AlertGate.validate(), p.Topology.validate()); err != nil {
 		return err
-	}
-	if err := firstErr(nonNegative("canary", int64(p.Canary)), inRange("canaryBakeSeconds", p.CanaryBakeSeconds, 0, MaxBakeSeconds)); err != nil {
-		return err
-	}
-	if p.MaxFailures < 0 {
-		return fmt.Errorf("maxFailures %d is negative", p.MaxFailures)
-	}
-	if p.PreStopCheck != nil {
-		if err := p.PreStopCheck.validate(); err != nil {
-			return err
-		}
-	}
-	if p.AlertGate != nil {
-		if err := p.AlertGate.validate(); err != nil {
-			return err
-		}
-	}
-	if p.MaxUnavailable < 0 {
-		return fmt.Errorf("maxUnavailable %d is negative", p.MaxUnavailable)
-	}
-	if p.Topology != nil {
-		if err := p.Topology.validate(); err != nil {
-			return err
-		}
 	}
 	if len(p.Windows) > MaxWindows {
 		return fmt.Errorf("%d windows, at most %d", len(p.Windows), MaxWindows)
