@@ -3,10 +3,12 @@
 package health
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -129,17 +131,7 @@ func NewProber(hc *zklayout.HealthCheck, defaultHost string, env []string) Probe
 	}
 	switch {
 	case hc.HTTPGet != nil:
-		g := hc.HTTPGet
-		scheme := "http"
-		if g.Scheme == "HTTPS" {
-			scheme = "https"
-		}
-		url := fmt.Sprintf("%s://%s%s", scheme, net.JoinHostPort(host(g.Host), strconv.Itoa(g.Port)), g.Path)
-		client := &http.Client{Transport: &http.Transport{
-			// Like kubelet's probes: HTTPS health endpoints are not verified.
-			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec
-			DisableKeepAlives: true,
-		}}
+		url, client := URL(hc.HTTPGet, defaultHost), NewClient()
 		return func(ctx context.Context) error {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 			if err != nil {
@@ -172,13 +164,68 @@ func NewProber(hc *zklayout.HealthCheck, defaultHost string, env []string) Probe
 			return func(context.Context) error { return fmt.Errorf("exec %q: the command is empty", argv) }
 		}
 		return func(ctx context.Context) error {
-			cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-			cmd.Env = hostenv.Build(env...)
-			if out, err := cmd.CombinedOutput(); err != nil {
+			if out, err := Run(ctx, argv, env); err != nil {
 				return fmt.Errorf("exec %v: %w: %.200s", argv, err, out)
 			}
 			return nil
 		}
 	}
 	return func(context.Context) error { return errors.New("health check has no probe") }
+}
+
+// URL is what an httpGet check (a health check's, a preStopCheck's) asks: its host, else
+// defaultHost (the node's address).
+func URL(g *zklayout.HTTPGet, defaultHost string) string {
+	h, scheme := g.Host, "http"
+	if h == "" {
+		h = defaultHost
+	}
+	if g.Scheme == "HTTPS" {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://%s%s", scheme, net.JoinHostPort(h, strconv.Itoa(g.Port)), g.Path)
+}
+
+// NewClient is the HTTP client of httpGet checks. Like kubelet's probes, HTTPS endpoints on
+// the node are not verified; no connection is kept between probes.
+func NewClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec
+		DisableKeepAlives: true,
+	}}
+}
+
+// MaxOutput bounds what is kept of an exec check's output: a check cannot fill the agent's
+// memory.
+const MaxOutput = 1 << 20
+
+// Run runs an exec check's command in env (the service's run environment, hostenv adds PATH;
+// never the agent's own) and returns at most MaxOutput of its combined output.
+func Run(ctx context.Context, argv []string, env []string) ([]byte, error) {
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, fmt.Errorf("exec %q: the command is empty", argv)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = hostenv.Build(env...)
+	var out bytes.Buffer
+	// One writer for both: exec then writes from one goroutine at a time.
+	lw := &limited{w: &out, n: MaxOutput}
+	cmd.Stdout, cmd.Stderr = lw, lw
+	err := cmd.Run()
+	return out.Bytes(), err
+}
+
+// limited writes at most n bytes to w and drops the rest.
+type limited struct {
+	w io.Writer
+	n int
+}
+
+func (l *limited) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
 }

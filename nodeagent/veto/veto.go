@@ -14,17 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rollkeeper/rollkeeper/internal/zklayout"
-	"github.com/rollkeeper/rollkeeper/nodeagent/hostenv"
+	"github.com/rollkeeper/rollkeeper/nodeagent/health"
 )
 
 // MaxReason bounds a reason kept from a check's output or a body.
@@ -40,30 +37,14 @@ func StopCheck(ctx context.Context, c *zklayout.StopCheck, host string, env []st
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(max(c.TimeoutSeconds, 1))*time.Second)
 	defer cancel()
 	switch {
-	case c.Exec != nil && len(c.Exec.Command) > 0 && c.Exec.Command[0] != "":
-		argv := c.Exec.Command
-		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-		cmd.Env = hostenv.Build(env...)
-		var out bytes.Buffer
-		// One writer for both: exec then writes from one goroutine at a time.
-		lw := &limited{w: &out, n: maxBody}
-		cmd.Stdout, cmd.Stderr = lw, lw
-		if err := cmd.Run(); err != nil {
-			return reason(fmt.Sprintf("%s: ", err), out.Bytes())
+	case c.Exec != nil:
+		if out, err := health.Run(ctx, c.Exec.Command, env); err != nil {
+			return reason(fmt.Sprintf("%s: ", err), out)
 		}
 		return ""
 	case c.HTTPGet != nil:
-		g := c.HTTPGet
-		h := g.Host
-		if h == "" {
-			h = host
-		}
-		scheme := "http"
-		if g.Scheme == "HTTPS" {
-			scheme = "https"
-		}
-		u := fmt.Sprintf("%s://%s%s", scheme, net.JoinHostPort(h, strconv.Itoa(g.Port)), g.Path)
-		body, status, err := get(ctx, insecureClient, u)
+		u := health.URL(c.HTTPGet, host)
+		body, status, err := get(ctx, checkClient, u)
 		if err != nil {
 			return reason("", []byte(err.Error()))
 		}
@@ -75,8 +56,8 @@ func StopCheck(ctx context.Context, c *zklayout.StopCheck, host string, env []st
 	return "preStopCheck has neither exec nor httpGet"
 }
 
-// Like kubelet's probes (and the health checks), HTTPS endpoints on the node are not verified.
-var insecureClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: insecureTLS()}}
+// checkClient asks preStopChecks' endpoints on the node, as the health checks do.
+var checkClient = health.NewClient()
 
 // Alerts asks the alert gate's Prometheus: "" when its query returns no series, otherwise why
 // the node holds (the series, or why Prometheus could not answer: a gate that cannot be asked
@@ -196,20 +177,4 @@ func reason(prefix string, out []byte) string {
 		r = "not now (no reason given)"
 	}
 	return r
-}
-
-// limited writes at most n bytes to w and drops the rest (a check cannot fill the agent's
-// memory).
-type limited struct {
-	w io.Writer
-	n int
-}
-
-func (l *limited) Write(p []byte) (int, error) {
-	if l.n > 0 {
-		k := min(len(p), l.n)
-		l.w.Write(p[:k])
-		l.n -= k
-	}
-	return len(p), nil
 }
